@@ -1,0 +1,240 @@
+//! The CPU benchmark suite of BENCH.md, shared by `qconv bench` and the criterion benches.
+//!
+//! Each case builds its module the way `bench/torch_cpu.py` does: uniform weights in
+//! `±1/sqrt(fan_in)` (PyTorch's default initialisation range), per-channel affine qint8 qparams with
+//! zero point 0 and `scale = max|w| / 127` along the output-channel axis (0 for convolutions, 1 for
+//! transposed ones), and an input uniform in `[-1, 1)`. Data comes from a fixed-seed generator, so
+//! runs are repeatable.
+
+use std::time::Instant;
+
+use crate::conv::{AnyConv, ConvModule, ConvOptions, Padding};
+use crate::error::{Error, Result};
+use crate::quant::{QuantDType, WeightQParams};
+use crate::tensor::Tensor;
+
+/// One benchmark case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchCase {
+    /// Case name, as in BENCH.md (`c2d_3x3`, ...).
+    pub name: &'static str,
+    /// Transposed convolution.
+    pub transposed: bool,
+    /// Spatial dimensions (1, 2, 3).
+    pub dims: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Input spatial size (first `dims` entries used).
+    pub spatial: [usize; 3],
+    /// Kernel size (same in every dimension).
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding.
+    pub pad: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Groups.
+    pub groups: usize,
+}
+
+const fn case(
+    name: &'static str,
+    transposed: bool,
+    dims: usize,
+    c: usize,
+    k: usize,
+    spatial: [usize; 3],
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    groups: usize,
+) -> BenchCase {
+    BenchCase {
+        name,
+        transposed,
+        dims,
+        in_channels: c,
+        out_channels: k,
+        spatial,
+        kernel,
+        stride,
+        pad,
+        dilation,
+        groups,
+    }
+}
+
+/// The CPU suite (f32, batch 1, all with bias).
+pub const CPU_SUITE: [BenchCase; 10] = [
+    case("c2d_3x3", false, 2, 128, 128, [28, 28, 0], 3, 1, 1, 1, 1),
+    case("c2d_1x1", false, 2, 256, 64, [56, 56, 0], 1, 1, 0, 1, 1),
+    case("c2d_stem", false, 2, 3, 64, [224, 224, 0], 7, 2, 3, 1, 1),
+    case("c2d_dw", false, 2, 256, 256, [28, 28, 0], 3, 1, 1, 1, 256),
+    case("c2d_dil", false, 2, 64, 64, [56, 56, 0], 3, 1, 2, 2, 1),
+    case("c1d", false, 1, 256, 256, [2048, 0, 0], 5, 1, 2, 1, 1),
+    case("c3d", false, 3, 32, 64, [8, 28, 28], 3, 1, 1, 1, 1),
+    case("ct2d", true, 2, 128, 64, [28, 28, 0], 4, 2, 1, 1, 1),
+    case("ct1d", true, 1, 256, 128, [1024, 0, 0], 4, 2, 1, 1, 1),
+    case("ct3d", true, 3, 32, 16, [8, 16, 16], 4, 2, 1, 1, 1),
+];
+
+/// Looks a case up by name.
+pub fn find_case(name: &str) -> Result<BenchCase> {
+    CPU_SUITE.iter().copied().find(|c| c.name == name).ok_or_else(|| Error::Parse {
+        what: "benchmark case",
+        value: name.to_string(),
+        expected: CPU_SUITE.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// A small deterministic generator (SplitMix64) for weights and inputs.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator with the given seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    /// `n` values uniform in `[lo, hi)`.
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Per-channel affine qint8 qparams with zero point 0 and `scale = max|w| / 127` along `axis`
+/// (what `bench/torch_cpu.py` uses).
+pub fn absmax_qparams(weight: &Tensor, axis: usize) -> Result<WeightQParams> {
+    let w = weight.as_slice::<f32>()?;
+    let shape = weight.shape();
+    let channels = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut amax = vec![0f32; channels];
+    for (i, run) in w.chunks(inner.max(1)).enumerate() {
+        let c = i % channels;
+        amax[c] = run.iter().fold(amax[c], |m, x| m.max(x.abs()));
+    }
+    let scales = amax.iter().map(|&a| a.max(1e-8) / 127.0).collect();
+    Ok(WeightQParams::per_channel(QuantDType::QInt8, scales, vec![0; channels], axis))
+}
+
+/// A built case: module, input and the numbers needed to report it.
+#[derive(Clone, Debug)]
+pub struct BuiltCase {
+    /// The module (fake-quantized weight cached).
+    pub module: AnyConv,
+    /// The input batch.
+    pub input: Tensor,
+    /// Its float weight and qparams (for timing fake-quant alone).
+    pub weight: Tensor,
+    /// The qparams.
+    pub qparams: WeightQParams,
+    /// FLOPs of one forward (BENCH.md's formula).
+    pub flops: f64,
+}
+
+fn build_d<const D: usize, const T: bool>(c: &BenchCase, batch: usize, rng: &mut Rng) -> Result<BuiltCase> {
+    let mut opts = ConvOptions::<D>::new([c.kernel; D])
+        .stride([c.stride; D])
+        .padding(Padding::Explicit([c.pad; D]))
+        .dilation([c.dilation; D])
+        .groups(c.groups);
+    opts.bias = true;
+    let shape = ConvModule::<D, T>::weight_shape(c.in_channels, c.out_channels, &opts);
+    let fan_in = shape[1] * c.kernel.pow(D as u32);
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let n: usize = shape.iter().product();
+    let weight = Tensor::from_vec(rng.vec(n, -bound, bound), &shape)?;
+    let bias = Tensor::from_vec(rng.vec(c.out_channels, -bound, bound), &[c.out_channels])?;
+    let qparams = absmax_qparams(&weight, if T { 1 } else { 0 })?;
+    let module = ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
+    let mut in_shape = vec![batch, c.in_channels];
+    in_shape.extend_from_slice(&c.spatial[..D]);
+    let input = Tensor::from_vec(rng.vec(in_shape.iter().product(), -1.0, 1.0), &in_shape)?;
+    let kprod = c.kernel.pow(D as u32) as f64;
+    let flops = if T {
+        let sp: usize = c.spatial[..D].iter().product();
+        2.0 * (batch * c.in_channels * (c.out_channels / c.groups)) as f64 * kprod * sp as f64
+    } else {
+        let out = module.options().conv_output_size(&c.spatial[..D].try_into().expect("D entries"))?;
+        let sp: usize = out.iter().product();
+        2.0 * (batch * c.out_channels * (c.in_channels / c.groups)) as f64 * kprod * sp as f64
+    };
+    Ok(BuiltCase { module: wrap(module), input, weight, qparams, flops })
+}
+
+fn wrap<const D: usize, const T: bool>(m: ConvModule<D, T>) -> AnyConv {
+    // The const parameters pick exactly one arm; the conversions go through `Any`-free clones.
+    let any: Box<dyn std::any::Any> = Box::new(m);
+    match (D, T) {
+        (1, false) => AnyConv::Conv1d(*any.downcast().expect("Conv1d")),
+        (2, false) => AnyConv::Conv2d(*any.downcast().expect("Conv2d")),
+        (3, false) => AnyConv::Conv3d(*any.downcast().expect("Conv3d")),
+        (1, true) => AnyConv::ConvTranspose1d(*any.downcast().expect("ConvTranspose1d")),
+        (2, true) => AnyConv::ConvTranspose2d(*any.downcast().expect("ConvTranspose2d")),
+        _ => AnyConv::ConvTranspose3d(*any.downcast().expect("ConvTranspose3d")),
+    }
+}
+
+impl BenchCase {
+    /// Builds module and input for `batch`, deterministically.
+    pub fn build(&self, batch: usize) -> Result<BuiltCase> {
+        let mut rng = Rng::new(0x5EED ^ self.name.len() as u64);
+        match (self.dims, self.transposed) {
+            (1, false) => build_d::<1, false>(self, batch, &mut rng),
+            (2, false) => build_d::<2, false>(self, batch, &mut rng),
+            (3, false) => build_d::<3, false>(self, batch, &mut rng),
+            (1, true) => build_d::<1, true>(self, batch, &mut rng),
+            (2, true) => build_d::<2, true>(self, batch, &mut rng),
+            (3, true) => build_d::<3, true>(self, batch, &mut rng),
+            _ => Err(Error::config("dims", self.dims, "must be 1, 2 or 3")),
+        }
+    }
+}
+
+/// Median wall time of `f` in microseconds, measured like `bench/torch_cpu.py`: 3 warm-up calls,
+/// then at least `min_iters` calls and at least `min_secs` seconds (at most 2000 calls).
+pub fn time_median_us(mut f: impl FnMut() -> Result<()>, min_iters: usize, min_secs: f64) -> Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut ts = Vec::new();
+    let start = Instant::now();
+    while ts.len() < min_iters || start.elapsed().as_secs_f64() < min_secs {
+        let t0 = Instant::now();
+        f()?;
+        ts.push(t0.elapsed().as_secs_f64());
+        if ts.len() > 2000 {
+            break;
+        }
+    }
+    ts.sort_by(f64::total_cmp);
+    Ok(ts[ts.len() / 2] * 1e6)
+}
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`), when available.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

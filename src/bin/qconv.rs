@@ -1,0 +1,296 @@
+//! The `qconv` command line: `info`, `run`, `weights`, `bench`.
+//!
+//! Errors print one line (`error: ...`) and exit with status 1 (2 for usage errors); the program
+//! never panics on user input.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use qconv::bench::{self, BenchCase};
+use qconv::io::{StateDict, StoredData, StoredTensor};
+use qconv::quant::QuantizedValues;
+use qconv::{AnyConv, Device, Error};
+
+const USAGE: &str = "\
+qconv — PyTorch-exact reference quantized convolutions
+
+USAGE:
+  qconv info
+      Devices found, CUDA driver / NVRTC probe results, and why CUDA is unusable.
+  qconv run --model M.safetensors --input X.safetensors --output Y.safetensors
+            [--prefix P] [--device auto|cpu|cuda[:N]] [--output-size A,B,..]
+      Runs the module stored under prefix P (default: the file's only module) on the tensor
+      `input` of X (or X's only tensor) and writes the result as `output` to Y.
+  qconv weights --model M.safetensors [--prefix P] --output W.safetensors
+      Writes `weight_fq` (f32, get_weight()) and `weight_q` (i32 codes of get_quantized_weight(),
+      where defined) of the module.
+  qconv bench [--case NAME] [--batch N] [--min-time SECONDS]
+      The CPU suite of BENCH.md: one JSON line per case and op, fields as bench/torch_cpu.py.
+  qconv help
+";
+
+/// A usage error (exit status 2) or a library error (exit status 1).
+enum CliError {
+    Usage(String),
+    Lib(Error),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Lib(e)
+    }
+}
+
+type CliResult<T> = std::result::Result<T, CliError>;
+
+/// `--flag value` pairs after the subcommand.
+struct Args {
+    pairs: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse(mut rest: VecDeque<String>, allowed: &[&str]) -> CliResult<Args> {
+        let mut pairs = Vec::new();
+        while let Some(flag) = rest.pop_front() {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (flag.clone(), None),
+            };
+            if !allowed.contains(&name.as_str()) {
+                return Err(CliError::Usage(format!(
+                    "unknown argument {flag:?} (expected one of: {})",
+                    allowed.join(", ")
+                )));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => rest.pop_front().ok_or_else(|| CliError::Usage(format!("{name} needs a value")))?,
+            };
+            pairs.push((name, value));
+        }
+        Ok(Args { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> CliResult<&str> {
+        self.get(name).ok_or_else(|| CliError::Usage(format!("{name} is required")))
+    }
+}
+
+fn main() -> ExitCode {
+    let mut argv: VecDeque<String> = std::env::args().skip(1).collect();
+    let cmd = argv.pop_front().unwrap_or_else(|| "help".into());
+    let result = match cmd.as_str() {
+        "info" => Args::parse(argv, &[]).and_then(|_| info()),
+        "run" => Args::parse(argv, &["--model", "--prefix", "--input", "--output", "--device", "--output-size"])
+            .and_then(|a| run(&a)),
+        "weights" => Args::parse(argv, &["--model", "--prefix", "--output"]).and_then(|a| weights(&a)),
+        "bench" => Args::parse(argv, &["--case", "--batch", "--min-time", "--device"]).and_then(|a| bench_cmd(&a)),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(CliError::Usage(format!("unknown command {other:?}; try `qconv help`"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            eprintln!("usage: qconv info | run | weights | bench | help");
+            ExitCode::from(2)
+        }
+        Err(CliError::Lib(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn info() -> CliResult<()> {
+    let p = qconv::cuda::probe();
+    println!("qconv {} ({})", env!("CARGO_PKG_VERSION"), qconv::BUILD_INFO);
+    println!("cpu: {} threads (rayon), SIMD: {}", rayon::current_num_threads(), qconv::cpu::simd_level());
+    println!("cuda driver library: {}", if p.driver_loaded { "loaded" } else { "not found" });
+    match p.driver_version {
+        Some(v) => println!("cuda driver version: {}.{}", v / 1000, v % 1000 / 10),
+        None => println!("cuda driver version: -"),
+    }
+    println!("cuda bindings built for: {}.{}", p.bindings_version / 1000, p.bindings_version % 1000 / 10);
+    println!("cuda devices: {}", p.devices.len());
+    for d in &p.devices {
+        println!(
+            "  cuda:{}: {} (sm_{}{}, {:.1} GiB)",
+            d.ordinal,
+            d.name,
+            d.compute_capability.0,
+            d.compute_capability.1,
+            d.total_memory as f64 / (1u64 << 30) as f64
+        );
+    }
+    println!("cuda context: {}", if p.context_ok { "ok" } else { "not created" });
+    match p.nvrtc_version {
+        Some((a, b)) => println!("nvrtc: loaded, version {a}.{b}"),
+        None => println!("nvrtc: {}", if p.nvrtc_loaded { "loaded (version unknown)" } else { "not found" }),
+    }
+    match p.unusable_reason() {
+        None => println!("cuda usable: yes"),
+        Some(r) => println!("cuda usable: no — {r}"),
+    }
+    let (dev, why) = compute_device("auto")?;
+    println!("compute device (auto): {dev} — {why}");
+    Ok(())
+}
+
+/// Resolves `--device` to the device that will compute, with the reason for the choice.
+fn compute_device(spec: &str) -> CliResult<(Device, String)> {
+    match spec {
+        "auto" => {
+            let p = qconv::cuda::probe();
+            Ok(match p.unusable_reason() {
+                Some(r) => (Device::Cpu, format!("CPU fallback: {r}")),
+                None => (Device::Cpu, "CPU: this build of qconv has no CUDA kernels yet".into()),
+            })
+        }
+        s => {
+            let d: Device = s.parse()?;
+            match d {
+                Device::Cpu => Ok((Device::Cpu, "requested".into())),
+                Device::Cuda(_) => {
+                    // Fails with the probe's reason, or because the backend is not built.
+                    qconv::Tensor::zeros(&[1], qconv::DType::F32)?.to_device(d)?;
+                    Ok((d, "requested".into()))
+                }
+            }
+        }
+    }
+}
+
+fn pick_prefix(sd: &StateDict, prefix: Option<&str>, path: &str) -> CliResult<String> {
+    if let Some(p) = prefix {
+        return Ok(p.to_string());
+    }
+    let prefixes = sd.module_prefixes();
+    match prefixes.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(CliError::Lib(Error::StateDictKeys {
+            prefix: String::new(),
+            missing: vec!["<prefix>module".into()],
+            unexpected: vec![],
+        })),
+        many => Err(CliError::Usage(format!("{path} holds {} modules; choose one with --prefix: {many:?}", many.len()))),
+    }
+}
+
+fn load_module(args: &Args) -> CliResult<AnyConv> {
+    let path = args.required("--model")?;
+    let sd = StateDict::load(path)?;
+    let prefix = pick_prefix(&sd, args.get("--prefix"), path)?;
+    Ok(AnyConv::from_state_dict(&sd, &prefix)?)
+}
+
+fn run(args: &Args) -> CliResult<()> {
+    let module = load_module(args)?;
+    let (device, _) = compute_device(args.get("--device").unwrap_or("auto"))?;
+    let input_path = args.required("--input")?;
+    let output_path = PathBuf::from(args.required("--output")?);
+    let inputs = StateDict::load(input_path)?;
+    let x = if inputs.tensors.contains_key("input") {
+        inputs.tensor("input")?
+    } else if inputs.tensors.len() == 1 {
+        let (name, t) = inputs.tensors.iter().next().expect("one tensor");
+        t.to_tensor(name)?
+    } else {
+        return Err(CliError::Usage(format!(
+            "{input_path} has {} tensors and none is named `input`",
+            inputs.tensors.len()
+        )));
+    };
+    let output_size = match args.get("--output-size") {
+        None => None,
+        Some(s) => Some(
+            s.split(',')
+                .map(|v| v.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| CliError::Usage(format!("--output-size {s:?} must be comma-separated integers")))?,
+        ),
+    };
+    let x = x.to_device(device)?;
+    let y = module.forward(&x, output_size.as_deref())?;
+    let mut out = StateDict::new();
+    out.insert_tensor("output", &y);
+    out.save(&output_path)?;
+    eprintln!("{module} on {device}: input {:?} -> output {:?} written to {}", x.shape(), y.shape(), output_path.display());
+    Ok(())
+}
+
+fn weights(args: &Args) -> CliResult<()> {
+    let module = load_module(args)?;
+    let out_path = args.required("--output")?;
+    let mut out = StateDict::new();
+    out.insert_tensor("weight_fq", module.get_weight());
+    match module.get_quantized_weight() {
+        Ok(q) => match q.values {
+            QuantizedValues::Codes(c) => {
+                out.tensors.insert("weight_q".into(), StoredTensor::new(q.shape, StoredData::I32(c))?);
+            }
+            QuantizedValues::Float16(_) => eprintln!("note: weight_q omitted (dtype float16 has no integer codes)"),
+        },
+        Err(Error::NotQuantized(msg)) => eprintln!("note: weight_q omitted ({msg})"),
+        Err(e) => return Err(e.into()),
+    }
+    out.save(out_path)?;
+    Ok(())
+}
+
+fn bench_cmd(args: &Args) -> CliResult<()> {
+    if let Some(d) = args.get("--device") {
+        if d != "cpu" {
+            compute_device(d)?;
+        }
+    }
+    let cases: Vec<BenchCase> = match args.get("--case") {
+        Some(name) => vec![bench::find_case(name)?],
+        None => bench::CPU_SUITE.to_vec(),
+    };
+    let batch = match args.get("--batch") {
+        None => 1,
+        Some(s) => s.parse::<usize>().ok().filter(|&b| b > 0).ok_or_else(|| {
+            CliError::Usage(format!("--batch {s:?} must be a positive integer"))
+        })?,
+    };
+    let min_time = match args.get("--min-time") {
+        None => 1.0,
+        Some(s) => s.parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+            CliError::Usage(format!("--min-time {s:?} must be a non-negative number of seconds"))
+        })?,
+    };
+    let threads = rayon::current_num_threads();
+    for c in cases {
+        let built = c.build(batch)?;
+        let fwd = bench::time_median_us(|| built.module.forward(&built.input, None).map(|_| ()), 20, min_time)?;
+        let fq = bench::time_median_us(
+            || qconv::quant::fake_quantize(&built.weight, &built.qparams).map(|_| ()),
+            20,
+            min_time,
+        )?;
+        for (op, t, flops) in [("module_forward", fwd, Some(built.flops)), ("weight_fakequant", fq, None)] {
+            let row = serde_json::json!({
+                "peer": "qconv",
+                "version": env!("CARGO_PKG_VERSION"),
+                "case": c.name,
+                "op": op,
+                "batch": batch,
+                "median_us": (t * 100.0).round() / 100.0,
+                "gflops": flops.map(|f| (f / t / 1e3 * 100.0).round() / 100.0),
+                "threads": threads,
+                "peak_rss_kib": bench::peak_rss_kib(),
+            });
+            println!("{row}");
+        }
+    }
+    Ok(())
+}

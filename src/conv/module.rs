@@ -1,0 +1,519 @@
+//! The six reference modules, as one generic type: `ConvModule<D, TRANSPOSED>`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::conv::options::{ConvOptions, Padding, PaddingMode};
+use crate::cpu::{self, ConvProblem, PackedWeight};
+use crate::error::{Error, Result};
+use crate::quant::{self, Plan, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
+use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
+
+/// A reference quantized convolution with `D` spatial dimensions; `TRANSPOSED` selects
+/// `ConvTransposeNd`. Use the aliases [`Conv1d`] … [`ConvTranspose3d`].
+///
+/// The module keeps its float weight, bias and [`WeightQParams`] (what a PyTorch state dict holds)
+/// and, derived from them once — at construction or when one of them changes, never in
+/// [`forward`](ConvModule::forward) — the fake-quantized weight (`get_weight()`) and the weight
+/// packed for the CPU kernels. Modules are immutable during `forward`, `Send + Sync`, and cheap to
+/// clone (the derived data is shared).
+#[derive(Clone)]
+pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
+    in_channels: usize,
+    out_channels: usize,
+    options: ConvOptions<D>,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    qparams: WeightQParams,
+    derived: Arc<Derived>,
+    device: Device,
+}
+
+/// What is computed from weight + qparams once per change.
+struct Derived {
+    weight_fq: Tensor,
+    packed: PackedWeight,
+}
+
+/// `Conv1d` (`torch.ao.nn.quantized.reference.Conv1d`).
+pub type Conv1d = ConvModule<1, false>;
+/// `Conv2d` (`torch.ao.nn.quantized.reference.Conv2d`).
+pub type Conv2d = ConvModule<2, false>;
+/// `Conv3d` (`torch.ao.nn.quantized.reference.Conv3d`).
+pub type Conv3d = ConvModule<3, false>;
+/// `ConvTranspose1d` (`torch.ao.nn.quantized.reference.ConvTranspose1d`).
+pub type ConvTranspose1d = ConvModule<1, true>;
+/// `ConvTranspose2d` (`torch.ao.nn.quantized.reference.ConvTranspose2d`).
+pub type ConvTranspose2d = ConvModule<2, true>;
+/// `ConvTranspose3d` (`torch.ao.nn.quantized.reference.ConvTranspose3d`).
+pub type ConvTranspose3d = ConvModule<3, true>;
+
+fn pad3<const D: usize>(v: &[usize; D], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - D..].copy_from_slice(v);
+    out
+}
+
+impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
+    /// The PyTorch class name, e.g. `"Conv2d"` or `"ConvTranspose3d"`.
+    pub fn type_name() -> &'static str {
+        match (D, TRANSPOSED) {
+            (1, false) => "Conv1d",
+            (2, false) => "Conv2d",
+            (3, false) => "Conv3d",
+            (1, true) => "ConvTranspose1d",
+            (2, true) => "ConvTranspose2d",
+            (3, true) => "ConvTranspose3d",
+            _ => "ConvNd",
+        }
+    }
+
+    /// Expected weight shape for the given channels and options.
+    pub fn weight_shape(in_channels: usize, out_channels: usize, options: &ConvOptions<D>) -> Vec<usize> {
+        let g = options.groups.max(1);
+        let mut shape = if TRANSPOSED { vec![in_channels, out_channels / g] } else { vec![out_channels, in_channels / g] };
+        shape.extend_from_slice(&options.kernel_size);
+        shape
+    }
+
+    /// Builds a module from a float weight (PyTorch layout: `(out, in/groups, *k)`, transposed
+    /// `(in, out/groups, *k)`), an optional bias `(out,)`, weight qparams and options — PyTorch's
+    /// `from_float(float_conv, weight_qparams)`. Channel counts come from the weight's shape.
+    ///
+    /// `options.bias` is ignored: the module has a bias exactly when `bias` is `Some`.
+    pub fn from_float(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        qparams: WeightQParams,
+        mut options: ConvOptions<D>,
+    ) -> Result<Self> {
+        if weight.ndim() != D + 2 {
+            return Err(Error::shape(
+                "weight",
+                weight.shape(),
+                format!("a {} weight must have {} dimensions", Self::type_name(), D + 2),
+            ));
+        }
+        if options.groups == 0 {
+            return Err(Error::config("groups", 0, "groups must be a positive integer"));
+        }
+        let s = weight.shape();
+        let (in_channels, out_channels) = if TRANSPOSED {
+            (s[0], s[1].checked_mul(options.groups).ok_or_else(|| Error::Overflow("out_channels".into()))?)
+        } else {
+            (s[1].checked_mul(options.groups).ok_or_else(|| Error::Overflow("in_channels".into()))?, s[0])
+        };
+        options.bias = bias.is_some();
+        Self::new(in_channels, out_channels, options, weight, bias, qparams)
+    }
+
+    /// Builds a module from a float weight and bias with qparams from PyTorch's default x86 weight
+    /// observer: per-channel symmetric qint8 along axis 0 for convolutions, per-tensor symmetric
+    /// qint8 for transposed convolutions (PyTorch rejects per-channel observers for those).
+    pub fn from_float_observed(weight: Tensor, bias: Option<Tensor>, options: ConvOptions<D>) -> Result<Self> {
+        let qparams = if TRANSPOSED {
+            WeightQParams::per_tensor_symmetric_from_weight(&weight, QuantDType::QInt8)?
+        } else {
+            WeightQParams::per_channel_symmetric_from_weight(&weight, 0, QuantDType::QInt8)?
+        };
+        Self::from_float(weight, bias, qparams, options)
+    }
+
+    /// Builds a module with explicit channel counts (checked against the weight's shape).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        options: ConvOptions<D>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        qparams: WeightQParams,
+    ) -> Result<Self> {
+        options.validate(in_channels, out_channels, TRANSPOSED)?;
+        let expected = Self::weight_shape(in_channels, out_channels, &options);
+        if weight.shape() != expected.as_slice() {
+            return Err(Error::shape(
+                "weight",
+                weight.shape(),
+                format!(
+                    "{} with in_channels={in_channels}, out_channels={out_channels}, groups={} needs weight shape {expected:?}",
+                    Self::type_name(),
+                    options.groups
+                ),
+            ));
+        }
+        if weight.dtype() != DType::F32 {
+            return Err(Error::DType {
+                what: "weight",
+                got: weight.dtype().to_string(),
+                rule: "module weights are float32 (quantization only works on float32 weights)".into(),
+            });
+        }
+        if options.bias != bias.is_some() {
+            return Err(Error::config(
+                "bias",
+                options.bias,
+                if options.bias { "options.bias is true but no bias tensor was given" } else { "options.bias is false but a bias tensor was given" },
+            ));
+        }
+        if let Some(b) = &bias {
+            Self::check_bias(b, out_channels)?;
+        }
+        let derived = Arc::new(Self::derive(in_channels, out_channels, &options, &weight, &qparams)?);
+        Ok(ConvModule { in_channels, out_channels, options, weight, bias, qparams, derived, device: Device::Cpu })
+    }
+
+    fn check_bias(b: &Tensor, out_channels: usize) -> Result<()> {
+        if b.shape() != [out_channels] {
+            return Err(Error::shape("bias", b.shape(), format!("it must have shape [{out_channels}] (out_channels)")));
+        }
+        if b.dtype() != DType::F32 {
+            return Err(Error::DType { what: "bias", got: b.dtype().to_string(), rule: "the bias must be float32".into() });
+        }
+        Ok(())
+    }
+
+    fn derive(
+        in_channels: usize,
+        out_channels: usize,
+        options: &ConvOptions<D>,
+        weight: &Tensor,
+        qparams: &WeightQParams,
+    ) -> Result<Derived> {
+        let plan: Plan = qparams.plan(weight.shape())?;
+        let w = weight.as_slice::<f32>()?;
+        let fq = quant::fake_quantize_planned(&plan, weight.shape(), w)?;
+        let packed =
+            PackedWeight::new(TRANSPOSED, in_channels, out_channels, options.groups, pad3(&options.kernel_size, 1), &fq)?;
+        Ok(Derived { weight_fq: Tensor::from_vec(fq, weight.shape())?, packed })
+    }
+
+    fn rederive(&mut self) -> Result<()> {
+        self.derived =
+            Arc::new(Self::derive(self.in_channels, self.out_channels, &self.options, &self.weight, &self.qparams)?);
+        Ok(())
+    }
+
+    // ---- accessors mirroring the PyTorch module ------------------------------------------------
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+    /// All hyper-parameters.
+    pub fn options(&self) -> &ConvOptions<D> {
+        &self.options
+    }
+    /// Kernel size.
+    pub fn kernel_size(&self) -> [usize; D] {
+        self.options.kernel_size
+    }
+    /// Stride.
+    pub fn stride(&self) -> [usize; D] {
+        self.options.stride
+    }
+    /// Padding.
+    pub fn padding(&self) -> Padding<D> {
+        self.options.padding
+    }
+    /// Dilation.
+    pub fn dilation(&self) -> [usize; D] {
+        self.options.dilation
+    }
+    /// Output padding (transposed convolutions; zeros otherwise).
+    pub fn output_padding(&self) -> [usize; D] {
+        self.options.output_padding
+    }
+    /// Groups.
+    pub fn groups(&self) -> usize {
+        self.options.groups
+    }
+    /// Padding mode (honoured, unlike PyTorch's reference modules).
+    pub fn padding_mode(&self) -> PaddingMode {
+        self.options.padding_mode
+    }
+    /// The float weight (`module.weight`).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    /// The float bias (`module.bias`), never quantized.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    /// All weight qparams.
+    pub fn weight_qparams(&self) -> &WeightQParams {
+        &self.qparams
+    }
+    /// `module.weight_qscheme`.
+    pub fn weight_qscheme(&self) -> QScheme {
+        self.qparams.qscheme
+    }
+    /// `module.weight_dtype`.
+    pub fn weight_dtype(&self) -> QuantDType {
+        self.qparams.dtype
+    }
+    /// `module.weight_scale`.
+    pub fn weight_scale(&self) -> &QParamTensor {
+        &self.qparams.scale
+    }
+    /// `module.weight_zero_point`.
+    pub fn weight_zero_point(&self) -> &QParamTensor {
+        &self.qparams.zero_point
+    }
+    /// `module.weight_axis`.
+    pub fn weight_axis(&self) -> i64 {
+        self.qparams.axis
+    }
+    /// `module.is_decomposed`.
+    pub fn is_decomposed(&self) -> bool {
+        self.qparams.is_decomposed
+    }
+    /// The device the module computes on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// `get_weight()`: the fake-quantized weight (float32), computed when the module was built.
+    pub fn get_weight(&self) -> &Tensor {
+        &self.derived.weight_fq
+    }
+
+    /// `get_quantized_weight()`: integer codes (or float16 values) and the qparams.
+    pub fn get_quantized_weight(&self) -> Result<QuantizedWeight> {
+        quant::quantize(&self.weight, &self.qparams)
+    }
+
+    /// Replaces the float weight (same shape) and recomputes the fake-quantized weight.
+    pub fn set_weight(&mut self, weight: Tensor) -> Result<()> {
+        if weight.shape() != self.weight.shape() || weight.dtype() != DType::F32 {
+            return Err(Error::shape(
+                "weight",
+                weight.shape(),
+                format!("the new weight must be float32 with shape {:?}", self.weight.shape()),
+            ));
+        }
+        let old = std::mem::replace(&mut self.weight, weight);
+        if let Err(e) = self.rederive() {
+            self.weight = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Replaces the bias (`None` removes it).
+    pub fn set_bias(&mut self, bias: Option<Tensor>) -> Result<()> {
+        if let Some(b) = &bias {
+            Self::check_bias(b, self.out_channels)?;
+        }
+        self.options.bias = bias.is_some();
+        self.bias = bias;
+        Ok(())
+    }
+
+    /// Replaces the weight qparams and recomputes the fake-quantized weight. On error the module
+    /// is unchanged.
+    pub fn set_weight_qparams(&mut self, qparams: WeightQParams) -> Result<()> {
+        let old = std::mem::replace(&mut self.qparams, qparams);
+        if let Err(e) = self.rederive() {
+            self.qparams = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Moves the module to `device`. CPU always works; CUDA requires the CUDA backend and a usable
+    /// device (see [`crate::cuda::probe`]).
+    pub fn to_device(&self, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(self.clone()),
+            Device::Cuda(_) => Err(Tensor::zeros(&[0], DType::F32)?.to_device(device).err().unwrap_or_else(|| {
+                Error::Unsupported {
+                    op: "moving modules to CUDA".into(),
+                    device: device.to_string(),
+                    reason: "this build computes on the CPU only".into(),
+                }
+            })),
+        }
+    }
+
+    // ---- forward -------------------------------------------------------------------------------
+
+    /// Validates an input and returns (batched?, batch, spatial size).
+    fn input_geometry(&self, x: &Tensor) -> Result<(bool, usize, [usize; D])> {
+        let shape = x.shape();
+        let batched = match shape.len() {
+            n if n == D + 2 => true,
+            n if n == D + 1 => false,
+            _ => {
+                return Err(Error::shape(
+                    "input",
+                    shape,
+                    format!(
+                        "{} expects a {}-d (batched) or {}-d (unbatched) input",
+                        Self::type_name(),
+                        D + 2,
+                        D + 1
+                    ),
+                ))
+            }
+        };
+        let lead = if batched { 2 } else { 1 };
+        let (batch, channels) = if batched { (shape[0], shape[1]) } else { (1, shape[0]) };
+        if channels != self.in_channels {
+            return Err(Error::shape(
+                "input",
+                shape,
+                format!("expected {} input channels (the module's in_channels), got {channels}", self.in_channels),
+            ));
+        }
+        let mut spatial = [0; D];
+        spatial.copy_from_slice(&shape[lead..]);
+        Ok((batched, batch, spatial))
+    }
+
+    fn run(&self, x: &Tensor, out_spatial: [usize; D], batched: bool, batch: usize, in_spatial: [usize; D]) -> Result<Tensor> {
+        if x.device() != self.device {
+            return Err(Error::Unsupported {
+                op: "forward".into(),
+                device: x.device().to_string(),
+                reason: format!("the module is on {} and the input on {}", self.device, x.device()),
+            });
+        }
+        let (lo, _) = self.options.padding_amounts();
+        let problem = ConvProblem {
+            transposed: TRANSPOSED,
+            batch,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            groups: self.options.groups,
+            in_size: pad3(&in_spatial, 1),
+            out_size: pad3(&out_spatial, 1),
+            kernel: pad3(&self.options.kernel_size, 1),
+            stride: pad3(&self.options.stride, 1),
+            pad: pad3(&lo, 0),
+            dilation: pad3(&self.options.dilation, 1),
+            pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
+        };
+        let mut out_shape = Vec::with_capacity(D + 2);
+        if batched {
+            out_shape.push(batch);
+        }
+        out_shape.push(self.out_channels);
+        out_shape.extend_from_slice(&out_spatial);
+        let out_len = checked_numel(&out_shape)?;
+        let mut y = vec![0f32; out_len];
+        if out_len > 0 && problem.input_len() > 0 {
+            let bias = match &self.bias {
+                Some(b) => Some(b.as_slice::<f32>()?),
+                None => None,
+            };
+            match x.storage() {
+                CpuStorage::F32(v) => cpu::conv(&problem, &self.derived.packed, bias, v, &mut y)?,
+                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32(), &mut y)?,
+            }
+        } else if let Some(b) = &self.bias {
+            // Empty input (zero-size spatial extent with padding): the output is the bias.
+            let b = b.as_slice::<f32>()?;
+            let per = out_spatial.iter().product::<usize>();
+            for (i, v) in y.iter_mut().enumerate() {
+                *v = b[(i / per.max(1)) % self.out_channels];
+            }
+        }
+        Tensor::from_vec(y, &out_shape).map(|t| t.to_dtype(x.dtype()))
+    }
+}
+
+impl<const D: usize> ConvModule<D, false> {
+    /// Forward convolution of a batched `(N, C, *spatial)` or unbatched `(C, *spatial)` input.
+    ///
+    /// f16/bf16 inputs are widened to f32, computed with f32 accumulation against the f32
+    /// fake-quantized weight, and the output is rounded back to the input dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let out = self.options.conv_output_size(&spatial)?;
+        self.run(x, out, batched, batch, spatial)
+    }
+
+    /// Output spatial size for an input of spatial size `input`.
+    pub fn output_size(&self, input: &[usize; D]) -> Result<[usize; D]> {
+        self.options.conv_output_size(input)
+    }
+}
+
+impl<const D: usize> ConvModule<D, true> {
+    /// Transposed convolution with the module's `output_padding`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with_output_size(x, None)
+    }
+
+    /// Transposed convolution producing `output_size` (spatial, or with the leading batch/channel
+    /// entries), which must lie within `[min, min + stride − 1]` per dimension; it overrides the
+    /// module's `output_padding`, as in `torch.nn.ConvTransposeNd` (PyTorch's reference module
+    /// crashes here; SEMANTICS.md §6).
+    pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
+        self.run(x, out, batched, batch, spatial)
+    }
+
+    /// Output spatial size for an input of spatial size `input` and an optional requested size.
+    pub fn output_size(&self, input: &[usize; D], output_size: Option<&[usize]>) -> Result<[usize; D]> {
+        Ok(self.options.transposed_output_size(input, true, output_size)?.0)
+    }
+}
+
+fn tuple<const D: usize>(v: &[usize; D]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    if D == 1 {
+        format!("({},)", items[0])
+    } else {
+        format!("({})", items.join(", "))
+    }
+}
+
+impl<const D: usize, const TRANSPOSED: bool> fmt::Display for ConvModule<D, TRANSPOSED> {
+    /// PyTorch's repr: `QuantizedConv2d(Reference)(4, 6, kernel_size=(3, 5), stride=(1, 1))`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        write!(
+            f,
+            "Quantized{}(Reference)({}, {}, kernel_size={}, stride={}",
+            Self::type_name(),
+            self.in_channels,
+            self.out_channels,
+            tuple(&o.kernel_size),
+            tuple(&o.stride)
+        )?;
+        match o.padding {
+            Padding::Explicit(p) if p.iter().any(|&x| x != 0) => write!(f, ", padding={}", tuple(&p))?,
+            Padding::Same => write!(f, ", padding=same")?,
+            Padding::Valid => write!(f, ", padding=valid")?,
+            _ => {}
+        }
+        if o.dilation.iter().any(|&x| x != 1) {
+            write!(f, ", dilation={}", tuple(&o.dilation))?;
+        }
+        if o.output_padding.iter().any(|&x| x != 0) {
+            write!(f, ", output_padding={}", tuple(&o.output_padding))?;
+        }
+        if o.groups != 1 {
+            write!(f, ", groups={}", o.groups)?;
+        }
+        if self.bias.is_none() {
+            write!(f, ", bias=False")?;
+        }
+        if o.padding_mode != PaddingMode::Zeros {
+            write!(f, ", padding_mode={}", o.padding_mode)?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl<const D: usize, const TRANSPOSED: bool> fmt::Debug for ConvModule<D, TRANSPOSED> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self} [qscheme={}, dtype={}]", self.qparams.qscheme, self.qparams.dtype)
+    }
+}

@@ -1,0 +1,531 @@
+//! State dicts with PyTorch's keys, and [`AnyConv`] for modules whose type is read from a file.
+//!
+//! Keys under a prefix `p` (SEMANTICS.md §8, fixed per §12 items 3–5):
+//! tensors `p.weight`, `p.bias` (when the module has one), `p.weight_scale`, `p.weight_zero_point`,
+//! `p.weight_axis`; string metadata `p.weight_qscheme`, `p.weight_dtype`, `p.module` (the
+//! hyper-parameters as JSON), and, when set, `p.is_decomposed`, `p.weight_quant_min`,
+//! `p.weight_quant_max`. Unlike PyTorch, loading refreshes the axis from the stored value, reports
+//! missing and unexpected keys, and persists `is_decomposed` and the quant range.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use crate::conv::module::ConvModule;
+use crate::conv::options::{ConvOptions, Padding, PaddingMode};
+use crate::error::{Error, Result};
+use crate::io::{StateDict, StoredData, StoredTensor};
+use crate::quant::{QParamData, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
+use crate::tensor::Tensor;
+
+const TENSOR_KEYS: [&str; 5] = ["weight", "bias", "weight_scale", "weight_zero_point", "weight_axis"];
+const META_KEYS: [&str; 6] =
+    ["weight_qscheme", "weight_dtype", "module", "is_decomposed", "weight_quant_min", "weight_quant_max"];
+
+/// What [`ConvModule::load_state_dict`] found besides what it loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Keys directly under the prefix that the module does not use (tensors and metadata).
+    pub unexpected: Vec<String>,
+}
+
+fn missing(prefix: &str, keys: Vec<String>) -> Error {
+    Error::StateDictKeys { prefix: prefix.to_string(), missing: keys, unexpected: vec![] }
+}
+
+fn bad(key: String, rule: impl Into<String>) -> Error {
+    Error::StateDictValue { key, rule: rule.into() }
+}
+
+/// Keys of `sd` that sit directly under `prefix` (no further `.` after it) and are not ours.
+fn unexpected_keys(sd: &StateDict, prefix: &str) -> Vec<String> {
+    let direct = |k: &&String| k.strip_prefix(prefix).is_some_and(|rest| !rest.contains('.'));
+    let mut out: Vec<String> = sd
+        .tensors
+        .keys()
+        .filter(direct)
+        .filter(|k| !TENSOR_KEYS.contains(&&k[prefix.len()..]))
+        .chain(sd.metadata.keys().filter(direct).filter(|k| !META_KEYS.contains(&&k[prefix.len()..])))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.sort();
+    out
+}
+
+fn qparam_tensor(key: String, t: &StoredTensor, is_scale: bool) -> Result<QParamTensor> {
+    let data = match &t.data {
+        StoredData::F32(v) => QParamData::F32(v.clone()),
+        StoredData::F64(v) => QParamData::F64(v.clone()),
+        StoredData::I32(v) if !is_scale => QParamData::I32(v.clone()),
+        StoredData::I64(v) if !is_scale => QParamData::I64(v.clone()),
+        other => {
+            let allowed = if is_scale { "F32 or F64" } else { "I32, I64 or F32" };
+            return Err(bad(key, format!("dtype {} is not allowed here (expected {allowed})", other.dtype_name())));
+        }
+    };
+    if t.shape.len() > 1 {
+        return Err(bad(key, format!("shape {:?} must be (), (1,) or (C,)", t.shape)));
+    }
+    Ok(QParamTensor { shape: t.shape.clone(), data })
+}
+
+fn stored_qparam(q: &QParamTensor) -> StoredTensor {
+    let data = match &q.data {
+        QParamData::F32(v) => StoredData::F32(v.clone()),
+        QParamData::F64(v) => StoredData::F64(v.clone()),
+        QParamData::I32(v) => StoredData::I32(v.clone()),
+        QParamData::I64(v) => StoredData::I64(v.clone()),
+    };
+    StoredTensor { shape: q.shape.clone(), data }
+}
+
+fn float_tensor(sd: &StateDict, key: &str) -> Result<Option<Tensor>> {
+    match sd.tensors.get(key) {
+        None => Ok(None),
+        Some(t) => match &t.data {
+            StoredData::F32(v) => Tensor::from_slice(v, &t.shape).map(Some),
+            other => Err(bad(key.to_string(), format!("expected an F32 tensor, found {}", other.dtype_name()))),
+        },
+    }
+}
+
+/// Reads the weight qparams stored under `prefix`.
+pub fn qparams_from_state_dict(sd: &StateDict, prefix: &str) -> Result<WeightQParams> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let meta = |k: &str| sd.metadata.get(&key(k));
+    let mut absent = Vec::new();
+    let qscheme = meta("weight_qscheme");
+    let dtype = meta("weight_dtype");
+    if qscheme.is_none() {
+        absent.push(key("weight_qscheme"));
+    }
+    if dtype.is_none() {
+        absent.push(key("weight_dtype"));
+    }
+    let (Some(qscheme), Some(dtype)) = (qscheme, dtype) else { return Err(missing(prefix, absent)) };
+    let qscheme: QScheme = qscheme.parse().map_err(|e: Error| bad(key("weight_qscheme"), e.to_string()))?;
+    let dtype: QuantDType = dtype.parse().map_err(|e: Error| bad(key("weight_dtype"), e.to_string()))?;
+    let needs_qparams = qscheme != QScheme::None && dtype.is_integer();
+    let scale = match sd.tensors.get(&key("weight_scale")) {
+        Some(t) => Some(qparam_tensor(key("weight_scale"), t, true)?),
+        None if needs_qparams => return Err(missing(prefix, vec![key("weight_scale")])),
+        None => None,
+    };
+    let zero_point = match sd.tensors.get(&key("weight_zero_point")) {
+        Some(t) => Some(qparam_tensor(key("weight_zero_point"), t, false)?),
+        None if needs_qparams => return Err(missing(prefix, vec![key("weight_zero_point")])),
+        None => None,
+    };
+    let axis = match sd.tensors.get(&key("weight_axis")) {
+        Some(t) => {
+            let v = match &t.data {
+                StoredData::I32(v) if v.len() == 1 => v[0] as i64,
+                StoredData::I64(v) if v.len() == 1 => v[0],
+                other => {
+                    return Err(bad(
+                        key("weight_axis"),
+                        format!("expected one I32 or I64 value, found {} {:?}", other.dtype_name(), t.shape),
+                    ))
+                }
+            };
+            Some(v)
+        }
+        None if needs_qparams && qscheme.is_per_channel() => return Err(missing(prefix, vec![key("weight_axis")])),
+        None => None,
+    };
+    let parse_int = |k: &str| -> Result<Option<i64>> {
+        meta(k).map(|s| s.trim().parse::<i64>().map_err(|_| bad(key(k), format!("{s:?} is not a decimal integer")))).transpose()
+    };
+    let is_decomposed = match meta("is_decomposed").map(|s| s.as_str()) {
+        None | Some("false") | Some("False") => false,
+        Some("true") | Some("True") => true,
+        Some(s) => return Err(bad(key("is_decomposed"), format!("{s:?} must be \"true\" or \"false\""))),
+    };
+    Ok(WeightQParams {
+        qscheme,
+        dtype,
+        scale: scale.unwrap_or_else(|| QParamTensor::scalar_f32(1.0)),
+        zero_point: zero_point.unwrap_or_else(|| QParamTensor::scalar_i64(0)),
+        axis: axis.unwrap_or(0),
+        quant_min: parse_int("weight_quant_min")?,
+        quant_max: parse_int("weight_quant_max")?,
+        is_decomposed,
+    })
+}
+
+fn dims<const D: usize>(key: &str, v: &Value, what: &str) -> Result<[usize; D]> {
+    let as_usize = |x: &Value| x.as_u64().and_then(|n| usize::try_from(n).ok());
+    let err = || bad(key.to_string(), format!("{what} must be a non-negative integer or a list of {D}, got {v}"));
+    if let Some(n) = as_usize(v) {
+        return Ok([n; D]);
+    }
+    let arr = v.as_array().ok_or_else(err)?;
+    if arr.len() != D {
+        return Err(err());
+    }
+    let mut out = [0; D];
+    for (o, x) in out.iter_mut().zip(arr) {
+        *o = as_usize(x).ok_or_else(err)?;
+    }
+    Ok(out)
+}
+
+/// Hyper-parameters read from a `module` JSON entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleConfig<const D: usize> {
+    /// The PyTorch class name.
+    pub type_name: String,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Options.
+    pub options: ConvOptions<D>,
+}
+
+fn parse_module_json(key: &str, s: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(s).map_err(|e| bad(key.to_string(), format!("invalid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(bad(key.to_string(), "must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn module_type(key: &str, v: &Value) -> Result<String> {
+    v.get("type").and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad(key.to_string(), "\"type\" is missing"))
+}
+
+fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Result<ModuleConfig<D>> {
+    let field = |name: &str| v.get(name).ok_or_else(|| bad(key.to_string(), format!("\"{name}\" is missing")));
+    let uint = |name: &str| -> Result<usize> {
+        field(name)?
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| bad(key.to_string(), format!("\"{name}\" must be a non-negative integer")))
+    };
+    let mut o = ConvOptions::<D>::new(dims(key, field("kernel_size")?, "kernel_size")?);
+    if let Some(s) = v.get("stride") {
+        o.stride = dims(key, s, "stride")?;
+    }
+    if let Some(d) = v.get("dilation") {
+        o.dilation = dims(key, d, "dilation")?;
+    }
+    if let Some(p) = v.get("padding") {
+        o.padding = match p.as_str() {
+            Some("same") => Padding::Same,
+            Some("valid") => Padding::Valid,
+            Some(other) => return Err(bad(key.to_string(), format!("padding {other:?} must be 'same', 'valid' or integers"))),
+            None => Padding::Explicit(dims(key, p, "padding")?),
+        };
+    }
+    if transposed {
+        if let Some(op) = v.get("output_padding") {
+            o.output_padding = dims(key, op, "output_padding")?;
+        }
+    }
+    if v.get("groups").is_some() {
+        o.groups = uint("groups")?;
+    }
+    if let Some(b) = v.get("bias") {
+        o.bias = b.as_bool().ok_or_else(|| bad(key.to_string(), "\"bias\" must be true or false"))?;
+    }
+    if let Some(m) = v.get("padding_mode") {
+        let m = m.as_str().ok_or_else(|| bad(key.to_string(), "\"padding_mode\" must be a string"))?;
+        o.padding_mode = m.parse::<PaddingMode>().map_err(|e| bad(key.to_string(), e.to_string()))?;
+    }
+    Ok(ModuleConfig { type_name: module_type(key, v)?, in_channels: uint("in_channels")?, out_channels: uint("out_channels")?, options: o })
+}
+
+fn padding_json<const D: usize>(p: &Padding<D>) -> Value {
+    match p {
+        Padding::Explicit(v) => json!(v.to_vec()),
+        Padding::Same => json!("same"),
+        Padding::Valid => json!("valid"),
+    }
+}
+
+impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
+    /// The `module` metadata JSON (the hyper-parameters).
+    pub fn config_json(&self) -> String {
+        let o = self.options();
+        let mut v = json!({
+            "type": Self::type_name(),
+            "in_channels": self.in_channels(),
+            "out_channels": self.out_channels(),
+            "kernel_size": o.kernel_size.to_vec(),
+            "stride": o.stride.to_vec(),
+            "padding": padding_json(&o.padding),
+            "dilation": o.dilation.to_vec(),
+            "groups": o.groups,
+            "bias": self.bias().is_some(),
+            "padding_mode": o.padding_mode.as_str(),
+        });
+        if TRANSPOSED {
+            v["output_padding"] = json!(o.output_padding.to_vec());
+        }
+        v.to_string()
+    }
+
+    /// The module's state dict under `prefix` (e.g. `"layer1.0.conv1."` or `""`).
+    pub fn state_dict(&self, prefix: &str) -> StateDict {
+        let mut sd = StateDict::new();
+        self.write_state_dict(&mut sd, prefix);
+        sd
+    }
+
+    /// Adds the module's entries under `prefix` to an existing state dict (many modules per file).
+    pub fn write_state_dict(&self, sd: &mut StateDict, prefix: &str) {
+        let k = |s: &str| format!("{prefix}{s}");
+        sd.insert_tensor(k("weight"), self.weight());
+        if let Some(b) = self.bias() {
+            sd.insert_tensor(k("bias"), b);
+        }
+        let q = self.weight_qparams();
+        sd.tensors.insert(k("weight_scale"), stored_qparam(&q.scale));
+        sd.tensors.insert(k("weight_zero_point"), stored_qparam(&q.zero_point));
+        let axis = i32::try_from(q.axis).map(|a| StoredData::I32(vec![a])).unwrap_or(StoredData::I64(vec![q.axis]));
+        sd.tensors.insert(k("weight_axis"), StoredTensor { shape: vec![], data: axis });
+        sd.metadata.insert(k("weight_qscheme"), q.qscheme.torch_name().into());
+        sd.metadata.insert(k("weight_dtype"), q.dtype.torch_name().into());
+        sd.metadata.insert(k("module"), self.config_json());
+        sd.metadata.insert(k("is_decomposed"), q.is_decomposed.to_string());
+        if let Some(v) = q.quant_min {
+            sd.metadata.insert(k("weight_quant_min"), v.to_string());
+        }
+        if let Some(v) = q.quant_max {
+            sd.metadata.insert(k("weight_quant_max"), v.to_string());
+        }
+    }
+
+    /// Builds a module from the entries under `prefix`; any unexpected key directly under the
+    /// prefix is an error (use [`ConvModule::from_state_dict_lenient`] to list them instead).
+    pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
+        let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
+        if !report.unexpected.is_empty() {
+            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+        }
+        Ok(m)
+    }
+
+    /// Like [`ConvModule::from_state_dict`], but returns unexpected keys in a report.
+    pub fn from_state_dict_lenient(sd: &StateDict, prefix: &str) -> Result<(Self, LoadReport)> {
+        let key = format!("{prefix}module");
+        let json = sd.metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
+        let v = parse_module_json(&key, json)?;
+        let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
+        if cfg.type_name != Self::type_name() {
+            return Err(bad(key, format!("holds a {}, not a {}", cfg.type_name, Self::type_name())));
+        }
+        let qparams = qparams_from_state_dict(sd, prefix)?;
+        let (weight, bias) = Self::weight_bias(sd, prefix, cfg.options.bias)?;
+        let m = Self::new(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
+        Ok((m, LoadReport { unexpected: unexpected_keys(sd, prefix) }))
+    }
+
+    fn weight_bias(sd: &StateDict, prefix: &str, has_bias: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let wk = format!("{prefix}weight");
+        let bk = format!("{prefix}bias");
+        let weight = float_tensor(sd, &wk)?;
+        let bias = float_tensor(sd, &bk)?;
+        let mut absent = Vec::new();
+        if weight.is_none() {
+            absent.push(wk);
+        }
+        if has_bias && bias.is_none() {
+            absent.push(bk.clone());
+        }
+        if !absent.is_empty() {
+            return Err(missing(prefix, absent));
+        }
+        if !has_bias && bias.is_some() {
+            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: vec![bk] });
+        }
+        Ok((weight.expect("checked above"), bias))
+    }
+
+    /// Loads weight, bias and qparams from `prefix` into this module (PyTorch's
+    /// `load_state_dict`, fixed): the per-channel axis comes from the stored value, missing keys
+    /// are an error, and unexpected keys are an error when `strict` (listed in the report
+    /// otherwise). A stored `module` entry must describe this module's hyper-parameters. On error
+    /// the module is unchanged.
+    pub fn load_state_dict(&mut self, sd: &StateDict, prefix: &str, strict: bool) -> Result<LoadReport> {
+        let key = format!("{prefix}module");
+        if let Some(json) = sd.metadata.get(&key) {
+            let v = parse_module_json(&key, json)?;
+            let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
+            let mut mine = *self.options();
+            mine.bias = cfg.options.bias;
+            if cfg.type_name != Self::type_name()
+                || cfg.in_channels != self.in_channels()
+                || cfg.out_channels != self.out_channels()
+                || cfg.options != mine
+            {
+                return Err(bad(key, format!("describes a different module ({json}) than {self}")));
+            }
+        }
+        let report = LoadReport { unexpected: unexpected_keys(sd, prefix) };
+        if strict && !report.unexpected.is_empty() {
+            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+        }
+        let qparams = qparams_from_state_dict(sd, prefix)?;
+        let has_bias = sd.tensors.contains_key(&format!("{prefix}bias"));
+        let (weight, bias) = Self::weight_bias(sd, prefix, has_bias)?;
+        let mut options = *self.options();
+        options.bias = bias.is_some();
+        *self = Self::new(self.in_channels(), self.out_channels(), options, weight, bias, qparams)?;
+        Ok(report)
+    }
+}
+
+/// A module of any of the six types, e.g. as read from a file.
+#[derive(Clone, Debug)]
+pub enum AnyConv {
+    /// `Conv1d`.
+    Conv1d(ConvModule<1, false>),
+    /// `Conv2d`.
+    Conv2d(ConvModule<2, false>),
+    /// `Conv3d`.
+    Conv3d(ConvModule<3, false>),
+    /// `ConvTranspose1d`.
+    ConvTranspose1d(ConvModule<1, true>),
+    /// `ConvTranspose2d`.
+    ConvTranspose2d(ConvModule<2, true>),
+    /// `ConvTranspose3d`.
+    ConvTranspose3d(ConvModule<3, true>),
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            AnyConv::Conv1d($m) => $e,
+            AnyConv::Conv2d($m) => $e,
+            AnyConv::Conv3d($m) => $e,
+            AnyConv::ConvTranspose1d($m) => $e,
+            AnyConv::ConvTranspose2d($m) => $e,
+            AnyConv::ConvTranspose3d($m) => $e,
+        }
+    };
+}
+
+impl AnyConv {
+    /// Builds the module stored under `prefix`, its type read from the `module` entry. Unexpected
+    /// keys under the prefix are an error.
+    pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
+        let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
+        if !report.unexpected.is_empty() {
+            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+        }
+        Ok(m)
+    }
+
+    /// Like [`AnyConv::from_state_dict`], returning unexpected keys in a report.
+    pub fn from_state_dict_lenient(sd: &StateDict, prefix: &str) -> Result<(Self, LoadReport)> {
+        let key = format!("{prefix}module");
+        let json = sd.metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
+        let ty = module_type(&key, &parse_module_json(&key, json)?)?;
+        Ok(match ty.as_str() {
+            "Conv1d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv1d(m), r))?,
+            "Conv2d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv2d(m), r))?,
+            "Conv3d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv3d(m), r))?,
+            "ConvTranspose1d" => {
+                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose1d(m), r))?
+            }
+            "ConvTranspose2d" => {
+                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose2d(m), r))?
+            }
+            "ConvTranspose3d" => {
+                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose3d(m), r))?
+            }
+            other => {
+                return Err(bad(key, format!("unknown module type {other:?} (expected Conv1d/2d/3d or ConvTranspose1d/2d/3d)")))
+            }
+        })
+    }
+
+    /// Runs the module. `output_size` is only valid for transposed convolutions.
+    pub fn forward(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+        match self {
+            AnyConv::ConvTranspose1d(m) => m.forward_with_output_size(x, output_size),
+            AnyConv::ConvTranspose2d(m) => m.forward_with_output_size(x, output_size),
+            AnyConv::ConvTranspose3d(m) => m.forward_with_output_size(x, output_size),
+            _ if output_size.is_some() => Err(Error::config(
+                "output_size",
+                format!("{output_size:?}"),
+                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
+            )),
+            AnyConv::Conv1d(m) => m.forward(x),
+            AnyConv::Conv2d(m) => m.forward(x),
+            AnyConv::Conv3d(m) => m.forward(x),
+        }
+    }
+
+    /// The PyTorch class name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AnyConv::Conv1d(_) => ConvModule::<1, false>::type_name(),
+            AnyConv::Conv2d(_) => ConvModule::<2, false>::type_name(),
+            AnyConv::Conv3d(_) => ConvModule::<3, false>::type_name(),
+            AnyConv::ConvTranspose1d(_) => ConvModule::<1, true>::type_name(),
+            AnyConv::ConvTranspose2d(_) => ConvModule::<2, true>::type_name(),
+            AnyConv::ConvTranspose3d(_) => ConvModule::<3, true>::type_name(),
+        }
+    }
+
+    /// `get_weight()`.
+    pub fn get_weight(&self) -> &Tensor {
+        each!(self, m => m.get_weight())
+    }
+
+    /// `get_quantized_weight()`.
+    pub fn get_quantized_weight(&self) -> Result<QuantizedWeight> {
+        each!(self, m => m.get_quantized_weight())
+    }
+
+    /// The float weight.
+    pub fn weight(&self) -> &Tensor {
+        each!(self, m => m.weight())
+    }
+
+    /// The weight qparams.
+    pub fn weight_qparams(&self) -> &WeightQParams {
+        each!(self, m => m.weight_qparams())
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        each!(self, m => m.in_channels())
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        each!(self, m => m.out_channels())
+    }
+
+    /// Number of spatial dimensions (1, 2 or 3).
+    pub fn spatial_dims(&self) -> usize {
+        match self {
+            AnyConv::Conv1d(_) | AnyConv::ConvTranspose1d(_) => 1,
+            AnyConv::Conv2d(_) | AnyConv::ConvTranspose2d(_) => 2,
+            AnyConv::Conv3d(_) | AnyConv::ConvTranspose3d(_) => 3,
+        }
+    }
+
+    /// The module's state dict under `prefix`.
+    pub fn state_dict(&self, prefix: &str) -> StateDict {
+        each!(self, m => m.state_dict(prefix))
+    }
+
+    /// Adds the module's entries under `prefix` to `sd`.
+    pub fn write_state_dict(&self, sd: &mut StateDict, prefix: &str) {
+        each!(self, m => m.write_state_dict(sd, prefix))
+    }
+}
+
+impl fmt::Display for AnyConv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        each!(self, m => fmt::Display::fmt(m, f))
+    }
+}

@@ -1,0 +1,255 @@
+//! The naive direct convolution: the test oracle of the fast path.
+//!
+//! [`conv_naive`] evaluates the formulas of [`ConvProblem`] literally — one output element at a
+//! time, every input channel of its group, every kernel tap — with the unpacked weight and `f64`
+//! accumulation. It is slow and meant for tests only; its sole virtue is being obviously right.
+
+use super::ConvProblem;
+use crate::conv::PaddingMode;
+
+/// Where a forward convolution reads index `i` of a dimension of length `len`, or `None` when it
+/// reads a zero.
+///
+/// zeros: `i` itself when inside, else zero; reflect: `-i` before the start, `2(len-1) - i` after
+/// the end; replicate: `i` clamped to `[0, len-1]`; circular: `i + len` before the start,
+/// `i - len` after the end. An index that is still outside after the remap (only possible when the
+/// caller's padding exceeds what the mode allows) also reads a zero, so the oracle never panics.
+fn source_index(mode: PaddingMode, i: i64, len: usize) -> Option<usize> {
+    let l = len as i64;
+    if l == 0 {
+        return None;
+    }
+    let j = match mode {
+        PaddingMode::Zeros => i,
+        PaddingMode::Reflect => {
+            if i < 0 {
+                -i
+            } else if i >= l {
+                2 * (l - 1) - i
+            } else {
+                i
+            }
+        }
+        PaddingMode::Replicate => i.clamp(0, l - 1),
+        PaddingMode::Circular => {
+            if i < 0 {
+                i + l
+            } else if i >= l {
+                i - l
+            } else {
+                i
+            }
+        }
+    };
+    if (0..l).contains(&j) {
+        Some(j as usize)
+    } else {
+        None
+    }
+}
+
+/// The input index that output index `o` reads through kernel tap `j` along one dimension.
+///
+/// Forward: `o·stride + j·dilation − pad`, remapped by the padding mode. Transposed (gather form):
+/// the `i` with `i·stride = o + pad − j·dilation`, if that is an integer in `[0, len)`.
+fn input_index(p: &ConvProblem, dim: usize, o: usize, j: usize) -> Option<usize> {
+    let (s, d, pad, len) = (p.stride[dim] as i64, p.dilation[dim] as i64, p.pad[dim] as i64, p.in_size[dim]);
+    let (o, j) = (o as i64, j as i64);
+    if p.transposed {
+        let t = o + pad - j * d;
+        if t < 0 || t % s != 0 {
+            return None;
+        }
+        let i = t / s;
+        if i < len as i64 {
+            Some(i as usize)
+        } else {
+            None
+        }
+    } else {
+        source_index(p.pad_mode, o * s + j * d - pad, len)
+    }
+}
+
+/// Direct convolution straight from the formulas of [`ConvProblem`]: `f64` accumulation, the
+/// unpacked weight (forward `[K, C/g, k0, k1, k2]`, transposed `[C, K/g, k0, k1, k2]`), output
+/// `[batch, out_channels, out_size...]` as `f64` (`p.output_len()` elements).
+///
+/// This is the test oracle of [`conv`](super::conv); it is far too slow for production use.
+///
+/// # Panics
+///
+/// Panics if `x`, `weight` or `bias` do not have the lengths `p` implies, or if a stride, dilation,
+/// group count or channel count is zero or the groups do not divide the channels.
+pub fn conv_naive(p: &ConvProblem, weight: &[f32], bias: Option<&[f32]>, x: &[f32]) -> Vec<f64> {
+    assert!(p.groups > 0 && p.in_channels % p.groups == 0 && p.out_channels % p.groups == 0, "bad groups");
+    assert!(p.stride.iter().chain(&p.dilation).all(|&v| v > 0), "stride and dilation must be positive");
+    assert_eq!(x.len(), p.input_len(), "input length");
+    assert_eq!(weight.len(), p.weight_len(), "weight length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), p.out_channels, "bias length");
+    }
+    let cg = p.in_channels / p.groups;
+    let kg = p.out_channels / p.groups;
+    let [l0, l1, l2] = p.in_size;
+    let [o0n, o1n, o2n] = p.out_size;
+    let [k0n, k1n, k2n] = p.kernel;
+    let mut y = vec![0.0f64; p.output_len()];
+    let mut out = 0;
+    for n in 0..p.batch {
+        for k in 0..p.out_channels {
+            let g = k / kg;
+            for o0 in 0..o0n {
+                for o1 in 0..o1n {
+                    for o2 in 0..o2n {
+                        let mut acc = bias.map_or(0.0, |b| b[k] as f64);
+                        for cl in 0..cg {
+                            let c = g * cg + cl;
+                            for j0 in 0..k0n {
+                                for j1 in 0..k1n {
+                                    for j2 in 0..k2n {
+                                        let tap = (j0 * k1n + j1) * k2n + j2;
+                                        let w = if p.transposed {
+                                            weight[(c * kg + (k - g * kg)) * k0n * k1n * k2n + tap]
+                                        } else {
+                                            weight[(k * cg + cl) * k0n * k1n * k2n + tap]
+                                        };
+                                        let (Some(i0), Some(i1), Some(i2)) = (
+                                            input_index(p, 0, o0, j0),
+                                            input_index(p, 1, o1, j1),
+                                            input_index(p, 2, o2, j2),
+                                        ) else {
+                                            continue;
+                                        };
+                                        let xv = x[(((n * p.in_channels + c) * l0 + i0) * l1 + i1) * l2 + i2];
+                                        acc += w as f64 * xv as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[out] = acc;
+                        out += 1;
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1-d problem (`[1, 1, len]` after normalisation).
+    #[allow(clippy::too_many_arguments)]
+    fn p1d(
+        transposed: bool,
+        c: usize,
+        k: usize,
+        len: usize,
+        out: usize,
+        ks: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        mode: PaddingMode,
+    ) -> ConvProblem {
+        ConvProblem {
+            transposed,
+            batch: 1,
+            in_channels: c,
+            out_channels: k,
+            groups: 1,
+            in_size: [1, 1, len],
+            out_size: [1, 1, out],
+            kernel: [1, 1, ks],
+            stride: [1, 1, stride],
+            pad: [0, 0, pad],
+            dilation: [1, 1, dil],
+            pad_mode: mode,
+        }
+    }
+
+    #[test]
+    fn forward_1d_by_hand() {
+        // y[o] = x[o-1] - x[o+1] + 0.5, zero padding 1.
+        let p = p1d(false, 1, 1, 5, 5, 3, 1, 1, 1, PaddingMode::Zeros);
+        let y = conv_naive(&p, &[1.0, 0.0, -1.0], Some(&[0.5]), &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(y, vec![-1.5, -1.5, -1.5, -1.5, 4.5]);
+    }
+
+    #[test]
+    fn forward_1d_stride_dilation_channels_by_hand() {
+        // Two input channels, kernel 2, stride 2, dilation 2, no padding:
+        // y[o] = Σ_c Σ_j w[c, j] · x[c, 2o + 2j], L = 7 → out = (7 - 2 - 1)/2 + 1 = 3.
+        let p = p1d(false, 2, 1, 7, 3, 2, 2, 0, 2, PaddingMode::Zeros);
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0];
+        let w = [1.0, 2.0, 0.5, -1.0];
+        // o=0: 1·1 + 2·3 + 0.5·10 − 30 = −18; o=1: 3 + 10 + 15 − 50 = −22; o=2: 5 + 14 + 25 − 70 = −26
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![-18.0, -22.0, -26.0]);
+    }
+
+    #[test]
+    fn padding_modes_by_hand() {
+        // A 1-tap kernel of weight 1 with padding 2 shows the padded input itself.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let cases = [
+            (PaddingMode::Zeros, [0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0]),
+            (PaddingMode::Reflect, [3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0]),
+            (PaddingMode::Replicate, [1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 4.0, 4.0]),
+            (PaddingMode::Circular, [3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0]),
+        ];
+        for (mode, want) in cases {
+            let p = p1d(false, 1, 1, 4, 8, 1, 1, 2, 1, mode);
+            assert_eq!(conv_naive(&p, &[1.0], None, &x), want.to_vec(), "{mode:?}");
+        }
+        // Asymmetric ('same' with an even kernel): pad 1 before, 2 after; kernel [1, 10, 100, 1000].
+        let p = p1d(false, 1, 1, 4, 4, 4, 1, 1, 1, PaddingMode::Reflect);
+        // padded: [2, 1, 2, 3, 4, 3, 2]; y[o] = Σ_j 10^j · padded[o + j]
+        assert_eq!(conv_naive(&p, &[1.0, 10.0, 100.0, 1000.0], None, &x), vec![3212.0, 4321.0, 3432.0, 2343.0]);
+    }
+
+    #[test]
+    fn transposed_1d_stride2_by_hand() {
+        // Scatter form: y[2i + j] += x[i]·w[j] with x = [1, 2, 3], w = [1, 10, 100]:
+        // full output (pad 0, length 7) = [1, 10, 102, 20, 203, 30, 300].
+        let x = [1.0, 2.0, 3.0];
+        let w = [1.0, 10.0, 100.0];
+        let p = p1d(true, 1, 1, 3, 7, 3, 2, 0, 1, PaddingMode::Zeros);
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![1.0, 10.0, 102.0, 20.0, 203.0, 30.0, 300.0]);
+        // padding 1 crops one element at each end; output_padding 1 adds one back at the end.
+        let p = p1d(true, 1, 1, 3, 5, 3, 2, 1, 1, PaddingMode::Zeros);
+        assert_eq!(conv_naive(&p, &w, Some(&[1.0]), &x), vec![11.0, 103.0, 21.0, 204.0, 31.0]);
+        let p = p1d(true, 1, 1, 3, 6, 3, 2, 1, 1, PaddingMode::Zeros);
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![10.0, 102.0, 20.0, 203.0, 30.0, 300.0]);
+        // dilation 2: y[2i + 2j] += x[i]·w[j] → [1, 0, 12, 0, 123, 0, 230, 0, 300]
+        let p = p1d(true, 1, 1, 3, 9, 3, 2, 0, 2, PaddingMode::Zeros);
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![1.0, 0.0, 12.0, 0.0, 123.0, 0.0, 230.0, 0.0, 300.0]);
+    }
+
+    #[test]
+    fn groups_by_hand() {
+        // 2 groups, 2 input channels, 4 output channels (2 per group), 1×1 kernel, 2-d 1×2 input.
+        let p = ConvProblem {
+            transposed: false,
+            batch: 1,
+            in_channels: 2,
+            out_channels: 4,
+            groups: 2,
+            in_size: [1, 1, 2],
+            out_size: [1, 1, 2],
+            kernel: [1, 1, 1],
+            stride: [1; 3],
+            pad: [0; 3],
+            dilation: [1; 3],
+            pad_mode: PaddingMode::Zeros,
+        };
+        let x = [1.0, 2.0, 10.0, 20.0];
+        let w = [1.0, -1.0, 2.0, 3.0];
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![1.0, 2.0, -1.0, -2.0, 20.0, 40.0, 30.0, 60.0]);
+        // The same as a transposed conv: weight [C, K/g] = [[1, -1], [2, 3]] gives the same result.
+        let p = ConvProblem { transposed: true, ..p };
+        assert_eq!(conv_naive(&p, &w, None, &x), vec![1.0, 2.0, -1.0, -2.0, 20.0, 40.0, 30.0, 60.0]);
+    }
+}

@@ -1,0 +1,430 @@
+//! Module-level behaviour: randomized sweeps against the naive f64 oracle (every configuration
+//! knob, f32/f16/bf16 inputs, batched and unbatched), state dicts, and concurrency.
+
+use half::{bf16, f16};
+use qconv::bench::Rng;
+use qconv::cpu::{conv_naive, ConvProblem};
+use qconv::io::{StateDict, StoredData, StoredTensor};
+use qconv::quant::observer::{Observer, ObserverScheme};
+use qconv::{
+    AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, DType,
+    Error, Padding, PaddingMode, QuantDType, Tensor, WeightQParams,
+};
+
+fn pad3<const D: usize>(v: [usize; D], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - D..].copy_from_slice(&v);
+    o
+}
+
+/// The oracle for a module and input: f64 accumulation over the fake-quantized weight.
+fn oracle<const D: usize, const T: bool>(
+    m: &ConvModule<D, T>,
+    x: &Tensor,
+    out: [usize; D],
+) -> (Vec<f64>, Vec<f64>) {
+    let batched = x.ndim() == D + 2;
+    let lead = if batched { 2 } else { 1 };
+    let mut sp = [0; D];
+    sp.copy_from_slice(&x.shape()[lead..]);
+    let o = m.options();
+    let (lo, _) = o.padding_amounts();
+    let p = ConvProblem {
+        transposed: T,
+        batch: if batched { x.shape()[0] } else { 1 },
+        in_channels: m.in_channels(),
+        out_channels: m.out_channels(),
+        groups: o.groups,
+        in_size: pad3(sp, 1),
+        out_size: pad3(out, 1),
+        kernel: pad3(o.kernel_size, 1),
+        stride: pad3(o.stride, 1),
+        pad: pad3(lo, 0),
+        dilation: pad3(o.dilation, 1),
+        pad_mode: if T { PaddingMode::Zeros } else { o.padding_mode },
+    };
+    let w = m.get_weight().to_vec_f32();
+    let b = m.bias().map(|b| b.to_vec_f32());
+    let xv = x.to_vec_f32();
+    let y = conv_naive(&p, &w, b.as_deref(), &xv);
+    let aw: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let ab: Option<Vec<f32>> = b.map(|b| b.iter().map(|v| v.abs()).collect());
+    let ax: Vec<f32> = xv.iter().map(|v| v.abs()).collect();
+    let mag = conv_naive(&p, &aw, ab.as_deref(), &ax);
+    (y, mag)
+}
+
+fn random_qparams(rng: &mut Rng, weight: &Tensor, out_axis: usize) -> WeightQParams {
+    let scheme = match rng.next_u64() % 5 {
+        0 => ObserverScheme::PerTensorAffine,
+        1 => ObserverScheme::PerTensorSymmetric,
+        2 => ObserverScheme::PerChannelAffine,
+        3 => ObserverScheme::PerChannelSymmetric,
+        _ => ObserverScheme::PerChannelAffineFloatQParams,
+    };
+    let dtype = if rng.next_u64() % 2 == 0 { QuantDType::QInt8 } else { QuantDType::QUInt8 };
+    let mut obs = Observer::new(dtype, scheme).unwrap().ch_axis(out_axis);
+    obs.observe(weight).unwrap();
+    obs.weight_qparams()
+}
+
+fn pick(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+/// One random module + input per call; compares every output element against the oracle.
+fn sweep_case<const D: usize, const T: bool>(rng: &mut Rng, dtype: DType)
+where
+    ConvModule<D, T>: AnyForward,
+{
+    let groups = [1, 1, 2, 3][pick(rng, 4)];
+    let depthwise = pick(rng, 5) == 0;
+    let (cin, cout) = if depthwise { (groups * 2, groups * 2) } else { (groups * (1 + pick(rng, 4)), groups * (1 + pick(rng, 4))) };
+    let mut o = ConvOptions::<D>::new([0; D]);
+    for d in 0..D {
+        o.kernel_size[d] = 1 + pick(rng, 3);
+        o.stride[d] = 1 + pick(rng, 3);
+        o.dilation[d] = 1 + pick(rng, 2);
+    }
+    o.groups = if depthwise { cin } else { groups };
+    let mode = if T { 0 } else { pick(rng, 6) };
+    o.padding_mode = [PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular][mode];
+    let mut pads = [0; D];
+    for p in pads.iter_mut() {
+        *p = pick(rng, 3);
+    }
+    o.padding = Padding::Explicit(pads);
+    if !T && pick(rng, 4) == 0 {
+        o.padding = if pick(rng, 2) == 0 { Padding::Valid } else { Padding::Same };
+        if o.padding == Padding::Same {
+            o.stride = [1; D];
+        }
+    }
+    if T {
+        for d in 0..D {
+            o.output_padding[d] = pick(rng, o.stride[d].max(o.dilation[d]));
+        }
+    }
+    let shape = ConvModule::<D, T>::weight_shape(cin, cout, &o);
+    let n: usize = shape.iter().product();
+    let weight = Tensor::from_vec(rng.vec(n, -0.5, 0.5), &shape).unwrap();
+    let bias = if pick(rng, 2) == 0 { Some(Tensor::from_vec(rng.vec(cout, -0.5, 0.5), &[cout]).unwrap()) } else { None };
+    let qp = random_qparams(rng, &weight, if T { 1 } else { 0 });
+    o.bias = bias.is_some();
+    let m = ConvModule::<D, T>::new(cin, cout, o, weight, bias, qp).unwrap();
+    let batched = pick(rng, 3) != 0;
+    let batch = 1 + pick(rng, 3);
+    let mut xs = if batched { vec![batch, cin] } else { vec![cin] };
+    let mut sp = [0; D];
+    for s in sp.iter_mut() {
+        *s = 3 + pick(rng, 9);
+    }
+    xs.extend_from_slice(&sp);
+    let xv = rng.vec(xs.iter().product(), -1.0, 1.0);
+    let x = match dtype {
+        DType::F32 => Tensor::from_vec(xv, &xs).unwrap(),
+        DType::F16 => Tensor::from_vec(xv.into_iter().map(f16::from_f32).collect(), &xs).unwrap(),
+        DType::BF16 => Tensor::from_vec(xv.into_iter().map(bf16::from_f32).collect(), &xs).unwrap(),
+    };
+    let out = if T {
+        o.transposed_output_size(&sp, batched, None).unwrap().0
+    } else {
+        match o.conv_output_size(&sp) {
+            Ok(v) => v,
+            Err(_) => return, // kernel larger than the padded input: covered by validation tests
+        }
+    };
+    let y = m.forward_any(&x);
+    assert_eq!(y.dtype(), dtype);
+    let (want, mag) = oracle(&m, &x, out);
+    let got = y.to_vec_f32();
+    assert_eq!(got.len(), want.len(), "{m}: output size");
+    // f32 accumulation: a few roundings of Σ|x||w|; f16/bf16 outputs add one final rounding.
+    let out_eps = match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::BF16 => 2f64.powi(-8),
+    };
+    for i in 0..got.len() {
+        let tol = 8.0 * f32::EPSILON as f64 * mag[i] + out_eps * want[i].abs() + 1e-30;
+        assert!(
+            (got[i] as f64 - want[i]).abs() <= tol,
+            "{m} ({dtype}, input {xs:?}): output[{i}] = {} want {} (tol {tol:e})",
+            got[i],
+            want[i]
+        );
+    }
+}
+
+trait AnyForward {
+    fn forward_any(&self, x: &Tensor) -> Tensor;
+}
+impl<const D: usize> AnyForward for ConvModule<D, false> {
+    fn forward_any(&self, x: &Tensor) -> Tensor {
+        ConvModule::<D, false>::forward(self, x).unwrap()
+    }
+}
+impl<const D: usize> AnyForward for ConvModule<D, true> {
+    fn forward_any(&self, x: &Tensor) -> Tensor {
+        ConvModule::<D, true>::forward(self, x).unwrap()
+    }
+}
+
+#[test]
+fn randomized_sweep_against_the_naive_oracle() {
+    let mut rng = Rng::new(2024);
+    for i in 0..120 {
+        let dt = [DType::F32, DType::F32, DType::F16, DType::BF16][i % 4];
+        match i % 6 {
+            0 => sweep_case::<1, false>(&mut rng, dt),
+            1 => sweep_case::<2, false>(&mut rng, dt),
+            2 => sweep_case::<3, false>(&mut rng, dt),
+            3 => sweep_case::<1, true>(&mut rng, dt),
+            4 => sweep_case::<2, true>(&mut rng, dt),
+            _ => sweep_case::<3, true>(&mut rng, dt),
+        }
+    }
+}
+
+// ---- fake-quant is computed once ----------------------------------------------------------------
+
+#[test]
+fn get_weight_is_cached_and_refreshed_on_change() {
+    let w = Tensor::from_vec(vec![0.5f32, -0.26, 0.1, 0.9], &[2, 2, 1]).unwrap();
+    let mut m = Conv1d::from_float(w.clone(), None, WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0), ConvOptions::new([1])).unwrap();
+    assert!(std::ptr::eq(m.get_weight(), m.get_weight()));
+    let s = 0.1f32;
+    assert_eq!(m.get_weight().to_vec_f32(), vec![s * 5.0, s * -3.0, s * 1.0, s * 9.0]);
+    m.set_weight_qparams(WeightQParams::per_tensor(QuantDType::QInt8, 0.25, 0)).unwrap();
+    assert_eq!(m.get_weight().to_vec_f32(), vec![0.5, -0.25, 0.0, 1.0]);
+    // A failed update leaves the module unchanged.
+    assert!(m.set_weight_qparams(WeightQParams::per_tensor(QuantDType::QUInt8, 0.1, 300)).is_err());
+    assert_eq!(m.get_weight().to_vec_f32(), vec![0.5, -0.25, 0.0, 1.0]);
+    m.set_weight(Tensor::from_vec(vec![1.0f32, 1.0, 1.0, 1.0], &[2, 2, 1]).unwrap()).unwrap();
+    assert_eq!(m.get_weight().to_vec_f32(), vec![1.0; 4]);
+}
+
+#[test]
+fn padding_mode_is_honoured() {
+    // A 1-d conv with kernel [1, 1, 1] and padding 1: the edge outputs show what was read outside.
+    let w = Tensor::from_vec(vec![1.0f32, 1.0, 1.0], &[1, 1, 3]).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 4.0], &[1, 1, 3]).unwrap();
+    let run = |mode| {
+        let o = ConvOptions::new([3]).padding(Padding::Explicit([1])).padding_mode(mode);
+        Conv1d::from_float(w.clone(), None, WeightQParams::none(), o).unwrap().forward(&x).unwrap().to_vec_f32()
+    };
+    assert_eq!(run(PaddingMode::Zeros), vec![3.0, 7.0, 6.0]);
+    assert_eq!(run(PaddingMode::Reflect), vec![5.0, 7.0, 8.0]);
+    assert_eq!(run(PaddingMode::Replicate), vec![4.0, 7.0, 10.0]);
+    assert_eq!(run(PaddingMode::Circular), vec![7.0, 7.0, 7.0]);
+}
+
+#[test]
+fn transposed_output_size_works_with_dilation() {
+    let w = Tensor::from_vec(vec![1.0f32; 2 * 3 * 3], &[2, 3, 3]).unwrap();
+    let o = ConvOptions::new([3]).stride([3]).dilation([2]).padding(Padding::Explicit([1]));
+    let m = ConvTranspose1d::from_float(w, None, WeightQParams::none(), o).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32; 2 * 4], &[2, 4]).unwrap();
+    // min = (4-1)*3 - 2 + 2*2 + 1 = 12; max = 14.
+    for size in 12..=14 {
+        let y = m.forward_with_output_size(&x, Some(&[size])).unwrap();
+        assert_eq!(y.shape(), &[3, size]);
+        let (want, _) = oracle(&m, &x, [size]);
+        assert_eq!(y.to_vec_f32(), want.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    }
+    assert_eq!(m.forward_with_output_size(&x, Some(&[3, 13])).unwrap().shape(), &[3, 13]);
+}
+
+#[test]
+fn zero_batch_gives_an_empty_output() {
+    let w = Tensor::from_vec(vec![0.1f32; 4 * 2 * 9], &[4, 2, 3, 3]).unwrap();
+    let m = Conv2d::from_float_observed(w, None, ConvOptions::new([3, 3])).unwrap();
+    let y = m.forward(&Tensor::zeros(&[0, 2, 5, 5], DType::F32).unwrap()).unwrap();
+    assert_eq!(y.shape(), &[0, 4, 3, 3]);
+}
+
+// ---- state dicts ----------------------------------------------------------------------------------
+
+fn sample_modules() -> Vec<(String, AnyConv)> {
+    let mut rng = Rng::new(9);
+    let mut v = Vec::new();
+    let w3 = Tensor::from_vec(rng.vec(4 * 2 * 27, -1.0, 1.0), &[4, 2, 3, 3, 3]).unwrap();
+    let c3 = Conv3d::from_float(
+        w3.clone(),
+        Some(Tensor::from_vec(rng.vec(4, -1.0, 1.0), &[4]).unwrap()),
+        WeightQParams::per_channel_symmetric_from_weight(&w3, 0, QuantDType::QInt8).unwrap().decomposed(true).with_quant_range(-127, 127),
+        ConvOptions::new([3, 3, 3]).padding(Padding::Same).padding_mode(PaddingMode::Replicate),
+    )
+    .unwrap();
+    v.push(("enc.conv3.".to_string(), AnyConv::Conv3d(c3)));
+    let wt = Tensor::from_vec(rng.vec(4 * 3 * 4, -1.0, 1.0), &[4, 3, 2, 2]).unwrap();
+    let t2 = ConvTranspose2d::from_float(
+        wt,
+        None,
+        WeightQParams::per_channel_float(QuantDType::QUInt8, vec![0.01, 0.02, 0.03], vec![1.5, 120.0, 7.25], 1),
+        ConvOptions::new([2, 2]).stride([2, 2]).output_padding([1, 0]).groups(1),
+    )
+    .unwrap();
+    v.push(("dec.up.".to_string(), AnyConv::ConvTranspose2d(t2)));
+    let w1 = Tensor::from_vec(rng.vec(6 * 2 * 5, -1.0, 1.0), &[6, 2, 5]).unwrap();
+    let c1 = Conv1d::from_float(w1, None, WeightQParams::float16(), ConvOptions::new([5]).groups(2).dilation([2])).unwrap();
+    v.push(("".to_string(), AnyConv::Conv1d(c1)));
+    let wt1 = Tensor::from_vec(rng.vec(2 * 2 * 3, -1.0, 1.0), &[2, 2, 3]).unwrap();
+    let t1 = ConvTranspose1d::from_float(wt1, None, WeightQParams::none(), ConvOptions::new([3])).unwrap();
+    v.push(("t1.".to_string(), AnyConv::ConvTranspose1d(t1)));
+    let w2 = Tensor::from_vec(rng.vec(3 * 3 * 4, -1.0, 1.0), &[3, 3, 2, 2]).unwrap();
+    let c2 = Conv2d::from_float(
+        w2,
+        Some(Tensor::from_vec(vec![0.1, 0.2, 0.3], &[3]).unwrap()),
+        WeightQParams::per_tensor(QuantDType::QInt32, 1e-4, -7),
+        ConvOptions::new([2, 2]).padding(Padding::Valid),
+    )
+    .unwrap();
+    v.push(("c2.".to_string(), AnyConv::Conv2d(c2)));
+    let wt3 = Tensor::from_vec(rng.vec(2 * 2 * 8, -1.0, 1.0), &[2, 2, 2, 2, 2]).unwrap();
+    let t3 = ConvTranspose3d::from_float_observed(wt3, None, ConvOptions::new([2, 2, 2]).stride([2, 1, 1])).unwrap();
+    v.push(("t3.".to_string(), AnyConv::ConvTranspose3d(t3)));
+    v
+}
+
+#[test]
+fn state_dict_file_round_trip_is_exact() {
+    let dir = std::env::temp_dir().join(format!("qconv-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let mut sd = StateDict::new();
+    let modules = sample_modules();
+    for (p, m) in &modules {
+        m.write_state_dict(&mut sd, p);
+    }
+    sd.save(&path).unwrap();
+    let bytes_before = std::fs::read(&path).unwrap();
+    let loaded = StateDict::load(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes_before, "loading must not modify the file");
+    assert_eq!(loaded, sd);
+    let mut prefixes = loaded.module_prefixes();
+    prefixes.sort();
+    let mut want: Vec<String> = modules.iter().map(|(p, _)| p.clone()).collect();
+    want.sort();
+    assert_eq!(prefixes, want);
+    for (p, m) in &modules {
+        let again = AnyConv::from_state_dict(&loaded, p).unwrap();
+        assert_eq!(again.weight_qparams(), m.weight_qparams(), "{p}");
+        assert_eq!(again.get_weight(), m.get_weight(), "{p}");
+        assert_eq!(again.to_string(), m.to_string());
+    }
+    // Temporary files of the atomic save are gone.
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn decomposed_flag_and_quant_range_are_persisted() {
+    let (p, m) = sample_modules().remove(0);
+    let sd = m.state_dict(&p);
+    assert_eq!(sd.metadata[&format!("{p}is_decomposed")], "true");
+    assert_eq!(sd.metadata[&format!("{p}weight_quant_min")], "-127");
+    let again = AnyConv::from_state_dict(&sd, &p).unwrap();
+    assert!(again.weight_qparams().is_decomposed);
+    assert_eq!(again.weight_qparams().quant_min, Some(-127));
+}
+
+#[test]
+fn loading_refreshes_the_axis_from_the_file() {
+    // PyTorch keeps a stale weight_axis_int (SEMANTICS.md §8); here the stored axis wins.
+    let w = Tensor::from_vec((0..2 * 3 * 2).map(|i| i as f32 / 10.0).collect(), &[2, 3, 2]).unwrap();
+    let axis1 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2, 0.3], vec![0, 0, 0], 1);
+    let mut m = Conv1d::from_float(w.clone(), None, axis1, ConvOptions::new([2])).unwrap();
+    let axis0 = Conv1d::from_float(w, None, WeightQParams::per_channel(QuantDType::QInt8, vec![0.05, 0.07], vec![0, 0], 0), ConvOptions::new([2])).unwrap();
+    let report = m.load_state_dict(&axis0.state_dict("x."), "x.", true).unwrap();
+    assert!(report.unexpected.is_empty());
+    assert_eq!(m.weight_axis(), 0);
+    assert_eq!(m.get_weight(), axis0.get_weight());
+}
+
+#[test]
+fn missing_and_unexpected_keys_are_reported() {
+    let (p, m) = sample_modules().remove(4);
+    let mut sd = m.state_dict(&p);
+    sd.tensors.insert(format!("{p}stray"), StoredTensor::new(vec![], StoredData::F32(vec![1.0])).unwrap());
+    match AnyConv::from_state_dict(&sd, &p) {
+        Err(Error::StateDictKeys { unexpected, missing, .. }) => {
+            assert_eq!(unexpected, vec![format!("{p}stray")]);
+            assert!(missing.is_empty());
+        }
+        other => panic!("expected StateDictKeys, got {other:?}"),
+    }
+    let (_, report) = AnyConv::from_state_dict_lenient(&sd, &p).unwrap();
+    assert_eq!(report.unexpected, vec![format!("{p}stray")]);
+    for key in ["weight", "bias", "weight_scale", "weight_zero_point"] {
+        let mut sd = m.state_dict(&p);
+        sd.tensors.remove(&format!("{p}{key}"));
+        match AnyConv::from_state_dict(&sd, &p) {
+            Err(Error::StateDictKeys { missing, .. }) => assert_eq!(missing, vec![format!("{p}{key}")]),
+            other => panic!("{key}: expected StateDictKeys, got {other:?}"),
+        }
+    }
+    for key in ["weight_qscheme", "module"] {
+        let mut sd = m.state_dict(&p);
+        sd.metadata.remove(&format!("{p}{key}"));
+        assert!(matches!(AnyConv::from_state_dict(&sd, &p), Err(Error::StateDictKeys { .. })), "{key}");
+    }
+    // Keys of nested modules are not "unexpected" for the parent prefix.
+    let mut sd = m.state_dict(&p);
+    sd.tensors.insert(format!("{p}child.weight"), StoredTensor::new(vec![1], StoredData::F32(vec![1.0])).unwrap());
+    assert!(AnyConv::from_state_dict(&sd, &p).is_ok());
+}
+
+#[test]
+fn bad_state_dict_values_are_typed_errors() {
+    let (p, m) = sample_modules().remove(4);
+    let cases: Vec<(&str, Box<dyn Fn(&mut StateDict)>)> = vec![
+        ("qscheme", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.weight_qscheme".into(), "torch.nope".into()); })),
+        ("json", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.module".into(), "{not json".into()); })),
+        ("type", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.module".into(), r#"{"type":"Linear"}"#.into()); })),
+        ("scale dtype", Box::new(|sd: &mut StateDict| { sd.tensors.insert("c2.weight_scale".into(), StoredTensor::new(vec![], StoredData::I32(vec![1])).unwrap()); })),
+        ("weight dtype", Box::new(|sd: &mut StateDict| { sd.tensors.insert("c2.weight".into(), StoredTensor::new(vec![1], StoredData::I64(vec![1])).unwrap()); })),
+        ("is_decomposed", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.is_decomposed".into(), "maybe".into()); })),
+        ("quant_min", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.weight_quant_min".into(), "-1.5".into()); })),
+    ];
+    for (name, edit) in cases {
+        let mut sd = m.state_dict(&p);
+        edit(&mut sd);
+        let e = AnyConv::from_state_dict(&sd, &p).unwrap_err();
+        assert!(matches!(e, Error::StateDictValue { .. } | Error::Shape { .. }), "{name}: {e}");
+    }
+}
+
+#[test]
+fn truncated_and_garbage_files_are_errors() {
+    let (p, m) = sample_modules().remove(0);
+    let bytes = m.state_dict(&p).to_bytes().unwrap();
+    for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+        assert!(StateDict::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut lying = bytes.clone();
+    lying[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(StateDict::from_bytes(&lying), Err(Error::SafeTensors(_))));
+}
+
+#[test]
+fn modules_are_send_sync_and_deterministic_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Conv2d>();
+    assert_send_sync::<AnyConv>();
+    let mut rng = Rng::new(3);
+    let w = Tensor::from_vec(rng.vec(16 * 8 * 9, -0.3, 0.3), &[16, 8, 3, 3]).unwrap();
+    let m = Conv2d::from_float_observed(w, None, ConvOptions::new([3, 3]).padding(Padding::Same)).unwrap();
+    let x = Tensor::from_vec(rng.vec(2 * 8 * 20 * 20, -1.0, 1.0), &[2, 8, 20, 20]).unwrap();
+    let serial = m.forward(&x).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(m.forward(&x).unwrap(), serial);
+                }
+            });
+        }
+    });
+}

@@ -36,7 +36,10 @@ impl Net {
         let bu = Tensor::from_vec(rng.vec(8, -0.1, 0.1), &[8])?;
         let (wh, bh) = weights(&mut rng, &[4, 8, 1, 1], 8)?;
         let o1 = ConvOptions::new([3, 3]).padding(Padding::Same);
-        let o2 = ConvOptions::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).padding_mode(PaddingMode::Reflect);
+        let o2 = ConvOptions::new([3, 3])
+            .stride([2, 2])
+            .padding(Padding::Explicit([1, 1]))
+            .padding_mode(PaddingMode::Reflect);
         let ou = ConvOptions::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1]));
         let oh = ConvOptions::new([1, 1]);
         if quantized {

@@ -40,6 +40,7 @@ pub struct BenchCase {
     pub groups: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn case(
     name: &'static str,
     transposed: bool,
@@ -167,7 +168,8 @@ fn build_d<const D: usize, const T: bool>(c: &BenchCase, batch: usize, rng: &mut
     let weight = Tensor::from_vec(rng.vec(n, -bound, bound), &shape)?;
     let bias = Tensor::from_vec(rng.vec(c.out_channels, -bound, bound), &[c.out_channels])?;
     let qparams = absmax_qparams(&weight, if T { 1 } else { 0 })?;
-    let module = ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
+    let module =
+        ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
     let mut in_shape = vec![batch, c.in_channels];
     in_shape.extend_from_slice(&c.spatial[..D]);
     let input = Tensor::from_vec(rng.vec(in_shape.iter().product(), -1.0, 1.0), &in_shape)?;

@@ -221,6 +221,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    // ---- CUDA kernel compilation (appended) ----------------------------------------------------
+    /// NVRTC rejected a kernel source; `log` is the compiler's output.
+    #[error("NVRTC could not compile {kernel} for {arch}:\n{log}")]
+    KernelCompile {
+        /// The kernel source file (e.g. `conv.cu`).
+        kernel: String,
+        /// The target architecture (e.g. `sm_90`).
+        arch: String,
+        /// The program log (compiler errors and warnings).
+        log: String,
+    },
 }
 
 impl Error {

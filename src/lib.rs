@@ -31,12 +31,12 @@
 /// How this copy of qconv was built (target triple, profile, CUDA bindings version).
 pub const BUILD_INFO: &str = env!("QCONV_BUILD_INFO");
 
+pub mod bench;
 pub mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod io;
-pub mod bench;
 pub mod quant;
 pub mod tensor;
 
@@ -45,5 +45,10 @@ pub use conv::{
     Padding, PaddingMode,
 };
 pub use error::{Error, Result};
+
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use quant::{QScheme, QuantDType, QuantizedWeight, WeightQParams};
 pub use tensor::{DType, Device, Element, Tensor};

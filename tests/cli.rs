@@ -8,7 +8,11 @@ use qconv::AnyConv;
 
 fn qconv(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_qconv")).args(args).output().expect("qconv runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn fixture(name: &str) -> String {
@@ -33,15 +37,25 @@ fn run_and_weights_reproduce_the_library() {
     input.save(&in_path).unwrap();
     let out_path = tmp("out.safetensors");
     let (ok, _, err) = qconv(&[
-        "run", "--model", &model, "--prefix", "conv2.", "--input", in_path.to_str().unwrap(),
-        "--output", out_path.to_str().unwrap(), "--device", "cpu",
+        "run",
+        "--model",
+        &model,
+        "--prefix",
+        "conv2.",
+        "--input",
+        in_path.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(ok, "{err}");
     let y = StateDict::load(&out_path).unwrap().tensor("output").unwrap();
     assert_eq!(y, m.forward(&x, None).unwrap());
 
     let w_path = tmp("w.safetensors");
-    let (ok, _, err) = qconv(&["weights", "--model", &model, "--prefix", "conv2.", "--output", w_path.to_str().unwrap()]);
+    let (ok, _, err) =
+        qconv(&["weights", "--model", &model, "--prefix", "conv2.", "--output", w_path.to_str().unwrap()]);
     assert!(ok, "{err}");
     let w = StateDict::load(&w_path).unwrap();
     assert_eq!(&w.tensor("weight_fq").unwrap(), m.get_weight());
@@ -83,9 +97,8 @@ fn errors_are_one_clean_line() {
 #[test]
 fn cuda_request_without_a_gpu_is_an_error_not_a_panic() {
     let model = fixture("export_demo.safetensors");
-    let (ok, _, err) = qconv(&[
-        "run", "--model", &model, "--prefix", "head.", "--input", "x", "--output", "y", "--device", "cuda:0",
-    ]);
+    let (ok, _, err) =
+        qconv(&["run", "--model", &model, "--prefix", "head.", "--input", "x", "--output", "y", "--device", "cuda:0"]);
     assert!(!ok);
     assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
 }

@@ -71,7 +71,8 @@ fn module_fixtures_match_pytorch() {
         let bad: Vec<usize> =
             (0..want_fq.len()).filter(|&i| want_fq[i].to_bits() != got_fq[i].to_bits()).take(3).collect();
         if !bad.is_empty() {
-            let detail: Vec<String> = bad.iter().map(|&i| format!("[{i}] want {:e} got {:e}", want_fq[i], got_fq[i])).collect();
+            let detail: Vec<String> =
+                bad.iter().map(|&i| format!("[{i}] want {:e} got {:e}", want_fq[i], got_fq[i])).collect();
             failures.push(format!("{case}: weight_fq differs: {}", detail.join(", ")));
         }
         // get_quantized_weight(): integer codes bit for bit.
@@ -176,7 +177,8 @@ fn observer_fixtures_match_pytorch() {
             QParamData::F64(_) => "F64",
         };
         if qparam_values(&zp.data) != wz || got_kind != kind {
-            failures.push(format!("{name}: zero point {:?} ({got_kind}) want {wz:?} ({kind})", qparam_values(&zp.data)));
+            failures
+                .push(format!("{name}: zero point {:?} ({got_kind}) want {wz:?} ({kind})", qparam_values(&zp.data)));
         }
     }
     assert!(failures.is_empty(), "{} observer failures:\n{}", failures.len(), failures.join("\n"));

@@ -18,11 +18,7 @@ fn pad3<const D: usize>(v: [usize; D], fill: usize) -> [usize; 3] {
 }
 
 /// The oracle for a module and input: f64 accumulation over the fake-quantized weight.
-fn oracle<const D: usize, const T: bool>(
-    m: &ConvModule<D, T>,
-    x: &Tensor,
-    out: [usize; D],
-) -> (Vec<f64>, Vec<f64>) {
+fn oracle<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Tensor, out: [usize; D]) -> (Vec<f64>, Vec<f64>) {
     let batched = x.ndim() == D + 2;
     let lead = if batched { 2 } else { 1 };
     let mut sp = [0; D];
@@ -79,7 +75,8 @@ where
 {
     let groups = [1, 1, 2, 3][pick(rng, 4)];
     let depthwise = pick(rng, 5) == 0;
-    let (cin, cout) = if depthwise { (groups * 2, groups * 2) } else { (groups * (1 + pick(rng, 4)), groups * (1 + pick(rng, 4))) };
+    let (cin, cout) =
+        if depthwise { (groups * 2, groups * 2) } else { (groups * (1 + pick(rng, 4)), groups * (1 + pick(rng, 4))) };
     let mut o = ConvOptions::<D>::new([0; D]);
     for d in 0..D {
         o.kernel_size[d] = 1 + pick(rng, 3);
@@ -88,7 +85,14 @@ where
     }
     o.groups = if depthwise { cin } else { groups };
     let mode = if T { 0 } else { pick(rng, 6) };
-    o.padding_mode = [PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular][mode];
+    o.padding_mode = [
+        PaddingMode::Zeros,
+        PaddingMode::Zeros,
+        PaddingMode::Zeros,
+        PaddingMode::Reflect,
+        PaddingMode::Replicate,
+        PaddingMode::Circular,
+    ][mode];
     let mut pads = [0; D];
     for p in pads.iter_mut() {
         *p = pick(rng, 3);
@@ -108,7 +112,8 @@ where
     let shape = ConvModule::<D, T>::weight_shape(cin, cout, &o);
     let n: usize = shape.iter().product();
     let weight = Tensor::from_vec(rng.vec(n, -0.5, 0.5), &shape).unwrap();
-    let bias = if pick(rng, 2) == 0 { Some(Tensor::from_vec(rng.vec(cout, -0.5, 0.5), &[cout]).unwrap()) } else { None };
+    let bias =
+        if pick(rng, 2) == 0 { Some(Tensor::from_vec(rng.vec(cout, -0.5, 0.5), &[cout]).unwrap()) } else { None };
     let qp = random_qparams(rng, &weight, if T { 1 } else { 0 });
     o.bias = bias.is_some();
     let m = ConvModule::<D, T>::new(cin, cout, o, weight, bias, qp).unwrap();
@@ -191,7 +196,13 @@ fn randomized_sweep_against_the_naive_oracle() {
 #[test]
 fn get_weight_is_cached_and_refreshed_on_change() {
     let w = Tensor::from_vec(vec![0.5f32, -0.26, 0.1, 0.9], &[2, 2, 1]).unwrap();
-    let mut m = Conv1d::from_float(w.clone(), None, WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0), ConvOptions::new([1])).unwrap();
+    let mut m = Conv1d::from_float(
+        w.clone(),
+        None,
+        WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0),
+        ConvOptions::new([1]),
+    )
+    .unwrap();
     assert!(std::ptr::eq(m.get_weight(), m.get_weight()));
     let s = 0.1f32;
     assert_eq!(m.get_weight().to_vec_f32(), vec![s * 5.0, s * -3.0, s * 1.0, s * 9.0]);
@@ -252,7 +263,10 @@ fn sample_modules() -> Vec<(String, AnyConv)> {
     let c3 = Conv3d::from_float(
         w3.clone(),
         Some(Tensor::from_vec(rng.vec(4, -1.0, 1.0), &[4]).unwrap()),
-        WeightQParams::per_channel_symmetric_from_weight(&w3, 0, QuantDType::QInt8).unwrap().decomposed(true).with_quant_range(-127, 127),
+        WeightQParams::per_channel_symmetric_from_weight(&w3, 0, QuantDType::QInt8)
+            .unwrap()
+            .decomposed(true)
+            .with_quant_range(-127, 127),
         ConvOptions::new([3, 3, 3]).padding(Padding::Same).padding_mode(PaddingMode::Replicate),
     )
     .unwrap();
@@ -267,7 +281,8 @@ fn sample_modules() -> Vec<(String, AnyConv)> {
     .unwrap();
     v.push(("dec.up.".to_string(), AnyConv::ConvTranspose2d(t2)));
     let w1 = Tensor::from_vec(rng.vec(6 * 2 * 5, -1.0, 1.0), &[6, 2, 5]).unwrap();
-    let c1 = Conv1d::from_float(w1, None, WeightQParams::float16(), ConvOptions::new([5]).groups(2).dilation([2])).unwrap();
+    let c1 =
+        Conv1d::from_float(w1, None, WeightQParams::float16(), ConvOptions::new([5]).groups(2).dilation([2])).unwrap();
     v.push(("".to_string(), AnyConv::Conv1d(c1)));
     let wt1 = Tensor::from_vec(rng.vec(2 * 2 * 3, -1.0, 1.0), &[2, 2, 3]).unwrap();
     let t1 = ConvTranspose1d::from_float(wt1, None, WeightQParams::none(), ConvOptions::new([3])).unwrap();
@@ -336,7 +351,13 @@ fn loading_refreshes_the_axis_from_the_file() {
     let w = Tensor::from_vec((0..2 * 3 * 2).map(|i| i as f32 / 10.0).collect(), &[2, 3, 2]).unwrap();
     let axis1 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2, 0.3], vec![0, 0, 0], 1);
     let mut m = Conv1d::from_float(w.clone(), None, axis1, ConvOptions::new([2])).unwrap();
-    let axis0 = Conv1d::from_float(w, None, WeightQParams::per_channel(QuantDType::QInt8, vec![0.05, 0.07], vec![0, 0], 0), ConvOptions::new([2])).unwrap();
+    let axis0 = Conv1d::from_float(
+        w,
+        None,
+        WeightQParams::per_channel(QuantDType::QInt8, vec![0.05, 0.07], vec![0, 0], 0),
+        ConvOptions::new([2]),
+    )
+    .unwrap();
     let report = m.load_state_dict(&axis0.state_dict("x."), "x.", true).unwrap();
     assert!(report.unexpected.is_empty());
     assert_eq!(m.weight_axis(), 0);
@@ -379,14 +400,51 @@ fn missing_and_unexpected_keys_are_reported() {
 #[test]
 fn bad_state_dict_values_are_typed_errors() {
     let (p, m) = sample_modules().remove(4);
-    let cases: Vec<(&str, Box<dyn Fn(&mut StateDict)>)> = vec![
-        ("qscheme", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.weight_qscheme".into(), "torch.nope".into()); })),
-        ("json", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.module".into(), "{not json".into()); })),
-        ("type", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.module".into(), r#"{"type":"Linear"}"#.into()); })),
-        ("scale dtype", Box::new(|sd: &mut StateDict| { sd.tensors.insert("c2.weight_scale".into(), StoredTensor::new(vec![], StoredData::I32(vec![1])).unwrap()); })),
-        ("weight dtype", Box::new(|sd: &mut StateDict| { sd.tensors.insert("c2.weight".into(), StoredTensor::new(vec![1], StoredData::I64(vec![1])).unwrap()); })),
-        ("is_decomposed", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.is_decomposed".into(), "maybe".into()); })),
-        ("quant_min", Box::new(|sd: &mut StateDict| { sd.metadata.insert("c2.weight_quant_min".into(), "-1.5".into()); })),
+    type Edit = Box<dyn Fn(&mut StateDict)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "qscheme",
+            Box::new(|sd: &mut StateDict| {
+                sd.metadata.insert("c2.weight_qscheme".into(), "torch.nope".into());
+            }),
+        ),
+        (
+            "json",
+            Box::new(|sd: &mut StateDict| {
+                sd.metadata.insert("c2.module".into(), "{not json".into());
+            }),
+        ),
+        (
+            "type",
+            Box::new(|sd: &mut StateDict| {
+                sd.metadata.insert("c2.module".into(), r#"{"type":"Linear"}"#.into());
+            }),
+        ),
+        (
+            "scale dtype",
+            Box::new(|sd: &mut StateDict| {
+                sd.tensors
+                    .insert("c2.weight_scale".into(), StoredTensor::new(vec![], StoredData::I32(vec![1])).unwrap());
+            }),
+        ),
+        (
+            "weight dtype",
+            Box::new(|sd: &mut StateDict| {
+                sd.tensors.insert("c2.weight".into(), StoredTensor::new(vec![1], StoredData::I64(vec![1])).unwrap());
+            }),
+        ),
+        (
+            "is_decomposed",
+            Box::new(|sd: &mut StateDict| {
+                sd.metadata.insert("c2.is_decomposed".into(), "maybe".into());
+            }),
+        ),
+        (
+            "quant_min",
+            Box::new(|sd: &mut StateDict| {
+                sd.metadata.insert("c2.weight_quant_min".into(), "-1.5".into());
+            }),
+        ),
     ];
     for (name, edit) in cases {
         let mut sd = m.state_dict(&p);

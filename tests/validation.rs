@@ -173,20 +173,20 @@ fn groups_must_be_positive() {
 
 #[test]
 fn groups_must_divide_channels() {
-    let e = Conv2d::new(6, 4, ConvOptions::new([3, 3]).groups(4).bias(false), w(&[4, 1, 3, 3]), None, qp()).unwrap_err();
+    let e =
+        Conv2d::new(6, 4, ConvOptions::new([3, 3]).groups(4).bias(false), w(&[4, 1, 3, 3]), None, qp()).unwrap_err();
     assert!(matches!(e, Error::InvalidConfig { param: "groups", .. }), "{e}");
     assert!(e.to_string().contains("in_channels (6)"));
-    let e = Conv2d::new(4, 6, ConvOptions::new([3, 3]).groups(4).bias(false), w(&[6, 1, 3, 3]), None, qp()).unwrap_err();
+    let e =
+        Conv2d::new(4, 6, ConvOptions::new([3, 3]).groups(4).bias(false), w(&[6, 1, 3, 3]), None, qp()).unwrap_err();
     assert!(e.to_string().contains("out_channels (6)"), "{e}");
 }
 
 #[test]
 fn zero_kernel_stride_or_dilation_is_rejected() {
-    for opts in [
-        ConvOptions::new([0, 3]),
-        ConvOptions::new([3, 3]).stride([1, 0]),
-        ConvOptions::new([3, 3]).dilation([0, 1]),
-    ] {
+    for opts in
+        [ConvOptions::new([0, 3]), ConvOptions::new([3, 3]).stride([1, 0]), ConvOptions::new([3, 3]).dilation([0, 1])]
+    {
         let e = Conv2d::new(2, 2, opts.bias(false), w(&[2, 2, 3, 3]), None, qp()).unwrap_err();
         assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
     }
@@ -219,8 +219,9 @@ fn transposed_accepts_only_zeros_padding_mode() {
 
 #[test]
 fn output_padding_must_be_smaller_than_stride_or_dilation() {
-    let e = ConvTranspose1d::from_float(w(&[2, 2, 3]), None, qp(), ConvOptions::new([3]).stride([2]).output_padding([2]))
-        .unwrap_err();
+    let e =
+        ConvTranspose1d::from_float(w(&[2, 2, 3]), None, qp(), ConvOptions::new([3]).stride([2]).output_padding([2]))
+            .unwrap_err();
     assert!(matches!(e, Error::InvalidConfig { param: "output_padding", .. }), "{e}");
     // ...and is only for transposed convolutions.
     let e = Conv1d::from_float(w(&[2, 2, 3]), None, qp(), ConvOptions::new([3]).output_padding([1])).unwrap_err();
@@ -271,9 +272,10 @@ fn kernel_larger_than_padded_input_is_rejected() {
 
 #[test]
 fn reflect_padding_must_be_smaller_than_input() {
-    let m = conv2d(ConvOptions::new([3, 3]).padding(Padding::Explicit([2, 2])).padding_mode(PaddingMode::Reflect), &[
-        2, 3, 3, 3,
-    ])
+    let m = conv2d(
+        ConvOptions::new([3, 3]).padding(Padding::Explicit([2, 2])).padding_mode(PaddingMode::Reflect),
+        &[2, 3, 3, 3],
+    )
     .unwrap();
     let e = m.forward(&w(&[1, 3, 2, 6])).unwrap_err();
     assert!(e.to_string().contains("reflect padding"), "{e}");
@@ -281,9 +283,10 @@ fn reflect_padding_must_be_smaller_than_input() {
 
 #[test]
 fn circular_padding_must_not_exceed_input() {
-    let m = conv2d(ConvOptions::new([1, 1]).padding(Padding::Explicit([3, 0])).padding_mode(PaddingMode::Circular), &[
-        2, 3, 1, 1,
-    ])
+    let m = conv2d(
+        ConvOptions::new([1, 1]).padding(Padding::Explicit([3, 0])).padding_mode(PaddingMode::Circular),
+        &[2, 3, 1, 1],
+    )
     .unwrap();
     assert!(m.forward(&w(&[1, 3, 3, 4])).is_ok());
     let e = m.forward(&w(&[1, 3, 2, 4])).unwrap_err();

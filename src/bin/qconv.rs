@@ -181,7 +181,9 @@ fn pick_prefix(sd: &StateDict, prefix: Option<&str>, path: &str) -> CliResult<St
             missing: vec!["<prefix>module".into()],
             unexpected: vec![],
         })),
-        many => Err(CliError::Usage(format!("{path} holds {} modules; choose one with --prefix: {many:?}", many.len()))),
+        many => {
+            Err(CliError::Usage(format!("{path} holds {} modules; choose one with --prefix: {many:?}", many.len())))
+        }
     }
 }
 
@@ -223,7 +225,12 @@ fn run(args: &Args) -> CliResult<()> {
     let mut out = StateDict::new();
     out.insert_tensor("output", &y);
     out.save(&output_path)?;
-    eprintln!("{module} on {device}: input {:?} -> output {:?} written to {}", x.shape(), y.shape(), output_path.display());
+    eprintln!(
+        "{module} on {device}: input {:?} -> output {:?} written to {}",
+        x.shape(),
+        y.shape(),
+        output_path.display()
+    );
     Ok(())
 }
 
@@ -258,15 +265,19 @@ fn bench_cmd(args: &Args) -> CliResult<()> {
     };
     let batch = match args.get("--batch") {
         None => 1,
-        Some(s) => s.parse::<usize>().ok().filter(|&b| b > 0).ok_or_else(|| {
-            CliError::Usage(format!("--batch {s:?} must be a positive integer"))
-        })?,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| CliError::Usage(format!("--batch {s:?} must be a positive integer")))?,
     };
     let min_time = match args.get("--min-time") {
         None => 1.0,
-        Some(s) => s.parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
-            CliError::Usage(format!("--min-time {s:?} must be a non-negative number of seconds"))
-        })?,
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| CliError::Usage(format!("--min-time {s:?} must be a non-negative number of seconds")))?,
     };
     let threads = rayon::current_num_threads();
     for c in cases {

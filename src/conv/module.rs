@@ -71,7 +71,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// Expected weight shape for the given channels and options.
     pub fn weight_shape(in_channels: usize, out_channels: usize, options: &ConvOptions<D>) -> Vec<usize> {
         let g = options.groups.max(1);
-        let mut shape = if TRANSPOSED { vec![in_channels, out_channels / g] } else { vec![out_channels, in_channels / g] };
+        let mut shape =
+            if TRANSPOSED { vec![in_channels, out_channels / g] } else { vec![out_channels, in_channels / g] };
         shape.extend_from_slice(&options.kernel_size);
         shape
     }
@@ -152,7 +153,11 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             return Err(Error::config(
                 "bias",
                 options.bias,
-                if options.bias { "options.bias is true but no bias tensor was given" } else { "options.bias is false but a bias tensor was given" },
+                if options.bias {
+                    "options.bias is true but no bias tensor was given"
+                } else {
+                    "options.bias is false but a bias tensor was given"
+                },
             ));
         }
         if let Some(b) = &bias {
@@ -167,7 +172,11 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             return Err(Error::shape("bias", b.shape(), format!("it must have shape [{out_channels}] (out_channels)")));
         }
         if b.dtype() != DType::F32 {
-            return Err(Error::DType { what: "bias", got: b.dtype().to_string(), rule: "the bias must be float32".into() });
+            return Err(Error::DType {
+                what: "bias",
+                got: b.dtype().to_string(),
+                rule: "the bias must be float32".into(),
+            });
         }
         Ok(())
     }
@@ -182,8 +191,14 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let plan: Plan = qparams.plan(weight.shape())?;
         let w = weight.as_slice::<f32>()?;
         let fq = quant::fake_quantize_planned(&plan, weight.shape(), w)?;
-        let packed =
-            PackedWeight::new(TRANSPOSED, in_channels, out_channels, options.groups, pad3(&options.kernel_size, 1), &fq)?;
+        let packed = PackedWeight::new(
+            TRANSPOSED,
+            in_channels,
+            out_channels,
+            options.groups,
+            pad3(&options.kernel_size, 1),
+            &fq,
+        )?;
         Ok(Derived { weight_fq: Tensor::from_vec(fq, weight.shape())?, packed })
     }
 
@@ -329,13 +344,13 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     pub fn to_device(&self, device: Device) -> Result<Self> {
         match device {
             Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => Err(Tensor::zeros(&[0], DType::F32)?.to_device(device).err().unwrap_or_else(|| {
-                Error::Unsupported {
+            Device::Cuda(_) => {
+                Err(Tensor::zeros(&[0], DType::F32)?.to_device(device).err().unwrap_or_else(|| Error::Unsupported {
                     op: "moving modules to CUDA".into(),
                     device: device.to_string(),
                     reason: "this build computes on the CPU only".into(),
-                }
-            })),
+                }))
+            }
         }
     }
 
@@ -351,12 +366,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 return Err(Error::shape(
                     "input",
                     shape,
-                    format!(
-                        "{} expects a {}-d (batched) or {}-d (unbatched) input",
-                        Self::type_name(),
-                        D + 2,
-                        D + 1
-                    ),
+                    format!("{} expects a {}-d (batched) or {}-d (unbatched) input", Self::type_name(), D + 2, D + 1),
                 ))
             }
         };
@@ -374,7 +384,14 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok((batched, batch, spatial))
     }
 
-    fn run(&self, x: &Tensor, out_spatial: [usize; D], batched: bool, batch: usize, in_spatial: [usize; D]) -> Result<Tensor> {
+    fn run(
+        &self,
+        x: &Tensor,
+        out_spatial: [usize; D],
+        batched: bool,
+        batch: usize,
+        in_spatial: [usize; D],
+    ) -> Result<Tensor> {
         if x.device() != self.device {
             return Err(Error::Unsupported {
                 op: "forward".into(),
@@ -404,7 +421,11 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         out_shape.push(self.out_channels);
         out_shape.extend_from_slice(&out_spatial);
         let out_len = checked_numel(&out_shape)?;
-        let mut y = vec![0f32; out_len];
+        let mut y = Vec::new();
+        y.try_reserve_exact(out_len).map_err(|_| {
+            Error::Overflow(format!("cannot allocate the output of shape {out_shape:?} ({out_len} elements)"))
+        })?;
+        y.resize(out_len, 0f32);
         if out_len > 0 && problem.input_len() > 0 {
             let bias = match &self.bias {
                 Some(b) => Some(b.as_slice::<f32>()?),

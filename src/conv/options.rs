@@ -198,10 +198,18 @@ impl<const D: usize> ConvOptions<D> {
         }
         match self.padding {
             Padding::Same if transposed => {
-                return Err(Error::config("padding", "'same'", "string padding is not supported for transposed convolutions"));
+                return Err(Error::config(
+                    "padding",
+                    "'same'",
+                    "string padding is not supported for transposed convolutions",
+                ));
             }
             Padding::Valid if transposed => {
-                return Err(Error::config("padding", "'valid'", "string padding is not supported for transposed convolutions"));
+                return Err(Error::config(
+                    "padding",
+                    "'valid'",
+                    "string padding is not supported for transposed convolutions",
+                ));
             }
             Padding::Same if self.stride.iter().any(|&s| s != 1) => {
                 return Err(Error::config(
@@ -275,18 +283,28 @@ impl<const D: usize> ConvOptions<D> {
                     return Err(Error::shape(
                         "input",
                         input,
-                        format!("reflect padding of {} in dimension {d} must be smaller than the input size {l}", lo[d].max(hi[d])),
+                        format!(
+                            "reflect padding of {} in dimension {d} must be smaller than the input size {l}",
+                            lo[d].max(hi[d])
+                        ),
                     ));
                 }
                 PaddingMode::Circular if lo[d].max(hi[d]) > l => {
                     return Err(Error::shape(
                         "input",
                         input,
-                        format!("circular padding of {} in dimension {d} must not exceed the input size {l}", lo[d].max(hi[d])),
+                        format!(
+                            "circular padding of {} in dimension {d} must not exceed the input size {l}",
+                            lo[d].max(hi[d])
+                        ),
                     ));
                 }
                 PaddingMode::Replicate if l == 0 && lo[d].max(hi[d]) > 0 => {
-                    return Err(Error::shape("input", input, format!("replicate padding needs a non-empty dimension {d}")));
+                    return Err(Error::shape(
+                        "input",
+                        input,
+                        format!("replicate padding needs a non-empty dimension {d}"),
+                    ));
                 }
                 _ => {}
             }
@@ -320,7 +338,11 @@ impl<const D: usize> ConvOptions<D> {
         let mut out = [0; D];
         for d in 0..D {
             if input[d] == 0 {
-                return Err(Error::shape("input", input, format!("spatial dimension {d} must be positive for a transposed convolution")));
+                return Err(Error::shape(
+                    "input",
+                    input,
+                    format!("spatial dimension {d} must be positive for a transposed convolution"),
+                ));
             }
             let grow = (input[d] as u128 - 1) * self.stride[d] as u128
                 + self.dilation[d] as u128 * (self.kernel_size[d] as u128 - 1)
@@ -336,7 +358,8 @@ impl<const D: usize> ConvOptions<D> {
                     ),
                 ));
             }
-            out[d] = usize::try_from(grow - shrink).map_err(|_| Error::Overflow(format!("output size in dimension {d}")))?;
+            out[d] =
+                usize::try_from(grow - shrink).map_err(|_| Error::Overflow(format!("output size in dimension {d}")))?;
         }
         Ok(out)
     }
@@ -389,7 +412,12 @@ impl<const D: usize> ConvOptions<D> {
             op[d] = req[d].saturating_sub(min[d]);
         }
         if !ok {
-            return Err(Error::OutputSize { requested: req.to_vec(), min: min.to_vec(), max: max.to_vec(), input: input.to_vec() });
+            return Err(Error::OutputSize {
+                requested: req.to_vec(),
+                min: min.to_vec(),
+                max: max.to_vec(),
+                input: input.to_vec(),
+            });
         }
         Ok((out, op))
     }

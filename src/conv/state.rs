@@ -137,7 +137,9 @@ pub fn qparams_from_state_dict(sd: &StateDict, prefix: &str) -> Result<WeightQPa
         None => None,
     };
     let parse_int = |k: &str| -> Result<Option<i64>> {
-        meta(k).map(|s| s.trim().parse::<i64>().map_err(|_| bad(key(k), format!("{s:?} is not a decimal integer")))).transpose()
+        meta(k)
+            .map(|s| s.trim().parse::<i64>().map_err(|_| bad(key(k), format!("{s:?} is not a decimal integer"))))
+            .transpose()
     };
     let is_decomposed = match meta("is_decomposed").map(|s| s.as_str()) {
         None | Some("false") | Some("False") => false,
@@ -217,7 +219,9 @@ fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Resul
         o.padding = match p.as_str() {
             Some("same") => Padding::Same,
             Some("valid") => Padding::Valid,
-            Some(other) => return Err(bad(key.to_string(), format!("padding {other:?} must be 'same', 'valid' or integers"))),
+            Some(other) => {
+                return Err(bad(key.to_string(), format!("padding {other:?} must be 'same', 'valid' or integers")))
+            }
             None => Padding::Explicit(dims(key, p, "padding")?),
         };
     }
@@ -236,7 +240,12 @@ fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Resul
         let m = m.as_str().ok_or_else(|| bad(key.to_string(), "\"padding_mode\" must be a string"))?;
         o.padding_mode = m.parse::<PaddingMode>().map_err(|e| bad(key.to_string(), e.to_string()))?;
     }
-    Ok(ModuleConfig { type_name: module_type(key, v)?, in_channels: uint("in_channels")?, out_channels: uint("out_channels")?, options: o })
+    Ok(ModuleConfig {
+        type_name: module_type(key, v)?,
+        in_channels: uint("in_channels")?,
+        out_channels: uint("out_channels")?,
+        options: o,
+    })
 }
 
 fn padding_json<const D: usize>(p: &Padding<D>) -> Value {
@@ -305,7 +314,11 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
         let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
         if !report.unexpected.is_empty() {
-            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+            return Err(Error::StateDictKeys {
+                prefix: prefix.to_string(),
+                missing: vec![],
+                unexpected: report.unexpected,
+            });
         }
         Ok(m)
     }
@@ -368,7 +381,11 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         }
         let report = LoadReport { unexpected: unexpected_keys(sd, prefix) };
         if strict && !report.unexpected.is_empty() {
-            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+            return Err(Error::StateDictKeys {
+                prefix: prefix.to_string(),
+                missing: vec![],
+                unexpected: report.unexpected,
+            });
         }
         let qparams = qparams_from_state_dict(sd, prefix)?;
         let has_bias = sd.tensors.contains_key(&format!("{prefix}bias"));
@@ -416,7 +433,11 @@ impl AnyConv {
     pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
         let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
         if !report.unexpected.is_empty() {
-            return Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected });
+            return Err(Error::StateDictKeys {
+                prefix: prefix.to_string(),
+                missing: vec![],
+                unexpected: report.unexpected,
+            });
         }
         Ok(m)
     }
@@ -440,7 +461,10 @@ impl AnyConv {
                 ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose3d(m), r))?
             }
             other => {
-                return Err(bad(key, format!("unknown module type {other:?} (expected Conv1d/2d/3d or ConvTranspose1d/2d/3d)")))
+                return Err(bad(
+                    key,
+                    format!("unknown module type {other:?} (expected Conv1d/2d/3d or ConvTranspose1d/2d/3d)"),
+                ))
             }
         })
     }

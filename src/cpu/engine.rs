@@ -3,58 +3,69 @@
 //! # Design
 //!
 //! **Sub-convolutions.** Every problem is first rewritten as a set of *sub-convolutions*, each a
-//! dense correlation with unit output step over a grid of columns `m = (m0, m1, m2)`:
-//! output `o_d = m_d·out_step_d + out_off_d` reads input `i_d = m_d·in_step_d + off_d(tap)` for the
-//! taps of that sub-convolution. A forward convolution is one sub-convolution (`in_step = stride`,
-//! `off = j·dilation − pad`, every tap). A transposed convolution (gather form) is split per
-//! dimension into its `stride` *phases* (sub-pixel decomposition): outputs `o ≡ φ (mod stride)`
-//! only receive the taps `j` with `(o + pad − j·dilation) ≡ 0 (mod stride)`, and there
-//! `i = o/stride + (φ + pad − j·dilation)/stride` — a stride-1 correlation over `m = o / stride`
-//! with a subset of the taps. No multiplication by the zeros of a dilated input ever happens, and
-//! the result is a gather: every output element is produced by exactly one task, with no atomics.
+//! dense correlation over a grid of columns `m = (m0, m1, m2)`: output `o_d = m_d·out_step_d + φ_d`
+//! reads input `i_d = m_d·in_step_d + off_d(tap)` for the taps of that sub-convolution. A forward
+//! convolution is one sub-convolution (`out_step = 1`, `in_step = stride`, `off = j·dilation − pad`,
+//! every tap). A transposed convolution (gather form) is split per dimension into its `stride`
+//! *phases* (sub-pixel decomposition): the outputs `o = m·stride + φ` only receive the taps `j` with
+//! `j·dilation ≡ (φ + pad) (mod stride)`, each reading `i = m + ((φ + pad) − j·dilation)/stride` —
+//! a stride-1 correlation with a subset of the taps. Nothing is ever multiplied by the zeros of a
+//! dilated input, and every output element is produced by exactly one task (no scatter, no atomics).
+//! Input indices outside `[0, L)` are remapped by the padding mode (zeros/reflect/replicate/circular)
+//! wherever the input is read, so asymmetric (e.g. `'same'`) padding needs no special case.
 //!
-//! **Implicit GEMM.** Per (batch `n`, group `g`) and sub-convolution, the output is
+//! **Implicit GEMM** (`Kg > 1`). Per (batch `n`, group `g`) and sub-convolution,
 //! `Out[Kg, cols] = W[Kg, taps·Cg] × Col[taps·Cg, cols]`. The reduction index is *tap-major*
-//! (`r = tap·Cg + c`), which lets the transposed phases pick their taps out of one packed weight
-//! without repacking. The reduction is cut into chunks of at most [`KC`] rows (whole taps when
-//! `Cg < KC`, channel ranges of one tap otherwise). For each chunk a task gathers the `Col` tile of
-//! its columns straight into micro-panels `[cols/NR][kc][NR]` — applying the padding-mode remap
-//! (zeros/reflect/replicate/circular) while gathering, with contiguous copies for the in-bounds part
-//! of each output row — and then runs the register-tiled micro-kernel (`MR × NR` = 6 × 16 `f32`
-//! accumulators) over every `MR`-row weight panel. The tile accumulators live in a per-task buffer
-//! (`Ct`); after the last chunk the tile is written to the output with the bias added (fused
-//! epilogue). No full im2col matrix exists: a task holds at most `KC × NC` gathered values.
+//! (`r = tap·Cg + c`), so the transposed phases pick their taps out of the one packed weight. The
+//! reduction is cut into chunks of at most `KC` rows (whole taps when `Cg < KC`, channel ranges of
+//! one tap otherwise). A register-tiled micro-kernel (`MR × NR` = 6 × 16 `f32` accumulators, `NR`
+//! contiguous output positions) multiplies an `MR`-row weight panel by `NR` columns of `Col`, whose
+//! rows come from one of three sources:
+//! * *packed*: the task gathers the chunk's `Col` tile for its columns into micro-panels
+//!   `[cols/NR][kc][NR]` (contiguous copies for the in-bounds part of each output row, remap at the
+//!   edges; any stride, dilation or padding mode) — the general case;
+//! * *padded input*: when the dim-2 input step is 1 (stride-1 forward, every transposed phase) and
+//!   output rows are short, one padded copy of the input is built per call (remap baked in), column
+//!   panels are aligned to output-row runs, and the kernel reads each row of `B` in place
+//!   (leading dimension = the padded plane); no gather at all;
+//! * *input*: 1×1 stride-1 unpadded forward convolutions read the input itself (flat positions;
+//!   only a ragged last panel is copied).
+//!
+//! The accumulators of a task's output tile live in a per-task buffer `Ct` (`[Kg block][cols]`)
+//! between chunks; after the last chunk it is written to the output with the bias added (fused
+//! epilogue). No full im2col matrix exists: a task holds at most one `kc × cols` tile.
+//!
+//! **Direct path** (`Kg == 1`: depthwise, channel multiplier 1, also transposed). Per output plane
+//! and dim-1 phase, a task builds a window of padded input rows `[c][tap0][row][W]` (remap baked
+//! in; for a strided forward dim 2, one *decimated* row `x̃[m·stride + off]` per tap instead, so the
+//! kernel always reads unit-stride), so that a single tap template `(offset, weight)` serves every
+//! output row. The kernel computes 4 output rows × 16 positions per call, vectorised along the row.
 //!
 //! **Packed weight.** [`PackedWeight`] stores, per group, `ceil(Kg/MR)` panels laid out
 //! `[tap][c][MR]` (zero-padded rows past `Kg`), so the micro-kernel reads `MR` contiguous weights
-//! per reduction step. Depthwise-like problems (`Kg == 1`) are packed with `MR = 1` instead.
+//! per reduction step; `Kg == 1` weights are stored `[tap][c]` (`MR = 1`) for the direct path.
 //!
-//! **Special paths.**
-//! * 1×1, stride-1, unpadded forward convolution: the micro-kernel reads the input rows directly
-//!   (leading dimension = the spatial size); only a ragged last panel is copied.
-//! * `Kg == 1` (depthwise, also transposed): a direct path vectorised along the output row — per
-//!   output row it builds one padded input row per (channel, tap row) and runs `axpy`s over it.
-//!
-//! **Micro-kernel and ISA.** The micro-kernel is written once, generically, so that LLVM
-//! auto-vectorises it (the `NR` accumulators of a row are one or two vector registers); it is
-//! instantiated twice: an `avx2,fma` copy (`#[target_feature]`, fused multiply-adds) selected at run
-//! time with `is_x86_feature_detected!`, and a portable copy (plain multiply + add; fused on
-//! aarch64, where NEON always has FMA). Later SIMD kernels (AVX-512, explicit intrinsics) plug in as
-//! further implementations of the private `Kernel` trait.
+//! **Micro-kernels and ISA.** The kernels are written once, generically, so that LLVM
+//! auto-vectorises them (each row of `NR` accumulators is two AVX registers, all kept in registers);
+//! each is instantiated twice: an `avx2,fma` copy (`#[target_feature]`, fused multiply-adds)
+//! selected at run time with `is_x86_feature_detected!`, and a portable copy (plain multiply + add;
+//! fused on aarch64, where NEON always has FMA). Later SIMD kernels (AVX-512, explicit intrinsics,
+//! other tile shapes) plug in as further implementations of the private `Kernel` trait.
 //!
 //! **Parallelism and determinism.** Rayon runs independent tasks, each owning a disjoint set of
-//! output rows' sub-slices (safe `split_at_mut` partitioning, no `unsafe` writes): GEMM tasks are
-//! (batch × group × `MR`-aligned block of output channels × range of output positions); direct
-//! tasks are (batch × channel × range of output rows). The task grid adapts to the thread count,
-//! but the arithmetic of every output element does not: its reduction always runs in the same
-//! order (taps, then channels, from 0), partial sums are stored in `f32` between chunks (the same
-//! as keeping them in registers), and the bias is added last. Results are therefore bit-identical
-//! for any number of threads (on a given machine: the FMA and non-FMA kernels round differently).
+//! output-row sub-slices (safe `split_at_mut` partitioning, no shared mutable state): GEMM tasks
+//! are (batch × group × `MR`-aligned block of output channels × range of output positions), direct
+//! tasks (batch × channel × range of output rows). Scratch buffers are thread-local and reused
+//! across tasks and calls. The task grid adapts to the thread count, but the arithmetic of an output
+//! element does not: its reduction always runs in the same order, partial sums are stored in `f32`
+//! between chunks (exactly as if kept in registers), and the bias is added last. Results are
+//! therefore bit-identical for any number of threads (on a given machine: the FMA and the portable
+//! kernels round differently).
 //!
-//! **Safety.** The only `unsafe` is the call of the `#[target_feature]` micro-kernel copies, which
-//! is sound because their token type can only be constructed after the feature detection succeeds.
-//! Lengths and geometry are validated up front (checked arithmetic, errors instead of panics), after
-//! which every index provably stays in bounds.
+//! **Safety.** The only `unsafe` is the call of the `#[target_feature]` kernel copies, sound
+//! because their token type can only be constructed after the feature detection succeeds. Lengths
+//! and geometry are validated up front (checked arithmetic, errors instead of panics), after which
+//! every index stays in bounds by construction (and is still bounds-checked).
 
 use rayon::prelude::*;
 
@@ -70,6 +81,10 @@ const NR: usize = 16;
 const KC: usize = 256;
 /// Largest number of columns a GEMM task computes per sub-convolution (before the `Ct` budget).
 const NC_MAX: usize = 256;
+/// Longest output row (per phase) for which the GEMM path reads the padded input in place.
+const PADDED_MAX_ROW: usize = 64;
+/// Budget (in `f32`) of the padded input plane the direct path builds per task.
+const PLANE_BUDGET: usize = 256 * 1024;
 /// Budget (in `f32`) of a task's output tile `Ct`; bounds the columns per task for large `Kg`.
 const CT_BUDGET: usize = 64 * 1024;
 
@@ -224,42 +239,44 @@ fn checked_product(values: &[usize], what: &str) -> Result<usize> {
 // Micro-kernels
 // ------------------------------------------------------------------------------------------------
 
+/// A run of reduction rows for the micro-kernel: `(weight offset, rows, input offset)`.
+type ASeg = (usize, usize, usize);
+
 /// A micro-kernel implementation (one per instruction set).
 trait Kernel: Copy + Send + Sync {
-    /// `c[MR×NR] = (accumulate ? c : 0) + Σ_r a_r ⊗ b_r`, where the reduction rows `r` run through
-    /// `segs` in order: segment `(off, len)` supplies `len` weight rows `a[off + t·MR ..][..MR]`,
-    /// and the `r`-th `b` row overall is `b[r·ldb ..][..NR]`.
-    fn gemm(self, a: &[f32], segs: &[(usize, usize)], b: &[f32], ldb: usize, c: &mut [f32], accumulate: bool);
+    /// `c[m·ldc + n] = (accumulate ? c[m·ldc + n] : 0) + Σ_r a_r[m] · b_r[n]` (`m < MR`, `n < NR`), where the reduction rows `r` run through
+    /// `segs` in order: segment `(a_off, len, b_off)` supplies `len` rows, the `t`-th being the
+    /// weights `a[a_off + t·MR ..][..MR]` and the inputs `b[b_off + t·ldb ..][..NR]`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool);
 
-    /// Direct-path tile: `out[n] = Σ_t w_t · x[off_t + n·step]` for `n < DW`, over the taps
-    /// `(off_t, w_t)` in order, summed in [`DW_SETS`] interleaved partial sums (tap `t` goes to
-    /// set `t % DW_SETS`) that are added at the end as `((s0 + s1) + (s2 + s3))`.
-    fn direct(self, x: &[f32], taps: &[(usize, f32)], step: usize, out: &mut [f32; DW]);
+    /// Direct-path tile: `out[rr][n] = Σ_t w_t · x[off_t + rr·pitch + n]` for `rr < RR`, `n < DW`,
+    /// summed over the taps `(off_t, w_t)` in order.
+    fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]);
 }
 
 /// The generic micro-kernel body; `FMA` selects fused multiply-adds.
 #[inline(always)]
 fn gemm_body<const FMA: bool>(
     a: &[f32],
-    segs: &[(usize, usize)],
+    segs: &[ASeg],
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
+    ldc: usize,
     accumulate: bool,
 ) {
-    let c = &mut c[..MR * NR];
     let mut acc = [[0.0f32; NR]; MR];
     if accumulate {
-        for (row, src) in acc.iter_mut().zip(c.chunks_exact(NR)) {
-            row.copy_from_slice(src);
+        for (m, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[m * ldc..m * ldc + NR]);
         }
     }
-    let mut r = 0usize;
-    for &(off, len) in segs {
-        for ar in a[off..off + len * MR].chunks_exact(MR) {
+    for &(off, len, boff) in segs {
+        for (t, ar) in a[off..off + len * MR].chunks_exact(MR).enumerate() {
             let ar: &[f32; MR] = ar.try_into().expect("MR elements");
-            let br: &[f32; NR] = b[r * ldb..r * ldb + NR].try_into().expect("NR elements");
-            r += 1;
+            let at = boff + t * ldb;
+            let br: &[f32; NR] = b[at..at + NR].try_into().expect("NR elements");
             for (row, &av) in acc.iter_mut().zip(ar) {
                 for (s, &bv) in row.iter_mut().zip(br) {
                     *s = if FMA { av.mul_add(bv, *s) } else { *s + av * bv };
@@ -267,46 +284,29 @@ fn gemm_body<const FMA: bool>(
             }
         }
     }
-    for (row, dst) in acc.iter().zip(c.chunks_exact_mut(NR)) {
-        dst.copy_from_slice(row);
+    for (m, row) in acc.iter().enumerate() {
+        c[m * ldc..m * ldc + NR].copy_from_slice(row);
     }
 }
 
-/// Output positions per direct-path tile.
+/// Output positions per direct-path tile row (contiguous, vectorised).
 const DW: usize = 16;
-/// Independent partial sums per direct-path tile (hides the FMA latency).
-const DW_SETS: usize = 4;
+/// Output rows per direct-path tile (independent accumulators that hide the FMA latency).
+const RR: usize = 4;
 
 #[inline(always)]
-fn direct_body<const FMA: bool>(x: &[f32], taps: &[(usize, f32)], step: usize, out: &mut [f32; DW]) {
-    let mut acc = [[0.0f32; DW]; DW_SETS];
-    let mut chunks = taps.chunks_exact(DW_SETS);
-    let fma = |a: &mut [f32; DW], w: f32, xs: &[f32]| {
-        if step == 1 {
-            let xs: &[f32; DW] = xs[..DW].try_into().expect("DW elements");
+fn direct_body<const FMA: bool>(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+    let mut acc = [[0.0f32; DW]; RR];
+    for &(off, w) in taps {
+        for (rr, a) in acc.iter_mut().enumerate() {
+            let at = off + rr * pitch;
+            let xs: &[f32; DW] = x[at..at + DW].try_into().expect("DW elements");
             for (s, &v) in a.iter_mut().zip(xs) {
                 *s = if FMA { w.mul_add(v, *s) } else { *s + w * v };
             }
-        } else {
-            let xs = &xs[..(DW - 1) * step + 1];
-            for (n, s) in a.iter_mut().enumerate() {
-                let v = xs[n * step];
-                *s = if FMA { w.mul_add(v, *s) } else { *s + w * v };
-            }
-        }
-    };
-    for group in &mut chunks {
-        for (a, &(off, w)) in acc.iter_mut().zip(group) {
-            fma(a, w, &x[off..]);
         }
     }
-    for (a, &(off, w)) in acc.iter_mut().zip(chunks.remainder()) {
-        fma(a, w, &x[off..]);
-    }
-    let [s0, s1, s2, s3] = acc;
-    for n in 0..DW {
-        out[n] = (s0[n] + s1[n]) + (s2[n] + s3[n]);
-    }
+    *out = acc;
 }
 
 /// Portable kernel: plain multiply-add (fused where the baseline ISA has FMA, i.e. aarch64).
@@ -316,17 +316,17 @@ struct Portable;
 const PORTABLE_FMA: bool = cfg!(target_arch = "aarch64");
 
 impl Kernel for Portable {
-    fn gemm(self, a: &[f32], segs: &[(usize, usize)], b: &[f32], ldb: usize, c: &mut [f32], accumulate: bool) {
-        gemm_body::<PORTABLE_FMA>(a, segs, b, ldb, c, accumulate)
+    fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        gemm_body::<PORTABLE_FMA>(a, segs, b, ldb, c, ldc, accumulate)
     }
-    fn direct(self, x: &[f32], taps: &[(usize, f32)], step: usize, out: &mut [f32; DW]) {
-        direct_body::<PORTABLE_FMA>(x, taps, step, out)
+    fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+        direct_body::<PORTABLE_FMA>(x, taps, pitch, out)
     }
 }
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86 {
-    use super::{direct_body, gemm_body, Kernel, DW};
+    use super::{direct_body, gemm_body, ASeg, Kernel, DW, RR};
 
     /// AVX2 + FMA kernel. Only [`Avx2Fma::detect`] constructs it, after checking the CPU.
     #[derive(Clone, Copy, Debug)]
@@ -340,24 +340,25 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn gemm_avx2(a: &[f32], segs: &[(usize, usize)], b: &[f32], ldb: usize, c: &mut [f32], accumulate: bool) {
-        gemm_body::<true>(a, segs, b, ldb, c, accumulate)
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_avx2(a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        gemm_body::<true>(a, segs, b, ldb, c, ldc, accumulate)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn direct_avx2(x: &[f32], taps: &[(usize, f32)], step: usize, out: &mut [f32; DW]) {
-        direct_body::<true>(x, taps, step, out)
+    unsafe fn direct_avx2(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+        direct_body::<true>(x, taps, pitch, out)
     }
 
     impl Kernel for Avx2Fma {
-        fn gemm(self, a: &[f32], segs: &[(usize, usize)], b: &[f32], ldb: usize, c: &mut [f32], accumulate: bool) {
+        fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
             // SAFETY: an `Avx2Fma` value exists only if `detect` found AVX2 and FMA on this CPU,
             // which is all `gemm_avx2` requires beyond what safe Rust guarantees.
-            unsafe { gemm_avx2(a, segs, b, ldb, c, accumulate) }
+            unsafe { gemm_avx2(a, segs, b, ldb, c, ldc, accumulate) }
         }
-        fn direct(self, x: &[f32], taps: &[(usize, f32)], step: usize, out: &mut [f32; DW]) {
+        fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
             // SAFETY: as above, the token proves AVX2 and FMA are available.
-            unsafe { direct_avx2(x, taps, step, out) }
+            unsafe { direct_avx2(x, taps, pitch, out) }
         }
     }
 }
@@ -434,8 +435,13 @@ impl Geometry {
                 return Err(Error::config("stride", format!("{:?}", p.stride), "every stride must be at least 1"));
             }
             if dil == 0 {
-                return Err(Error::config("dilation", format!("{:?}", p.dilation), "every dilation must be at least 1"));
+                return Err(Error::config(
+                    "dilation",
+                    format!("{:?}", p.dilation),
+                    "every dilation must be at least 1",
+                ));
             }
+            to_isize(s as u128, "stride")?;
             let span = to_isize((k as u128 - 1) * dil as u128, "kernel span")?;
             let padi = to_isize(pad as u128, "padding")?;
             to_isize(len as u128, "input size")?;
@@ -463,9 +469,7 @@ impl Geometry {
                         ));
                     }
                 }
-                let taps = (0..k)
-                    .map(|j| make_tap(j, (j * dil) as isize - padi, s, out, len))
-                    .collect();
+                let taps = (0..k).map(|j| make_tap(j, (j * dil) as isize - padi, s, out, len)).collect();
                 phases[d] = vec![Phase { count: out, in_step: s, taps }];
             } else {
                 if p.pad_mode != PaddingMode::Zeros {
@@ -555,13 +559,25 @@ fn remap(mode: PaddingMode, i: isize, len: usize) -> Option<usize> {
 /// Runs the convolution `p` with the packed weight `w`: `y = conv(x, w) + bias`.
 ///
 /// `x` has `p.input_len()` elements, `y` `p.output_len()` (fully overwritten) and `bias`, if
-/// any, `p.out_channels`. See the [module documentation](self) for the algorithm.
+/// any, `p.out_channels`. The algorithm is described in the documentation of `src/cpu/engine.rs`.
 ///
 /// Errors: [`Error::Shape`] if a length does not match `p` or `w` does not fit `p`;
 /// [`Error::InvalidConfig`] for a zero stride or dilation, a non-zeros padding mode on a
 /// transposed convolution, or a reflect/circular padding larger than the input allows;
 /// [`Error::Overflow`] if a size does not fit the index arithmetic.
 pub fn conv(p: &ConvProblem, w: &PackedWeight, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<()> {
+    conv_with(p, w, bias, x, y, false)
+}
+
+/// [`conv`], optionally restricted to the portable kernels (tests of the non-SIMD fallback).
+fn conv_with(
+    p: &ConvProblem,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+    portable_only: bool,
+) -> Result<()> {
     if !w.matches(p) {
         return Err(Error::shape(
             "weight",
@@ -578,14 +594,10 @@ pub fn conv(p: &ConvProblem, w: &PackedWeight, bias: Option<&[f32]>, x: &[f32], 
             ),
         ));
     }
-    let in_len = checked_product(
-        &[p.batch, p.in_channels, p.in_size[0], p.in_size[1], p.in_size[2]],
-        "input elements",
-    )?;
-    let out_len = checked_product(
-        &[p.batch, p.out_channels, p.out_size[0], p.out_size[1], p.out_size[2]],
-        "output elements",
-    )?;
+    let in_len =
+        checked_product(&[p.batch, p.in_channels, p.in_size[0], p.in_size[1], p.in_size[2]], "input elements")?;
+    let out_len =
+        checked_product(&[p.batch, p.out_channels, p.out_size[0], p.out_size[1], p.out_size[2]], "output elements")?;
     if x.len() != in_len {
         return Err(Error::shape(
             "input",
@@ -612,14 +624,120 @@ pub fn conv(p: &ConvProblem, w: &PackedWeight, bias: Option<&[f32]>, x: &[f32], 
     if out_len == 0 {
         return Ok(());
     }
-    let ctx = Ctx { p, geo, w, bias, x };
+    let bsrc = if w.mr == 1 {
+        BSource::Packed // unused by the direct path
+    } else if !p.transposed
+        && p.kernel == [1, 1, 1]
+        && p.stride == [1, 1, 1]
+        && p.pad == [0, 0, 0]
+        && p.in_size == p.out_size
+    {
+        BSource::Input
+    } else if padded_pays_off(p, &geo, in_len) {
+        BSource::Padded
+    } else {
+        BSource::Packed
+    };
+    let xp = if bsrc == BSource::Padded { build_padded(p, &geo, x) } else { Padded::default() };
+    let ctx = Ctx { p, geo, w, bias, x, bsrc, xp };
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if let Some(k) = x86::Avx2Fma::detect() {
+    if let Some(k) = x86::Avx2Fma::detect().filter(|_| !portable_only) {
         ctx.run(k, y);
         return Ok(());
     }
     ctx.run(Portable, y);
     Ok(())
+}
+
+/// Where the GEMM path's micro-kernel reads its input rows (`B`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BSource {
+    /// Gathered into packed `[kc][NR]` micro-panels per task (any stride and padding).
+    Packed,
+    /// 1×1 stride-1 unpadded forward: the input rows themselves (flat positions).
+    Input,
+    /// The padded copy of the input (dim-2 input step 1): one row run per panel, no gather.
+    Padded,
+}
+
+/// A copy of the input padded along every dimension (padding-mode remap baked in), so that every
+/// index a tap reads is in bounds: element `(n, c, i0, i1, i2)` is at
+/// `((n·C + c)·P0 + i0 − lo0)·P1 + i1 − lo1)·P2 + i2 − lo2`, followed by `NR` spare zeros.
+#[derive(Debug, Default)]
+struct Padded {
+    data: Vec<f32>,
+    lo: [isize; 3],
+    dims: [usize; 3],
+    plane: usize,
+}
+
+/// Whether the GEMM path should read `B` from a padded input copy: the dim-2 input step must be 1
+/// (panels are runs of one output row), rows short (long rows gather efficiently as long
+/// contiguous copies, while reading `kc` far-apart long rows per panel defeats the prefetchers),
+/// enough channels per tap to amortise a kernel segment, little waste from rounding row runs up to
+/// `NR`, and a padded copy of reasonable size.
+fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
+    if geo.cg < 4 || geo.phases[2].iter().any(|ph| ph.in_step != 1 || ph.count > PADDED_MAX_ROW) {
+        return false;
+    }
+    let (used, rounded) =
+        geo.phases[2].iter().fold((0, 0), |(u, r), ph| (u + ph.count, r + ph.count.div_ceil(NR) * NR));
+    if rounded * 4 > used * 5 {
+        return false;
+    }
+    match padded_extent(geo)
+        .and_then(|(_, dims)| checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "").ok())
+    {
+        Some(len) => len <= in_len.saturating_mul(4).saturating_add(1 << 20),
+        None => false,
+    }
+}
+
+/// Per dimension, the range `[lo, lo + dims)` of input indices any tap of any phase reads.
+fn padded_extent(geo: &Geometry) -> Option<([isize; 3], [usize; 3])> {
+    let mut lo = [0isize; 3];
+    let mut dims = [0usize; 3];
+    for d in 0..3 {
+        let (mut a, mut b) = (isize::MAX, isize::MIN);
+        for ph in &geo.phases[d] {
+            if let (Some(first), Some(last)) = (ph.taps.first(), ph.taps.last()) {
+                a = a.min(first.off.min(last.off));
+                b = b.max(((ph.count - 1) * ph.in_step) as isize + first.off.max(last.off) + 1);
+            }
+        }
+        if a < b {
+            lo[d] = a;
+            dims[d] = usize::try_from(b - a).ok()?;
+        }
+    }
+    Some((lo, dims))
+}
+
+/// Builds the padded input copy (in parallel over the `(n, c)` planes).
+fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
+    let Some((lo, dims)) = padded_extent(geo) else { return Padded::default() };
+    let plane = dims[0] * dims[1] * dims[2];
+    let planes = p.batch * p.in_channels;
+    let mut data = vec![0.0f32; planes * plane + NR];
+    let [l0, l1, l2] = p.in_size;
+    let mode = p.pad_mode;
+    if plane > 0 {
+        data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+            for (v, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
+                let (v0, v1) = (v / dims[1], v % dims[1]);
+                let i0 = remap(mode, lo[0] + v0 as isize, l0);
+                let i1 = remap(mode, lo[1] + v1 as isize, l1);
+                match (i0, i1) {
+                    (Some(i0), Some(i1)) => {
+                        let base = ((nc * l0 + i0) * l1 + i1) * l2;
+                        fill_padded(row, &x[base..base + l2], lo[2], mode);
+                    }
+                    _ => row.fill(0.0),
+                }
+            }
+        });
+    }
+    Padded { data, lo, dims, plane }
 }
 
 /// Everything a task reads.
@@ -629,6 +747,8 @@ struct Ctx<'a> {
     w: &'a PackedWeight,
     bias: Option<&'a [f32]>,
     x: &'a [f32],
+    bsrc: BSource,
+    xp: Padded,
 }
 
 /// A GEMM task: output channels `k0..k0 + rows.len()` of group `g`, positions `p0..p1` of image `n`.
@@ -670,9 +790,24 @@ struct Workspace {
     col: Vec<f32>,
     ct: Vec<f32>,
     segs: Vec<Seg>,
-    asegs: Vec<(usize, usize)>,
+    asegs: Vec<ASeg>,
+    panel_base: Vec<usize>,
+    tap_off: Vec<usize>,
     xpad: Vec<f32>,
     dtaps: Vec<(usize, f32)>,
+}
+
+thread_local! {
+    /// The scratch buffers of this thread, kept across tasks and calls (like a oneDNN scratchpad).
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
+/// Runs `f` with this thread's workspace (a fresh one in the unexpected case that it is in use).
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut Workspace::default()),
+    })
 }
 
 /// Splits `n` items into `parts` near-equal consecutive ranges; returns the `parts + 1` bounds.
@@ -712,6 +847,11 @@ impl Ctx<'_> {
         if ng.saturating_mul(pt) < want {
             kt = want.div_ceil(ng * pt).clamp(1, kblocks);
         }
+        // Few tasks: make their number a multiple of the thread count (balanced finish).
+        if ng.saturating_mul(kt * pt) < 4 * want && (ng * kt * pt) % threads != 0 {
+            let balanced = (pt..=units.min(2 * pt)).find(|&v| (ng * kt * v) % threads == 0);
+            pt = balanced.unwrap_or(pt);
+        }
         let pb: Vec<usize> = split_bounds(units, pt).into_iter().map(|u| (u * NR).min(plane)).collect();
         let kb: Vec<usize> = split_bounds(kblocks, kt).into_iter().map(|b| (b * MR).min(kg)).collect();
         let mut tasks: Vec<GemmTask> = Vec::with_capacity(ng * kt * pt);
@@ -747,7 +887,7 @@ impl Ctx<'_> {
                 rest = tail;
             }
         }
-        tasks.into_par_iter().for_each_init(Workspace::default, |ws, task| self.gemm_task(kern, ws, task));
+        tasks.into_par_iter().for_each(|task| with_workspace(|ws| self.gemm_task(kern, ws, task)));
     }
 
     fn gemm_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, mut task: GemmTask<'_>) {
@@ -791,9 +931,11 @@ impl Ctx<'_> {
             let key = segs[start].key;
             let mut end = start;
             let mut cols = 0;
+            // With B read from the padded input, every panel is a run of one row.
+            let align = if self.bsrc == BSource::Padded { NR } else { 1 };
             while end < segs.len() && segs[end].key == key {
                 segs[end].col = cols;
-                cols += segs[end].len;
+                cols += segs[end].len.div_ceil(align) * align;
                 end += 1;
             }
             self.gemm_subconv(kern, ws, &mut task, &segs[start..end], cols);
@@ -829,20 +971,39 @@ impl Ctx<'_> {
         let cg = geo.cg;
         let npanels = cols.div_ceil(NR);
         let nmr = kcount.div_ceil(MR);
-        let ct_len = npanels * nmr * MR * NR;
+        let ldc = npanels * NR; // Ct is [kcount rounded up to MR][ldc]
+        let ct_len = nmr * MR * ldc;
         if ws.ct.len() < ct_len {
             ws.ct.resize(ct_len, 0.0);
         }
         let panel_len = geo.kk * cg * MR; // one packed MR panel of the weight
         let wbase = (task.g * self.w.panels + task.k0 / MR) * panel_len;
-        let direct_1x1 = !p.transposed
-            && p.kernel == [1, 1, 1]
-            && p.stride == [1, 1, 1]
-            && p.pad == [0, 0, 0]
-            && p.in_size == p.out_size;
         // Reduction chunks: whole taps when Cg < KC, else channel ranges of one tap.
-        let (taps_per_chunk, cchunks) = if cg >= KC { (1, cg.div_ceil(KC)) } else { (KC / cg, 1) };
+        let kc_max = if self.bsrc == BSource::Padded { KC / 2 } else { KC };
+        let (taps_per_chunk, cchunks) = if cg >= kc_max { (1, cg.div_ceil(kc_max)) } else { (kc_max / cg, 1) };
         let cb = split_bounds(cg, cchunks);
+        // Padded B: each panel's first input element (for tap offset 0) and each tap's offset.
+        ws.panel_base.clear();
+        ws.tap_off.clear();
+        if self.bsrc == BSource::Padded {
+            let xp = &self.xp;
+            let [_, p1, p2] = xp.dims;
+            for s in segs {
+                let row = ((s.m0 * ph[0].in_step) * p1 + s.m1 * ph[1].in_step) * p2;
+                for u in (0..s.len).step_by(NR) {
+                    ws.panel_base.push(row + s.m2 + u);
+                }
+            }
+            for t in 0..nt {
+                let (t2, rest) = (t % ntaps[2], t / ntaps[2]);
+                let (t1, t0) = (rest % ntaps[1], rest / ntaps[1]);
+                let o0 = (ph[0].taps[t0].off - xp.lo[0]) as usize;
+                let o1 = (ph[1].taps[t1].off - xp.lo[1]) as usize;
+                let o2 = (ph[2].taps[t2].off - xp.lo[2]) as usize;
+                ws.tap_off.push((o0 * p1 + o1) * p2 + o2);
+            }
+        }
+        let chan_base = task.n * p.in_channels + task.g * cg;
         let mut first = true;
         let mut t0 = 0;
         while t0 < nt {
@@ -851,38 +1012,52 @@ impl Ctx<'_> {
                 let (c0, c1) = (cb[ci], cb[ci + 1]);
                 let ncc = c1 - c0;
                 let kc = (t1 - t0) * ncc;
-                // Weight segments of this chunk (offsets inside one MR panel), merged when adjacent.
-                ws.asegs.clear();
-                for t in t0..t1 {
-                    let j = self.tap_index(ph, ntaps, t);
-                    let off = (j * cg + c0) * MR;
-                    match ws.asegs.last_mut() {
-                        Some(last) if last.0 + last.1 * MR == off => last.1 += ncc,
-                        _ => ws.asegs.push((off, ncc)),
+                let mut full_panels = 0; // panels read in place from x (1×1)
+                match self.bsrc {
+                    BSource::Packed => {
+                        let col_len = npanels * kc * NR;
+                        if ws.col.len() < col_len {
+                            ws.col.resize(col_len, 0.0);
+                        }
+                        self.gather(&mut ws.col, task, segs, ph, ntaps, (t0, t1), (c0, c1), kc, cols);
                     }
-                }
-                let col_len = npanels * kc * NR;
-                if ws.col.len() < col_len {
-                    ws.col.resize(col_len, 0.0);
-                }
-                let full_panels = if direct_1x1 { cols / NR } else { 0 };
-                if direct_1x1 {
-                    self.pack_1x1_tail(&mut ws.col, task, c0, c1, cols);
-                } else {
-                    self.gather(&mut ws.col, task, segs, ph, ntaps, (t0, t1), (c0, c1), kc, cols);
+                    BSource::Input => {
+                        full_panels = cols / NR;
+                        if ws.col.len() < npanels * kc * NR {
+                            ws.col.resize(npanels * kc * NR, 0.0);
+                        }
+                        self.pack_1x1_tail(&mut ws.col, task, c0, c1, cols);
+                    }
+                    BSource::Padded => {}
                 }
                 for q in 0..npanels {
-                    let (b, ldb): (&[f32], usize) = if q < full_panels {
-                        // 1×1: B rows are input channel rows, read in place.
-                        let start = (task.n * p.in_channels + task.g * cg + c0) * geo.in_plane + task.p0 + q * NR;
-                        (&self.x[start..start + (kc - 1) * geo.in_plane + NR], geo.in_plane)
-                    } else {
-                        (&ws.col[q * kc * NR..(q + 1) * kc * NR], NR)
+                    // The chunk's reduction rows for this panel, merged where both the weight and
+                    // the input rows are contiguous.
+                    ws.asegs.clear();
+                    let (b, ldb): (&[f32], usize) = match self.bsrc {
+                        BSource::Padded => (&self.xp.data, self.xp.plane),
+                        BSource::Input if q < full_panels => (self.x, geo.in_plane),
+                        _ => (&ws.col[q * kc * NR..(q + 1) * kc * NR], NR),
                     };
+                    for (ti, t) in (t0..t1).enumerate() {
+                        let j = self.tap_index(ph, ntaps, t);
+                        let a_off = (j * cg + c0) * MR;
+                        let b_off = match self.bsrc {
+                            BSource::Padded => (chan_base + c0) * ldb + ws.panel_base[q] + ws.tap_off[t],
+                            BSource::Input if q < full_panels => (chan_base + c0) * ldb + task.p0 + q * NR,
+                            _ => ti * ncc * NR,
+                        };
+                        match ws.asegs.last_mut() {
+                            Some(last) if last.0 + last.1 * MR == a_off && last.2 + last.1 * ldb == b_off => {
+                                last.1 += ncc
+                            }
+                            _ => ws.asegs.push((a_off, ncc, b_off)),
+                        }
+                    }
                     for i in 0..nmr {
                         let a = &self.w.data[wbase + i * panel_len..wbase + (i + 1) * panel_len];
-                        let c = &mut ws.ct[(q * nmr + i) * MR * NR..(q * nmr + i + 1) * MR * NR];
-                        kern.gemm(a, &ws.asegs, b, ldb, c, !first);
+                        let c = &mut ws.ct[i * MR * ldc + q * NR..(i + 1) * MR * ldc];
+                        kern.gemm(a, &ws.asegs, b, ldb, c, ldc, !first);
                     }
                 }
                 first = false;
@@ -892,23 +1067,16 @@ impl Ctx<'_> {
         // Epilogue: Ct (+ bias) → output rows.
         for (kl, row) in task.rows.iter_mut().enumerate() {
             let b = bias(kl);
-            let (i, m) = (kl / MR, kl % MR);
-            let tile_row = |q: usize| &ws.ct[((q * nmr + i) * MR + m) * NR..((q * nmr + i) * MR + m + 1) * NR];
-            if !p.transposed || (step2 == 1 && segs.len() == 1) {
-                // Forward (or a single contiguous run): columns are consecutive output positions.
-                let dest0 = segs[0].dest;
-                for q in 0..npanels {
-                    let w = NR.min(cols - q * NR);
-                    let dst = &mut row[dest0 + q * NR..dest0 + q * NR + w];
-                    for (d, &v) in dst.iter_mut().zip(&tile_row(q)[..w]) {
+            let crow = &ws.ct[kl * ldc..(kl + 1) * ldc];
+            for s in segs {
+                let src = &crow[s.col..s.col + s.len];
+                if step2 == 1 {
+                    for (d, &v) in row[s.dest..s.dest + s.len].iter_mut().zip(src) {
                         *d = v + b;
                     }
-                }
-            } else {
-                for s in segs {
-                    for u in 0..s.len {
-                        let col = s.col + u;
-                        row[s.dest + u * step2] = tile_row(col / NR)[col % NR] + b;
+                } else {
+                    for (u, &v) in src.iter().enumerate() {
+                        row[s.dest + u * step2] = v + b;
                     }
                 }
             }
@@ -991,9 +1159,7 @@ impl Ctx<'_> {
                     let r = (t - taps.0) * ncc + c;
                     let base = ((chan_base + chans.0 + c) * l0 + i0) * l1 + i1;
                     let xrow = &self.x[base * l2..(base + 1) * l2];
-                    let edge = |m: usize| {
-                        remap(mode, (m * st2) as isize + tap2.off, l2).map_or(0.0, |i| xrow[i])
-                    };
+                    let edge = |m: usize| remap(mode, (m * st2) as isize + tap2.off, l2).map_or(0.0, |i| xrow[i]);
                     let mut at = s.col;
                     for m in s.m2..in_lo.min(m_end) {
                         put(col, kc, r, at, edge(m));
@@ -1005,9 +1171,7 @@ impl Ctx<'_> {
                         if st2 == 1 {
                             write_run(col, kc, r, at, &xrow[first..first + n]);
                         } else {
-                            for (u, v) in xrow[first..].iter().step_by(st2).take(n).enumerate() {
-                                put(col, kc, r, at + u, *v);
-                            }
+                            write_run_strided(col, kc, r, at, &xrow[first..], st2, n);
                         }
                         at += n;
                     }
@@ -1043,85 +1207,238 @@ impl Ctx<'_> {
                 rest = tail;
             }
         }
-        tasks.into_par_iter().for_each_init(Workspace::default, |ws, task| self.direct_task(kern, ws, task));
+        tasks.into_par_iter().for_each(|task| with_workspace(|ws| self.direct_task(kern, ws, task)));
     }
 
     fn direct_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, task: DirectTask<'_>) {
         let p = self.p;
         let geo = &self.geo;
-        let [l0, l1, l2] = p.in_size;
         let [_, o1n, o2n] = p.out_size;
-        let mode = p.pad_mode;
-        let cg = geo.cg;
         let g = task.k; // Kg == 1
         let b = self.bias.map_or(0.0, |b| b[task.k]);
-        let wg = &self.w.data[g * geo.kk * cg..(g + 1) * geo.kk * cg]; // [tap][c]
-        let s2 = geo.out_step[2];
-        let mut taps = std::mem::take(&mut ws.asegs);
-        let mut dtaps: Vec<(usize, f32)> = Vec::new();
-        std::mem::swap(&mut dtaps, &mut ws.dtaps);
-        for (ri, out_row) in task.out.chunks_mut(o2n).enumerate() {
-            let row = task.row0 + ri;
-            let (o0, o1) = (row / o1n, row % o1n);
-            let ph0 = &geo.phases[0][o0 % geo.out_step[0]];
-            let ph1 = &geo.phases[1][o1 % geo.out_step[1]];
-            let (m0, m1) = (o0 / geo.out_step[0], o1 / geo.out_step[1]);
-            // Input rows (channel, tap0, tap1) this output row reads (rows of zeros are skipped).
-            taps.clear();
-            for c in 0..cg {
-                let chan = task.n * p.in_channels + g * cg + c;
-                for (t0, tap0) in ph0.taps.iter().enumerate() {
-                    let Some(i0) = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0) else {
-                        continue;
-                    };
-                    for (t1, tap1) in ph1.taps.iter().enumerate() {
-                        let Some(i1) = remap(mode, (m1 * ph1.in_step) as isize + tap1.off, l1) else {
-                            continue;
-                        };
-                        taps.push((((chan * l0 + i0) * l1 + i1) * l2, (c * ph0.taps.len() + t0) * ph1.taps.len() + t1));
-                    }
+        let row1 = task.row0 + task.out.len() / o2n;
+        let (s0, s1) = (geo.out_step[0], geo.out_step[1]);
+        // Dim 2, input step 1 (stride-1 forward, every transposed phase): padded rows cover
+        // [lo2, hi2), every index any phase's taps read plus slack so that the last tile of a row
+        // may run past its end. Input step > 1 (strided forward, one phase): one decimated row
+        // `xd[m] = x̃[m·step + off]` per tap, so the kernel always reads unit-stride.
+        let decimated = geo.phases[2].first().is_some_and(|ph| ph.in_step > 1);
+        let out = task.out;
+        if geo.phases[2].iter().all(|ph| ph.taps.is_empty()) {
+            out.fill(b); // no tap reaches any output
+            return;
+        }
+        let (mut lo2, mut hi2) = (0isize, 0isize);
+        if !decimated {
+            (lo2, hi2) = (isize::MAX, isize::MIN);
+            for ph2 in &geo.phases[2] {
+                if let (Some(first), Some(last)) = (ph2.taps.first(), ph2.taps.last()) {
+                    let tiles = ph2.count.div_ceil(DW);
+                    lo2 = lo2.min(first.off.min(last.off));
+                    hi2 = hi2.max((tiles * DW - 1) as isize + first.off.max(last.off) + 1);
                 }
             }
-            for (phi2, ph2) in geo.phases[2].iter().enumerate() {
-                let count = ph2.count;
-                let (Some(first), Some(last)) = (ph2.taps.first(), ph2.taps.last()) else {
-                    for m2 in 0..count {
-                        out_row[m2 * s2 + phi2] = b;
-                    }
+        }
+        let w2 = (hi2 - lo2) as usize;
+        let dec_w = geo.phases[2].first().map_or(0, |ph| ph.count.div_ceil(DW) * DW);
+        let row_len = if decimated { geo.phases[2].first().map_or(0, |ph| ph.taps.len()) * dec_w } else { w2 };
+        let mut dtaps = std::mem::take(&mut ws.dtaps);
+        let mut tile = [[0.0f32; DW]; RR];
+        for o0 in task.row0 / o1n..=(row1 - 1) / o1n {
+            let (ph0, m0) = (&geo.phases[0][o0 % s0], o0 / s0);
+            // Output rows o1 in [a, b) of this plane belong to the task.
+            let a = task.row0.max(o0 * o1n) - o0 * o1n;
+            let bnd = row1.min((o0 + 1) * o1n) - o0 * o1n;
+            for (phi1, ph1) in geo.phases[1].iter().enumerate() {
+                // o1 = m1·s1 + phi1 in [a, bnd)
+                let (m1a, m1b) =
+                    (a.saturating_sub(phi1).div_ceil(s1), bnd.saturating_sub(phi1).div_ceil(s1).min(ph1.count));
+                if m1a >= m1b {
+                    continue;
+                }
+                let (Some(f1), Some(l1)) = (ph1.taps.first(), ph1.taps.last()) else {
+                    self.direct_bias_rows(out, task.row0, o0, (phi1, m1a, m1b), b);
                     continue;
                 };
-                // Padded input rows covering every index the taps read, [lo, lo + padded), plus
-                // slack so that the last tile may run past `count`.
-                let lo = first.off.min(last.off);
-                let tiles = count.div_ceil(DW);
-                let hi = ((tiles * DW - 1) * ph2.in_step) as isize + first.off.max(last.off) + 1;
-                let padded = (hi - lo) as usize;
-                ws.xpad.clear();
-                ws.xpad.resize(taps.len() * padded, 0.0);
-                dtaps.clear();
-                for (r, &(base, rc)) in taps.iter().enumerate() {
-                    let xrow = &self.x[base..base + l2];
-                    fill_padded(&mut ws.xpad[r * padded..(r + 1) * padded], xrow, lo, mode);
-                    // rc = (c · n0 + t0) · n1 + t1
-                    let (c, t01) = (rc / (ph0.taps.len() * ph1.taps.len()), rc % (ph0.taps.len() * ph1.taps.len()));
-                    let (t0, t1) = (t01 / ph1.taps.len(), t01 % ph1.taps.len());
-                    for tap2 in &ph2.taps {
-                        let j = (ph0.taps[t0].j * p.kernel[1] + ph1.taps[t1].j) * p.kernel[2] + tap2.j;
-                        dtaps.push((r * padded + (tap2.off - lo) as usize, wg[j * cg + c]));
-                    }
+                if ph0.taps.is_empty() {
+                    self.direct_bias_rows(out, task.row0, o0, (phi1, m1a, m1b), b);
+                    continue;
                 }
-                let mut tile = [0.0f32; DW];
-                for ti in 0..tiles {
-                    let m = ti * DW;
-                    kern.direct(&ws.xpad[m * ph2.in_step..], &dtaps, ph2.in_step, &mut tile);
-                    for (u, &v) in tile.iter().enumerate().take(count - m) {
-                        out_row[(m + u) * s2 + phi2] = v + b;
+                let (lo1, hi1) = (f1.off.min(l1.off), f1.off.max(l1.off) + 1);
+                let st1 = ph1.in_step;
+                // Windows of output rows [ma, mb): padded input rows [c][tap0][v][w2] with
+                // v ↔ input row ma·st1 + lo1 + v (remapped), sized to the padded-row budget.
+                let per_row = geo.cg * ph0.taps.len() * row_len * st1;
+                let window = (PLANE_BUDGET / per_row.max(1) / RR * RR).max(RR);
+                let mut ma = m1a;
+                while ma < m1b {
+                    let mb = (ma + window).min(m1b);
+                    let groups = (mb - ma).div_ceil(RR);
+                    let v_rows = ((groups * RR - 1) * st1) as isize + (hi1 - lo1);
+                    let v_rows = v_rows as usize;
+                    let layout = if decimated { RowLayout::Decimated(dec_w) } else { RowLayout::Padded(lo2, w2) };
+                    self.fill_window(ws, (task.n, g), (ph0, m0), (ma * st1) as isize + lo1, v_rows, layout);
+                    let pitch = st1 * row_len;
+                    for (phi2, ph2) in geo.phases[2].iter().enumerate() {
+                        if ph2.taps.is_empty() {
+                            for m1 in ma..mb {
+                                let base = (o0 * o1n + m1 * s1 + phi1 - task.row0) * o2n;
+                                for m2 in 0..ph2.count {
+                                    out[base + m2 * geo.out_step[2] + phi2] = b;
+                                }
+                            }
+                            continue;
+                        }
+                        // Tap template: (offset in the window, weight), in (c, tap0, tap1, tap2) order.
+                        dtaps.clear();
+                        let wg = &self.w.data[g * geo.kk * geo.cg..(g + 1) * geo.kk * geo.cg]; // [tap][c]
+                        for c in 0..geo.cg {
+                            for (t0, tap0) in ph0.taps.iter().enumerate() {
+                                for tap1 in &ph1.taps {
+                                    let row = (c * ph0.taps.len() + t0) * v_rows + (tap1.off - lo1) as usize;
+                                    for (t2, tap2) in ph2.taps.iter().enumerate() {
+                                        let j = (tap0.j * p.kernel[1] + tap1.j) * p.kernel[2] + tap2.j;
+                                        let off = if decimated {
+                                            (row * ph2.taps.len() + t2) * dec_w
+                                        } else {
+                                            row * w2 + (tap2.off - lo2) as usize
+                                        };
+                                        dtaps.push((off, wg[j * geo.cg + c]));
+                                    }
+                                }
+                            }
+                        }
+                        for gi in 0..groups {
+                            let rows_here = RR.min(mb - ma - gi * RR);
+                            for m2 in (0..ph2.count).step_by(DW) {
+                                let cols = DW.min(ph2.count - m2);
+                                kern.direct(&ws.xpad[gi * RR * pitch + m2..], &dtaps, pitch, &mut tile);
+                                for (rr, trow) in tile.iter().enumerate().take(rows_here) {
+                                    let o1 = (ma + gi * RR + rr) * s1 + phi1;
+                                    let base = (o0 * o1n + o1 - task.row0) * o2n;
+                                    let s2 = geo.out_step[2];
+                                    if s2 == 1 {
+                                        for (d, &v) in out[base + m2..base + m2 + cols].iter_mut().zip(trow) {
+                                            *d = v + b;
+                                        }
+                                    } else {
+                                        for (u, &v) in trow[..cols].iter().enumerate() {
+                                            out[base + (m2 + u) * s2 + phi2] = v + b;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    ma = mb;
+                }
+            }
+        }
+        ws.dtaps = dtaps;
+    }
+
+    /// Writes the bias to output rows `o1 = m1·s1 + phi1`, `m1 in [m1a, m1b)`, of plane `o0`.
+    fn direct_bias_rows(&self, out: &mut [f32], row0: usize, o0: usize, rows: (usize, usize, usize), b: f32) {
+        let [_, o1n, o2n] = self.p.out_size;
+        let (phi1, m1a, m1b) = rows;
+        for m1 in m1a..m1b {
+            let base = (o0 * o1n + m1 * self.geo.out_step[1] + phi1 - row0) * o2n;
+            out[base..base + o2n].fill(b);
+        }
+    }
+
+    /// Fills `ws.xpad` with the window `[c][tap0][v][row]` of channel `c` of group `g` of image
+    /// `n`: the input plane of tap `tap0` of `ph0` at column `m0`, input row `i1_start + v`, laid out
+    /// per `layout` along dim 2, all with the padding-mode remap (zeros where nothing is read).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_window(
+        &self,
+        ws: &mut Workspace,
+        (n, g): (usize, usize),
+        (ph0, m0): (&Phase, usize),
+        i1_start: isize,
+        v_rows: usize,
+        layout: RowLayout,
+    ) {
+        let p = self.p;
+        let [l0, l1, l2] = p.in_size;
+        let mode = p.pad_mode;
+        let cg = self.geo.cg;
+        let ph2 = &self.geo.phases[2][0];
+        let row_len = match layout {
+            RowLayout::Padded(_, w2) => w2,
+            RowLayout::Decimated(w) => ph2.taps.len() * w,
+        };
+        let len = cg * ph0.taps.len() * v_rows * row_len;
+        ws.xpad.resize(len, 0.0);
+        let mut rows = ws.xpad[..len].chunks_exact_mut(row_len.max(1));
+        for c in 0..cg {
+            let chan = n * p.in_channels + g * cg + c;
+            for tap0 in &ph0.taps {
+                let i0 = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0);
+                for v in 0..v_rows {
+                    let Some(dst) = rows.next() else { return };
+                    let i1 = remap(mode, i1_start + v as isize, l1);
+                    let (Some(i0), Some(i1)) = (i0, i1) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let base = ((chan * l0 + i0) * l1 + i1) * l2;
+                    let xrow = &self.x[base..base + l2];
+                    match layout {
+                        RowLayout::Padded(lo2, _) => fill_padded(dst, xrow, lo2, mode),
+                        RowLayout::Decimated(w) => {
+                            for (tap, d) in ph2.taps.iter().zip(dst.chunks_exact_mut(w)) {
+                                fill_decimated(d, xrow, tap, ph2.in_step, mode);
+                            }
+                        }
                     }
                 }
             }
         }
-        ws.asegs = taps;
-        ws.dtaps = dtaps;
+    }
+}
+
+/// How the direct path lays out one input row along dim 2.
+#[derive(Clone, Copy, Debug)]
+enum RowLayout {
+    /// `(lo, len)`: the remapped input indices `lo..lo + len`.
+    Padded(isize, usize),
+    /// `w`: per tap of the (single, strided) phase, `xd[m] = x̃[m·step + off]` for `m < w`.
+    Decimated(usize),
+}
+
+/// `dst[m] = x̃[m·step + tap.off]` for every `m < dst.len()`, with the padding-mode remap.
+fn fill_decimated(dst: &mut [f32], xrow: &[f32], tap: &Tap, step: usize, mode: PaddingMode) {
+    let n = dst.len();
+    // In-bounds columns [lo, hi) (none: lo = hi = n).
+    let (lo, hi) = if tap.lo.min(n) < tap.hi.min(n) { (tap.lo, tap.hi.min(n)) } else { (n, n) };
+    // Lanes past the row's end (m >= count) may have indices beyond the validated range.
+    let edge = |m: usize| {
+        m.checked_mul(step)
+            .and_then(|v| isize::try_from(v).ok())
+            .and_then(|v| v.checked_add(tap.off))
+            .and_then(|i| remap(mode, i, xrow.len()))
+            .map_or(0.0, |i| xrow[i])
+    };
+    for (m, d) in dst[..lo].iter_mut().enumerate() {
+        *d = edge(m);
+    }
+    if lo < hi {
+        let first = ((lo * step) as isize + tap.off) as usize;
+        let src = &xrow[first..first + (hi - lo - 1) * step + 1];
+        if step == 2 {
+            for (d, pair) in dst[lo..hi].iter_mut().zip(src.chunks(2)) {
+                *d = pair[0];
+            }
+        } else {
+            for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                *d = src[k * step];
+            }
+        }
+    }
+    for (m, d) in dst.iter_mut().enumerate().skip(hi) {
+        *d = edge(m);
     }
 }
 
@@ -1133,8 +1450,13 @@ fn fill_padded(xpad: &mut [f32], xrow: &[f32], lo: isize, mode: PaddingMode) {
     let a = (-lo).clamp(0, len as isize) as usize;
     let b = (l - lo).clamp(a as isize, len as isize) as usize;
     xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
-    for u in (0..a).chain(b..len) {
-        xpad[u] = remap(mode, lo + u as isize, xrow.len()).map_or(0.0, |i| xrow[i]);
+    if mode == PaddingMode::Zeros {
+        xpad[..a].fill(0.0);
+        xpad[b..].fill(0.0);
+    } else {
+        for u in (0..a).chain(b..len) {
+            xpad[u] = remap(mode, lo + u as isize, xrow.len()).map_or(0.0, |i| xrow[i]);
+        }
     }
 }
 
@@ -1149,6 +1471,33 @@ fn put(col: &mut [f32], kc: usize, r: usize, c: usize, v: f32) {
     col[panel_index(kc, r, c)] = v;
 }
 
+/// `dst.copy_from_slice(src)` for short slices without a `memcpy` call: two overlapping
+/// fixed-size moves cover every length from `n/2` to `n`.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn two<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let n = src.len();
+        let head: [f32; N] = src[..N].try_into().expect("N elements");
+        let tail: [f32; N] = src[n - N..].try_into().expect("N elements");
+        dst[..N].copy_from_slice(&head);
+        dst[n - N..n].copy_from_slice(&tail);
+    }
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            for (d, &v) in dst[..n].iter_mut().zip(src) {
+                *d = v;
+            }
+        }
+        4..=7 => two::<4>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        16..=31 => two::<16>(dst, src),
+        _ => dst[..n].copy_from_slice(src),
+    }
+}
+
 /// Writes `src` to row `r`, columns `c0..`, of a panel tile.
 #[inline]
 fn write_run(col: &mut [f32], kc: usize, r: usize, c0: usize, mut src: &[f32]) {
@@ -1157,8 +1506,33 @@ fn write_run(col: &mut [f32], kc: usize, r: usize, c0: usize, mut src: &[f32]) {
         let lane = c % NR;
         let take = (NR - lane).min(src.len());
         let d = panel_index(kc, r, c);
-        col[d..d + take].copy_from_slice(&src[..take]);
+        copy_short(&mut col[d..d + take], &src[..take]);
         src = &src[take..];
+        c += take;
+    }
+}
+
+/// Writes `n` values `src[0], src[step], ...` to row `r`, columns `c0..c0 + n`, of a panel tile.
+#[inline]
+fn write_run_strided(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], step: usize, n: usize) {
+    let mut c = c0;
+    let mut at = 0;
+    while at < n {
+        let lane = c % NR;
+        let take = (NR - lane).min(n - at);
+        let d = panel_index(kc, r, c);
+        let dst = &mut col[d..d + take];
+        let src = &src[at * step..(at + take - 1) * step + 1];
+        if step == 2 {
+            for (dst, pair) in dst.iter_mut().zip(src.chunks(2)) {
+                *dst = pair[0];
+            }
+        } else {
+            for (k, dst) in dst.iter_mut().enumerate() {
+                *dst = src[k * step];
+            }
+        }
+        at += take;
         c += take;
     }
 }
@@ -1213,10 +1587,15 @@ mod tests {
     /// from a second oracle pass over absolute values (f32 accumulation of a few hundred terms is
     /// far more accurate than that in practice).
     fn check(p: &ConvProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
+        check_with(p, x, w, bias, false)
+    }
+
+    /// [`check`], optionally with the portable kernels only.
+    fn check_with(p: &ConvProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>, portable_only: bool) {
         let packed = PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, w)
             .unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let mut y = vec![f32::NAN; p.output_len()];
-        conv(p, &packed, bias, x, &mut y).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        conv_with(p, &packed, bias, x, &mut y, portable_only).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let want = conv_naive(p, w, bias, x);
         let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
         let bias_abs = bias.map(abs);
@@ -1308,7 +1687,7 @@ mod tests {
             p.dilation[d] = dil;
         }
         // Keep the oracle cheap.
-        let macs = p.flops() / 2.0 * if transposed { 1.0 } else { 1.0 };
+        let macs = p.flops() / 2.0;
         (macs < 4e6 && p.output_len() < 200_000).then_some(p)
     }
 
@@ -1376,7 +1755,12 @@ mod tests {
         };
         check_random_data(&mut rng, &p);
         // Long 1-d rows split into several tasks, forward strided and transposed.
-        let p = ConvProblem { stride: [1, 1, 3], pad: [0, 0, 2], out_size: [1, 1, 1001], ..problem(5, 9, 1, [1, 1, 3000], [1, 1, 5]) };
+        let p = ConvProblem {
+            stride: [1, 1, 3],
+            pad: [0, 0, 2],
+            out_size: [1, 1, 1001],
+            ..problem(5, 9, 1, [1, 1, 3000], [1, 1, 5])
+        };
         check_random_data(&mut rng, &p);
         let p = ConvProblem {
             transposed: true,
@@ -1399,6 +1783,111 @@ mod tests {
         check_random_data(&mut rng, &p);
     }
 
+    /// The portable kernels (the fallback without AVX2/FMA) against the oracle.
+    #[test]
+    fn portable_kernels_match_naive() {
+        let mut rng = Rng(0x5851_F42D_4C95_7F2D);
+        let mut done = 0;
+        while done < 120 {
+            let transposed = rng.chance(40);
+            let Some(p) = random_problem(&mut rng, transposed) else { continue };
+            let x = rng.vec(p.input_len());
+            let w = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            check_with(&p, &x, &w, Some(&bias), true);
+            done += 1;
+        }
+    }
+
+    #[test]
+    fn direct_path_cases() {
+        let mut rng = Rng(11);
+        // Kg == 1 with a large group: the padded-row window is split (budget) into several windows.
+        let p = ConvProblem { pad: [0, 1, 1], out_size: [1, 40, 40], ..problem(300, 1, 1, [1, 40, 40], [1, 3, 3]) };
+        check_random_data(&mut rng, &p);
+        // Strided depthwise (decimated rows), every padding mode, 2-d and 3-d.
+        for mode in [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular] {
+            let p = ConvProblem {
+                stride: [1, 2, 2],
+                pad: [0, 1, 1],
+                out_size: [1, 7, 7],
+                pad_mode: mode,
+                batch: 2,
+                ..problem(6, 6, 6, [1, 13, 14], [1, 3, 3])
+            };
+            check_random_data(&mut rng, &p);
+            let p = ConvProblem {
+                stride: [2, 1, 3],
+                pad: [1, 2, 2],
+                dilation: [1, 2, 1],
+                out_size: [3, 5, 4],
+                pad_mode: mode,
+                ..problem(3, 6, 3, [5, 5, 9], [3, 3, 3])
+            };
+            check_random_data(&mut rng, &p);
+        }
+        // Absurd strides stay cheap and correct (also in debug builds: no overflow).
+        let p = ConvProblem {
+            stride: [1, 1, usize::MAX / 64],
+            out_size: [1, 3, 1],
+            ..problem(2, 2, 2, [1, 3, 5], [1, 1, 3])
+        };
+        check_random_data(&mut rng, &p);
+        let p = ConvProblem { out_channels: 4, ..p };
+        check_random_data(&mut rng, &p);
+        let huge = ConvProblem { stride: [1, 1, usize::MAX], ..p.clone() };
+        let packed = PackedWeight::new(false, 2, 4, 2, [1, 1, 3], &[0.0; 4 * 3]).unwrap();
+        let mut y = vec![0.0; huge.output_len()];
+        assert!(matches!(conv(&huge, &packed, None, &vec![0.0; huge.input_len()], &mut y), Err(Error::Overflow(_))));
+        let p = ConvProblem {
+            stride: [1, 1, 1000],
+            pad: [0, 0, 1],
+            out_size: [1, 3, 2],
+            ..problem(2, 2, 2, [1, 3, 1500], [1, 1, 3])
+        };
+        check_random_data(&mut rng, &p);
+        let p = ConvProblem {
+            transposed: true,
+            stride: [1, 1, 1000],
+            out_size: [1, 3, 2004],
+            ..problem(2, 2, 2, [1, 3, 3], [1, 1, 3])
+        };
+        check_random_data(&mut rng, &p);
+        let p = ConvProblem { out_channels: 6, ..p };
+        check_random_data(&mut rng, &p);
+    }
+
+    /// Any output size is allowed (reads past the natural end are padding; transposed outputs past
+    /// it get what the formula gives): compare against the oracle for arbitrary sizes.
+    #[test]
+    fn random_output_sizes() {
+        let mut rng = Rng(0xA076_1D64_78BD_642F);
+        let mut done = 0;
+        while done < 200 {
+            let transposed = rng.chance(50);
+            let Some(mut p) = random_problem(&mut rng, transposed) else { continue };
+            for d in 0..3 {
+                if p.kernel[d] > 1 || p.in_size[d] > 1 {
+                    p.out_size[d] = rng.range(1, p.out_size[d] + 3);
+                }
+            }
+            let x = rng.vec(p.input_len());
+            let w = rng.vec(p.weight_len());
+            let packed =
+                PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
+            let mut y = vec![0.0f32; p.output_len()];
+            match conv(&p, &packed, None, &x, &mut y) {
+                Ok(()) => check(&p, &x, &w, None),
+                // Only reflect/circular padding may be out of range for the larger sizes.
+                Err(e) => assert!(
+                    matches!(p.pad_mode, PaddingMode::Reflect | PaddingMode::Circular),
+                    "{p:?}: unexpected error {e}"
+                ),
+            }
+            done += 1;
+        }
+    }
+
     #[test]
     fn bit_identical_for_any_thread_count() {
         let mut rng = Rng(7);
@@ -1418,7 +1907,8 @@ mod tests {
             let x = rng.vec(p.input_len());
             let w = rng.vec(p.weight_len());
             let bias = rng.vec(p.out_channels);
-            let packed = PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
+            let packed =
+                PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; p.output_len()];
@@ -1541,7 +2031,10 @@ mod tests {
             ("conv1d 256->256 L2048 k5 p2", mk(false, 256, 256, 1, [1, 1, 2048], [1, 1, 5], one, [0, 0, 2], one)),
             ("conv3d 32->64 8x28x28 k3 p1", mk(false, 32, 64, 1, [8, 28, 28], [3, 3, 3], one, [1, 1, 1], one)),
             ("convT2d 128->64 28x28 k4 s2 p1", mk(true, 128, 64, 1, [1, 28, 28], [1, 4, 4], [1, 2, 2], [0, 1, 1], one)),
-            ("convT1d 256->128 L1024 k4 s2 p1", mk(true, 256, 128, 1, [1, 1, 1024], [1, 1, 4], [1, 1, 2], [0, 0, 1], one)),
+            (
+                "convT1d 256->128 L1024 k4 s2 p1",
+                mk(true, 256, 128, 1, [1, 1, 1024], [1, 1, 4], [1, 1, 2], [0, 0, 1], one),
+            ),
             ("convT3d 32->16 8x16x16 k4 s2 p1", mk(true, 32, 16, 1, [8, 16, 16], [4, 4, 4], [2, 2, 2], [1, 1, 1], one)),
         ]
     }
@@ -1560,7 +2053,8 @@ mod tests {
             let x = rng.vec(p.input_len());
             let w = rng.vec(p.weight_len());
             let bias = rng.vec(p.out_channels);
-            let packed = PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
+            let packed =
+                PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
             let mut y = vec![0.0f32; p.output_len()];
             conv(&p, &packed, Some(&bias), &x, &mut y).unwrap();
             // Repeat for at least ~0.5 s, report the best of 5 batches.
@@ -1577,6 +2071,27 @@ mod tests {
             }
             println!("{name:36} {:8.3} ms {:8.1} GFLOP/s", best * 1e3, p.flops() / best / 1e9);
         }
+    }
+
+    /// Micro-kernel throughput with L1-resident operands (one thread).
+    #[test]
+    #[ignore]
+    fn kernel_peak() {
+        let kc = 128;
+        let a = vec![0.5f32; kc * MR];
+        let b = vec![0.25f32; kc * NR];
+        let mut c = vec![0.0f32; MR * NR];
+        let segs = [(0usize, kc, 0usize)];
+        let calls = 200_000;
+        let t = std::time::Instant::now();
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if let Some(k) = x86::Avx2Fma::detect() {
+            for _ in 0..calls {
+                k.gemm(&a, &segs, std::hint::black_box(&b), NR, &mut c, NR, true);
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("kernel: {:.1} GFLOP/s (one thread), c[0] = {}", (2 * MR * NR * kc * calls) as f64 / s / 1e9, c[0]);
     }
 
     /// The benchmark problems are also correct (checked on a sample of output elements is not

@@ -89,22 +89,14 @@ impl ConvProblem {
     }
 }
 
-/// The widest SIMD instruction set this CPU offers to the kernels (`"avx512f"`, `"avx2+fma"`,
-/// `"neon"` or `"portable"`), detected at run time.
+/// The instruction set the CPU kernels use on this machine: `"avx2+fma"` (chosen at run time
+/// when the CPU has both) or `"portable"` (auto-vectorised code for any CPU).
 pub fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
-        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return "avx2+fma";
         }
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        return "neon";
-    }
-    #[allow(unreachable_code)]
     "portable"
 }

@@ -120,7 +120,9 @@ fn run_probe() -> Probe {
     probe_nvrtc(&mut p);
     let failure = match driver {
         Err(e) => Some(e),
-        Ok(()) if !p.nvrtc_loaded => Some("the NVRTC library (libnvrtc) could not be loaded; kernels cannot be compiled".to_string()),
+        Ok(()) if !p.nvrtc_loaded => {
+            Some("the NVRTC library (libnvrtc) could not be loaded; kernels cannot be compiled".to_string())
+        }
         Ok(()) => None,
     };
     p.failure = failure;

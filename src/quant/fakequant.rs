@@ -159,7 +159,9 @@ fn quantize_elems(plan: &Plan, shape: &[usize], w: &[f32]) -> Vec<Elem> {
                 }
             });
         }
-        Plan::Decomposed { axis, scales, zero_points, qmin, qmax } => decomposed(shape, w, &mut out, *axis, scales, zero_points, *qmin, *qmax),
+        Plan::Decomposed { axis, scales, zero_points, qmin, qmax } => {
+            decomposed(shape, w, &mut out, *axis, scales, zero_points, *qmin, *qmax)
+        }
     }
     out
 }

@@ -140,7 +140,8 @@ impl FromStr for QuantDType {
             _ => Err(Error::Parse {
                 what: "weight dtype",
                 value: s.to_string(),
-                expected: "torch.quint8, torch.qint8, torch.qint32, torch.quint4x2, torch.float16 or a float dtype".into(),
+                expected: "torch.quint8, torch.qint8, torch.qint32, torch.quint4x2, torch.float16 or a float dtype"
+                    .into(),
             }),
         }
     }

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Pair `qconv bench` with PyTorch's CPU baseline (`bench/torch_cpu.py`) in one run.
+
+Runs the two sides alternately (ROUNDS times each, qconv first), takes the median of each side's
+per-run medians, and prints a Markdown ratio table:
+
+    python scripts/bench_compare.py [--torch-script ../shared/bench/torch_cpu.py] [--rounds 2]
+                                    [--qconv target/release/qconv] [--json out.jsonl]
+
+Ratios below 1.0 mean qconv is faster. "vs float conv" compares qconv's module forward (cached
+fake-quantized weight) with PyTorch's plain float convolution (oneDNN); "vs ref module" with
+PyTorch's reference quantized module (which re-quantizes the weight on every call);
+"fake-quant" compares the weight fake-quant step alone.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run_lines(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--torch-script", default=os.path.join(ROOT, "..", "shared", "bench", "torch_cpu.py"))
+    ap.add_argument("--qconv", default=os.path.join(ROOT, "target", "release", "qconv"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", help="also write every raw row to this file")
+    args = ap.parse_args()
+    if not os.path.exists(args.qconv):
+        sys.exit(f"{args.qconv} not found: run `cargo build --release` first")
+    if not os.path.exists(args.torch_script):
+        sys.exit(f"{args.torch_script} not found: pass --torch-script")
+
+    rows = []
+    for _ in range(args.rounds):
+        rows += run_lines([args.qconv, "bench"])
+        rows += run_lines([sys.executable, args.torch_script])
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+    med = {}
+    for r in rows:
+        med.setdefault((r["peer"], r["case"], r["op"]), []).append(r["median_us"])
+    m = {k: statistics.median(v) for k, v in med.items()}
+    cases = []
+    for r in rows:
+        if r["case"] not in cases:
+            cases.append(r["case"])
+    threads = {r["peer"]: r["threads"] for r in rows}
+    torch_version = next((r.get("version") for r in rows if r["peer"] == "torch"), "?")
+
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; qconv threads {threads.get('qconv')}, "
+          f"PyTorch {torch_version} threads {threads.get('torch')}; {args.rounds} alternating rounds, medians in µs.\n")
+    print("| case | qconv forward µs | torch float conv µs | torch ref module µs | vs float conv | vs ref module "
+          "| qconv fake-quant µs | torch fake-quant µs | fake-quant speedup |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for c in cases:
+        q = m.get(("qconv", c, "module_forward"))
+        tf = m.get(("torch", c, "float_conv"))
+        tr = m.get(("torch", c, "ref_module"))
+        qf = m.get(("qconv", c, "weight_fakequant"))
+        tq = m.get(("torch", c, "weight_fakequant"))
+        if None in (q, tf, tr, qf, tq):
+            continue
+        ratios.append(q / tf)
+        print(f"| {c} | {q:.1f} | {tf:.1f} | {tr:.1f} | {q / tf:.2f}× | {q / tr:.2f}× | {qf:.1f} | {tq:.1f} | {tq / qf:.1f}× |")
+    if ratios:
+        geo = statistics.geometric_mean(ratios)
+        print(f"\nGeometric mean of qconv forward / torch float conv: {geo:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

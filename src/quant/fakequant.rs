@@ -9,6 +9,8 @@
 //!   wraps around in int32 and its float-zero-point path truncates `lrintf`'s 64-bit result);
 //! * qint32 codes are computed without int32 overflow in `q − zero_point`.
 
+use std::mem::MaybeUninit;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -23,8 +25,10 @@ type Elem = (i32, f32);
 
 /// Rejects NaN and ±inf weights (they have no meaningful quantized value).
 pub(crate) fn check_finite(w: &[f32]) -> Result<()> {
-    // Fast scan first; find the index only on failure.
-    if w.iter().all(|x| x.is_finite()) {
+    // Fast scan first (a branch-free max over the exponent bits vectorises); find the index only
+    // on failure.
+    let max_bits = w.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
+    if max_bits < 0x7f80_0000 {
         return Ok(());
     }
     let (index, &value) = w.iter().enumerate().find(|(_, x)| !x.is_finite()).expect("a non-finite element exists");
@@ -254,15 +258,332 @@ pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<V
         }
         _ => {
             check_finite(w)?;
+            if let Some(fast) = FastPlan::new(plan, shape) {
+                let mut fq = Vec::with_capacity(w.len());
+                fast.run(w, &mut fq.spare_capacity_mut()[..w.len()], None);
+                // SAFETY: `run` wrote every one of the first `w.len()` elements.
+                unsafe { fq.set_len(w.len()) };
+                return Ok(fq);
+            }
             Ok(quantize_elems(plan, shape, w).into_iter().map(|(_, v)| v).collect())
         }
     }
 }
 
-/// The quantize half: integer codes (one per element) and the dequantized weight, or `None` codes
-/// for float plans.
+/// The quantize half: integer codes (one per element) and the dequantized weight.
 pub(crate) fn quantize_codes(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<(Vec<i32>, Vec<f32>)> {
     check_finite(w)?;
+    if let Some(fast) = FastPlan::new(plan, shape) {
+        let n = w.len();
+        let (mut fq, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        fast.run(w, &mut fq.spare_capacity_mut()[..n], Some(&mut codes.spare_capacity_mut()[..n]));
+        // SAFETY: `run` wrote every one of the first `n` elements of both buffers.
+        unsafe {
+            fq.set_len(n);
+            codes.set_len(n);
+        }
+        return Ok((codes, fq));
+    }
     let elems = quantize_elems(plan, shape, w);
     Ok(elems.into_iter().unzip())
+}
+
+// ---- the f32 fast path ---------------------------------------------------------------------------
+//
+// For every plan whose codes and zero points are small integers (all dtypes but qint32) and whose
+// dequantization multiply rounds like an f32 multiply (f32 scales; an f64 scale that is exactly an
+// f32 gives the same result, since the f64 product of two f32 values is exact), the formulas above
+// can be evaluated entirely in f32 with the same roundings: `q − zp` is exact, the clamp bounds are
+// exact, and codes are exact integers in f32. That form vectorises (8 lanes with AVX2, where
+// `round_ties_even` is one `vroundps`), so the fast path is bit-identical to the general one and
+// several times faster. The general path above remains for qint32 and non-f32 scales.
+
+/// Which element formula the fast path runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FastMode {
+    /// §4.1/§4.2: `q = clamp(zp + rne(x·inv))`, NaN → `nan`; `ŵ = (q − zp)·s`.
+    IntZp,
+    /// §4.3: `q = clamp(rne(x·inv + zp))`, NaN → `nan`; `ŵ = (q − zp)·s`.
+    FloatZp,
+    /// §4.5 in f32: `q = trunc(clamp(rne(x·inv) + zp))`, NaN → `nan`; `ŵ = (q − zp)·s`.
+    Decomposed,
+}
+
+/// Per-channel constants of the fast path.
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    inv: f32,
+    zp: f32,
+    s: f32,
+    lo: f32,
+    hi: f32,
+    nan: f32,
+}
+
+struct FastPlan {
+    mode: FastMode,
+    lanes: Vec<Lane>,
+    /// Elements per channel run (the product of the dims after the axis); `None` per tensor.
+    inner: Option<usize>,
+}
+
+fn f32_exact(v: f64) -> bool {
+    (v as f32) as f64 == v
+}
+
+impl FastPlan {
+    fn new(plan: &Plan, shape: &[usize]) -> Option<FastPlan> {
+        let small = |lo: i64, hi: i64| lo >= -(1 << 24) && hi <= (1 << 24);
+        let inner = |axis: Option<usize>| axis.map(|a| shape[a + 1..].iter().product::<usize>());
+        match plan {
+            Plan::Int { axis, scales, zero_points, qmin, qmax } if small(*qmin, *qmax) => {
+                let (lo, hi) = (*qmin as f32, *qmax as f32);
+                let lanes = scales
+                    .iter()
+                    .zip(zero_points)
+                    .map(|(&s64, &zp)| {
+                        let s = s64 as f32;
+                        let nan = match axis {
+                            None => nan_code_per_tensor(zp, *qmin, *qmax),
+                            Some(_) => nan_code_per_channel(*qmin),
+                        };
+                        Lane { inv: 1.0 / s, zp: zp as f32, s, lo, hi, nan: nan as f32 }
+                    })
+                    .collect();
+                // Per channel the dequant multiply is in f64: identical only for f32-exact scales.
+                if axis.is_some() && !scales.iter().all(|&s| f32_exact(s)) {
+                    return None;
+                }
+                Some(FastPlan { mode: FastMode::IntZp, lanes, inner: inner(*axis) })
+            }
+            Plan::FloatZp { axis, scales, zero_points, qmin, qmax } if small(*qmin, *qmax) => {
+                let (lo, hi) = (*qmin as f32, *qmax as f32);
+                let nan = 0f32.max(lo).min(hi);
+                let lanes = scales
+                    .iter()
+                    .zip(zero_points)
+                    .map(|(&s, &zp)| Lane { inv: if s == 0.0 { 1.0 } else { 1.0 / s }, zp, s, lo, hi, nan })
+                    .collect();
+                Some(FastPlan { mode: FastMode::FloatZp, lanes, inner: inner(Some(*axis)) })
+            }
+            Plan::Decomposed { axis, scales: DecScales::F32(s), zero_points, qmin, qmax } if small(*qmin, *qmax) => {
+                let (lo, hi) = (*qmin as f32, *qmax as f32);
+                let nan = nan_code_per_channel(*qmin) as f32;
+                let lanes = (0..s.len())
+                    .map(|c| {
+                        let zp = match zero_points {
+                            DecZeroPoints::Int(z) => z[c] as f32,
+                            DecZeroPoints::Float(z) => z[c],
+                        };
+                        // Per tensor `inv = f32(1.0 / scale.item())`; per channel `1.0 / scales` in f32.
+                        let inv = if axis.is_none() { (1.0 / s[c]) as f32 } else { 1.0 / (s[c] as f32) };
+                        Lane { inv, zp, s: s[c] as f32, lo, hi, nan }
+                    })
+                    .collect();
+                Some(FastPlan { mode: FastMode::Decomposed, lanes, inner: inner(*axis) })
+            }
+            _ => None,
+        }
+    }
+
+    /// Fills every element of `fq` (and `codes`) for the whole weight, in parallel for large
+    /// weights.
+    fn run(&self, w: &[f32], fq: &mut [MaybeUninit<f32>], codes: Option<&mut [MaybeUninit<i32>]>) {
+        let n = w.len();
+        let (run_len, chunk) = match self.inner {
+            None => (PAR_GRAIN, PAR_GRAIN),
+            Some(0) => return,
+            Some(inner) => (inner, inner * (PAR_GRAIN / inner).max(1)),
+        };
+        let runs_per_chunk = chunk / run_len;
+        let body = |k: usize, wc: &[f32], fc: &mut [MaybeUninit<f32>], cc: Option<&mut [MaybeUninit<i32>]>| {
+            chunk_dispatch(self, k * runs_per_chunk, run_len, wc, fc, cc)
+        };
+        let parallel = n >= 2 * PAR_GRAIN;
+        match codes {
+            Some(codes) if parallel => w
+                .par_chunks(chunk)
+                .zip(fq.par_chunks_mut(chunk))
+                .zip(codes.par_chunks_mut(chunk))
+                .enumerate()
+                .for_each(|(k, ((wc, fc), cc))| body(k, wc, fc, Some(cc))),
+            None if parallel => w
+                .par_chunks(chunk)
+                .zip(fq.par_chunks_mut(chunk))
+                .enumerate()
+                .for_each(|(k, (wc, fc))| body(k, wc, fc, None)),
+            Some(codes) => w
+                .chunks(chunk)
+                .zip(fq.chunks_mut(chunk))
+                .zip(codes.chunks_mut(chunk))
+                .enumerate()
+                .for_each(|(k, ((wc, fc), cc))| body(k, wc, fc, Some(cc))),
+            None => {
+                w.chunks(chunk).zip(fq.chunks_mut(chunk)).enumerate().for_each(|(k, (wc, fc))| body(k, wc, fc, None))
+            }
+        }
+    }
+}
+
+/// Processes one chunk: consecutive runs of `run_len` elements starting at run `first_run`.
+#[inline(always)]
+fn chunk_generic(
+    p: &FastPlan,
+    first_run: usize,
+    run_len: usize,
+    w: &[f32],
+    fq: &mut [MaybeUninit<f32>],
+    mut codes: Option<&mut [MaybeUninit<i32>]>,
+) {
+    let channels = p.lanes.len();
+    let mut off = 0;
+    let mut run = first_run;
+    while off < w.len() {
+        let len = run_len.min(w.len() - off);
+        let lane = p.lanes[if p.inner.is_some() { run % channels } else { 0 }];
+        let (wr, fr) = (&w[off..off + len], &mut fq[off..off + len]);
+        match codes.as_deref_mut() {
+            None => {
+                for (o, &x) in fr.iter_mut().zip(wr) {
+                    o.write(fast_elem(p.mode, &lane, x).1);
+                }
+            }
+            Some(c) => {
+                for ((o, c), &x) in fr.iter_mut().zip(c[off..off + len].iter_mut()).zip(wr) {
+                    let (q, d) = fast_elem(p.mode, &lane, x);
+                    o.write(d);
+                    c.write(q as i32);
+                }
+            }
+        }
+        off += len;
+        run += 1;
+    }
+}
+
+/// The same chunk loop compiled for AVX2 (`round_ties_even` becomes `vroundps`; Rust never
+/// contracts `a * b + c` into an FMA, so the roundings are unchanged).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_avx2(
+    p: &FastPlan,
+    first_run: usize,
+    run_len: usize,
+    w: &[f32],
+    fq: &mut [MaybeUninit<f32>],
+    codes: Option<&mut [MaybeUninit<i32>]>,
+) {
+    chunk_generic(p, first_run, run_len, w, fq, codes)
+}
+
+fn chunk_dispatch(
+    p: &FastPlan,
+    first_run: usize,
+    run_len: usize,
+    w: &[f32],
+    fq: &mut [MaybeUninit<f32>],
+    codes: Option<&mut [MaybeUninit<i32>]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the function is otherwise safe.
+            return unsafe { chunk_avx2(p, first_run, run_len, w, fq, codes) };
+        }
+    }
+    chunk_generic(p, first_run, run_len, w, fq, codes)
+}
+
+/// One element of the fast path: (code, dequantized value), both in f32.
+#[inline(always)]
+fn fast_elem(mode: FastMode, l: &Lane, x: f32) -> (f32, f32) {
+    let q = match mode {
+        FastMode::IntZp => {
+            let t = x * l.inv;
+            if t.is_nan() {
+                l.nan
+            } else {
+                (l.zp + t.round_ties_even()).max(l.lo).min(l.hi)
+            }
+        }
+        FastMode::FloatZp => {
+            let v = x * l.inv + l.zp;
+            if v.is_nan() {
+                l.nan
+            } else {
+                v.round_ties_even().max(l.lo).min(l.hi)
+            }
+        }
+        FastMode::Decomposed => {
+            let v = (x * l.inv).round_ties_even() + l.zp;
+            if v.is_nan() {
+                l.nan
+            } else {
+                v.max(l.lo).min(l.hi).trunc()
+            }
+        }
+    };
+    (q, (q - l.zp) * l.s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{QuantDType, WeightQParams};
+
+    /// The fast path must agree bit for bit with the general path on every plan it accepts,
+    /// including ties, saturation, zero and negative scales, and tiny scales (NaN codes).
+    #[test]
+    fn fast_path_matches_general_path() {
+        let mut w: Vec<f32> = vec![0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -2.5, 1e30, -1e30, 127.5, -128.5, 255.5, 1e-40];
+        w.extend((0..4095).map(|i| ((i as f32) * 0.7311).sin() * 3.0));
+        let n = w.len();
+        assert_eq!(n % 13, 0);
+        let shape = [n / 13, 13];
+        let ch = shape[0];
+        let scales = |k: f32| (0..ch).map(|c| k * (1.0 + c as f32 * 0.01)).collect::<Vec<f32>>();
+        let mut plans = vec![
+            WeightQParams::per_tensor(QuantDType::QUInt8, 0.01, 100),
+            WeightQParams::per_tensor(QuantDType::QUInt8, 0.0, 200),
+            WeightQParams::per_tensor(QuantDType::QUInt8, 1e-45, 130),
+            WeightQParams::per_tensor(QuantDType::QInt8, -0.5, 3),
+            WeightQParams::per_tensor(QuantDType::QInt8, 1.0, 0),
+            WeightQParams::per_channel(QuantDType::QInt8, scales(0.02), vec![0; ch], 0),
+            WeightQParams::per_channel(QuantDType::QUInt8, scales(0.0), vec![7; ch], 0),
+            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.03), vec![1.5; ch], 0),
+            WeightQParams::per_channel_float(QuantDType::QUInt4x2, scales(0.3), vec![0.5; ch], 0),
+            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.0), vec![1.0; ch], 0),
+            WeightQParams::per_tensor(QuantDType::QInt8, 0.01, 0).decomposed(true).with_quant_range(-127, 127),
+            WeightQParams::per_channel(QuantDType::QUInt8, scales(0.02), vec![128; ch], 0).decomposed(true),
+            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.02), vec![0.75; ch], 0).decomposed(true),
+        ];
+        let axis1 = WeightQParams::per_channel(
+            QuantDType::QInt8,
+            (0..13).map(|c| 0.05 + c as f32 * 0.001).collect(),
+            vec![1; 13],
+            1,
+        );
+        plans.push(axis1);
+        for qp in plans {
+            let plan = qp.plan(&shape).unwrap();
+            let (codes, fq) = quantize_codes(&plan, &shape, &w).unwrap();
+            let fq_only = fake_quantize(&plan, &shape, &w).unwrap();
+            let (gc, gf): (Vec<i32>, Vec<f32>) = quantize_elems(&plan, &shape, &w).into_iter().unzip();
+            assert!(FastPlan::new(&plan, &shape).is_some(), "{qp:?} has a fast path");
+            for i in 0..n {
+                assert_eq!(codes[i], gc[i], "{qp:?} code [{i}] x={}", w[i]);
+                assert_eq!(fq[i].to_bits(), gf[i].to_bits(), "{qp:?} value [{i}] x={}", w[i]);
+                assert_eq!(fq_only[i].to_bits(), gf[i].to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn general_path_is_kept_for_qint32_and_f64_scales() {
+        let plan = WeightQParams::per_tensor(QuantDType::QInt32, 0.1, 0).plan(&[4]).unwrap();
+        assert!(FastPlan::new(&plan, &[4]).is_none());
+        let mut qp = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2], vec![0, 0], 0);
+        qp.scale = crate::quant::QParamTensor::from_f64(vec![0.1, 0.08656351797648074]);
+        assert!(FastPlan::new(&qp.plan(&[2, 3]).unwrap(), &[2, 3]).is_none());
+    }
 }

@@ -53,7 +53,7 @@ mod params_bindings {
             .raw_line(
                 "#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs, dead_code)]",
             )
-            .raw_line("#![allow(clippy::all)]")
+            .raw_line("#![allow(clippy::all, rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]")
             .formatter(bindgen::Formatter::Rustfmt)
             .rustfmt_configuration_file(Some(manifest.join("rustfmt.toml")))
             .generate()

@@ -82,6 +82,17 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // A bug must still end in one clear line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error{at}: {msg} (please report this as a qconv bug)");
+    }));
     let mut argv: VecDeque<String> = std::env::args().skip(1).collect();
     let cmd = argv.pop_front().unwrap_or_else(|| "help".into());
     let result = match cmd.as_str() {

@@ -20,6 +20,12 @@ use cudarc::nvrtc::sys as nsys;
 
 use crate::error::{Error, Result};
 
+pub mod cache;
+pub mod kernels;
+pub mod launch;
+pub mod nvrtc;
+mod params_sys;
+
 /// One CUDA device seen by the probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CudaDeviceInfo {

@@ -1,0 +1,258 @@
+/*
+ * Fake-quantization of a float32 weight on the GPU, bit-identical to the CPU path
+ * (src/quant/fakequant.rs) and therefore to PyTorch CPU (SEMANTICS.md section 4).
+ *
+ * Entry points (argument: QcFakeQuantParams, cuda/params.h):
+ *   qc_fakequant  writes the dequantized weight to p.dst and, when p.codes != 0, the codes;
+ *   qc_quantize   the quantize half only (get_quantized_weight()): codes, no dequantization.
+ *
+ * Bit-exactness rules, applied to every line below:
+ *   - every f32/f64 operation is an explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn,
+ *     __fsub_rn, __fdiv_rn, __dmul_rn, __dadd_rn, __ddiv_rn): NVCC/NVRTC never contracts those into
+ *     an FMA, and the program is compiled with --fmad=false as a second guard;
+ *   - round half to even is rintf / rint (PTX cvt.rni), like Rust's round_ties_even;
+ *   - integer -> float conversions are __ll2float_rn / __ll2double_rn (round to nearest even,
+ *     like Rust's `as f32` / `as f64`); float -> integer is a C cast (truncation, like `as i64`)
+ *     applied only to values already known to be in range;
+ *   - clamps follow fakequant.rs exactly, including where they happen in float and where in
+ *     integer arithmetic.
+ * Each helper names the Rust function it transcribes. Non-finite inputs are reported through
+ * p.first_nonfinite (the CPU path rejects them with Error::NonFiniteWeight before quantizing);
+ * the value computed for them is whatever the formula gives and is discarded by the host.
+ */
+#include "common.cuh"
+
+#define QC_FQ_THREADS 256
+
+/* ---- transcriptions of the scalar helpers of src/quant/fakequant.rs ------------------------ */
+
+/** `clamp_f64_to_i64`: v <= lo -> lo, v >= hi -> hi, else `v as i64` (v is never NaN here). */
+__device__ __forceinline__ long long qc_clamp_f64_to_i64(double v, long long lo, long long hi) {
+    if (v <= (double)lo) return lo;
+    if (v >= (double)hi) return hi;
+    return (long long)v;
+}
+
+/** `quant_int` (SEMANTICS 4.1/4.2): t = f32(x * inv); NaN t -> nan_code;
+ *  q = clamp(f32(zp) + rne(t)) with the sum rounded to f32 and clamped in f64. */
+__device__ __forceinline__ long long qc_quant_int(float x, float inv, long long zp, long long lo, long long hi,
+                                                  long long nan_code) {
+    float t = __fmul_rn(x, inv);
+    if (t != t) return nan_code;
+    float v = __fadd_rn(__ll2float_rn(zp), rintf(t));
+    return qc_clamp_f64_to_i64((double)v, lo, hi);
+}
+
+/** `nan_code_per_tensor`: qint32 -> INT_MIN; 8-bit types -> clamp(int32 wrapping 2147483520 + zp). */
+__device__ __forceinline__ long long qc_nan_code_per_tensor(long long zp, long long lo, long long hi) {
+    if (lo == -2147483648LL) return lo;
+    int wrapped = (int)(2147483520u + (unsigned int)(int)zp); /* i32::wrapping_add */
+    long long v = (long long)wrapped;
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/** `nan_code_per_channel`: qint32 -> INT_MIN, otherwise 0 (not clamped). */
+__device__ __forceinline__ long long qc_nan_code_per_channel(long long lo) {
+    return lo == -2147483648LL ? lo : 0;
+}
+
+/** `dec_to_int`: NaN -> nan_code_per_channel; else trunc(v) as i64, clamped in integers. */
+__device__ __forceinline__ long long qc_dec_to_int(double v, long long lo, long long hi) {
+    if (v != v) return qc_nan_code_per_channel(lo);
+    long long q = (long long)v; /* v is finite and within [lo, hi] rounded to float: no overflow */
+    return q < lo ? lo : (q > hi ? hi : q);
+}
+
+/** Rust's f32::clamp for a non-NaN value. */
+__device__ __forceinline__ float qc_clampf(float v, float lo, float hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/** Rust's f64::clamp for a non-NaN value. */
+__device__ __forceinline__ double qc_clampd(double v, double lo, double hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/** One element: integer code and dequantized value. */
+struct QcElem {
+    long long q;
+    float w;
+};
+
+/* ---- the per-element formulas, one per mode (match arms of quantize_elems / decomposed) ----- */
+
+/** Per-channel constants, loaded once per element's channel. */
+struct QcChannel {
+    double s64;   /* scale as stored on the host (f64; exact widening of f32 scales) */
+    float sf;     /* f32(scale) */
+    float inv;    /* the reciprocal the formula multiplies by */
+    long long zi; /* integer zero point */
+    float zf;     /* zero point as f32 */
+    long long nan_code;
+};
+
+template <int MODE>
+__device__ __forceinline__ QcChannel qc_channel(const QcFakeQuantParams& p, unsigned long long c) {
+    QcChannel k;
+    const double* scales = reinterpret_cast<const double*>(p.scales);
+    k.s64 = scales[c];
+    k.sf = __double2float_rn(k.s64); /* `scales[c] as f32` (exact for f32-origin scales) */
+    k.zi = 0;
+    k.zf = 0.0f;
+    k.nan_code = 0;
+    k.inv = 1.0f;
+    if (MODE == QC_FQ_INT_PER_TENSOR) {
+        /* 4.1: s = f32(scale); inv = f32(1 / s) (f32 division; s == 0 -> +inf). */
+        k.inv = __fdiv_rn(1.0f, k.sf);
+        k.zi = reinterpret_cast<const long long*>(p.zero_points_i64)[c];
+        k.nan_code = qc_nan_code_per_tensor(k.zi, p.qmin, p.qmax);
+    } else if (MODE == QC_FQ_INT_PER_CHANNEL) {
+        /* 4.2: inv = 1.0f32 / (s64 as f32); zpf = zp as f32. */
+        k.inv = __fdiv_rn(1.0f, k.sf);
+        k.zi = reinterpret_cast<const long long*>(p.zero_points_i64)[c];
+        k.zf = __ll2float_rn(k.zi);
+        k.nan_code = qc_nan_code_per_channel(p.qmin);
+    } else if (MODE == QC_FQ_FLOAT_ZP) {
+        /* 4.3: inv = (s == 0) ? 1 : f32(1 / s). */
+        k.inv = (k.sf == 0.0f) ? 1.0f : __fdiv_rn(1.0f, k.sf);
+        k.zf = reinterpret_cast<const float*>(p.zero_points_f32)[c];
+    } else if (MODE == QC_FQ_DECOMPOSED_F32 || MODE == QC_FQ_DECOMPOSED_F64) {
+        /* 4.5: zp_f32(c) / zp_int(c) of `decomposed`. */
+        if (p.zp_is_float) {
+            k.zf = reinterpret_cast<const float*>(p.zero_points_f32)[c];
+        } else {
+            k.zi = reinterpret_cast<const long long*>(p.zero_points_i64)[c];
+            k.zf = __ll2float_rn(k.zi);
+        }
+        if (MODE == QC_FQ_DECOMPOSED_F32) {
+            /* per tensor: (1.0 / s) as f32 (f64 division); per channel: 1.0f32 / (s as f32). */
+            k.inv = p.per_channel ? __fdiv_rn(1.0f, k.sf) : __double2float_rn(__ddiv_rn(1.0, k.s64));
+        }
+    }
+    return k;
+}
+
+template <int MODE>
+__device__ __forceinline__ QcElem qc_fq_elem(const QcFakeQuantParams& p, const QcChannel& k, float x) {
+    QcElem e;
+    const long long lo = p.qmin, hi = p.qmax;
+    if (MODE == QC_FQ_INT_PER_TENSOR) {
+        /* 4.1: q = quant_int(...); w = f32(s * f32(q - zp)). */
+        e.q = qc_quant_int(x, k.inv, k.zi, lo, hi, k.nan_code);
+        e.w = __fmul_rn(k.sf, __ll2float_rn(e.q - k.zi));
+    } else if (MODE == QC_FQ_INT_PER_CHANNEL) {
+        /* 4.2: w = f32(f64(f32(q) - f32(zp)) * s64) -- the multiply in DOUBLE, one rounding. */
+        e.q = qc_quant_int(x, k.inv, k.zi, lo, hi, k.nan_code);
+        e.w = __double2float_rn(__dmul_rn((double)__fsub_rn(__ll2float_rn(e.q), k.zf), k.s64));
+    } else if (MODE == QC_FQ_FLOAT_ZP) {
+        /* 4.3: v = f32(f32(x * inv) + zp) (two roundings, no FMA); q = clamp(rne(v));
+         *      NaN -> clamp(0); w = f32(f32(f32(q) - zp) * s). */
+        float v = __fadd_rn(__fmul_rn(x, k.inv), k.zf);
+        if (v != v) {
+            e.q = 0 < lo ? lo : (0 > hi ? hi : 0);
+        } else {
+            e.q = qc_clamp_f64_to_i64((double)rintf(v), lo, hi);
+        }
+        e.w = __fmul_rn(__fsub_rn(__ll2float_rn(e.q), k.zf), k.sf);
+    } else if (MODE == QC_FQ_DECOMPOSED_F32) {
+        /* 4.5, f32: v = rne(f32(x * inv)) + zf; clamp to [f32(qmin), f32(qmax)] unless NaN;
+         *           q = dec_to_int(v); dequant per tensor or float zp: f32(f32(q) - zf) * f32(s),
+         *           per channel with int zp: f32(f32(q - zi) * f32(s)). */
+        float v = __fadd_rn(rintf(__fmul_rn(x, k.inv)), k.zf);
+        if (!(v != v)) v = qc_clampf(v, __ll2float_rn(lo), __ll2float_rn(hi));
+        e.q = qc_dec_to_int((double)v, lo, hi);
+        if (p.zp_is_float || !p.per_channel) {
+            e.w = __fmul_rn(__fsub_rn(__ll2float_rn(e.q), k.zf), k.sf);
+        } else {
+            e.w = __fmul_rn(__ll2float_rn(e.q - k.zi), k.sf);
+        }
+    } else if (MODE == QC_FQ_DECOMPOSED_F64) {
+        /* 4.5, f64 per-channel scales: inv = 1.0 / s (f64); v = rne(f64(x) * inv) + f64(zf);
+         *      clamp in f64 unless NaN; diff = float zp ? f64(f32(q) - zf) : f64(q - zi);
+         *      w = f32(diff * s). */
+        double inv = __ddiv_rn(1.0, k.s64);
+        double v = __dadd_rn(rint(__dmul_rn((double)x, inv)), (double)k.zf);
+        if (!(v != v)) v = qc_clampd(v, __ll2double_rn(lo), __ll2double_rn(hi));
+        e.q = qc_dec_to_int(v, lo, hi);
+        double diff = p.zp_is_float ? (double)__fsub_rn(__ll2float_rn(e.q), k.zf) : __ll2double_rn(e.q - k.zi);
+        e.w = __double2float_rn(__dmul_rn(diff, k.s64));
+    }
+    return e;
+}
+
+/** `true` for NaN and +-inf (exponent all ones). */
+__device__ __forceinline__ bool qc_is_nonfinite(float x) {
+    return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+/** Grid-stride loop over all elements for one integer/decomposed mode. */
+template <int MODE, bool WRITE_DEQUANT>
+__device__ __forceinline__ void qc_fq_loop(const QcFakeQuantParams& p) {
+    const float* src = reinterpret_cast<const float*>(p.src);
+    float* dst = reinterpret_cast<float*>(p.dst);
+    int* codes = reinterpret_cast<int*>(p.codes);
+    unsigned long long* bad = reinterpret_cast<unsigned long long*>(p.first_nonfinite);
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    unsigned long long cached_c = ~0ull;
+    QcChannel k;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+        const float x = __ldg(src + i);
+        if (bad != 0 && qc_is_nonfinite(x)) atomicMin(bad, i);
+        /* Element i belongs to channel (i / inner) % channels (row-major weight, SEMANTICS 4.2). */
+        const unsigned long long c = (i / p.inner) % p.channels;
+        if (c != cached_c) {
+            k = qc_channel<MODE>(p, c);
+            cached_c = c;
+        }
+        const QcElem e = qc_fq_elem<MODE>(p, k, x);
+        if (WRITE_DEQUANT && dst != 0) dst[i] = e.w;
+        if (codes != 0) codes[i] = (int)e.q; /* q lies in [qmin, qmax] or is a NaN code: fits i32 */
+    }
+}
+
+/** Identity and float16 modes (no integer codes; HALF writes binary16 bits to p.codes). */
+template <bool WRITE_DEQUANT>
+__device__ __forceinline__ void qc_fq_float_modes(const QcFakeQuantParams& p) {
+    const float* src = reinterpret_cast<const float*>(p.src);
+    float* dst = reinterpret_cast<float*>(p.dst);
+    unsigned short* hcodes = reinterpret_cast<unsigned short*>(p.codes);
+    unsigned long long* bad = reinterpret_cast<unsigned long long*>(p.first_nonfinite);
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+        const float x = __ldg(src + i);
+        if (p.mode == QC_FQ_IDENTITY) {
+            /* qscheme None: the weight unchanged, no finiteness check (fake_quantize, Identity). */
+            if (WRITE_DEQUANT && dst != 0) dst[i] = x;
+        } else {
+            /* 4.4: f32(f16(x)), round to nearest even. */
+            if (bad != 0 && qc_is_nonfinite(x)) atomicMin(bad, i);
+            const unsigned short h = qc_float_to_half(x);
+            if (WRITE_DEQUANT && dst != 0) dst[i] = qc_half_to_float(h);
+            if (hcodes != 0) hcodes[i] = h;
+        }
+    }
+}
+
+template <bool WRITE_DEQUANT>
+__device__ __forceinline__ void qc_fq_dispatch(const QcFakeQuantParams& p) {
+    switch (p.mode) {
+    case QC_FQ_IDENTITY:
+    case QC_FQ_HALF: qc_fq_float_modes<WRITE_DEQUANT>(p); break;
+    case QC_FQ_INT_PER_TENSOR: qc_fq_loop<QC_FQ_INT_PER_TENSOR, WRITE_DEQUANT>(p); break;
+    case QC_FQ_INT_PER_CHANNEL: qc_fq_loop<QC_FQ_INT_PER_CHANNEL, WRITE_DEQUANT>(p); break;
+    case QC_FQ_FLOAT_ZP: qc_fq_loop<QC_FQ_FLOAT_ZP, WRITE_DEQUANT>(p); break;
+    case QC_FQ_DECOMPOSED_F32: qc_fq_loop<QC_FQ_DECOMPOSED_F32, WRITE_DEQUANT>(p); break;
+    case QC_FQ_DECOMPOSED_F64: qc_fq_loop<QC_FQ_DECOMPOSED_F64, WRITE_DEQUANT>(p); break;
+    default: break; /* the host validates the mode (src/cuda/launch.rs) */
+    }
+}
+
+/** get_weight(): dequantized weight to p.dst (and codes to p.codes when non-zero). */
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_fakequant(const QcFakeQuantParams p) {
+    qc_fq_dispatch<true>(p);
+}
+
+/** get_quantized_weight(): codes only (p.dst is ignored). */
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_quantize(const QcFakeQuantParams p) {
+    qc_fq_dispatch<false>(p);
+}

@@ -1,0 +1,178 @@
+/*
+ * qconv kernel arguments: the ONLY definition of every struct passed to a kernel.
+ *
+ * Every kernel takes exactly one argument, one of the structs below, by value. Device pointers
+ * are stored as uint64_t (a CUdeviceptr) so that the Rust side fills them without casts and the
+ * layout is the same on host and device. Fields are ordered 8-byte first and every struct is
+ * padded explicitly to a multiple of 8 bytes, so no compiler inserts hidden padding.
+ *
+ * The Rust bindings (src/cuda/params_sys.rs) are GENERATED from this file by bindgen
+ * (`cargo build --features bindgen`, see build.rs); scripts/check-bindgen.sh verifies that the
+ * committed file matches a fresh generation. Edit this file, never the bindings.
+ *
+ * Plain C on purpose: it is parsed by clang (bindgen, host) and by NVRTC (device), which has no
+ * <stdint.h> without the CUDA toolkit, hence the typedefs below.
+ */
+#ifndef QCONV_PARAMS_H
+#define QCONV_PARAMS_H
+
+#if defined(__CUDACC_RTC__)
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#else
+#include <stdint.h>
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Fake-quant (cuda/fakequant.cu). Modes map one to one onto `Plan` in src/quant/params.rs; the
+ * formulas are SEMANTICS.md section 4 and src/quant/fakequant.rs.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Which fake-quant formula runs (value of QcFakeQuantParams.mode). */
+enum QcFakeQuantMode {
+    /** qscheme None: dst = src (Plan::Identity). */
+    QC_FQ_IDENTITY = 0,
+    /** float16: dst = f32(f16(src)), round to nearest even (Plan::Half, SEMANTICS 4.4). */
+    QC_FQ_HALF = 1,
+    /** Integer zero point, per tensor (Plan::Int { axis: None }, SEMANTICS 4.1). */
+    QC_FQ_INT_PER_TENSOR = 2,
+    /** Integer zero points, per channel; dequant multiplies by the f64 scale (Plan::Int, 4.2). */
+    QC_FQ_INT_PER_CHANNEL = 3,
+    /** Float zero points, per channel (Plan::FloatZp, SEMANTICS 4.3). */
+    QC_FQ_FLOAT_ZP = 4,
+    /** quantized_decomposed ops with float32 arithmetic (Plan::Decomposed + DecScales::F32, 4.5). */
+    QC_FQ_DECOMPOSED_F32 = 5,
+    /** quantized_decomposed ops with float64 per-channel scales (DecScales::F64, 4.5). */
+    QC_FQ_DECOMPOSED_F64 = 6
+};
+
+/** Argument of `qc_fakequant` and `qc_quantize` (cuda/fakequant.cu). */
+typedef struct QcFakeQuantParams {
+    /** const float*: the float32 weight, `numel` elements, contiguous. */
+    uint64_t src;
+    /** float*: the fake-quantized (dequantized) weight, or 0 (`qc_fakequant` only). */
+    uint64_t dst;
+    /** int32_t*: the integer codes, or 0. In QC_FQ_HALF mode a uint16_t* receiving the binary16
+     *  bit patterns instead. */
+    uint64_t codes;
+    /** const double*: `channels` scales (per tensor: 1). float32 scales are widened exactly. */
+    uint64_t scales;
+    /** const int64_t*: `channels` integer zero points (INT modes, DECOMPOSED with zp_is_float 0). */
+    uint64_t zero_points_i64;
+    /** const float*: `channels` float zero points (FLOAT_ZP, DECOMPOSED with zp_is_float 1). */
+    uint64_t zero_points_f32;
+    /** unsigned long long*, or 0: receives atomicMin(flat index) of any NaN/inf input element.
+     *  The host initialises it to ~0ull; any other value afterwards is a NonFiniteWeight error. */
+    uint64_t first_nonfinite;
+    /** Number of weight elements. */
+    uint64_t numel;
+    /** Channels along the quantization axis (1 per tensor). */
+    uint64_t channels;
+    /** Product of the weight dims after the axis (per tensor: numel). Element i has channel
+     *  (i / inner) % channels. */
+    uint64_t inner;
+    /** Lowest integer code (dtype range, or quant_min on the decomposed path). */
+    int64_t qmin;
+    /** Highest integer code (dtype range, or quant_max on the decomposed path). */
+    int64_t qmax;
+    /** A QcFakeQuantMode value. */
+    int32_t mode;
+    /** DECOMPOSED_F32 only: 1 for the per-channel formulas, 0 for per tensor. */
+    int32_t per_channel;
+    /** DECOMPOSED modes only: 1 when the zero points are float (zero_points_f32 is read). */
+    int32_t zp_is_float;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
+} QcFakeQuantParams;
+
+/* ---------------------------------------------------------------------------------------------
+ * Convolution (cuda/conv.cu, cuda/conv_transpose.cu). The problem is the one of `ConvProblem`
+ * in src/cpu/mod.rs: three spatial dimensions [D, H, W] (1-d and 2-d add unit dimensions in
+ * front), NCDHW activations, out_size computed by the host.
+ * ------------------------------------------------------------------------------------------- */
+
+/** How a forward convolution reads outside the input (value of QcConvParams.pad_mode). */
+enum QcPadMode {
+    /** Read zeros. */
+    QC_PAD_ZEROS = 0,
+    /** Mirror without repeating the edge: i < 0 reads -i, i >= L reads 2(L-1) - i. */
+    QC_PAD_REFLECT = 1,
+    /** Repeat the edge: i is clamped to [0, L-1]. */
+    QC_PAD_REPLICATE = 2,
+    /** Wrap around: i < 0 reads i + L, i >= L reads i - L. */
+    QC_PAD_CIRCULAR = 3
+};
+
+/** Argument of every convolution kernel (forward, transposed, tiled and direct). */
+typedef struct QcConvParams {
+    /** const T*: input activations [batch, in_channels, in_size[0..3]] in the activation dtype. */
+    uint64_t x;
+    /** const float*: the (fake-quantized) weight. Element (group g, output channel m within the
+     *  group, input channel c within the group, tap t) is at
+     *  g*w_stride_group + m*w_stride_m + c*w_stride_c + t*w_stride_tap. */
+    uint64_t w;
+    /** const float*: bias [out_channels], or 0 when has_bias is 0. */
+    uint64_t bias;
+    /** T*: output [batch, out_channels, out_size[0..3]] in the activation dtype. */
+    uint64_t y;
+    /** Weight stride between groups (elements). */
+    int64_t w_stride_group;
+    /** Weight stride between output channels of a group. */
+    int64_t w_stride_m;
+    /** Weight stride between input channels of a group. */
+    int64_t w_stride_c;
+    /** Weight stride between kernel taps (flattened kd*kh*kw). */
+    int64_t w_stride_tap;
+    /** in_size[0] * in_size[1] * in_size[2]. */
+    int64_t in_spatial;
+    /** out_size[0] * out_size[1] * out_size[2]. */
+    int64_t out_spatial;
+    /** Elements of one phase sub-grid: sub_size[0] * sub_size[1] * sub_size[2]. */
+    int64_t sub_spatial;
+    /** GEMM columns per phase: batch * sub_spatial. */
+    int64_t n_cols;
+    /** Batch size N. */
+    int32_t batch;
+    /** Input channels C. */
+    int32_t in_channels;
+    /** Output channels K. */
+    int32_t out_channels;
+    /** Groups (divides C and K). */
+    int32_t groups;
+    /** Input channels per group, C / groups. */
+    int32_t cg;
+    /** Output channels per group, K / groups. */
+    int32_t kg;
+    /** Input spatial size [D, H, W]. */
+    int32_t in_size[3];
+    /** Output spatial size [D, H, W]. */
+    int32_t out_size[3];
+    /** Kernel size. */
+    int32_t kernel[3];
+    /** Stride. */
+    int32_t stride[3];
+    /** Leading padding (forward: before the input; transposed: the `padding` argument). */
+    int32_t pad[3];
+    /** Dilation. */
+    int32_t dilation[3];
+    /** Per-phase output sub-grid: transposed ceil(out_size / stride), forward out_size. */
+    int32_t sub_size[3];
+    /** Phases per dimension: transposed stride, forward 1. */
+    int32_t phases[3];
+    /** kernel[0] * kernel[1] * kernel[2]. */
+    int32_t taps;
+    /** phases[0] * phases[1] * phases[2]. */
+    int32_t num_phases;
+    /** A QcPadMode value (transposed: always QC_PAD_ZEROS). */
+    int32_t pad_mode;
+    /** 1 for a transposed convolution (gather form). */
+    int32_t transposed;
+    /** 1 when `bias` points to out_channels floats. */
+    int32_t has_bias;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
+} QcConvParams;
+
+#endif /* QCONV_PARAMS_H */

@@ -1,0 +1,449 @@
+//! The compiled-kernel cache: in memory and on disk.
+//!
+//! A [`KernelCache`] returns the CUBIN of a kernel source for an architecture, compiling it with
+//! NVRTC only when neither cache has it (DESIGN.md principle 6):
+//!
+//! * **in memory**, keyed like the disk entries, so one cache serves every device of a process
+//!   (devices of the same architecture share entries);
+//! * **on disk**, one file per entry named `<source>-<arch>-<key>.cubin`, where the key is a
+//!   128-bit hash of the source and headers, the complete option list, the NVRTC version and the
+//!   architecture. The directory is a constructor argument; [`KernelCache::from_env`] uses
+//!   `$QCONV_CACHE_DIR`, else `$XDG_CACHE_HOME/qconv`, else `~/.cache/qconv`, and
+//!   `QCONV_KERNEL_CACHE=off` disables the disk cache.
+//!
+//! Entries carry a header with the key, the lengths and a checksum; a file that is truncated,
+//! corrupt or belongs to another key is recompiled and rewritten, never trusted. Writes go to a
+//! temporary file that is renamed into place, so readers never see a partial entry. An unwritable
+//! directory produces one warning on stderr and the cache carries on in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::kernels::{KernelSource, HEADERS};
+use super::nvrtc::{self, parse_ptxas_log, Arch, CompiledKernel};
+use crate::error::Result;
+
+/// Magic bytes at the start of every cache file (the trailing digit is the format version).
+const MAGIC: &[u8; 8] = b"QCKCUBN1";
+/// Bytes before the log: magic, key, NVRTC version, arch, compile time, lengths, checksum.
+const HEADER_LEN: usize = 8 + 16 + 8 + 8 + 8 + 8 + 8 + 8;
+
+/// Counters of what a [`KernelCache`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests answered from memory.
+    pub memory_hits: u64,
+    /// Requests answered from a valid disk entry.
+    pub disk_hits: u64,
+    /// NVRTC compilations.
+    pub compiles: u64,
+    /// Disk entries found corrupt (and recompiled).
+    pub corrupt_entries: u64,
+    /// Disk entries that could not be written.
+    pub write_failures: u64,
+}
+
+/// The cache key of one compilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub u128);
+
+impl CacheKey {
+    /// Hash of everything that determines the CUBIN.
+    pub fn new(source: KernelSource, arch: Arch, options: &[String], nvrtc_version: (i32, i32)) -> Self {
+        let mut h = Hasher128::new();
+        h.field(b"qconv kernel cache v1");
+        h.field(source.file_name().as_bytes());
+        h.field(source.source().as_bytes());
+        for (name, text) in HEADERS {
+            h.field(name.as_bytes());
+            h.field(text.as_bytes());
+        }
+        for o in options {
+            h.field(o.as_bytes());
+        }
+        h.field(format!("nvrtc {}.{}", nvrtc_version.0, nvrtc_version.1).as_bytes());
+        h.field(arch.to_string().as_bytes());
+        CacheKey(h.finish())
+    }
+
+    /// 32 hexadecimal digits.
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+/// FNV-1a over bytes, 64-bit (stable across Rust versions, unlike `DefaultHasher`).
+fn fnv1a64(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Two independent FNV-1a lanes (different offsets) over length-prefixed fields: 128 bits, so
+/// that accidental collisions between cache entries are out of the question. (Not a
+/// cryptographic hash: the cache directory is trusted as much as the user's home directory.)
+struct Hasher128 {
+    a: u64,
+    b: u64,
+}
+
+impl Hasher128 {
+    fn new() -> Self {
+        Hasher128 { a: FNV_OFFSET, b: FNV_OFFSET ^ 0x9e37_79b9_7f4a_7c15 }
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        let len = (bytes.len() as u64).to_le_bytes();
+        self.a = fnv1a64(fnv1a64(self.a, &len), bytes);
+        self.b = fnv1a64(fnv1a64(self.b, bytes), &len);
+    }
+
+    fn finish(&self) -> u128 {
+        ((self.a as u128) << 64) | self.b as u128
+    }
+}
+
+/// Checksum of a cache file's contents (header fields before the checksum, log, CUBIN).
+fn checksum(parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV_OFFSET, |h, p| fnv1a64(h, p))
+}
+
+/// Serialises an entry (format: see [`decode_entry`]).
+fn encode_entry(key: CacheKey, k: &CompiledKernel) -> Vec<u8> {
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&key.0.to_le_bytes());
+    head.extend_from_slice(&k.nvrtc_version.0.to_le_bytes());
+    head.extend_from_slice(&k.nvrtc_version.1.to_le_bytes());
+    head.extend_from_slice(&k.arch.major.to_le_bytes());
+    head.extend_from_slice(&k.arch.minor.to_le_bytes());
+    head.extend_from_slice(&(k.compile_time.as_micros() as u64).to_le_bytes());
+    head.extend_from_slice(&(k.log.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(k.cubin.len() as u64).to_le_bytes());
+    let sum = checksum(&[&head, k.log.as_bytes(), &k.cubin]);
+    head.extend_from_slice(&sum.to_le_bytes());
+    debug_assert_eq!(head.len(), HEADER_LEN);
+    let mut out = head;
+    out.extend_from_slice(k.log.as_bytes());
+    out.extend_from_slice(&k.cubin);
+    out
+}
+
+/// Parses and verifies an entry; `None` when anything is off (wrong magic, key, arch or lengths,
+/// checksum mismatch, invalid UTF-8 log, empty CUBIN).
+///
+/// Layout (little endian): magic `[u8; 8]`, key `u128`, NVRTC major/minor `i32`, arch
+/// major/minor `u32`, compile time in µs `u64`, log length `u64`, CUBIN length `u64`, checksum
+/// `u64`, log bytes, CUBIN bytes.
+fn decode_entry(
+    bytes: &[u8],
+    key: CacheKey,
+    source: KernelSource,
+    arch: Arch,
+    options: &[String],
+) -> Option<CompiledKernel> {
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if u128::from_le_bytes(bytes[8..24].try_into().expect("16 bytes")) != key.0 {
+        return None;
+    }
+    let nvrtc_version = (u32_at(24) as i32, u32_at(28) as i32);
+    let file_arch = Arch::new(u32_at(32), u32_at(36));
+    let compile_us = u64_at(40);
+    let log_len = usize::try_from(u64_at(48)).ok()?;
+    let cubin_len = usize::try_from(u64_at(56)).ok()?;
+    let sum = u64_at(64);
+    if file_arch != arch || cubin_len == 0 || HEADER_LEN.checked_add(log_len)?.checked_add(cubin_len)? != bytes.len() {
+        return None;
+    }
+    let log = &bytes[HEADER_LEN..HEADER_LEN + log_len];
+    let cubin = &bytes[HEADER_LEN + log_len..];
+    if checksum(&[&bytes[..64], log, cubin]) != sum {
+        return None;
+    }
+    let log = String::from_utf8(log.to_vec()).ok()?;
+    Some(CompiledKernel {
+        source,
+        arch,
+        options: options.to_vec(),
+        nvrtc_version,
+        cubin: cubin.to_vec(),
+        resources: parse_ptxas_log(&log),
+        log,
+        compile_time: Duration::from_micros(compile_us),
+        from_disk_cache: true,
+    })
+}
+
+/// Compiled kernels in memory and (optionally) on disk. `Send + Sync`; share it per process.
+#[derive(Debug)]
+pub struct KernelCache {
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<CacheKey, Arc<CompiledKernel>>>,
+    warned: AtomicBool,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    compiles: AtomicU64,
+    corrupt: AtomicU64,
+    write_failures: AtomicU64,
+}
+
+impl KernelCache {
+    /// A cache that stores entries under `dir` (created on first write), or only in memory when
+    /// `dir` is `None`.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        KernelCache {
+            dir,
+            memory: Mutex::new(HashMap::new()),
+            warned: AtomicBool::new(false),
+            memory_hits: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// A cache without a disk part.
+    pub fn memory_only() -> Self {
+        KernelCache::new(None)
+    }
+
+    /// The cache configured by the environment: disabled on disk when `QCONV_KERNEL_CACHE` is
+    /// `off`, `0`, `false` or `no`; otherwise in `$QCONV_CACHE_DIR` if set, else
+    /// [`KernelCache::default_dir`].
+    pub fn from_env() -> Self {
+        let disabled = std::env::var("QCONV_KERNEL_CACHE")
+            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no"))
+            .unwrap_or(false);
+        if disabled {
+            return KernelCache::memory_only();
+        }
+        let dir = std::env::var_os("QCONV_CACHE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
+        KernelCache::new(dir.or_else(KernelCache::default_dir))
+    }
+
+    /// `$XDG_CACHE_HOME/qconv`, else `$HOME/.cache/qconv`; `None` when neither variable is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let base = xdg
+            .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("qconv"))
+    }
+
+    /// The disk directory, if the disk cache is enabled.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            compiles: self.compiles.load(Ordering::Relaxed),
+            corrupt_entries: self.corrupt.load(Ordering::Relaxed),
+            write_failures: self.write_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The key and file of an entry (the file only when the disk cache is enabled).
+    ///
+    /// Needs the NVRTC version, so it fails like [`nvrtc::compile`] when NVRTC is unavailable.
+    pub fn entry_path(&self, source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Option<PathBuf>> {
+        let version = nvrtc::nvrtc_available()?;
+        let options = nvrtc::full_options(source, arch, extra);
+        let key = CacheKey::new(source, arch, &options, version);
+        Ok(self.file_for(source, arch, key))
+    }
+
+    fn file_for(&self, source: KernelSource, arch: Arch, key: CacheKey) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{}-{}-{}.cubin", source.name(), arch, key.hex())))
+    }
+
+    /// The compiled `source` for `arch` (with `extra` NVRTC options): from memory, else from disk,
+    /// else compiled now (and stored in both).
+    pub fn get(&self, source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Arc<CompiledKernel>> {
+        let version = nvrtc::nvrtc_available()?;
+        let options = nvrtc::full_options(source, arch, extra);
+        let key = CacheKey::new(source, arch, &options, version);
+        if let Some(k) = self.lock().get(&key) {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Arc::clone(k));
+        }
+        let file = self.file_for(source, arch, key);
+        if let Some(path) = &file {
+            match std::fs::read(path) {
+                Ok(bytes) => match decode_entry(&bytes, key, source, arch, &options) {
+                    Some(k) => {
+                        self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(self.remember(key, k));
+                    }
+                    None => {
+                        self.corrupt.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self.warn_once(&format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        let compiled = nvrtc::compile(source, arch, extra)?;
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = &file {
+            if let Err(e) = write_atomically(path, &encode_entry(key, &compiled)) {
+                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.warn_once(&format!("cannot write {}: {e}", path.display()));
+            }
+        }
+        Ok(self.remember(key, compiled))
+    }
+
+    /// Compiles (or loads) every kernel source for every architecture in `archs`, in order —
+    /// what `qconv warmup` does. One result per (source, architecture); failures do not stop the
+    /// others.
+    pub fn warm_all(&self, archs: &[Arch]) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
+        archs
+            .iter()
+            .flat_map(|&arch| KernelSource::ALL.into_iter().map(move |source| (source, arch)))
+            .map(|(source, arch)| (source, arch, self.get(source, arch, &[])))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<CompiledKernel>>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts).
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: CacheKey, k: CompiledKernel) -> Arc<CompiledKernel> {
+        // Two threads may compile the same entry concurrently; the first one stored wins.
+        Arc::clone(self.lock().entry(key).or_insert_with(|| Arc::new(k)))
+    }
+
+    fn warn_once(&self, what: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            eprintln!("qconv: warning: kernel cache: {what}; continuing without the disk cache for this entry (set QCONV_CACHE_DIR or QCONV_KERNEL_CACHE=off)");
+        }
+    }
+}
+
+impl Default for KernelCache {
+    /// [`KernelCache::from_env`].
+    fn default() -> Self {
+        KernelCache::from_env()
+    }
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CompiledKernel {
+        CompiledKernel {
+            source: KernelSource::FakeQuant,
+            arch: Arch::new(8, 0),
+            options: vec!["-arch=sm_80".into()],
+            nvrtc_version: (13, 2),
+            cubin: (0..200u8).collect(),
+            log: "ptxas info    : Compiling entry function 'qc_quantize' for 'sm_80'\nptxas info    : Used 32 registers, used 0 barriers\n".into(),
+            resources: vec![],
+            compile_time: Duration::from_micros(1234),
+            from_disk_cache: false,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_reject_any_damage() {
+        let k = sample();
+        let key = CacheKey::new(k.source, k.arch, &k.options, k.nvrtc_version);
+        let bytes = encode_entry(key, &k);
+        let back = decode_entry(&bytes, key, k.source, k.arch, &k.options).expect("valid entry");
+        assert_eq!(back.cubin, k.cubin);
+        assert_eq!(back.log, k.log);
+        assert_eq!(back.nvrtc_version, (13, 2));
+        assert_eq!(back.compile_time, Duration::from_micros(1234));
+        assert!(back.from_disk_cache);
+        assert_eq!(back.resources.len(), 1);
+        assert_eq!(back.resources[0].registers, 32);
+
+        // Every single-byte corruption and every truncation is detected.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            assert!(decode_entry(&bad, key, k.source, k.arch, &k.options).is_none(), "flip at {i}");
+        }
+        for len in [0, 7, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
+            assert!(decode_entry(&bytes[..len], key, k.source, k.arch, &k.options).is_none(), "truncated to {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_entry(&longer, key, k.source, k.arch, &k.options).is_none());
+        // Another key or architecture is not this entry.
+        assert!(decode_entry(&bytes, CacheKey(key.0 ^ 1), k.source, k.arch, &k.options).is_none());
+        assert!(decode_entry(&bytes, key, k.source, Arch::new(9, 0), &k.options).is_none());
+    }
+
+    #[test]
+    fn keys_depend_on_every_input() {
+        let o = vec!["-arch=sm_80".to_string()];
+        let base = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 2));
+        assert_eq!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::ConvTranspose, Arch::new(8, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(9, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 1)));
+        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["-lineinfo".into()], (13, 2)));
+        // Field boundaries matter: ["ab", "c"] differs from ["a", "bc"].
+        let ab = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["ab".into(), "c".into()], (13, 2));
+        let bc = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["a".into(), "bc".into()], (13, 2));
+        assert_ne!(ab, bc);
+        assert_eq!(base.hex().len(), 32);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporaries() {
+        let dir = std::env::temp_dir().join(format!("qconv-cache-unit-{}", std::process::id()));
+        let path = dir.join("sub").join("entry.cubin");
+        write_atomically(&path, b"one").unwrap();
+        write_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_dir_and_memory_only() {
+        assert!(KernelCache::memory_only().dir().is_none());
+        if let Some(d) = KernelCache::default_dir() {
+            assert!(d.ends_with("qconv"));
+        }
+        let c = KernelCache::new(Some(PathBuf::from("/nonexistent/qconv")));
+        assert_eq!(c.dir(), Some(Path::new("/nonexistent/qconv")));
+        assert_eq!(c.stats(), CacheStats::default());
+    }
+}

@@ -1,0 +1,320 @@
+//! Every CUDA kernel qconv compiles: the sources in `cuda/`, the headers they include, and the
+//! list of entry points (kernel variants) each source instantiates.
+//!
+//! A [`KernelSource`] is one NVRTC program (one `.cu` file); it is compiled once per architecture
+//! into one CUBIN holding all of its entry points. [`VARIANTS`] lists every entry point with what
+//! it computes, so tests, `qconv warmup` and the runtime iterate one list. The entry names are
+//! the `extern "C"` symbols defined in the sources; `tests/nvrtc.rs` checks that every listed
+//! variant appears in the compiled program and that no compiled entry is missing from the list.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+/// The headers every kernel source may include, as `(include name, contents)`; passed to NVRTC
+/// as named headers (no file system access at compile time).
+pub const HEADERS: &[(&str, &str)] = &[
+    ("params.h", include_str!("../../cuda/params.h")),
+    ("common.cuh", include_str!("../../cuda/common.cuh")),
+    ("conv_igemm.cuh", include_str!("../../cuda/conv_igemm.cuh")),
+];
+
+/// One kernel source file (one NVRTC program).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelSource {
+    /// `cuda/fakequant.cu`: fake-quant and quantize-only kernels.
+    FakeQuant,
+    /// `cuda/conv.cu`: forward convolution (implicit GEMM and direct).
+    Conv,
+    /// `cuda/conv_transpose.cu`: transposed convolution in gather form.
+    ConvTranspose,
+}
+
+impl KernelSource {
+    /// Every source, in a fixed order.
+    pub const ALL: [KernelSource; 3] = [KernelSource::FakeQuant, KernelSource::Conv, KernelSource::ConvTranspose];
+
+    /// Short name (`"fakequant"`, `"conv"`, `"conv_transpose"`), used in cache file names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KernelSource::FakeQuant => "fakequant",
+            KernelSource::Conv => "conv",
+            KernelSource::ConvTranspose => "conv_transpose",
+        }
+    }
+
+    /// File name inside `cuda/` (also the NVRTC program name, so compiler messages name it).
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            KernelSource::FakeQuant => "fakequant.cu",
+            KernelSource::Conv => "conv.cu",
+            KernelSource::ConvTranspose => "conv_transpose.cu",
+        }
+    }
+
+    /// The source text, embedded at build time.
+    pub fn source(&self) -> &'static str {
+        match self {
+            KernelSource::FakeQuant => include_str!("../../cuda/fakequant.cu"),
+            KernelSource::Conv => include_str!("../../cuda/conv.cu"),
+            KernelSource::ConvTranspose => include_str!("../../cuda/conv_transpose.cu"),
+        }
+    }
+
+    /// Compiler options specific to this source, added after [`crate::cuda::nvrtc::BASE_OPTIONS`]
+    /// (macro defines would go here; every variant is currently a template instantiation).
+    pub fn options(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The entry points this source defines.
+    pub fn variants(&self) -> impl Iterator<Item = &'static KernelVariant> {
+        let source = *self;
+        VARIANTS.iter().filter(move |v| v.source == source)
+    }
+}
+
+impl fmt::Display for KernelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+impl FromStr for KernelSource {
+    type Err = Error;
+    /// Parses a short name or file name (`"conv"` or `"conv.cu"`).
+    fn from_str(s: &str) -> Result<Self> {
+        KernelSource::ALL.into_iter().find(|k| k.name() == s || k.file_name() == s).ok_or_else(|| Error::Parse {
+            what: "kernel source",
+            value: s.to_string(),
+            expected: "fakequant, conv or conv_transpose".into(),
+        })
+    }
+}
+
+/// A tile configuration of the implicit-GEMM convolution (`QcTile` in `cuda/conv_igemm.cuh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvTile {
+    /// 128×128 block tile, BK 8, 8×8 outputs per thread: large problems.
+    T128,
+    /// 64×64 block tile, BK 16, 4×4 outputs per thread: medium problems or few blocks.
+    T64,
+    /// 32×128 block tile, BK 8, 4×4 outputs per thread: few output channels per group.
+    M32,
+}
+
+impl ConvTile {
+    /// Every tile configuration.
+    pub const ALL: [ConvTile; 3] = [ConvTile::T128, ConvTile::T64, ConvTile::M32];
+
+    /// Rows of the block tile (output channels of a group), `BM`.
+    pub fn bm(&self) -> u32 {
+        match self {
+            ConvTile::T128 => 128,
+            ConvTile::T64 => 64,
+            ConvTile::M32 => 32,
+        }
+    }
+
+    /// Columns of the block tile (output positions), `BN`.
+    pub fn bn(&self) -> u32 {
+        match self {
+            ConvTile::T128 | ConvTile::M32 => 128,
+            ConvTile::T64 => 64,
+        }
+    }
+
+    /// Depth of one reduction step (input channels per step), `BK`.
+    pub fn bk(&self) -> u32 {
+        match self {
+            ConvTile::T128 | ConvTile::M32 => 8,
+            ConvTile::T64 => 16,
+        }
+    }
+
+    /// Threads per block (always 256).
+    pub fn threads(&self) -> u32 {
+        256
+    }
+
+    /// Shared memory of the A and B tiles in bytes (double buffered, A rows padded by `32 / BK`
+    /// floats); the kernel adds a few dozen bytes for the phase's tap set (see ptxas' report).
+    pub fn shared_bytes(&self) -> u32 {
+        let (bm, bn, bk) = (self.bm(), self.bn(), self.bk());
+        4 * 2 * bk * ((bm + 32 / bk) + bn)
+    }
+
+    /// Suffix of the entry names (`"t128"`, `"t64"`, `"m32"`).
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            ConvTile::T128 => "t128",
+            ConvTile::T64 => "t64",
+            ConvTile::M32 => "m32",
+        }
+    }
+}
+
+/// How a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvAlgo {
+    /// Tiled implicit GEMM with the given tile.
+    Tiled(ConvTile),
+    /// Direct kernel: one thread per 4 consecutive outputs along W (depthwise, small `C/groups`).
+    Direct,
+}
+
+/// What a kernel entry point computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKind {
+    /// `qc_fakequant`: quantize then dequantize (`get_weight()`), optional codes.
+    FakeQuant,
+    /// `qc_quantize`: integer codes only (`get_quantized_weight()`).
+    Quantize,
+    /// A convolution (forward or transposed, see [`KernelVariant::transposed`]).
+    Conv(ConvAlgo),
+}
+
+/// One kernel entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelVariant {
+    /// The `extern "C"` symbol.
+    pub name: &'static str,
+    /// The program that defines it.
+    pub source: KernelSource,
+    /// What it computes.
+    pub kind: KernelKind,
+    /// Activation dtype (convolutions); `None` for the weight kernels (float32 weights).
+    pub dtype: Option<DType>,
+    /// Transposed convolution (gather form).
+    pub transposed: bool,
+    /// The C++ template instantiation behind the entry point.
+    pub instantiation: &'static str,
+}
+
+macro_rules! conv_variants {
+    ($($name:literal, $src:ident, $tr:literal, $dt:ident, $algo:expr, $inst:literal;)*) => {
+        &[
+            KernelVariant {
+                name: "qc_fakequant",
+                source: KernelSource::FakeQuant,
+                kind: KernelKind::FakeQuant,
+                dtype: None,
+                transposed: false,
+                instantiation: "qc_fq_dispatch<true>",
+            },
+            KernelVariant {
+                name: "qc_quantize",
+                source: KernelSource::FakeQuant,
+                kind: KernelKind::Quantize,
+                dtype: None,
+                transposed: false,
+                instantiation: "qc_fq_dispatch<false>",
+            },
+            $(KernelVariant {
+                name: $name,
+                source: KernelSource::$src,
+                kind: KernelKind::Conv($algo),
+                dtype: Some(DType::$dt),
+                transposed: $tr,
+                instantiation: $inst,
+            },)*
+        ]
+    };
+}
+
+/// Every kernel variant, grouped by source.
+pub static VARIANTS: &[KernelVariant] = conv_variants![
+    "qc_conv_fwd_f32_t128", Conv, false, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, false>";
+    "qc_conv_fwd_f32_t64", Conv, false, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, false>";
+    "qc_conv_fwd_f32_m32", Conv, false, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, false>";
+    "qc_conv_fwd_f16_t128", Conv, false, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, false>";
+    "qc_conv_fwd_f16_t64", Conv, false, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, false>";
+    "qc_conv_fwd_f16_m32", Conv, false, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, false>";
+    "qc_conv_fwd_bf16_t128", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, false>";
+    "qc_conv_fwd_bf16_t64", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, false>";
+    "qc_conv_fwd_bf16_m32", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, false>";
+    "qc_conv_fwd_f32_direct", Conv, false, F32, ConvAlgo::Direct, "qc_conv_direct<float, false>";
+    "qc_conv_fwd_f16_direct", Conv, false, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, false>";
+    "qc_conv_fwd_bf16_direct", Conv, false, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, false>";
+    "qc_conv_tr_f32_t128", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, true>";
+    "qc_conv_tr_f32_t64", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, true>";
+    "qc_conv_tr_f32_m32", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, true>";
+    "qc_conv_tr_f16_t128", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, true>";
+    "qc_conv_tr_f16_t64", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, true>";
+    "qc_conv_tr_f16_m32", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, true>";
+    "qc_conv_tr_bf16_t128", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, true>";
+    "qc_conv_tr_bf16_t64", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, true>";
+    "qc_conv_tr_bf16_m32", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, true>";
+    "qc_conv_tr_f32_direct", ConvTranspose, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
+    "qc_conv_tr_f16_direct", ConvTranspose, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
+    "qc_conv_tr_bf16_direct", ConvTranspose, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
+];
+
+/// Looks a variant up by its entry name.
+pub fn variant(name: &str) -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| v.name == name)
+}
+
+/// The convolution entry point for a direction, activation dtype and algorithm.
+pub fn conv_variant(transposed: bool, dtype: DType, algo: ConvAlgo) -> &'static KernelVariant {
+    VARIANTS
+        .iter()
+        .find(|v| v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo))
+        .expect("VARIANTS covers every (direction, dtype, algorithm)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_defined_in_their_source() {
+        let mut seen = HashSet::new();
+        for v in VARIANTS {
+            assert!(seen.insert(v.name), "duplicate variant {}", v.name);
+            let needle = format!("{}(", v.name);
+            let defined = v.source.source().contains(&needle) || v.source.source().contains(&format!("({},", v.name));
+            assert!(defined, "{} is not defined in {}", v.name, v.source.file_name());
+        }
+    }
+
+    #[test]
+    fn every_conv_combination_exists() {
+        for transposed in [false, true] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                for algo in ConvTile::ALL.map(ConvAlgo::Tiled).into_iter().chain([ConvAlgo::Direct]) {
+                    let v = conv_variant(transposed, dtype, algo);
+                    assert_eq!(v.source, if transposed { KernelSource::ConvTranspose } else { KernelSource::Conv });
+                }
+            }
+        }
+        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4);
+    }
+
+    #[test]
+    fn sources_parse_and_include_only_known_headers() {
+        for s in KernelSource::ALL {
+            assert_eq!(s.name().parse::<KernelSource>().unwrap(), s);
+            assert_eq!(s.file_name().parse::<KernelSource>().unwrap(), s);
+            for text in std::iter::once(s.source()).chain(HEADERS.iter().map(|h| h.1)) {
+                // params.h includes <stdint.h> for host compilers (bindgen) only.
+                let includes =
+                    text.lines().filter(|l| l.trim_start().starts_with("#include") && !l.contains("<stdint.h>"));
+                for line in includes {
+                    assert!(HEADERS.iter().any(|(name, _)| line.contains(&format!("\"{name}\""))), "{line}");
+                }
+            }
+        }
+        assert!("nope".parse::<KernelSource>().is_err());
+    }
+
+    #[test]
+    fn shared_memory_formula_matches_the_tiles() {
+        assert_eq!(ConvTile::T128.shared_bytes(), 16640);
+        assert_eq!(ConvTile::T64.shared_bytes(), 16640);
+        assert_eq!(ConvTile::M32.shared_bytes(), 10496);
+    }
+}

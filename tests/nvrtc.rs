@@ -1,0 +1,216 @@
+//! NVRTC compile checks: every kernel variant compiles for sm_80 and sm_90 wherever libnvrtc is
+//! found (no GPU needed), with no register spills; and the kernel cache stores, reloads and
+//! repairs its disk entries.
+//!
+//! Without libnvrtc each test prints `skipped: <reason>` and passes. To run them here:
+//! `LD_LIBRARY_PATH=<dir of libnvrtc.so.13> cargo test --release --test nvrtc -- --nocapture`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use qconv::cuda::cache::KernelCache;
+use qconv::cuda::kernels::{ConvAlgo, KernelKind, KernelSource, VARIANTS};
+use qconv::cuda::nvrtc::{self, Arch};
+
+/// The architectures CI compiles for.
+const ARCHS: [Arch; 2] = [Arch::new(8, 0), Arch::new(9, 0)];
+
+/// `Some(reason)` when NVRTC cannot be used here.
+fn skip_reason() -> Option<String> {
+    match nvrtc::nvrtc_available() {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qconv-nvrtc-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn every_kernel_variant_compiles_without_spills() {
+    if let Some(reason) = skip_reason() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let version = nvrtc::nvrtc_available().unwrap();
+    println!("NVRTC {}.{}", version.0, version.1);
+    println!(
+        "{:<24} {:<6} {:>10} {:>5} {:>12} {:>6} {:>6}",
+        "kernel", "arch", "compile", "regs", "spill st/ld", "stack", "smem"
+    );
+    let mut failures = Vec::new();
+    for arch in ARCHS {
+        for source in KernelSource::ALL {
+            let k = match nvrtc::compile(source, arch, &[]) {
+                Ok(k) => k,
+                Err(e) => {
+                    failures.push(format!("{source} for {arch}: {e}"));
+                    continue;
+                }
+            };
+            assert!(!k.cubin.is_empty());
+            assert_eq!(k.arch, arch);
+            // The compiled entry points are exactly the listed variants.
+            let compiled: BTreeSet<&str> = k.resources.iter().map(|r| r.name.as_str()).collect();
+            let listed: BTreeSet<&str> = source.variants().map(|v| v.name).collect();
+            assert_eq!(compiled, listed, "{source} for {arch}: entry points differ from kernels::VARIANTS");
+            // The compile time is per program (one NVRTC run compiles all of its entry points).
+            let program_ms = format!("{}ms*", k.compile_time.as_millis());
+            for (i, v) in source.variants().enumerate() {
+                let r = k.resources_of(v.name).expect("listed above");
+                println!(
+                    "{:<24} {:<6} {:>10} {:>5} {:>12} {:>6} {:>6}",
+                    v.name,
+                    arch.to_string(),
+                    if i == 0 { program_ms.as_str() } else { "" },
+                    r.registers,
+                    format!("{}/{}", r.spill_stores, r.spill_loads),
+                    r.stack_frame,
+                    r.shared_bytes
+                );
+                if r.spills() {
+                    failures.push(format!("{} spills on {arch}: {r:?}", v.name));
+                }
+                if r.registers == 0 || r.registers > 255 {
+                    failures.push(format!("{} reports {} registers on {arch}", v.name, r.registers));
+                }
+                if let KernelKind::Conv(ConvAlgo::Tiled(tile)) = v.kind {
+                    // The tiles plus the tap set (a few dozen bytes).
+                    let tiles = tile.shared_bytes();
+                    assert!(
+                        (tiles..=tiles + 64).contains(&r.shared_bytes),
+                        "{}: {} bytes of shared memory",
+                        v.name,
+                        r.shared_bytes
+                    );
+                    // Static shared memory stays below the 48 KiB that needs no opt-in.
+                    assert!(r.shared_bytes <= 48 * 1024, "{} needs opt-in shared memory", v.name);
+                }
+            }
+        }
+    }
+    println!("(* compile time of the whole program: one NVRTC run per source file and architecture)");
+    assert!(failures.is_empty(), "NVRTC compile check failed:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn variant_list_covers_every_source() {
+    // Pure bookkeeping; runs everywhere.
+    for source in KernelSource::ALL {
+        assert!(source.variants().count() > 0, "{source} has no variants");
+    }
+    assert_eq!(VARIANTS.iter().filter(|v| v.kind == KernelKind::FakeQuant).count(), 1);
+    assert_eq!(VARIANTS.iter().filter(|v| v.kind == KernelKind::Quantize).count(), 1);
+}
+
+#[test]
+fn kernel_cache_compiles_once_reloads_from_disk_and_repairs_corruption() {
+    if let Some(reason) = skip_reason() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let dir = scratch_dir("cache");
+    let arch = Arch::new(8, 0);
+    let source = KernelSource::FakeQuant;
+
+    // 1. Compile: one NVRTC run, one file on disk.
+    let first = KernelCache::new(Some(dir.clone()));
+    let a = first.get(source, arch, &[]).unwrap();
+    assert!(!a.from_disk_cache);
+    let again = first.get(source, arch, &[]).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &again), "second request is served from memory");
+    let s = first.stats();
+    assert_eq!((s.compiles, s.memory_hits, s.disk_hits), (1, 1, 0));
+    let path = first.entry_path(source, arch, &[]).unwrap().expect("disk cache enabled");
+    assert!(path.is_file(), "{} was not written", path.display());
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "only the entry, no temporaries");
+
+    // 2. A fresh cache (new process, in effect) reloads it without compiling.
+    let second = KernelCache::new(Some(dir.clone()));
+    let b = second.get(source, arch, &[]).unwrap();
+    assert!(b.from_disk_cache);
+    assert_eq!(b.cubin, a.cubin);
+    assert_eq!(b.resources, a.resources, "resource report survives the round trip");
+    let s = second.stats();
+    assert_eq!((s.compiles, s.disk_hits, s.corrupt_entries), (0, 1, 0));
+
+    // 3. Corrupt the file: detected, recompiled and rewritten.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let third = KernelCache::new(Some(dir.clone()));
+    let c = third.get(source, arch, &[]).unwrap();
+    assert!(!c.from_disk_cache);
+    assert_eq!(c.cubin, a.cubin, "NVRTC is deterministic");
+    let s = third.stats();
+    assert_eq!((s.compiles, s.disk_hits, s.corrupt_entries), (1, 0, 1));
+    // ... and the repaired entry is good again.
+    let fourth = KernelCache::new(Some(dir.clone()));
+    assert!(fourth.get(source, arch, &[]).unwrap().from_disk_cache);
+
+    // 4. Truncated file: same.
+    std::fs::write(&path, &bytes[..100]).unwrap();
+    let fifth = KernelCache::new(Some(dir.clone()));
+    assert!(!fifth.get(source, arch, &[]).unwrap().from_disk_cache);
+    assert_eq!(fifth.stats().corrupt_entries, 1);
+
+    // 5. warm_all: every source for the architecture, served from disk where present.
+    let warm = KernelCache::new(Some(dir.clone()));
+    let results = warm.warm_all(&[arch]);
+    assert_eq!(results.len(), KernelSource::ALL.len());
+    assert!(results.iter().all(|(_, a, r)| *a == arch && r.is_ok()));
+    assert_eq!(warm.stats().disk_hits, 1, "fakequant came from disk");
+    assert_eq!(warm.stats().compiles, KernelSource::ALL.len() as u64 - 1);
+
+    // 6. Other options or another architecture are other entries.
+    let sixth = KernelCache::new(Some(dir.clone()));
+    let other = sixth.entry_path(source, arch, &["-lineinfo"]).unwrap().unwrap();
+    assert_ne!(other, path);
+    assert_ne!(sixth.entry_path(source, Arch::new(9, 0), &[]).unwrap().unwrap(), path);
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kernel_cache_survives_an_unwritable_directory() {
+    if let Some(reason) = skip_reason() {
+        println!("skipped: {reason}");
+        return;
+    }
+    // A regular file where the directory should be: every write fails.
+    let blocker = scratch_dir("blocked");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let cache = KernelCache::new(Some(blocker.join("qconv")));
+    let k = cache.get(KernelSource::FakeQuant, Arch::new(9, 0), &[]).unwrap();
+    assert!(!k.cubin.is_empty());
+    assert_eq!(cache.stats().write_failures, 1);
+    // Memory still works.
+    cache.get(KernelSource::FakeQuant, Arch::new(9, 0), &[]).unwrap();
+    assert_eq!(cache.stats().memory_hits, 1);
+    std::fs::remove_file(&blocker).unwrap();
+
+    // Disabled disk cache.
+    let mem = KernelCache::memory_only();
+    mem.get(KernelSource::FakeQuant, Arch::new(9, 0), &[]).unwrap();
+    assert_eq!(mem.entry_path(KernelSource::FakeQuant, Arch::new(9, 0), &[]).unwrap(), None);
+}
+
+#[test]
+fn compile_errors_carry_the_compiler_log() {
+    if let Some(reason) = skip_reason() {
+        println!("skipped: {reason}");
+        return;
+    }
+    // Pre-defining common.cuh's include guard hides qc_half & co.: the source no longer compiles,
+    // and the compiler log must come back in the error.
+    let err = nvrtc::compile(KernelSource::FakeQuant, Arch::new(8, 0), &["-DQCONV_COMMON_CUH"]).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, qconv::Error::KernelCompile { .. }), "{text}");
+    assert!(text.contains("fakequant.cu"), "{text}");
+    assert!(text.contains("error"), "{text}");
+}

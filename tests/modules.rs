@@ -58,7 +58,7 @@ fn random_qparams(rng: &mut Rng, weight: &Tensor, out_axis: usize) -> WeightQPar
         3 => ObserverScheme::PerChannelSymmetric,
         _ => ObserverScheme::PerChannelAffineFloatQParams,
     };
-    let dtype = if rng.next_u64() % 2 == 0 { QuantDType::QInt8 } else { QuantDType::QUInt8 };
+    let dtype = if rng.next_u64().is_multiple_of(2) { QuantDType::QInt8 } else { QuantDType::QUInt8 };
     let mut obs = Observer::new(dtype, scheme).unwrap().ch_axis(out_axis);
     obs.observe(weight).unwrap();
     obs.weight_qparams()

@@ -177,14 +177,14 @@ impl<const D: usize> ConvOptions<D> {
         if self.groups == 0 {
             return Err(Error::config("groups", self.groups, "groups must be a positive integer"));
         }
-        if in_channels % self.groups != 0 {
+        if !in_channels.is_multiple_of(self.groups) {
             return Err(Error::config(
                 "groups",
                 self.groups,
                 format!("in_channels ({in_channels}) must be divisible by groups"),
             ));
         }
-        if out_channels % self.groups != 0 {
+        if !out_channels.is_multiple_of(self.groups) {
             return Err(Error::config(
                 "groups",
                 self.groups,

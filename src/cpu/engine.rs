@@ -25,9 +25,12 @@
 //!   `[cols/NR][kc][NR]` (contiguous copies for the in-bounds part of each output row, remap at the
 //!   edges; any stride, dilation or padding mode) — the general case;
 //! * *padded input*: when the dim-2 input step is 1 (stride-1 forward, every transposed phase) and
-//!   output rows are short, one padded copy of the input is built per call (remap baked in), column
-//!   panels are aligned to output-row runs, and the kernel reads each row of `B` in place
-//!   (leading dimension = the padded plane); no gather at all;
+//!   output rows are short, one padded copy of the input is built per call (remap baked in), and
+//!   the kernel reads each row of `B` in place (leading dimension = the padded plane); no gather
+//!   at all. A panel covers `NR` consecutive columns of the padded plane: consecutive output rows
+//!   share panels (the few padded columns between them are computed and discarded) when that
+//!   wastes less than rounding every row up to `NR` would (e.g. 28-wide rows: 2 of 30 columns
+//!   instead of 4 of 32), otherwise every row starts a new panel;
 //! * *input*: 1×1 stride-1 unpadded forward convolutions read the input itself (flat positions;
 //!   only a ragged last panel is copied).
 //!
@@ -47,10 +50,13 @@
 //!
 //! **Micro-kernels and ISA.** The kernels are written once, generically, so that LLVM
 //! auto-vectorises them (each row of `NR` accumulators is two AVX registers, all kept in registers);
-//! each is instantiated twice: an `avx2,fma` copy (`#[target_feature]`, fused multiply-adds)
-//! selected at run time with `is_x86_feature_detected!`, and a portable copy (plain multiply + add;
-//! fused on aarch64, where NEON always has FMA). Later SIMD kernels (AVX-512, explicit intrinsics,
-//! other tile shapes) plug in as further implementations of the private `Kernel` trait.
+//! each is instantiated three times: an `avx512f` copy (one 16-lane `zmm` register per accumulator
+//! row, weights fed by embedded-broadcast FMAs; on Zen 4 this halves the instructions per FLOP
+//! although the FMA throughput is the same), an `avx2,fma` copy (`#[target_feature]`, fused
+//! multiply-adds), the best selected at run time with `is_x86_feature_detected!`, and a portable
+//! copy (plain multiply + add; fused on aarch64, where NEON always has FMA). The AVX-512 and AVX2
+//! copies run the same fused operations in the same order, so their results are bit-identical.
+//! Further SIMD kernels plug in as implementations of the private `Kernel` trait.
 //!
 //! **Parallelism and determinism.** Rayon runs independent tasks, each owning a disjoint set of
 //! output-row sub-slices (safe `split_at_mut` partitioning, no shared mutable state): GEMM tasks
@@ -63,7 +69,7 @@
 //! kernels round differently).
 //!
 //! **Safety.** The only `unsafe` is the call of the `#[target_feature]` kernel copies, sound
-//! because their token type can only be constructed after the feature detection succeeds. Lengths
+//! because their token types can only be constructed after the feature detection succeeds. Lengths
 //! and geometry are validated up front (checked arithmetic, errors instead of panics), after which
 //! every index stays in bounds by construction (and is still bounds-checked).
 
@@ -81,6 +87,8 @@ const NR: usize = 16;
 const KC: usize = 256;
 /// Largest number of columns a GEMM task computes per sub-convolution (before the `Ct` budget).
 const NC_MAX: usize = 256;
+/// Largest gap (in padded-plane columns) between two output rows that one panel run spans.
+const MAX_GAP: usize = NR / 2;
 /// Longest output row (per phase) for which the GEMM path reads the padded input in place.
 const PADDED_MAX_ROW: usize = 64;
 /// Budget (in `f32`) of the padded input plane the direct path builds per task.
@@ -128,14 +136,14 @@ impl PackedWeight {
         if groups == 0 {
             return Err(Error::config("groups", groups, "must be at least 1"));
         }
-        if in_channels == 0 || in_channels % groups != 0 {
+        if in_channels == 0 || !in_channels.is_multiple_of(groups) {
             return Err(Error::config(
                 "in_channels",
                 in_channels,
                 format!("must be a positive multiple of groups = {groups}"),
             ));
         }
-        if out_channels == 0 || out_channels % groups != 0 {
+        if out_channels == 0 || !out_channels.is_multiple_of(groups) {
             return Err(Error::config(
                 "out_channels",
                 out_channels,
@@ -348,6 +356,52 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn direct_avx2(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
         direct_body::<true>(x, taps, pitch, out)
+    }
+
+    /// AVX-512F kernel: the same generic bodies compiled with 512-bit vectors (one `zmm` register
+    /// per accumulator row of `NR = 16`). Only [`Avx512::detect`] constructs it, after checking the
+    /// CPU. Its fused multiply-adds round exactly like the AVX2 + FMA kernel's.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Avx512(());
+
+    impl Avx512 {
+        pub(super) fn detect() -> Option<Avx512> {
+            (std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+            .then_some(Avx512(()))
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_avx512(
+        a: &[f32],
+        segs: &[ASeg],
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        gemm_body::<true>(a, segs, b, ldb, c, ldc, accumulate)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn direct_avx512(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+        direct_body::<true>(x, taps, pitch, out)
+    }
+
+    impl Kernel for Avx512 {
+        fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+            // SAFETY: an `Avx512` value exists only if `detect` found AVX-512F, AVX2 and FMA on
+            // this CPU, which is all `gemm_avx512` requires beyond what safe Rust guarantees.
+            unsafe { gemm_avx512(a, segs, b, ldb, c, ldc, accumulate) }
+        }
+        fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+            // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
+            unsafe { direct_avx512(x, taps, pitch, out) }
+        }
     }
 
     impl Kernel for Avx2Fma {
@@ -566,17 +620,44 @@ fn remap(mode: PaddingMode, i: isize, len: usize) -> Option<usize> {
 /// transposed convolution, or a reflect/circular padding larger than the input allows;
 /// [`Error::Overflow`] if a size does not fit the index arithmetic.
 pub fn conv(p: &ConvProblem, w: &PackedWeight, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<()> {
-    conv_with(p, w, bias, x, y, false)
+    conv_with(p, w, bias, x, y, Level::Best)
 }
 
-/// [`conv`], optionally restricted to the portable kernels (tests of the non-SIMD fallback).
+/// Which micro-kernels [`conv_with`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    /// The best the CPU has (AVX-512F, else AVX2 + FMA, else portable).
+    Best,
+    /// At most AVX2 + FMA (tests and comparisons).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Avx2,
+    /// The portable kernels only (tests of the non-SIMD fallback).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Portable,
+}
+
+/// The instruction set [`conv`] uses on this CPU (reported by [`super::simd_level`]).
+pub(crate) fn best_level_name() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if x86::Avx512::detect().is_some() {
+            return "avx512f";
+        }
+        if x86::Avx2Fma::detect().is_some() {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}
+
+/// [`conv`] with the micro-kernels of at most `level`.
 fn conv_with(
     p: &ConvProblem,
     w: &PackedWeight,
     bias: Option<&[f32]>,
     x: &[f32],
     y: &mut [f32],
-    portable_only: bool,
+    level: Level,
 ) -> Result<()> {
     if !w.matches(p) {
         return Err(Error::shape(
@@ -641,7 +722,12 @@ fn conv_with(
     let xp = if bsrc == BSource::Padded { build_padded(p, &geo, x) } else { Padded::default() };
     let ctx = Ctx { p, geo, w, bias, x, bsrc, xp };
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if let Some(k) = x86::Avx2Fma::detect().filter(|_| !portable_only) {
+    if let Some(k) = x86::Avx512::detect().filter(|_| level == Level::Best) {
+        ctx.run(k, y);
+        return Ok(());
+    }
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if let Some(k) = x86::Avx2Fma::detect().filter(|_| level != Level::Portable) {
         ctx.run(k, y);
         return Ok(());
     }
@@ -674,23 +760,37 @@ struct Padded {
 /// Whether the GEMM path should read `B` from a padded input copy: the dim-2 input step must be 1
 /// (panels are runs of one output row), rows short (long rows gather efficiently as long
 /// contiguous copies, while reading `kc` far-apart long rows per panel defeats the prefetchers),
-/// enough channels per tap to amortise a kernel segment, little waste from rounding row runs up to
-/// `NR`, and a padded copy of reasonable size.
+/// enough channels per tap to amortise a kernel segment, little waste from computing the padded
+/// columns between rows (or from rounding row runs up to `NR`), and a padded copy of reasonable
+/// size.
 fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
     if geo.cg < 4 || geo.phases[2].iter().any(|ph| ph.in_step != 1 || ph.count > PADDED_MAX_ROW) {
         return false;
     }
-    let (used, rounded) =
-        geo.phases[2].iter().fold((0, 0), |(u, r), ph| (u + ph.count, r + ph.count.div_ceil(NR) * NR));
-    if rounded * 4 > used * 5 {
+    let Some((_, dims)) = padded_extent(geo) else { return false };
+    // Consecutive rows of a phase share panels when the dim-1 input step is 1 and the gap small.
+    let merged = geo.phases[1].iter().all(|ph| ph.in_step == 1);
+    let (used, computed) = geo.phases[2].iter().fold((0, 0), |(u, r), ph| {
+        let gap = dims[2].saturating_sub(ph.count);
+        let cost =
+            if merged && merge_rows_pays(ph.count, dims[2]) { ph.count + gap } else { ph.count.div_ceil(NR) * NR };
+        (u + ph.count, r + cost)
+    });
+    if computed * 4 > used * 5 {
         return false;
     }
-    match padded_extent(geo)
-        .and_then(|(_, dims)| checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "").ok())
-    {
-        Some(len) => len <= in_len.saturating_mul(4).saturating_add(1 << 20),
-        None => false,
+    match checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "") {
+        Ok(len) => len <= in_len.saturating_mul(4).saturating_add(1 << 20),
+        Err(_) => false,
     }
+}
+
+/// Whether panels of the padded-input source should run across consecutive output rows of
+/// `count` columns in a padded plane of width `width` (computing the `width − count` columns in
+/// between) rather than start every row at a new panel.
+fn merge_rows_pays(count: usize, width: usize) -> bool {
+    let gap = width.saturating_sub(count);
+    gap <= MAX_GAP && gap < count.div_ceil(NR) * NR - count
 }
 
 /// Per dimension, the range `[lo, lo + dims)` of input indices any tap of any phase reads.
@@ -782,6 +882,11 @@ struct Seg {
     col: usize,
     /// Position of the first element in the task's output rows (`o − p0`).
     dest: usize,
+    /// Padded-input source: offset of the run's first column in the padded plane (tap offset 0),
+    /// and whether the run starts a new column run of panels (else it continues the previous
+    /// run, the padded columns in between being computed and discarded).
+    poff: usize,
+    new_run: bool,
 }
 
 /// Per-task scratch buffers, reused across the tasks a rayon worker runs.
@@ -848,8 +953,8 @@ impl Ctx<'_> {
             kt = want.div_ceil(ng * pt).clamp(1, kblocks);
         }
         // Few tasks: make their number a multiple of the thread count (balanced finish).
-        if ng.saturating_mul(kt * pt) < 4 * want && (ng * kt * pt) % threads != 0 {
-            let balanced = (pt..=units.min(2 * pt)).find(|&v| (ng * kt * v) % threads == 0);
+        if ng.saturating_mul(kt * pt) < 4 * want && !(ng * kt * pt).is_multiple_of(threads) {
+            let balanced = (pt..=units.min(2 * pt)).find(|&v| (ng * kt * v).is_multiple_of(threads));
             pt = balanced.unwrap_or(pt);
         }
         let pb: Vec<usize> = split_bounds(units, pt).into_iter().map(|u| (u * NR).min(plane)).collect();
@@ -920,6 +1025,8 @@ impl Ctx<'_> {
                         m2: lo,
                         len: hi - lo,
                         col: 0,
+                        poff: 0,
+                        new_run: true,
                         dest: row * o2n + lo * s2 + ph2 - task.p0,
                     });
                 }
@@ -930,13 +1037,42 @@ impl Ctx<'_> {
         while start < segs.len() {
             let key = segs[start].key;
             let mut end = start;
-            let mut cols = 0;
-            // With B read from the padded input, every panel is a run of one row.
-            let align = if self.bsrc == BSource::Padded { NR } else { 1 };
-            while end < segs.len() && segs[end].key == key {
-                segs[end].col = cols;
-                cols += segs[end].len.div_ceil(align) * align;
-                end += 1;
+            let mut cols = 0usize;
+            if self.bsrc == BSource::Padded {
+                // With B read from the padded input in place, a panel covers `NR` consecutive
+                // columns of the padded plane: consecutive output rows whose padded offsets are
+                // at most `MAX_GAP` apart share one run (the gap columns are computed and
+                // discarded), other runs start at a new panel.
+                let [_, d1, d2] = self.xp.dims;
+                let (st0, st1) = (geo.phases[0][key[0]].in_step, geo.phases[1][key[1]].in_step);
+                // Merge only where the gap wastes less than rounding each row up to `NR` does.
+                let count = geo.phases[2][key[2]].count;
+                let max_gap = if merge_rows_pays(count, d2) { MAX_GAP } else { 0 };
+                let mut prev: Option<(usize, usize)> = None; // (padded end offset, end column)
+                while end < segs.len() && segs[end].key == key {
+                    let sg = &mut segs[end];
+                    sg.poff = ((sg.m0 * st0) * d1 + sg.m1 * st1) * d2 + sg.m2;
+                    match prev {
+                        Some((eo, ec)) if sg.poff >= eo && sg.poff - eo <= max_gap => {
+                            sg.col = ec + (sg.poff - eo);
+                            sg.new_run = false;
+                        }
+                        _ => {
+                            sg.col = cols.div_ceil(NR) * NR;
+                            sg.new_run = true;
+                        }
+                    }
+                    cols = sg.col + sg.len;
+                    prev = Some((sg.poff + sg.len, cols));
+                    end += 1;
+                }
+                cols = cols.div_ceil(NR) * NR;
+            } else {
+                while end < segs.len() && segs[end].key == key {
+                    segs[end].col = cols;
+                    cols += segs[end].len;
+                    end += 1;
+                }
             }
             self.gemm_subconv(kern, ws, &mut task, &segs[start..end], cols);
             start = end;
@@ -988,10 +1124,12 @@ impl Ctx<'_> {
         if self.bsrc == BSource::Padded {
             let xp = &self.xp;
             let [_, p1, p2] = xp.dims;
-            for s in segs {
-                let row = ((s.m0 * ph[0].in_step) * p1 + s.m1 * ph[1].in_step) * p2;
-                for u in (0..s.len).step_by(NR) {
-                    ws.panel_base.push(row + s.m2 + u);
+            // Runs of columns (see `gemm_task`): each starts at a panel boundary.
+            let mut runs = segs.iter().filter(|s| s.new_run).peekable();
+            while let Some(r) = runs.next() {
+                let end = runs.peek().map_or(cols, |n| n.col);
+                for u in (0..end - r.col).step_by(NR) {
+                    ws.panel_base.push(r.poff + u);
                 }
             }
             for t in 0..nt {
@@ -1132,7 +1270,7 @@ impl Ctx<'_> {
         let ncc = chans.1 - chans.0;
         let chan_base = task.n * p.in_channels + task.g * geo.cg;
         // Zero the lanes past the last column (their results are discarded; keep them finite).
-        if cols % NR != 0 {
+        if !cols.is_multiple_of(NR) {
             let q = cols / NR;
             for r in 0..kc {
                 col[(q * kc + r) * NR + cols % NR..(q * kc + r + 1) * NR].fill(0.0);
@@ -1523,7 +1661,14 @@ fn write_run_strided(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32
         let d = panel_index(kc, r, c);
         let dst = &mut col[d..d + take];
         let src = &src[at * step..(at + take - 1) * step + 1];
-        if step == 2 {
+        if step == 2 && take == NR {
+            // A whole panel row: fixed sizes, so the even-element extraction vectorises.
+            let s: &[f32; 2 * NR - 1] = src.try_into().expect("2·NR − 1 elements");
+            let d: &mut [f32; NR] = dst.try_into().expect("NR elements");
+            for (k, v) in d.iter_mut().enumerate() {
+                *v = s[2 * k];
+            }
+        } else if step == 2 {
             for (dst, pair) in dst.iter_mut().zip(src.chunks(2)) {
                 *dst = pair[0];
             }
@@ -1587,15 +1732,15 @@ mod tests {
     /// from a second oracle pass over absolute values (f32 accumulation of a few hundred terms is
     /// far more accurate than that in practice).
     fn check(p: &ConvProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
-        check_with(p, x, w, bias, false)
+        check_with(p, x, w, bias, Level::Best)
     }
 
     /// [`check`], optionally with the portable kernels only.
-    fn check_with(p: &ConvProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>, portable_only: bool) {
+    fn check_with(p: &ConvProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>, level: Level) {
         let packed = PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, w)
             .unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let mut y = vec![f32::NAN; p.output_len()];
-        conv_with(p, &packed, bias, x, &mut y, portable_only).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        conv_with(p, &packed, bias, x, &mut y, level).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let want = conv_naive(p, w, bias, x);
         let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
         let bias_abs = bias.map(abs);
@@ -1794,8 +1939,77 @@ mod tests {
             let x = rng.vec(p.input_len());
             let w = rng.vec(p.weight_len());
             let bias = rng.vec(p.out_channels);
-            check_with(&p, &x, &w, Some(&bias), true);
+            check_with(&p, &x, &w, Some(&bias), Level::Portable);
             done += 1;
+        }
+    }
+
+    /// The AVX2 + FMA kernels (forced below AVX-512) against the oracle, where the CPU has them.
+    #[test]
+    fn avx2_kernels_match_naive() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut done = 0;
+        while done < 120 {
+            let transposed = rng.chance(40);
+            let Some(p) = random_problem(&mut rng, transposed) else { continue };
+            let x = rng.vec(p.input_len());
+            let w = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            check_with(&p, &x, &w, Some(&bias), Level::Avx2);
+            done += 1;
+        }
+    }
+
+    /// The AVX-512 kernels (the default where the CPU has AVX-512F) run the same fused
+    /// multiply-adds in the same order as the AVX2 + FMA ones: bit-identical results on every path
+    /// (gathered, padded-input with row runs, 1×1 in place, direct; forward and transposed).
+    #[test]
+    fn avx512_bit_identical_to_avx2() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut problems = vec![
+            problem(64, 40, 1, [1, 28, 28], [1, 3, 3]),
+            ConvProblem {
+                pad: [0, 2, 2],
+                dilation: [1, 2, 2],
+                out_size: [1, 30, 30],
+                ..problem(16, 12, 1, [1, 30, 30], [1, 3, 3])
+            },
+            problem(3, 16, 1, [1, 40, 40], [1, 7, 7]),
+            ConvProblem {
+                stride: [1, 2, 2],
+                pad: [0, 3, 3],
+                out_size: [1, 20, 20],
+                ..problem(3, 16, 1, [1, 40, 40], [1, 7, 7])
+            },
+            problem(32, 32, 32, [1, 20, 20], [1, 3, 3]),
+            ConvProblem {
+                transposed: true,
+                stride: [1, 2, 2],
+                pad: [0, 1, 1],
+                out_size: [1, 28, 28],
+                ..problem(24, 20, 1, [1, 14, 14], [1, 4, 4])
+            },
+            problem(24, 18, 1, [1, 33, 33], [1, 1, 1]),
+        ];
+        while problems.len() < 60 {
+            let transposed = rng.chance(40);
+            if let Some(p) = random_problem(&mut rng, transposed) {
+                problems.push(p);
+            }
+        }
+        for p in problems {
+            let x = rng.vec(p.input_len());
+            let w = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            let packed =
+                PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
+            let run = |level: Level| {
+                let mut y = vec![0.0f32; p.output_len()];
+                conv_with(&p, &packed, Some(&bias), &x, &mut y, level).unwrap();
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert!(run(Level::Best) == run(Level::Avx2), "{p:?}: AVX-512 and AVX2 results differ");
+            check(&p, &x, &w, Some(&bias));
         }
     }
 
@@ -2085,7 +2299,11 @@ mod tests {
         let calls = 200_000;
         let t = std::time::Instant::now();
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        if let Some(k) = x86::Avx2Fma::detect() {
+        if let Some(k) = x86::Avx512::detect().filter(|_| std::env::var_os("QCONV_NO_AVX512").is_none()) {
+            for _ in 0..calls {
+                k.gemm(&a, &segs, std::hint::black_box(&b), NR, &mut c, NR, true);
+            }
+        } else if let Some(k) = x86::Avx2Fma::detect() {
             for _ in 0..calls {
                 k.gemm(&a, &segs, std::hint::black_box(&b), NR, &mut c, NR, true);
             }

@@ -89,14 +89,9 @@ impl ConvProblem {
     }
 }
 
-/// The instruction set the CPU kernels use on this machine: `"avx2+fma"` (chosen at run time
-/// when the CPU has both) or `"portable"` (auto-vectorised code for any CPU).
+/// The instruction set the CPU kernels use on this machine, chosen at run time: `"avx512f"` (the
+/// CPU has AVX-512F, AVX2 and FMA), `"avx2+fma"` (AVX2 and FMA) or `"portable"` (auto-vectorised
+/// code for any CPU).
 pub fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return "avx2+fma";
-        }
-    }
-    "portable"
+    engine::best_level_name()
 }

@@ -97,7 +97,7 @@ pub fn conv_params(p: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
     if p.groups == 0 {
         return Err(Error::config("groups", 0, "must be positive"));
     }
-    if p.in_channels % p.groups != 0 || p.out_channels % p.groups != 0 {
+    if !p.in_channels.is_multiple_of(p.groups) || !p.out_channels.is_multiple_of(p.groups) {
         return Err(Error::config(
             "groups",
             p.groups,
@@ -420,7 +420,7 @@ pub fn fakequant_launch(p: &QcFakeQuantParams) -> Result<Option<LaunchDims>> {
     let float_mode = p.mode == QC_FQ_IDENTITY as i32 || p.mode == QC_FQ_HALF as i32;
     if !float_mode {
         let run = p.channels.checked_mul(p.inner);
-        if p.channels == 0 || p.inner == 0 || run.is_none_or(|r| p.numel % r != 0) {
+        if p.channels == 0 || p.inner == 0 || run.is_none_or(|r| !p.numel.is_multiple_of(r)) {
             return bad(format!("channels ({}) * inner ({}) must divide numel ({})", p.channels, p.inner, p.numel));
         }
         if p.qmin > p.qmax || p.qmin < i32::MIN as i64 || p.qmax > i32::MAX as i64 {

@@ -82,7 +82,10 @@ fn input_index(p: &ConvProblem, dim: usize, o: usize, j: usize) -> Option<usize>
 /// Panics if `x`, `weight` or `bias` do not have the lengths `p` implies, or if a stride, dilation,
 /// group count or channel count is zero or the groups do not divide the channels.
 pub fn conv_naive(p: &ConvProblem, weight: &[f32], bias: Option<&[f32]>, x: &[f32]) -> Vec<f64> {
-    assert!(p.groups > 0 && p.in_channels.is_multiple_of(p.groups) && p.out_channels.is_multiple_of(p.groups), "bad groups");
+    assert!(
+        p.groups > 0 && p.in_channels.is_multiple_of(p.groups) && p.out_channels.is_multiple_of(p.groups),
+        "bad groups"
+    );
     assert!(p.stride.iter().chain(&p.dilation).all(|&v| v > 0), "stride and dilation must be positive");
     assert_eq!(x.len(), p.input_len(), "input length");
     assert_eq!(weight.len(), p.weight_len(), "weight length");

@@ -83,6 +83,31 @@ pub const CPU_SUITE: [BenchCase; 10] = [
     case("ct3d", true, 3, 32, 16, [8, 16, 16], 4, 2, 1, 1, 1),
 ];
 
+/// The GPU suite of BENCH.md (f32 module weights, all with bias), with each case's batch size
+/// (32, except `g_c1d` 16 and `g_c3d` 4), as in `bench/torch_gpu.py`.
+pub const GPU_SUITE: [(BenchCase, usize); 11] = [
+    (case("g_3x3_64", false, 2, 64, 64, [56, 56, 0], 3, 1, 1, 1, 1), 32),
+    (case("g_3x3_128", false, 2, 128, 128, [28, 28, 0], 3, 1, 1, 1, 1), 32),
+    (case("g_3x3_256", false, 2, 256, 256, [14, 14, 0], 3, 1, 1, 1, 1), 32),
+    (case("g_3x3_512", false, 2, 512, 512, [7, 7, 0], 3, 1, 1, 1, 1), 32),
+    (case("g_1x1_256_64", false, 2, 256, 64, [56, 56, 0], 1, 1, 0, 1, 1), 32),
+    (case("g_1x1_1024_256", false, 2, 1024, 256, [14, 14, 0], 1, 1, 0, 1, 1), 32),
+    (case("g_stem", false, 2, 3, 64, [224, 224, 0], 7, 2, 3, 1, 1), 32),
+    (case("g_dw", false, 2, 256, 256, [28, 28, 0], 3, 1, 1, 1, 256), 32),
+    (case("g_c1d", false, 1, 512, 512, [4096, 0, 0], 3, 1, 1, 1, 1), 16),
+    (case("g_c3d", false, 3, 64, 64, [16, 56, 56], 3, 1, 1, 1, 1), 4),
+    (case("g_ct2d", true, 2, 256, 128, [28, 28, 0], 4, 2, 1, 1, 1), 32),
+];
+
+/// Looks a GPU-suite case up by name; returns it with its batch size.
+pub fn find_gpu_case(name: &str) -> Result<(BenchCase, usize)> {
+    GPU_SUITE.iter().copied().find(|(c, _)| c.name == name).ok_or_else(|| Error::Parse {
+        what: "GPU benchmark case",
+        value: name.to_string(),
+        expected: GPU_SUITE.iter().map(|(c, _)| c.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
 /// Looks a case up by name.
 pub fn find_case(name: &str) -> Result<BenchCase> {
     CPU_SUITE.iter().copied().find(|c| c.name == name).ok_or_else(|| Error::Parse {

@@ -10,7 +10,9 @@
 //! * [`conv`]: [`ConvOptions`], the six modules ([`Conv1d`] … [`ConvTranspose3d`]) and their
 //!   state dicts.
 //! * [`cpu`]: the CPU kernels (fast path and the naive oracle).
-//! * [`cuda`]: the CUDA probe (device discovery that never panics).
+//! * [`cuda`]: the CUDA backend: a probe that never panics, NVRTC kernel compilation and cache,
+//!   and the per-device [`cuda::runtime::Runtime`] (streams, device memory, launches); modules
+//!   and tensors move there with `to_device(Device::Cuda(n))`.
 //! * [`io`]: safetensors files holding one or many modules.
 //!
 //! ```

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use cudarc::driver::CudaSlice;
+
 use crate::error::{Error, Result};
 
 /// Where a tensor lives and where a module computes.
@@ -193,13 +195,85 @@ impl CpuStorage {
     }
 }
 
+/// Device memory of a tensor: raw bytes of `dtype` elements on CUDA device `ordinal`.
+pub(crate) struct CudaStorage {
+    pub(crate) ordinal: usize,
+    pub(crate) dtype: DType,
+    pub(crate) bytes: CudaSlice<u8>,
+}
+
+/// Where a tensor's elements live.
+enum Storage {
+    Cpu(CpuStorage),
+    Cuda(CudaStorage),
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Storage::Cpu(c) => c.fmt(f),
+            Storage::Cuda(c) => {
+                write!(f, "Cuda {{ ordinal: {}, dtype: {}, bytes: {} }}", c.ordinal, c.dtype, c.bytes.len())
+            }
+        }
+    }
+}
+
 /// A dense, contiguous, row-major tensor with a shape, a dtype and a device.
 ///
-/// Cloning is cheap (the storage is shared); tensors are immutable once built.
-#[derive(Clone, Debug, PartialEq)]
+/// Cloning is cheap (the storage is shared); tensors are immutable once built. A tensor lives on
+/// the host ([`Device::Cpu`]) or on a CUDA device ([`Device::Cuda`], see [`Tensor::to_device`]);
+/// the element accessors ([`as_slice`](Tensor::as_slice), [`to_vec`](Tensor::to_vec),
+/// [`to_ndarray`](Tensor::to_ndarray)) need a host tensor. Equality compares shapes and elements
+/// of host tensors; two device tensors are equal only when they share the same device buffer.
+#[derive(Clone, Debug)]
 pub struct Tensor {
     shape: Vec<usize>,
-    storage: Arc<CpuStorage>,
+    storage: Arc<Storage>,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape
+            && match (&*self.storage, &*other.storage) {
+                (Storage::Cpu(a), Storage::Cpu(b)) => a == b,
+                (Storage::Cuda(_), Storage::Cuda(_)) => Arc::ptr_eq(&self.storage, &other.storage),
+                _ => false,
+            }
+    }
+}
+
+/// The raw bytes of host elements, in memory order (what the device buffer holds).
+fn host_bytes(s: &CpuStorage) -> Vec<u8> {
+    match s {
+        CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_bits().to_ne_bytes()).collect(),
+        CpuStorage::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_ne_bytes()).collect(),
+    }
+}
+
+/// The inverse of [`host_bytes`].
+fn from_host_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
+    match dtype {
+        DType::F32 => {
+            CpuStorage::F32(b.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        DType::F16 => {
+            CpuStorage::F16(b.chunks_exact(2).map(|c| f16::from_bits(u16::from_ne_bytes([c[0], c[1]]))).collect())
+        }
+        DType::BF16 => {
+            CpuStorage::BF16(b.chunks_exact(2).map(|c| bf16::from_bits(u16::from_ne_bytes([c[0], c[1]]))).collect())
+        }
+    }
+}
+
+fn host_only(device: Device, op: &str) -> Error {
+    Error::Unsupported {
+        op: op.to_string(),
+        device: device.to_string(),
+        reason: "the tensor's elements live in device memory; copy it to the host first with to_device(Device::Cpu)"
+            .into(),
+    }
 }
 
 /// Number of elements of `shape`, or an [`Error::Overflow`] naming the shape.
@@ -219,7 +293,7 @@ impl Tensor {
         if n != data.len() {
             return Err(Error::shape("data", shape, format!("it holds {} elements, not {n}", data.len())));
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(T::wrap(data)) })
+        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(T::wrap(data))) })
     }
 
     /// Builds a tensor by copying a slice in row-major order.
@@ -235,7 +309,7 @@ impl Tensor {
             DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
             DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
         };
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(storage) })
+        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(storage)) })
     }
 
     /// Copies an ndarray view (any layout, any dimensionality) into a new tensor.
@@ -269,49 +343,94 @@ impl Tensor {
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        self.storage.dtype()
+        match &*self.storage {
+            Storage::Cpu(c) => c.dtype(),
+            Storage::Cuda(c) => c.dtype,
+        }
     }
 
     /// The device holding the data.
     pub fn device(&self) -> Device {
-        Device::Cpu
+        match &*self.storage {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(c) => Device::Cuda(c.ordinal),
+        }
     }
 
-    /// Borrows the elements; fails with [`Error::DType`] if `T` is not the tensor's dtype.
+    /// Borrows the elements of a host tensor; fails with [`Error::DType`] if `T` is not the
+    /// tensor's dtype and with [`Error::Unsupported`] for a device tensor (copy it to the host
+    /// first with [`to_device(Device::Cpu)`](Tensor::to_device)).
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
-        T::view(&self.storage).ok_or_else(|| Error::DType {
+        let host = self.host_storage().ok_or_else(|| host_only(self.device(), "reading elements"))?;
+        T::view(host).ok_or_else(|| Error::DType {
             what: "tensor",
             got: self.dtype().to_string(),
             rule: format!("it was read as {}", T::DTYPE),
         })
     }
 
-    /// Copies the elements out as `T`; fails if `T` is not the tensor's dtype.
+    /// Copies the elements of a host tensor out as `T`; fails if `T` is not the tensor's dtype or
+    /// the tensor lives on a device (see [`as_slice`](Tensor::as_slice)).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         Ok(self.as_slice::<T>()?.to_vec())
     }
 
     /// Converts every element to f32 (exact for every supported dtype).
+    ///
+    /// A device tensor is downloaded first (which synchronises its stream); that copy can only
+    /// fail on a CUDA driver error, and then this function panics — use
+    /// [`try_to_vec_f32`](Tensor::try_to_vec_f32) to get that error instead.
     pub fn to_vec_f32(&self) -> Vec<f32> {
-        match &*self.storage {
-            CpuStorage::F32(v) => v.clone(),
-            CpuStorage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            CpuStorage::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        match self.try_to_vec_f32() {
+            Ok(v) => v,
+            Err(e) => panic!("Tensor::to_vec_f32: {e}"),
         }
     }
 
+    /// Converts every element to f32, downloading a device tensor first (synchronising); fails
+    /// only when that download fails.
+    pub fn try_to_vec_f32(&self) -> Result<Vec<f32>> {
+        let downloaded;
+        let host = match &*self.storage {
+            Storage::Cpu(c) => c,
+            Storage::Cuda(_) => {
+                downloaded = self.to_device(Device::Cpu)?;
+                downloaded.host_storage().ok_or_else(|| host_only(self.device(), "converting elements"))?
+            }
+        };
+        Ok(match host {
+            CpuStorage::F32(v) => v.clone(),
+            CpuStorage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            CpuStorage::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        })
+    }
+
     /// Converts to another dtype (round-to-nearest-even when narrowing).
+    ///
+    /// A device tensor is converted through the host (download, convert, upload) and stays on
+    /// its device; like [`to_vec_f32`](Tensor::to_vec_f32) this panics only on a CUDA driver
+    /// error — use [`try_to_dtype`](Tensor::try_to_dtype) to get that error instead.
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
-        if dtype == self.dtype() {
-            return self.clone();
+        match self.try_to_dtype(dtype) {
+            Ok(t) => t,
+            Err(e) => panic!("Tensor::to_dtype: {e}"),
         }
-        let v = self.to_vec_f32();
+    }
+
+    /// Converts to another dtype (round-to-nearest-even when narrowing); fails only when a device
+    /// tensor cannot be copied through the host.
+    pub fn try_to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let v = self.try_to_vec_f32()?;
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(v),
             DType::F16 => CpuStorage::F16(v.into_iter().map(f16::from_f32).collect()),
             DType::BF16 => CpuStorage::BF16(v.into_iter().map(bf16::from_f32).collect()),
         };
-        Tensor { shape: self.shape.clone(), storage: Arc::new(storage) }
+        let host = Tensor { shape: self.shape.clone(), storage: Arc::new(Storage::Cpu(storage)) };
+        host.to_device(self.device())
     }
 
     /// Returns a tensor with the same data and a new shape of the same element count.
@@ -323,23 +442,68 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
     }
 
-    /// Copies the tensor to `device`.
+    /// Copies the tensor to `device` (a clone sharing the storage when it already lives there).
     ///
-    /// `Device::Cpu` always works. A CUDA device must pass the CUDA probe; device-resident tensors
-    /// arrive with the CUDA backend, so today this returns [`Error::CudaUnavailable`] when the probe
-    /// fails and [`Error::Unsupported`] otherwise.
+    /// `Device::Cpu` always works for host tensors; a device tensor is downloaded, which waits
+    /// for the work queued on its stream. `Device::Cuda(n)` uploads (enqueued on the device's
+    /// default stream, without waiting) and fails with [`Error::CudaUnavailable`] and the
+    /// probe's reason when CUDA device `n` is not usable here, or [`Error::Cuda`] when the copy
+    /// fails.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(n) => Err(crate::cuda::require(n).err().unwrap_or_else(|| Error::Unsupported {
-                op: "device-resident tensors".into(),
-                device: device.to_string(),
-                reason: "this build of qconv computes on the CPU only; the CUDA backend is not part of it yet".into(),
-            })),
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        match (&*self.storage, device) {
+            (Storage::Cuda(c), Device::Cpu) => {
+                let rt = crate::cuda::runtime::Runtime::get(c.ordinal)?;
+                let mut bytes = rt.dtoh(&c.bytes, Some(c.bytes.stream()))?;
+                // The buffer may be longer (an empty tensor still owns one placeholder element).
+                bytes.truncate(self.numel() * c.dtype.size_in_bytes());
+                Ok(Tensor {
+                    shape: self.shape.clone(),
+                    storage: Arc::new(Storage::Cpu(from_host_bytes(c.dtype, &bytes))),
+                })
+            }
+            (Storage::Cpu(host), Device::Cuda(n)) => {
+                let rt = crate::cuda::runtime::Runtime::get(n)?;
+                let bytes = rt.htod(&host_bytes(host), None)?;
+                Ok(Tensor::from_cuda(self.shape.clone(), host.dtype(), n, bytes))
+            }
+            // Between two CUDA devices: through the host.
+            (Storage::Cuda(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
+            (Storage::Cpu(_), Device::Cpu) => Ok(self.clone()),
         }
     }
 
-    pub(crate) fn storage(&self) -> &CpuStorage {
-        &self.storage
+    /// The device buffer of a CUDA tensor (the elements' raw bytes in row-major order, native
+    /// endianness), for interoperating with other cudarc code; `None` for a host tensor. The
+    /// buffer holds at least `numel() * dtype().size_in_bytes()` bytes (an empty tensor owns a
+    /// one-byte placeholder, since CUDA has no zero-size allocations).
+    pub fn as_cuda_bytes(&self) -> Option<&CudaSlice<u8>> {
+        match &*self.storage {
+            Storage::Cuda(c) => Some(&c.bytes),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// Wraps a device buffer holding `shape` elements of `dtype` on CUDA device `ordinal`.
+    pub(crate) fn from_cuda(shape: Vec<usize>, dtype: DType, ordinal: usize, bytes: CudaSlice<u8>) -> Tensor {
+        Tensor { shape, storage: Arc::new(Storage::Cuda(CudaStorage { ordinal, dtype, bytes })) }
+    }
+
+    /// The host elements, or `None` for a device tensor.
+    pub(crate) fn host_storage(&self) -> Option<&CpuStorage> {
+        match &*self.storage {
+            Storage::Cpu(c) => Some(c),
+            Storage::Cuda(_) => None,
+        }
+    }
+
+    /// The device buffer, or `None` for a host tensor.
+    pub(crate) fn cuda_storage(&self) -> Option<&CudaStorage> {
+        match &*self.storage {
+            Storage::Cuda(c) => Some(c),
+            Storage::Cpu(_) => None,
+        }
     }
 }

@@ -25,8 +25,18 @@ USAGE:
   qconv weights --model M.safetensors [--prefix P] --output W.safetensors
       Writes `weight_fq` (f32, get_weight()) and `weight_q` (i32 codes of get_quantized_weight(),
       where defined) of the module.
-  qconv bench [--case NAME] [--batch N] [--min-time SECONDS]
-      The CPU suite of BENCH.md: one JSON line per case and op, fields as bench/torch_cpu.py.
+  qconv bench [--device cpu|cuda[:N]] [--case NAME] [--batch N] [--min-time SECONDS]
+      The CPU suite of BENCH.md (fields as bench/torch_cpu.py), or with --device cuda the GPU
+      suite (f16, bf16, f32; CUDA-event timing, median of >= 50 launches; fields as
+      bench/torch_gpu.py). One JSON line per case, dtype and op.
+  qconv warmup [--arch sm_80,sm_90,...] [--cache-dir DIR]
+      Compiles every CUDA kernel with NVRTC into the disk kernel cache (default
+      $XDG_CACHE_HOME/qconv or ~/.cache/qconv) for the given architectures (default: those of
+      the devices present); needs libnvrtc but no GPU. Prints compile time, registers, spills and
+      shared memory per kernel and architecture; exits 1 if any kernel fails.
+
+Options of run, bench and warmup:
+  --cache-dir DIR     kernel cache directory;  --no-disk-cache   keep compiled kernels in memory only
   qconv help
 ";
 
@@ -43,6 +53,9 @@ impl From<Error> for CliError {
 }
 
 type CliResult<T> = std::result::Result<T, CliError>;
+
+/// Arguments that take no value.
+const FLAGS: &[&str] = &["--no-disk-cache"];
 
 /// `--flag value` pairs after the subcommand.
 struct Args {
@@ -65,6 +78,7 @@ impl Args {
             }
             let value = match inline {
                 Some(v) => v,
+                None if FLAGS.contains(&name.as_str()) => "true".to_string(),
                 None => rest.pop_front().ok_or_else(|| CliError::Usage(format!("{name} needs a value")))?,
             };
             pairs.push((name, value));
@@ -97,10 +111,26 @@ fn main() -> ExitCode {
     let cmd = argv.pop_front().unwrap_or_else(|| "help".into());
     let result = match cmd.as_str() {
         "info" => Args::parse(argv, &[]).and_then(|_| info()),
-        "run" => Args::parse(argv, &["--model", "--prefix", "--input", "--output", "--device", "--output-size"])
-            .and_then(|a| run(&a)),
+        "run" => Args::parse(
+            argv,
+            &[
+                "--model",
+                "--prefix",
+                "--input",
+                "--output",
+                "--device",
+                "--output-size",
+                "--cache-dir",
+                "--no-disk-cache",
+            ],
+        )
+        .and_then(|a| run(&a)),
+        "warmup" => Args::parse(argv, &["--arch", "--cache-dir", "--no-disk-cache"]).and_then(|a| warmup(&a)),
         "weights" => Args::parse(argv, &["--model", "--prefix", "--output"]).and_then(|a| weights(&a)),
-        "bench" => Args::parse(argv, &["--case", "--batch", "--min-time", "--device"]).and_then(|a| bench_cmd(&a)),
+        "bench" => {
+            Args::parse(argv, &["--case", "--batch", "--min-time", "--device", "--cache-dir", "--no-disk-cache"])
+                .and_then(|a| bench_cmd(&a))
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -111,7 +141,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(msg)) => {
             eprintln!("error: {msg}");
-            eprintln!("usage: qconv info | run | weights | bench | help");
+            eprintln!("usage: qconv info | run | weights | bench | warmup | help");
             ExitCode::from(2)
         }
         Err(CliError::Lib(e)) => {
@@ -156,28 +186,45 @@ fn info() -> CliResult<()> {
     Ok(())
 }
 
-/// Resolves `--device` to the device that will compute, with the reason for the choice.
+/// Resolves `--device` to the device that will compute, with the reason for the choice: `auto`
+/// picks `cuda:0` when the CUDA probe succeeds and the CPU otherwise; `cuda[:N]` fails with the
+/// probe's reason when that device is unusable.
 fn compute_device(spec: &str) -> CliResult<(Device, String)> {
     match spec {
         "auto" => {
             let p = qconv::cuda::probe();
             Ok(match p.unusable_reason() {
                 Some(r) => (Device::Cpu, format!("CPU fallback: {r}")),
-                None => (Device::Cpu, "CPU: this build of qconv has no CUDA kernels yet".into()),
+                None => (Device::Cuda(0), "CUDA: the probe found a usable device".into()),
             })
         }
         s => {
             let d: Device = s.parse()?;
             match d {
                 Device::Cpu => Ok((Device::Cpu, "requested".into())),
-                Device::Cuda(_) => {
-                    // Fails with the probe's reason, or because the backend is not built.
-                    qconv::Tensor::zeros(&[1], qconv::DType::F32)?.to_device(d)?;
+                Device::Cuda(n) => {
+                    qconv::cuda::require(n)?;
                     Ok((d, "requested".into()))
                 }
             }
         }
     }
+}
+
+/// Applies `--cache-dir` / `--no-disk-cache` to the process-wide kernel cache.
+fn configure_cache(args: &Args) -> CliResult<()> {
+    use qconv::cuda::runtime::{configure_kernel_cache, DiskCache};
+    let disk = match (args.get("--cache-dir"), args.get("--no-disk-cache")) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::Usage("--cache-dir and --no-disk-cache exclude each other".into()));
+        }
+        (Some(d), None) => DiskCache::Dir(PathBuf::from(d)),
+        (None, Some("true")) => DiskCache::Off,
+        (None, Some(v)) => return Err(CliError::Usage(format!("--no-disk-cache takes no value (got {v:?})"))),
+        (None, None) => DiskCache::Default,
+    };
+    configure_kernel_cache(disk)?;
+    Ok(())
 }
 
 fn pick_prefix(sd: &StateDict, prefix: Option<&str>, path: &str) -> CliResult<String> {
@@ -206,8 +253,9 @@ fn load_module(args: &Args) -> CliResult<AnyConv> {
 }
 
 fn run(args: &Args) -> CliResult<()> {
-    let module = load_module(args)?;
+    configure_cache(args)?;
     let (device, _) = compute_device(args.get("--device").unwrap_or("auto"))?;
+    let module = load_module(args)?.to_device(device)?;
     let input_path = args.required("--input")?;
     let output_path = PathBuf::from(args.required("--output")?);
     let inputs = StateDict::load(input_path)?;
@@ -232,7 +280,8 @@ fn run(args: &Args) -> CliResult<()> {
         ),
     };
     let x = x.to_device(device)?;
-    let y = module.forward(&x, output_size.as_deref())?;
+    // Computed on `device`; the output is copied back to the host (this waits for the GPU).
+    let y = module.forward(&x, output_size.as_deref())?.to_device(Device::Cpu)?;
     let mut out = StateDict::new();
     out.insert_tensor("output", &y);
     out.save(&output_path)?;
@@ -264,10 +313,162 @@ fn weights(args: &Args) -> CliResult<()> {
     Ok(())
 }
 
+fn warmup(args: &Args) -> CliResult<()> {
+    use qconv::cuda::nvrtc::{nvrtc_available, Arch};
+    configure_cache(args)?;
+    let version = nvrtc_available()?;
+    let archs: Vec<Arch> = match args.get("--arch") {
+        Some(list) => list.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect::<Result<_, _>>()?,
+        None => {
+            let mut v = Vec::new();
+            for d in &qconv::cuda::probe().devices {
+                let a = Arch::from_compute_capability(d.compute_capability)?;
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+            v
+        }
+    };
+    if archs.is_empty() {
+        return Err(CliError::Usage(
+            "no CUDA device found to take the architecture from; pass --arch sm_80,sm_90,...".into(),
+        ));
+    }
+    let cache = qconv::cuda::runtime::kernel_cache();
+    match cache.dir() {
+        Some(d) => println!("nvrtc {}.{}; kernel cache: {}", version.0, version.1, d.display()),
+        None => println!("nvrtc {}.{}; kernel cache: memory only (nothing is kept)", version.0, version.1),
+    }
+    println!(
+        "{:<9} {:<18} {:>10}  {:<26} {:>4} {:>12} {:>9}",
+        "arch", "source", "time", "kernel", "regs", "spill st/ld", "smem B"
+    );
+    let mut failures = 0;
+    for (source, arch, result) in cache.warm_all(&archs) {
+        match result {
+            Ok(k) => {
+                let time = if k.from_disk_cache {
+                    "cached".to_string()
+                } else {
+                    format!("{:.2} s", k.compile_time.as_secs_f64())
+                };
+                for r in &k.resources {
+                    println!(
+                        "{:<9} {:<18} {:>10}  {:<26} {:>4} {:>12} {:>9}",
+                        arch.to_string(),
+                        source.file_name(),
+                        time,
+                        r.name,
+                        r.registers,
+                        format!("{}/{}", r.spill_stores, r.spill_loads),
+                        r.shared_bytes
+                    );
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                println!(
+                    "{:<9} {:<18} FAILED: {}",
+                    arch.to_string(),
+                    source.file_name(),
+                    e.to_string().replace('\n', " | ")
+                );
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(CliError::Lib(Error::Cuda {
+            call: "warmup",
+            message: format!("{failures} kernel program(s) failed to compile"),
+        }));
+    }
+    Ok(())
+}
+
+/// `qconv bench --device cuda`: the GPU suite of BENCH.md, timed with CUDA events.
+fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
+    use qconv::cuda::runtime::Runtime;
+    use qconv::DType;
+    configure_cache(args)?;
+    let rt = Runtime::get(ordinal)?;
+    rt.load_all()?;
+    let cases: Vec<(BenchCase, usize)> = match args.get("--case") {
+        Some(name) => vec![bench::find_gpu_case(name)?],
+        None => bench::GPU_SUITE.to_vec(),
+    };
+    let batch_override = match args.get("--batch") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| CliError::Usage(format!("--batch {s:?} must be a positive integer")))?,
+        ),
+    };
+    let device_name = rt.info().name.clone();
+    let stream = rt.default_stream().clone();
+    let err =
+        |call: &'static str| move |e: cudarc::driver::DriverError| Error::Cuda { call, message: format!("{:?}", e.0) };
+    // Median of `iters` launches, each bracketed by CUDA events, after 10 warm-up launches.
+    let time_us = |f: &dyn Fn() -> qconv::Result<()>, iters: usize| -> CliResult<f64> {
+        for _ in 0..10 {
+            f()?;
+        }
+        stream.synchronize().map_err(err("cuStreamSynchronize"))?;
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut ts = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let a = stream.record_event(flags).map_err(err("cuEventRecord"))?;
+            f()?;
+            let b = stream.record_event(flags).map_err(err("cuEventRecord"))?;
+            b.synchronize().map_err(err("cuEventSynchronize"))?;
+            ts.push(a.elapsed_ms(&b).map_err(err("cuEventElapsedTime"))? as f64 * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        Ok(ts[ts.len() / 2])
+    };
+    let round2 = |v: f64| (v * 100.0).round() / 100.0;
+    for (c, default_batch) in cases {
+        let batch = batch_override.unwrap_or(default_batch);
+        let built = c.build(batch)?;
+        let module = built.module.to_device(Device::Cuda(ordinal))?;
+        for dtype in [DType::F16, DType::BF16, DType::F32] {
+            let x = built.input.try_to_dtype(dtype)?.to_device(Device::Cuda(ordinal))?;
+            let t = time_us(&|| module.forward(&x, None).map(|_| ()), 50)?;
+            let row = serde_json::json!({
+                "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
+                "case": c.name, "op": "module_forward", "dtype": dtype.to_string(), "layout": "nchw",
+                "batch": batch, "median_us": round2(t), "tflops": round2(built.flops / t / 1e6),
+            });
+            println!("{row}");
+        }
+    }
+    if args.get("--case").is_none() {
+        // g_fq: per-channel qint8 fake-quant of a 2048x2048x3x3 weight (includes the kernel's
+        // non-finite check, one 8-byte read-back per call).
+        let shape = [2048usize, 2048, 3, 3];
+        let n: usize = shape.iter().product();
+        let mut rng = bench::Rng::new(0xF0);
+        let w = qconv::Tensor::from_vec(rng.vec(n, -1.0, 1.0), &shape)?;
+        let qp = bench::absmax_qparams(&w, 0)?;
+        let src = rt.htod(w.as_slice::<f32>()?, None)?;
+        let dst = std::cell::RefCell::new(rt.zeros::<f32>(n, None)?);
+        let t = time_us(&|| rt.fake_quantize_device(&qp, &shape, &src, Some(&mut dst.borrow_mut()), None, None), 20)?;
+        let row = serde_json::json!({
+            "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
+            "case": "g_fq", "op": "fake_quantize_per_channel", "dtype": "f32", "layout": "-",
+            "median_us": round2(t), "gbps": (n as f64 * 8.0 / t / 1e3 * 10.0).round() / 10.0,
+        });
+        println!("{row}");
+    }
+    Ok(())
+}
+
 fn bench_cmd(args: &Args) -> CliResult<()> {
     if let Some(d) = args.get("--device") {
-        if d != "cpu" {
-            compute_device(d)?;
+        if let (Device::Cuda(n), _) = compute_device(d)? {
+            return bench_cuda(args, n);
         }
     }
     let cases: Vec<BenchCase> = match args.get("--case") {

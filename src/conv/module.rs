@@ -7,6 +7,9 @@ use crate::conv::options::{ConvOptions, Padding, PaddingMode};
 use crate::cpu::{self, ConvProblem, PackedWeight};
 use crate::error::{Error, Result};
 use crate::quant::{self, Plan, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
+use cudarc::driver::{CudaSlice, CudaStream};
+
+use crate::cuda::runtime::Runtime;
 use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
 
 /// A reference quantized convolution with `D` spatial dimensions; `TRANSPOSED` selects
@@ -15,8 +18,11 @@ use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
 /// The module keeps its float weight, bias and [`WeightQParams`] (what a PyTorch state dict holds)
 /// and, derived from them once — at construction or when one of them changes, never in
 /// [`forward`](ConvModule::forward) — the fake-quantized weight (`get_weight()`) and the weight
-/// packed for the CPU kernels. Modules are immutable during `forward`, `Send + Sync`, and cheap to
-/// clone (the derived data is shared).
+/// packed for the CPU kernels. [`to_device`](ConvModule::to_device) moves a module to a CUDA
+/// device, where the fake-quantized weight and the bias stay resident and `forward` runs the
+/// NVRTC-compiled kernels on device-resident inputs (see [`crate::cuda::runtime`]). Modules are
+/// immutable during `forward`, `Send + Sync` (usable from many threads, each on its own stream
+/// with `forward_on_stream`), and cheap to clone (the derived data is shared).
 #[derive(Clone)]
 pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     in_channels: usize,
@@ -26,7 +32,18 @@ pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     bias: Option<Tensor>,
     qparams: WeightQParams,
     derived: Arc<Derived>,
+    /// The device-resident weight and bias when the module is on a CUDA device.
+    cuda: Option<Arc<CudaWeights>>,
     device: Device,
+}
+
+/// A module's weight and bias in device memory (uploaded once by `to_device`, re-uploaded when
+/// the weight, qparams or bias change).
+struct CudaWeights {
+    runtime: Arc<Runtime>,
+    /// `get_weight()` in the module's weight layout, float32.
+    weight: CudaSlice<f32>,
+    bias: Option<CudaSlice<f32>>,
 }
 
 /// What is computed from weight + qparams once per change.
@@ -164,7 +181,17 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Self::check_bias(b, out_channels)?;
         }
         let derived = Arc::new(Self::derive(in_channels, out_channels, &options, &weight, &qparams)?);
-        Ok(ConvModule { in_channels, out_channels, options, weight, bias, qparams, derived, device: Device::Cpu })
+        Ok(ConvModule {
+            in_channels,
+            out_channels,
+            options,
+            weight,
+            bias,
+            qparams,
+            derived,
+            cuda: None,
+            device: Device::Cpu,
+        })
     }
 
     fn check_bias(b: &Tensor, out_channels: usize) -> Result<()> {
@@ -203,9 +230,28 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     }
 
     fn rederive(&mut self) -> Result<()> {
-        self.derived =
+        let derived =
             Arc::new(Self::derive(self.in_channels, self.out_channels, &self.options, &self.weight, &self.qparams)?);
+        let cuda = match self.device {
+            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref())?)),
+            Device::Cpu => None,
+        };
+        self.derived = derived;
+        self.cuda = cuda;
         Ok(())
+    }
+
+    /// Uploads the fake-quantized weight and the bias to device `ordinal` (enqueued on the
+    /// device's default stream).
+    fn upload(ordinal: usize, weight_fq: &Tensor, bias: Option<&Tensor>) -> Result<CudaWeights> {
+        let runtime = Runtime::get(ordinal)?;
+        let fq = weight_fq.as_slice::<f32>()?;
+        let weight = runtime.htod(fq, None)?;
+        let bias = match bias {
+            Some(b) => Some(runtime.htod(b.as_slice::<f32>()?, None)?),
+            None => None,
+        };
+        Ok(CudaWeights { runtime, weight, bias })
     }
 
     // ---- accessors mirroring the PyTorch module ------------------------------------------------
@@ -323,8 +369,13 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         if let Some(b) = &bias {
             Self::check_bias(b, self.out_channels)?;
         }
+        let cuda = match self.device {
+            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref())?)),
+            Device::Cpu => None,
+        };
         self.options.bias = bias.is_some();
         self.bias = bias;
+        self.cuda = cuda;
         Ok(())
     }
 
@@ -339,19 +390,46 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
-    /// Moves the module to `device`. CPU always works; CUDA requires the CUDA backend and a usable
-    /// device (see [`crate::cuda::probe`]).
+    /// Moves the module to `device` (returns a moved copy; `self` is unchanged).
+    ///
+    /// CPU always works. For `Device::Cuda(n)` the fake-quantized weight (`get_weight()`,
+    /// computed once on the host) and the bias are uploaded and stay resident on the device; the
+    /// weight is also fake-quantized there by the CUDA kernel as a self-check that both devices
+    /// agree bit for bit. Fails with [`Error::CudaUnavailable`] (with the probe's reason) when the
+    /// device is not usable, [`Error::Cuda`] on a driver failure.
     pub fn to_device(&self, device: Device) -> Result<Self> {
-        match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => {
-                Err(Tensor::zeros(&[0], DType::F32)?.to_device(device).err().unwrap_or_else(|| Error::Unsupported {
-                    op: "moving modules to CUDA".into(),
-                    device: device.to_string(),
-                    reason: "this build computes on the CPU only".into(),
-                }))
+        let mut m = self.clone();
+        m.device = device;
+        m.cuda = match device {
+            Device::Cpu => None,
+            Device::Cuda(_) if self.device == device => self.cuda.clone(),
+            Device::Cuda(n) => {
+                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref())?;
+                Self::self_check(&w, &self.weight, &self.derived.weight_fq, &self.qparams)?;
+                Some(Arc::new(w))
             }
+        };
+        Ok(m)
+    }
+
+    /// Runs the CUDA fake-quant kernel on the float weight and compares it with the CPU result.
+    fn self_check(w: &CudaWeights, weight: &Tensor, weight_fq: &Tensor, qparams: &WeightQParams) -> Result<()> {
+        let rt = &w.runtime;
+        let src = rt.htod(weight.as_slice::<f32>()?, None)?;
+        let mut dst = rt.zeros::<f32>(src.len(), None)?;
+        rt.fake_quantize_device(qparams, weight.shape(), &src, Some(&mut dst), None, None)?;
+        let gpu = rt.dtoh(&dst, None)?;
+        let cpu = weight_fq.as_slice::<f32>()?;
+        if let Some(i) = (0..cpu.len()).find(|&i| gpu[i].to_bits() != cpu[i].to_bits()) {
+            return Err(Error::Cuda {
+                call: "fake-quant self-check",
+                message: format!(
+                    "the CUDA fake-quant kernel gave {} for weight element {i} where the CPU path gives {} (a qconv bug: please report it)",
+                    gpu[i], cpu[i]
+                ),
+            });
         }
+        Ok(())
     }
 
     // ---- forward -------------------------------------------------------------------------------
@@ -384,6 +462,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok((batched, batch, spatial))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         x: &Tensor,
@@ -391,6 +470,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         batched: bool,
         batch: usize,
         in_spatial: [usize; D],
+        stream: Option<&Arc<CudaStream>>,
     ) -> Result<Tensor> {
         if x.device() != self.device {
             return Err(Error::Unsupported {
@@ -421,6 +501,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         out_shape.push(self.out_channels);
         out_shape.extend_from_slice(&out_spatial);
         let out_len = checked_numel(&out_shape)?;
+        if let Device::Cuda(n) = self.device {
+            return self.run_cuda(n, x, &problem, out_shape, out_len, stream);
+        }
+        if stream.is_some() {
+            return Err(Error::Unsupported {
+                op: "forward on a CUDA stream".into(),
+                device: self.device.to_string(),
+                reason: "the module is on the CPU; move it with to_device(Device::Cuda(n)) first".into(),
+            });
+        }
         let mut y = Vec::new();
         y.try_reserve_exact(out_len).map_err(|_| {
             Error::Overflow(format!("cannot allocate the output of shape {out_shape:?} ({out_len} elements)"))
@@ -431,7 +521,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 Some(b) => Some(b.as_slice::<f32>()?),
                 None => None,
             };
-            match x.storage() {
+            let host = x.host_storage().ok_or_else(|| Error::Unsupported {
+                op: "forward".into(),
+                device: x.device().to_string(),
+                reason: "the input lives on a CUDA device and the module on the CPU".into(),
+            })?;
+            match host {
                 CpuStorage::F32(v) => cpu::conv(&problem, &self.derived.packed, bias, v, &mut y)?,
                 _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32(), &mut y)?,
             }
@@ -443,7 +538,53 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 *v = b[(i / per.max(1)) % self.out_channels];
             }
         }
-        Tensor::from_vec(y, &out_shape).map(|t| t.to_dtype(x.dtype()))
+        Tensor::from_vec(y, &out_shape)?.try_to_dtype(x.dtype())
+    }
+
+    /// The CUDA half of [`run`](Self::run): enqueues the convolution on `stream` (the device's
+    /// default stream when `None`) and returns the output tensor on the device without waiting.
+    fn run_cuda(
+        &self,
+        ordinal: usize,
+        x: &Tensor,
+        problem: &ConvProblem,
+        out_shape: Vec<usize>,
+        out_len: usize,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<Tensor> {
+        let cw = self.cuda.as_ref().ok_or_else(|| Error::Unsupported {
+            op: "forward".into(),
+            device: self.device.to_string(),
+            reason: "the module has no device-resident weight (internal error)".into(),
+        })?;
+        let xs = x.cuda_storage().ok_or_else(|| Error::Unsupported {
+            op: "forward".into(),
+            device: x.device().to_string(),
+            reason: format!("the module is on {} and the input on {}", self.device, x.device()),
+        })?;
+        let dtype = xs.dtype;
+        let rt = &cw.runtime;
+        if out_len == 0 || problem.input_len() == 0 {
+            // Nothing to convolve (empty batch or empty input extent): the output is the bias
+            // (or zeros); built on the host and uploaded.
+            let bias = self.bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+            let per = problem.out_size.iter().product::<usize>().max(1);
+            let y: Vec<f32> = (0..out_len).map(|i| bias.map_or(0.0, |b| b[(i / per) % self.out_channels])).collect();
+            let host = Tensor::from_vec(y, &out_shape)?.try_to_dtype(dtype)?;
+            let bytes = match host.host_storage() {
+                Some(CpuStorage::F32(v)) => v.iter().flat_map(|e| e.to_ne_bytes()).collect::<Vec<u8>>(),
+                Some(CpuStorage::F16(v)) => v.iter().flat_map(|e| e.to_bits().to_ne_bytes()).collect(),
+                Some(CpuStorage::BF16(v)) => v.iter().flat_map(|e| e.to_bits().to_ne_bytes()).collect(),
+                None => Vec::new(),
+            };
+            return Ok(Tensor::from_cuda(out_shape, dtype, ordinal, rt.htod(&bytes, stream)?));
+        }
+        let bytes = out_len
+            .checked_mul(dtype.size_in_bytes())
+            .ok_or_else(|| Error::Overflow(format!("the output of shape {out_shape:?}")))?;
+        let mut y = rt.zeros::<u8>(bytes, stream)?;
+        rt.conv_device(problem, dtype, &cw.weight, cw.bias.as_ref(), &xs.bytes, &mut y, stream)?;
+        Ok(Tensor::from_cuda(out_shape, dtype, ordinal, y))
     }
 }
 
@@ -455,7 +596,17 @@ impl<const D: usize> ConvModule<D, false> {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x)?;
         let out = self.options.conv_output_size(&spatial)?;
-        self.run(x, out, batched, batch, spatial)
+        self.run(x, out, batched, batch, spatial, None)
+    }
+
+    /// [`forward`](Self::forward) for a module and input on a CUDA device, enqueued on the
+    /// caller's `stream` (of that device) instead of the device's default stream. Returns without
+    /// waiting; the output tensor is ready once `stream` has reached this point (copying it to
+    /// the host waits for that). Errors for a CPU module.
+    pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let out = self.options.conv_output_size(&spatial)?;
+        self.run(x, out, batched, batch, spatial, Some(stream))
     }
 
     /// Output spatial size for an input of spatial size `input`.
@@ -477,7 +628,21 @@ impl<const D: usize> ConvModule<D, true> {
     pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x)?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
-        self.run(x, out, batched, batch, spatial)
+        self.run(x, out, batched, batch, spatial, None)
+    }
+
+    /// [`forward_with_output_size`](Self::forward_with_output_size) for a module and input on a
+    /// CUDA device, enqueued on the caller's `stream` (of that device). Returns without waiting;
+    /// the output is ready once `stream` has reached this point. Errors for a CPU module.
+    pub fn forward_on_stream(
+        &self,
+        x: &Tensor,
+        output_size: Option<&[usize]>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
+        self.run(x, out, batched, batch, spatial, Some(stream))
     }
 
     /// Output spatial size for an input of spatial size `input` and an optional requested size.

@@ -17,7 +17,7 @@ use crate::conv::options::{ConvOptions, Padding, PaddingMode};
 use crate::error::{Error, Result};
 use crate::io::{StateDict, StoredData, StoredTensor};
 use crate::quant::{QParamData, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 const TENSOR_KEYS: [&str; 5] = ["weight", "bias", "weight_scale", "weight_zero_point", "weight_axis"];
 const META_KEYS: [&str; 6] =
@@ -467,6 +467,23 @@ impl AnyConv {
                 ))
             }
         })
+    }
+
+    /// The module moved to `device` (see [`ConvModule::to_device`]).
+    pub fn to_device(&self, device: Device) -> Result<Self> {
+        Ok(match self {
+            AnyConv::Conv1d(m) => AnyConv::Conv1d(m.to_device(device)?),
+            AnyConv::Conv2d(m) => AnyConv::Conv2d(m.to_device(device)?),
+            AnyConv::Conv3d(m) => AnyConv::Conv3d(m.to_device(device)?),
+            AnyConv::ConvTranspose1d(m) => AnyConv::ConvTranspose1d(m.to_device(device)?),
+            AnyConv::ConvTranspose2d(m) => AnyConv::ConvTranspose2d(m.to_device(device)?),
+            AnyConv::ConvTranspose3d(m) => AnyConv::ConvTranspose3d(m.to_device(device)?),
+        })
+    }
+
+    /// The device the module computes on.
+    pub fn device(&self) -> Device {
+        each!(self, m => m.device())
     }
 
     /// Runs the module. `output_size` is only valid for transposed convolutions.

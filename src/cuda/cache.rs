@@ -7,9 +7,11 @@
 //!   (devices of the same architecture share entries);
 //! * **on disk**, one file per entry named `<source>-<arch>-<key>.cubin`, where the key is a
 //!   128-bit hash of the source and headers, the complete option list, the NVRTC version and the
-//!   architecture. The directory is a constructor argument; [`KernelCache::from_env`] uses
-//!   `$QCONV_CACHE_DIR`, else `$XDG_CACHE_HOME/qconv`, else `~/.cache/qconv`, and
-//!   `QCONV_KERNEL_CACHE=off` disables the disk cache.
+//!   architecture. The directory is a constructor argument (`None`: memory only);
+//!   [`KernelCache::default_dir`] is the standard location (`$XDG_CACHE_HOME/qconv`, else
+//!   `~/.cache/qconv`). The runtime's process-wide cache is chosen with
+//!   [`crate::cuda::runtime::configure_kernel_cache`] (the CLI's `--cache-dir` /
+//!   `--no-disk-cache`); no environment variable of qconv's own is read.
 //!
 //! Entries carry a header with the key, the lengths and a checksum; a file that is truncated,
 //! corrupt or belongs to another key is recompiled and rewritten, never trusted. Writes go to a
@@ -220,20 +222,6 @@ impl KernelCache {
         KernelCache::new(None)
     }
 
-    /// The cache configured by the environment: disabled on disk when `QCONV_KERNEL_CACHE` is
-    /// `off`, `0`, `false` or `no`; otherwise in `$QCONV_CACHE_DIR` if set, else
-    /// [`KernelCache::default_dir`].
-    pub fn from_env() -> Self {
-        let disabled = std::env::var("QCONV_KERNEL_CACHE")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no"))
-            .unwrap_or(false);
-        if disabled {
-            return KernelCache::memory_only();
-        }
-        let dir = std::env::var_os("QCONV_CACHE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
-        KernelCache::new(dir.or_else(KernelCache::default_dir))
-    }
-
     /// `$XDG_CACHE_HOME/qconv`, else `$HOME/.cache/qconv`; `None` when neither variable is set.
     pub fn default_dir() -> Option<PathBuf> {
         let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -332,15 +320,8 @@ impl KernelCache {
 
     fn warn_once(&self, what: &str) {
         if !self.warned.swap(true, Ordering::Relaxed) {
-            eprintln!("qconv: warning: kernel cache: {what}; continuing without the disk cache for this entry (set QCONV_CACHE_DIR or QCONV_KERNEL_CACHE=off)");
+            eprintln!("qconv: warning: kernel cache: {what}; continuing without the disk cache for this entry (choose another directory with --cache-dir or disable it with --no-disk-cache)");
         }
-    }
-}
-
-impl Default for KernelCache {
-    /// [`KernelCache::from_env`].
-    fn default() -> Self {
-        KernelCache::from_env()
     }
 }
 

@@ -8,9 +8,9 @@
 //! numbers (formatting a cudarc error needs the driver), and the outcome is computed once per
 //! process and cached.
 //!
-//! The kernels themselves (NVRTC-compiled fake-quant and implicit-GEMM convolution) belong to the
-//! CUDA backend; until it is built into this crate a usable device is reported as such by the
-//! probe but computation stays on the CPU (see [`Probe::unusable_reason`]).
+//! When the probe succeeds, [`runtime::Runtime`] runs the NVRTC-compiled kernels
+//! ([`kernels`], [`launch`], [`cache`]) on the device; otherwise every CUDA entry point fails with
+//! [`Error::CudaUnavailable`] and [`Probe::unusable_reason`], and computation stays on the CPU.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod launch;
 pub mod nvrtc;
 mod params_sys;
+pub mod runtime;
 
 /// One CUDA device seen by the probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

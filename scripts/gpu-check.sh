@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# GPU check for qconv: one run on a machine with an NVIDIA GPU, the CUDA toolkit (for
+# compute-sanitizer) and PyTorch, without network access and possibly without a Rust toolchain.
+#
+#   scripts/gpu-check.sh [--bin-dir DIR] [--torch-bench PATH/torch_gpu.py] [--report DIR]
+#                        [--budget SECONDS] [--skip-torch]
+#
+# --bin-dir DIR   prebuilt binaries: the release `qconv` and the test executables `cuda-<hash>`
+#                 and `nvrtc-<hash>` (from `cargo build --release && cargo test --release --no-run`,
+#                 target/release/deps/). Without it, cargo builds them (needs a toolchain and the
+#                 vendored dependencies already in ~/.cargo).
+# --torch-bench   the PyTorch baseline script (default: ../shared/bench/torch_gpu.py next to the
+#                 repository, or torch_gpu.py in --bin-dir).
+# --report DIR    where everything is written (default: $OUT if set, else ./gpu-check-report).
+# --budget S      overall time limit in seconds (default 540); every step gets at most what is left.
+#
+# Steps (each logged to <report>/<step>.log; <report>/summary.txt lists PASS/FAIL/SKIP per step
+# with its duration): qconv info; qconv warmup for this GPU's sm_XY, cold (empty cache) then warm;
+# every GPU test executable; compute-sanitizer memcheck and racecheck on the `sanitizer_smoke`
+# test; qconv bench --device cuda and torch_gpu.py on the same GPU (JSON lines). The script
+# continues past failures and exits 1 if any step failed.
+set -u
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR=""
+TORCH_BENCH=""
+REPORT="${OUT:-$PWD/gpu-check-report}"
+BUDGET=540
+SKIP_TORCH=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin-dir) BIN_DIR="$(cd "$2" && pwd)"; shift 2 ;;
+    --torch-bench) TORCH_BENCH="$2"; shift 2 ;;
+    --report) REPORT="$2"; shift 2 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
+    --skip-torch) SKIP_TORCH=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$REPORT"
+REPORT="$(cd "$REPORT" && pwd)"
+SUMMARY="$REPORT/summary.txt"
+: > "$SUMMARY"
+START=$(date +%s)
+FAILED=0
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+
+# step NAME TIMEOUT CMD...: runs CMD with stdout+stderr in NAME.log, bounded by min(TIMEOUT, budget left).
+step() {
+  local name="$1" limit="$2"; shift 2
+  local remain; remain=$(left)
+  if [ "$remain" -lt 5 ]; then note "SKIP  $name (time budget exhausted)"; FAILED=1; return 1; fi
+  [ "$limit" -gt "$remain" ] && limit=$remain
+  local t0; t0=$(date +%s.%N)
+  timeout --kill-after=10 "$limit" "$@" > "$REPORT/$name.log" 2>&1
+  local rc=$?
+  local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [ $rc -eq 0 ]; then
+    note "PASS  $name (${dt}s)"
+  else
+    [ $rc -eq 124 ] && note "FAIL  $name (timed out after ${limit}s; see $name.log)" || note "FAIL  $name (exit $rc, ${dt}s; see $name.log)"
+    FAILED=1
+  fi
+  return $rc
+}
+
+note "qconv GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), host $(hostname)"
+note "repository: $ROOT ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$REPORT/nvidia-smi.txt" 2>&1 \
+  && note "gpu: $(head -1 "$REPORT/nvidia-smi.txt")" || note "gpu: nvidia-smi failed"
+
+# ---- libnvrtc -----------------------------------------------------------------------------------
+find_nvrtc() {
+  local d
+  for d in ${CUDA_HOME:-} ${CUDA_PATH:-} /usr/local/cuda /usr/local/cuda-13* /usr/local/cuda-12*; do
+    [ -n "$d" ] || continue
+    for sub in lib64 lib targets/x86_64-linux/lib targets/sbsa-linux/lib; do
+      ls "$d/$sub"/libnvrtc.so* >/dev/null 2>&1 && { echo "$d/$sub"; return 0; }
+    done
+  done
+  # PyTorch's bundled NVRTC (pip wheels nvidia-cuda-nvrtc / nvidia/cu13).
+  local sp
+  for sp in $(python3 -c 'import site,sys; print(" ".join(site.getsitepackages()+[site.getusersitepackages()]))' 2>/dev/null); do
+    for d in "$sp"/nvidia/cu13/lib "$sp"/nvidia/cuda_nvrtc/lib "$sp"/nvidia/*/lib; do
+      ls "$d"/libnvrtc.so* >/dev/null 2>&1 && { echo "$d"; return 0; }
+    done
+  done
+  return 1
+}
+if NVRTC_DIR=$(find_nvrtc); then
+  export LD_LIBRARY_PATH="$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "libnvrtc: $NVRTC_DIR ($(ls "$NVRTC_DIR"/libnvrtc.so* | xargs -n1 basename | tr '\n' ' '))"
+else
+  note "libnvrtc: not found in the CUDA toolkit or PyTorch's wheels (relying on the default loader path)"
+fi
+# A private kernel cache, so that the first warmup really compiles.
+export XDG_CACHE_HOME="$REPORT/xdg-cache"
+rm -rf "$XDG_CACHE_HOME"
+
+# ---- binaries -----------------------------------------------------------------------------------
+if [ -z "$BIN_DIR" ]; then
+  if command -v cargo >/dev/null 2>&1; then
+    step build 300 bash -c "cd '$ROOT' && cargo build --release --offline && cargo test --release --offline --no-run"
+    BIN_DIR="$REPORT/bin"
+    mkdir -p "$BIN_DIR"
+    cp "$ROOT/target/release/qconv" "$BIN_DIR/" 2>/dev/null
+    for t in cuda nvrtc; do
+      f=$(ls -t "$ROOT"/target/release/deps/$t-* 2>/dev/null | grep -v '\.d$' | head -1)
+      [ -n "$f" ] && cp "$f" "$BIN_DIR/"
+    done
+  else
+    note "FAIL  binaries: no --bin-dir given and no cargo on PATH"
+    exit 1
+  fi
+fi
+QCONV="$BIN_DIR/qconv"
+[ -x "$QCONV" ] || { note "FAIL  binaries: $QCONV missing"; exit 1; }
+CUDA_TEST=$(ls "$BIN_DIR"/cuda-* 2>/dev/null | grep -v '\.d$' | head -1)
+NVRTC_TEST=$(ls "$BIN_DIR"/nvrtc-* 2>/dev/null | grep -v '\.d$' | head -1)
+
+# Test executables read tests/fixtures relative to the working directory.
+cd "$ROOT"
+
+step info 30 "$QCONV" info
+cat "$REPORT/info.log" >> "$SUMMARY"
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+ARCH_ARG=()
+[ -n "$ARCH" ] && ARCH_ARG=(--arch "sm_$ARCH")
+step warmup-cold 240 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
+step warmup-warm 60 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
+
+# On this machine a skipped GPU test is a failure: the tests print "skipped: <reason>" (shown
+# with --nocapture) when the CUDA probe fails.
+check_not_skipped() {
+  if grep -q "skipped:" "$REPORT/$1.log"; then
+    note "FAIL  $1: tests were skipped (CUDA unusable here?):"
+    grep "skipped:" "$REPORT/$1.log" | head -3 | sed 's/^/      /' | tee -a "$SUMMARY"
+    FAILED=1
+  fi
+}
+for t in "$CUDA_TEST" "$NVRTC_TEST"; do
+  if [ -n "$t" ]; then
+    name="test-$(basename "$t" | sed 's/-[0-9a-f]*$//')"
+    step "$name" 240 "$t" --test-threads=4 --nocapture
+    grep -E "^test result" "$REPORT/$name.log" | sed 's/^/      /' >> "$SUMMARY"
+    check_not_skipped "$name"
+  else
+    note "FAIL  a test executable is missing in $BIN_DIR (cuda-*/nvrtc-*)"; FAILED=1
+  fi
+done
+
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$SANITIZER" ] && [ -n "$CUDA_TEST" ]; then
+  for tool in memcheck racecheck; do
+    step "sanitizer-$tool" 120 "$SANITIZER" --tool "$tool" --error-exitcode 1 "$CUDA_TEST" sanitizer_smoke --exact --test-threads=1 --nocapture
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^test result" "$REPORT/sanitizer-$tool.log" | sed 's/^/      /' >> "$SUMMARY"
+    check_not_skipped "sanitizer-$tool"
+  done
+else
+  note "FAIL  compute-sanitizer not found (or no cuda test executable)"; FAILED=1
+fi
+
+# The exported PyTorch model through the CLI: `qconv run --device cuda` against `--device cpu` for
+# each of its modules (random batched input; outputs must agree to 1e-5 of their magnitude).
+cat > "$REPORT/run_compare.py" <<'EOF'
+import json, os, random, struct, subprocess, sys
+qconv, model, work = sys.argv[1], sys.argv[2], sys.argv[3]
+def read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return h, b[8 + n:]
+def write(path, name, shape, values):
+    data = struct.pack(f"<{len(values)}f", *values)
+    head = json.dumps({name: {"dtype": "F32", "shape": shape, "data_offsets": [0, len(data)]}}).encode()
+    head += b" " * (-len(head) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(head)) + head + data)
+h, _ = read(model)
+meta = h["__metadata__"]
+random.seed(7)
+bad = 0
+for key in sorted(k for k in meta if k.endswith("module")):
+    prefix = key[: -len("module")]
+    cfg = json.loads(meta[key])
+    dims = len(cfg["kernel_size"])
+    shape = [2, cfg["in_channels"]] + [16] * dims
+    n = 1
+    for v in shape:
+        n *= v
+    x = os.path.join(work, "in.safetensors")
+    write(x, "input", shape, [random.uniform(-1, 1) for _ in range(n)])
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        y = os.path.join(work, f"out_{dev}.safetensors")
+        r = subprocess.run([qconv, "run", "--model", model, "--prefix", prefix, "--input", x, "--output", y,
+                            "--device", dev], capture_output=True, text=True)
+        print(f"{prefix} {dev}: exit {r.returncode} {r.stderr.strip()}")
+        if r.returncode != 0:
+            bad += 1
+            continue
+        hh, data = read(y)
+        t = hh["output"]
+        a, b = t["data_offsets"]
+        outs[dev] = (t["shape"], struct.unpack(f"<{(b - a) // 4}f", data[a:b]))
+    if len(outs) == 2:
+        (sc, c), (sg, g) = outs["cpu"], outs["cuda"]
+        scale = max([1e-30] + [abs(v) for v in c])
+        err = max([0.0] + [abs(p - q) for p, q in zip(c, g)])
+        ok = sc == sg and err <= 1e-5 * scale
+        print(f"{prefix} shape {sg} max |cuda - cpu| = {err:.3e} (max |y| {scale:.3e}) {'ok' if ok else 'MISMATCH'}")
+        bad += 0 if ok else 1
+sys.exit(1 if bad else 0)
+EOF
+step run-cuda-vs-cpu 60 python3 "$REPORT/run_compare.py" "$QCONV" "$ROOT/tests/fixtures/export_demo.safetensors" "$REPORT"
+grep -E "shape|exit [^0]" "$REPORT/run-cuda-vs-cpu.log" | sed 's/^/      /' >> "$SUMMARY"
+
+step bench-qconv 150 "$QCONV" bench --device cuda
+if [ "$SKIP_TORCH" = 0 ]; then
+  if [ -z "$TORCH_BENCH" ]; then
+    for c in "$ROOT/../shared/bench/torch_gpu.py" "$BIN_DIR/torch_gpu.py"; do [ -f "$c" ] && TORCH_BENCH="$c" && break; done
+  fi
+  if [ -n "$TORCH_BENCH" ] && [ -f "$TORCH_BENCH" ]; then
+    step bench-torch 180 python3 "$TORCH_BENCH" "$REPORT/bench-torch.jsonl"
+  else
+    note "FAIL  bench-torch: torch_gpu.py not found (pass --torch-bench PATH)"; FAILED=1
+  fi
+fi
+# Side by side: qconv module_forward vs cuDNN float conv (NCHW) and the reference module.
+python3 - "$REPORT/bench-qconv.log" "$REPORT/bench-torch.jsonl" > "$REPORT/bench-compare.txt" 2>&1 <<'EOF'
+import json, sys
+def rows(p):
+    try:
+        return [json.loads(l) for l in open(p) if l.startswith("{")]
+    except OSError:
+        return []
+q, t = rows(sys.argv[1]), rows(sys.argv[2])
+tt = {(r["case"], r["op"], r["dtype"], r.get("layout")): r["median_us"] for r in t}
+print(f"{'case':<16}{'dtype':<6}{'qconv us':>10}{'cudnn nchw':>12}{'ref module':>12}")
+for r in q:
+    if r["op"] != "module_forward":
+        continue
+    c, d = r["case"], r["dtype"]
+    print(f"{c:<16}{d:<6}{r['median_us']:>10}{tt.get((c, 'float_conv', d, 'nchw'), '-'):>12}"
+          f"{tt.get((c, 'ref_module', 'f32', 'nchw'), '-') if d == 'f32' else '':>12}")
+EOF
+cat "$REPORT/bench-compare.txt" >> "$SUMMARY"
+
+note "total: $(( $(date +%s) - START ))s; $([ $FAILED = 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"
+exit $FAILED

@@ -1,0 +1,558 @@
+//! CUDA against the CPU path and PyTorch (needs a usable CUDA device; every test reports itself
+//! skipped, with the probe's reason, elsewhere — so `cargo test` passes on any machine).
+//!
+//! Tolerances, per element, against the f64 oracle `conv_naive` over the fake-quantized weight:
+//! `8 · eps32 · Σ|x|·|ŵ|(+|b|)` for f32 activations (as tests/fixtures.rs and tests/modules.rs:
+//! a few float32 roundings of the magnitude of the sum, whatever the summation order), plus one
+//! rounding of the output to the activation dtype for f16 (`2^-11 · |y|`) and bf16
+//! (`2^-8 · |y|`). Fake-quantized weights must be bit-identical to the CPU path for every plan.
+//!
+//! Everything here is small: the whole file runs in seconds on an H100.
+
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use qconv::bench::Rng;
+use qconv::cpu::{conv_naive, ConvProblem};
+use qconv::cuda::runtime::Runtime;
+use qconv::io::{StateDict, StoredData};
+use qconv::quant::observer::{Observer, ObserverScheme};
+use qconv::{AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, QuantDType, Tensor};
+
+const CUDA: Device = Device::Cuda(0);
+
+/// `true` when a CUDA device is usable; otherwise prints why the calling test is skipped.
+fn gpu(test: &str) -> bool {
+    match qconv::cuda::probe().unusable_reason() {
+        None => true,
+        Some(reason) => {
+            eprintln!("{test}: skipped: {reason}");
+            false
+        }
+    }
+}
+
+fn pad3<const D: usize>(v: [usize; D], fill: usize) -> [usize; 3] {
+    let mut o = [fill; 3];
+    o[3 - D..].copy_from_slice(&v);
+    o
+}
+
+fn pick(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+fn out_eps(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::BF16 => 2f64.powi(-8),
+    }
+}
+
+fn make_input(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
+    let v = rng.vec(shape.iter().product(), -1.0, 1.0);
+    match dtype {
+        DType::F32 => Tensor::from_vec(v, shape).unwrap(),
+        DType::F16 => Tensor::from_vec(v.into_iter().map(f16::from_f32).collect(), shape).unwrap(),
+        DType::BF16 => Tensor::from_vec(v.into_iter().map(bf16::from_f32).collect(), shape).unwrap(),
+    }
+}
+
+/// Runs `m` on the CPU and on CUDA and checks both against the oracle; returns the CUDA output.
+fn check_module<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Tensor, what: &str) -> Vec<f32>
+where
+    ConvModule<D, T>: Fwd,
+{
+    let batched = x.ndim() == D + 2;
+    let lead = if batched { 2 } else { 1 };
+    let mut sp = [0; D];
+    sp.copy_from_slice(&x.shape()[lead..]);
+    let cpu = m.fwd(x).unwrap();
+    let md = m.to_device(CUDA).unwrap_or_else(|e| panic!("{what}: to_device: {e}"));
+    let xd = x.to_device(CUDA).unwrap();
+    let yd = md.fwd(&xd).unwrap_or_else(|e| panic!("{what}: CUDA forward: {e}"));
+    assert_eq!(yd.device(), CUDA);
+    assert_eq!(yd.dtype(), x.dtype());
+    assert_eq!(yd.shape(), cpu.shape(), "{what}: output shape");
+    let got = yd.to_device(Device::Cpu).unwrap().to_vec_f32();
+    let mut out = [0; D];
+    out.copy_from_slice(&cpu.shape()[lead..]);
+    let o = m.options();
+    let (lo, _) = o.padding_amounts();
+    let p = ConvProblem {
+        transposed: T,
+        batch: if batched { x.shape()[0] } else { 1 },
+        in_channels: m.in_channels(),
+        out_channels: m.out_channels(),
+        groups: o.groups,
+        in_size: pad3(sp, 1),
+        out_size: pad3(out, 1),
+        kernel: pad3(o.kernel_size, 1),
+        stride: pad3(o.stride, 1),
+        pad: pad3(lo, 0),
+        dilation: pad3(o.dilation, 1),
+        pad_mode: if T { PaddingMode::Zeros } else { o.padding_mode },
+    };
+    let w = m.get_weight().to_vec_f32();
+    let b = m.bias().map(|b| b.to_vec_f32());
+    let xv = x.to_vec_f32();
+    let want = conv_naive(&p, &w, b.as_deref(), &xv);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+    let mag = conv_naive(&p, &abs(&w), b.as_deref().map(abs).as_deref(), &abs(&xv));
+    let cpu = cpu.to_vec_f32();
+    for i in 0..want.len() {
+        let tol = 8.0 * f32::EPSILON as f64 * mag[i] + out_eps(x.dtype()) * want[i].abs() + 1e-30;
+        for (dev, v) in [("cuda", got[i]), ("cpu", cpu[i])] {
+            assert!(
+                (v as f64 - want[i]).abs() <= tol,
+                "{what} ({}, input {:?}): {dev} output[{i}] = {v} want {} (tol {tol:e})",
+                x.dtype(),
+                x.shape(),
+                want[i]
+            );
+        }
+    }
+    got
+}
+
+trait Fwd {
+    fn fwd(&self, x: &Tensor) -> qconv::Result<Tensor>;
+}
+impl<const D: usize> Fwd for ConvModule<D, false> {
+    fn fwd(&self, x: &Tensor) -> qconv::Result<Tensor> {
+        self.forward(x)
+    }
+}
+impl<const D: usize> Fwd for ConvModule<D, true> {
+    fn fwd(&self, x: &Tensor) -> qconv::Result<Tensor> {
+        self.forward(x)
+    }
+}
+
+fn random_module<const D: usize, const T: bool>(rng: &mut Rng) -> Option<(ConvModule<D, T>, [usize; D])> {
+    let groups = [1, 1, 2, 3][pick(rng, 4)];
+    let depthwise = pick(rng, 4) == 0;
+    // Channel counts that reach every kernel: direct (C/groups <= 2), m32 (K/groups <= 32) and
+    // the t64 tile (K/groups > 32).
+    let (cin, cout) = if depthwise {
+        (groups * 4, groups * 4)
+    } else {
+        let c = [1, 3, 8, 17][pick(rng, 4)];
+        let k = [1, 5, 32, 40][pick(rng, 4)];
+        (groups * c, groups * k)
+    };
+    let mut o = ConvOptions::<D>::new([0; D]);
+    for d in 0..D {
+        o.kernel_size[d] = 1 + pick(rng, 3);
+        o.stride[d] = 1 + pick(rng, 3);
+        o.dilation[d] = 1 + pick(rng, 2);
+    }
+    o.groups = if depthwise { cin } else { groups };
+    o.padding_mode = if T {
+        PaddingMode::Zeros
+    } else {
+        [PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular]
+            [pick(rng, 5)]
+    };
+    let mut pads = [0; D];
+    for p in pads.iter_mut() {
+        *p = pick(rng, 3);
+    }
+    o.padding = Padding::Explicit(pads);
+    if T {
+        for d in 0..D {
+            o.output_padding[d] = pick(rng, o.stride[d].max(o.dilation[d]));
+        }
+    }
+    let shape = ConvModule::<D, T>::weight_shape(cin, cout, &o);
+    let weight = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let bias = (pick(rng, 2) == 0).then(|| Tensor::from_vec(rng.vec(cout, -0.5, 0.5), &[cout]).unwrap());
+    let scheme = [
+        ObserverScheme::PerTensorAffine,
+        ObserverScheme::PerTensorSymmetric,
+        ObserverScheme::PerChannelAffine,
+        ObserverScheme::PerChannelSymmetric,
+        ObserverScheme::PerChannelAffineFloatQParams,
+    ][pick(rng, 5)];
+    let dtype = if pick(rng, 2) == 0 { QuantDType::QInt8 } else { QuantDType::QUInt8 };
+    let mut obs = Observer::new(dtype, scheme).unwrap().ch_axis(if T { 1 } else { 0 });
+    obs.observe(&weight).unwrap();
+    o.bias = bias.is_some();
+    let m = ConvModule::<D, T>::new(cin, cout, o, weight, bias, obs.weight_qparams()).unwrap();
+    let mut sp = [0; D];
+    for s in sp.iter_mut() {
+        *s = 4 + pick(rng, 8);
+    }
+    // Skip configurations whose kernel does not fit the padded input (validation tests cover them).
+    if !T && m.options().conv_output_size(&sp).is_err() {
+        return None;
+    }
+    Some((m, sp))
+}
+
+fn sweep<const D: usize, const T: bool>(rng: &mut Rng, cases: usize)
+where
+    ConvModule<D, T>: Fwd,
+{
+    let mut done = 0;
+    while done < cases {
+        let Some((m, sp)) = random_module::<D, T>(rng) else { continue };
+        let dtype = [DType::F32, DType::F16, DType::BF16][done % 3];
+        let batched = pick(rng, 4) != 0;
+        let mut xs = if batched { vec![1 + pick(rng, 3), m.in_channels()] } else { vec![m.in_channels()] };
+        xs.extend_from_slice(&sp);
+        let x = make_input(rng, &xs, dtype);
+        check_module(&m, &x, &format!("{m}"));
+        done += 1;
+    }
+}
+
+/// `tests/fixtures/modules.safetensors`, relative to the working directory when it is there (test
+/// executables copied to another machine by scripts/gpu-check.sh run from the repository root),
+/// else in the source tree the tests were built from.
+fn fixture_path() -> String {
+    fixture("modules.safetensors")
+}
+
+fn fixture(name: &str) -> String {
+    let rel = format!("tests/fixtures/{name}");
+    if std::path::Path::new(&rel).exists() {
+        rel
+    } else {
+        format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+    }
+}
+
+/// Σ|x|·|ŵ| + |b| per output element (as tests/fixtures.rs): the module with absolute weights
+/// and bias, no quantization, applied to |x| on the CPU.
+fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[usize]>) -> Vec<f32> {
+    let mut sd = m.state_dict(prefix);
+    let abs = |v: Vec<f32>| v.into_iter().map(f32::abs).collect::<Vec<_>>();
+    let w = m.get_weight();
+    sd.insert_tensor(format!("{prefix}weight"), &Tensor::from_vec(abs(w.to_vec_f32()), w.shape()).unwrap());
+    if let Some(b) = sd.tensors.get(&format!("{prefix}bias")).cloned() {
+        if let StoredData::F32(v) = b.data {
+            sd.insert_tensor(format!("{prefix}bias"), &Tensor::from_vec(abs(v), &b.shape).unwrap());
+        }
+    }
+    sd.metadata.insert(format!("{prefix}weight_qscheme"), "None".into());
+    sd.metadata.insert(format!("{prefix}weight_dtype"), "torch.float32".into());
+    let am = AnyConv::from_state_dict(&sd, prefix).unwrap();
+    let ax = Tensor::from_vec(abs(x.to_vec_f32()), x.shape()).unwrap();
+    am.forward(&ax, output_size).unwrap().to_vec_f32()
+}
+
+#[test]
+fn device_tensors_round_trip_and_refuse_host_access() {
+    let x = Tensor::from_vec(vec![1.0f32, -2.5, 3.25, f32::MIN_POSITIVE], &[2, 2]).unwrap();
+    if !gpu("device_tensors_round_trip_and_refuse_host_access") {
+        // Without CUDA the upload is a typed error carrying the probe's reason.
+        match x.to_device(CUDA) {
+            Err(Error::CudaUnavailable { ordinal: 0, reason }) => assert!(!reason.is_empty()),
+            other => panic!("expected CudaUnavailable, got {other:?}"),
+        }
+        return;
+    }
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let h = x.to_dtype(dtype);
+        let d = h.to_device(CUDA).unwrap();
+        assert_eq!((d.device(), d.dtype(), d.shape()), (CUDA, dtype, h.shape()));
+        assert!(matches!(d.as_slice::<f32>(), Err(Error::Unsupported { .. })));
+        assert!(d.as_cuda_bytes().is_some());
+        let back = d.to_device(Device::Cpu).unwrap();
+        assert_eq!(back, h, "{dtype}: round trip");
+        assert_eq!(d.try_to_vec_f32().unwrap(), h.to_vec_f32());
+        assert_eq!(d.reshape(&[4]).unwrap().device(), CUDA);
+    }
+}
+
+#[test]
+fn fake_quant_is_bit_identical_for_every_plan() {
+    if !gpu("fake_quant_is_bit_identical_for_every_plan") {
+        return;
+    }
+    let rt = Runtime::get(0).unwrap();
+    let sd = StateDict::load(fixture_path()).unwrap();
+    let names: Vec<String> = serde_json::from_str(&sd.metadata["__cases__"]).unwrap();
+    // Every fixture module (all qschemes, dtypes, float zero points, decomposed, ties, saturation).
+    for case in &names {
+        let (m, _) = AnyConv::from_state_dict_lenient(&sd, &format!("{case}.")).unwrap();
+        let w = m.weight();
+        let src = rt.htod(w.as_slice::<f32>().unwrap(), None).unwrap();
+        let mut dst = rt.zeros::<f32>(w.numel(), None).unwrap();
+        rt.fake_quantize_device(m.weight_qparams(), w.shape(), &src, Some(&mut dst), None, None)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let got = rt.dtoh(&dst, None).unwrap();
+        let want = m.get_weight().as_slice::<f32>().unwrap();
+        for i in 0..want.len() {
+            assert_eq!(got[i].to_bits(), want[i].to_bits(), "{case}: weight element {i}: {} vs {}", got[i], want[i]);
+        }
+    }
+    // A non-finite weight is the same typed error as on the CPU.
+    let w = vec![0.5f32, f32::NAN, 1.0, 2.0];
+    let qp = qconv::WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0);
+    let src = rt.htod(&w, None).unwrap();
+    let mut dst = rt.zeros::<f32>(4, None).unwrap();
+    match rt.fake_quantize_device(&qp, &[4], &src, Some(&mut dst), None, None) {
+        Err(Error::NonFiniteWeight { index: 1, .. }) => {}
+        other => panic!("expected NonFiniteWeight at 1, got {other:?}"),
+    }
+}
+
+#[test]
+fn pytorch_fixtures_run_on_cuda() {
+    if !gpu("pytorch_fixtures_run_on_cuda") {
+        return;
+    }
+    let sd = StateDict::load(fixture_path()).unwrap();
+    let names: Vec<String> = serde_json::from_str(&sd.metadata["__cases__"]).unwrap();
+    let mut failures = Vec::new();
+    for case in &names {
+        let prefix = format!("{case}.");
+        let (m, _) = AnyConv::from_state_dict_lenient(&sd, &prefix).unwrap();
+        let fwd: serde_json::Value = serde_json::from_str(&sd.metadata[&format!("{prefix}forward")]).unwrap();
+        let output_size: Option<Vec<usize>> =
+            fwd["output_size"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap() as usize).collect());
+        let x = sd.tensor(&format!("{prefix}input")).unwrap();
+        let want = sd.tensor(&format!("{prefix}output")).unwrap().to_vec_f32();
+        // The module is moved (self-checking its fake-quantized weight on the device) and run there.
+        let md = match m.to_device(CUDA) {
+            Ok(md) => md,
+            Err(e) => {
+                failures.push(format!("{case}: to_device: {e}"));
+                continue;
+            }
+        };
+        let y = match md.forward(&x.to_device(CUDA).unwrap(), output_size.as_deref()) {
+            Ok(y) => y.to_device(Device::Cpu).unwrap().to_vec_f32(),
+            Err(e) => {
+                failures.push(format!("{case}: forward: {e}"));
+                continue;
+            }
+        };
+        // Same criterion as tests/fixtures.rs for the CPU path: within 8 units of
+        // eps32 · (Σ|x||ŵ| + |b|) of PyTorch's output.
+        let mag = magnitude(&m, &prefix, &x, output_size.as_deref());
+        for i in 0..want.len() {
+            let units = (y[i] - want[i]).abs() / (f32::EPSILON * mag[i]).max(f32::MIN_POSITIVE);
+            if units > 8.0 {
+                failures.push(format!("{case}: output[{i}] = {} want {} ({units:.2} units)", y[i], want[i]));
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn randomized_sweep_against_the_oracle() {
+    if !gpu("randomized_sweep_against_the_oracle") {
+        return;
+    }
+    let mut rng = Rng::new(0xC0DA);
+    sweep::<1, false>(&mut rng, 24);
+    sweep::<2, false>(&mut rng, 36);
+    sweep::<3, false>(&mut rng, 12);
+    sweep::<1, true>(&mut rng, 18);
+    sweep::<2, true>(&mut rng, 24);
+    sweep::<3, true>(&mut rng, 9);
+}
+
+#[test]
+fn large_tiles_and_empty_inputs() {
+    if !gpu("large_tiles_and_empty_inputs") {
+        return;
+    }
+    let mut rng = Rng::new(7);
+    // Enough 128-column tiles (>= 2 per SM on any current GPU) for the 128x128 tile: 2*136*136
+    // columns, 64 output channels per group.
+    for (c, k) in [(8, 64), (16, 160)] {
+        let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        let sp = if k == 64 { 136 } else { 40 };
+        for dtype in [DType::F32, DType::BF16] {
+            let x = make_input(&mut rng, &[2, c, sp, sp], dtype);
+            check_module(&m, &x, &format!("{m}"));
+        }
+    }
+    // Transposed with stride 2 (four phases of 2*66*66 columns: 4 * 69 tiles of 128) and 128
+    // output channels: the 128x128 tile.
+    let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::ConvTranspose2d::weight_shape(8, 128, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(128, -0.5, 0.5), &[128]).unwrap();
+    let m = qconv::ConvTranspose2d::from_float_observed(w, Some(b), o).unwrap();
+    let x = make_input(&mut rng, &[2, 8, 66, 66], DType::F16);
+    check_module(&m, &x, "ConvTranspose2d 8->128 s2");
+    // Empty batch and zero-size spatial input (padding only): shapes and bias as on the CPU.
+    let o = ConvOptions::<1>::new([3]).padding(Padding::Explicit([2])).bias(true);
+    let w = Tensor::from_vec(rng.vec(2 * 3 * 3, -0.5, 0.5), &[2, 3, 3]).unwrap();
+    let b = Tensor::from_vec(vec![0.25f32, -1.0], &[2]).unwrap();
+    let m = qconv::Conv1d::from_float_observed(w, Some(b), o).unwrap();
+    let md = m.to_device(CUDA).unwrap();
+    for shape in [[0usize, 3, 5], [2, 3, 0]] {
+        let x = Tensor::zeros(&shape, DType::F32).unwrap();
+        let cpu = m.forward(&x).unwrap();
+        let gpu = md.forward(&x.to_device(CUDA).unwrap()).unwrap().to_device(Device::Cpu).unwrap();
+        assert_eq!(gpu, cpu, "input {shape:?}");
+    }
+}
+
+#[test]
+fn mixing_devices_is_a_typed_error() {
+    if !gpu("mixing_devices_is_a_typed_error") {
+        return;
+    }
+    let o = ConvOptions::<1>::new([3]);
+    let w = Tensor::from_vec(vec![0.5f32; 2 * 2 * 3], &[2, 2, 3]).unwrap();
+    let m = qconv::Conv1d::from_float_observed(w, None, o).unwrap();
+    let md = m.to_device(CUDA).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32; 2 * 2 * 8], &[2, 2, 8]).unwrap();
+    let xd = x.to_device(CUDA).unwrap();
+    assert!(matches!(m.forward(&xd), Err(Error::Unsupported { .. })));
+    assert!(matches!(md.forward(&x), Err(Error::Unsupported { .. })));
+    let s = Runtime::get(0).unwrap().new_stream().unwrap();
+    assert!(matches!(m.forward_on_stream(&x, &s), Err(Error::Unsupported { .. })));
+    assert!(md.forward(&xd).is_ok());
+}
+
+#[test]
+fn own_streams_and_many_threads_give_identical_results() {
+    if !gpu("own_streams_and_many_threads_give_identical_results") {
+        return;
+    }
+    let mut rng = Rng::new(99);
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(2).bias(true);
+    let shape = qconv::Conv2d::weight_shape(16, 48, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(48, -0.5, 0.5), &[48]).unwrap();
+    let m = Arc::new(qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap().to_device(CUDA).unwrap());
+    let x = make_input(&mut rng, &[4, 16, 20, 20], DType::F32);
+    let xd = x.to_device(CUDA).unwrap();
+    let reference = m.forward(&xd).unwrap().to_device(Device::Cpu).unwrap();
+    // The same kernel on any stream computes the same bits.
+    let rt = Runtime::get(0).unwrap();
+    let s = rt.new_stream().unwrap();
+    // Several launches queued on the caller's stream; the copy to the host waits for them.
+    let ys: Vec<Tensor> = (0..3).map(|_| m.forward_on_stream(&xd, &s).unwrap()).collect();
+    for y in ys {
+        assert_eq!(y.to_device(Device::Cpu).unwrap(), reference);
+    }
+    // Eight threads, each with its own stream (and one on the default stream), sharing the module
+    // and the input.
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (m, xd, rt) = (Arc::clone(&m), xd.clone(), Arc::clone(&rt));
+            std::thread::spawn(move || {
+                let s = rt.new_stream().unwrap();
+                (0..5)
+                    .map(|_| {
+                        let y = if t == 0 { m.forward(&xd) } else { m.forward_on_stream(&xd, &s) };
+                        y.unwrap().to_device(Device::Cpu).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        for y in h.join().unwrap() {
+            assert_eq!(y, reference);
+        }
+    }
+}
+
+/// A few small launches of every kernel family, for compute-sanitizer (memcheck, racecheck) in
+/// scripts/gpu-check.sh: fake-quant and quantize-only, the direct, 32-row and 64x64-tile forward
+/// kernels, transposed (tiled and direct), f32 and f16, with odd sizes so that every tile has a
+/// ragged edge.
+#[test]
+fn sanitizer_smoke() {
+    if !gpu("sanitizer_smoke") {
+        return;
+    }
+    let rt = Runtime::get(0).unwrap();
+    let mut rng = Rng::new(5);
+    let w = rng.vec(7 * 5 * 3, -1.0, 1.0);
+    let qp = qconv::WeightQParams::per_channel(
+        QuantDType::QInt8,
+        vec![0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07],
+        vec![0, 1, -1, 2, 0, 0, 3],
+        0,
+    );
+    let src = rt.htod(&w, None).unwrap();
+    let mut dst = rt.zeros::<f32>(w.len(), None).unwrap();
+    let mut codes = rt.zeros::<i32>(w.len(), None).unwrap();
+    rt.fake_quantize_device(&qp, &[7, 5, 3], &src, Some(&mut dst), None, None).unwrap();
+    rt.fake_quantize_device(&qp, &[7, 5, 3], &src, None, Some(&mut codes), None).unwrap();
+    let want = qconv::quant::quantize(&Tensor::from_vec(w, &[7, 5, 3]).unwrap(), &qp).unwrap();
+    if let qconv::quant::QuantizedValues::Codes(c) = want.values {
+        assert_eq!(rt.dtoh(&codes, None).unwrap(), c);
+    }
+    for (c, k, groups) in [(4, 4, 4), (6, 10, 1), (9, 40, 1)] {
+        let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::Conv2d::from_float_observed(wt, Some(b), o).unwrap();
+        for dtype in [DType::F32, DType::F16] {
+            let x = make_input(&mut rng, &[2, c, 7, 9], dtype);
+            check_module(&m, &x, &format!("{m}"));
+        }
+    }
+    for (c, k) in [(2, 3), (9, 40)] {
+        let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+        let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
+        let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let m =
+            qconv::ConvTranspose2d::from_float_observed(wt, Some(Tensor::zeros(&[k], DType::F32).unwrap()), o).unwrap();
+        let x = make_input(&mut rng, &[2, c, 5, 6], DType::F32);
+        check_module(&m, &x, &format!("{m}"));
+    }
+}
+
+/// The model exported from PyTorch by scripts/export_pytorch.py (four modules) on CUDA: every
+/// module moved to the device agrees with the CPU path within the f32 tolerance, batched input.
+#[test]
+fn exported_pytorch_model_runs_on_cuda() {
+    if !gpu("exported_pytorch_model_runs_on_cuda") {
+        return;
+    }
+    let sd = StateDict::load(fixture("export_demo.safetensors")).unwrap();
+    let mut rng = Rng::new(31);
+    for prefix in sd.module_prefixes() {
+        let m = AnyConv::from_state_dict(&sd, &prefix).unwrap();
+        let (d, c) = (m.get_weight().ndim() - 2, m.in_channels());
+        let mut shape = vec![2, c];
+        shape.extend(std::iter::repeat_n(9, d));
+        let x = make_input(&mut rng, &shape, DType::F32);
+        let cpu = m.forward(&x, None).unwrap();
+        let gpu = m.to_device(CUDA).unwrap().forward(&x.to_device(CUDA).unwrap(), None).unwrap();
+        let gpu = gpu.to_device(Device::Cpu).unwrap();
+        assert_eq!(gpu.shape(), cpu.shape(), "{prefix}");
+        let mag = magnitude(&m, &prefix, &x, None);
+        let (g, c) = (gpu.to_vec_f32(), cpu.to_vec_f32());
+        for i in 0..c.len() {
+            // Both within 8 units of the exact sum, so within 16 of each other.
+            assert!(
+                (g[i] - c[i]).abs() <= 16.0 * f32::EPSILON * mag[i],
+                "{prefix}: output[{i}] = {} cpu {}",
+                g[i],
+                c[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn runtime_modules_and_device_tensors_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Runtime>();
+    send_sync::<Tensor>();
+    send_sync::<qconv::Conv2d>();
+    send_sync::<qconv::ConvTranspose3d>();
+    send_sync::<AnyConv>();
+}

@@ -61,9 +61,10 @@ impl Net {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = relu(&self.conv1.forward(x)?)?;
-        let h = relu(&self.conv2.forward(&h)?)?;
-        let h = relu(&self.up.forward(&h)?)?;
+        let d = self.head.device();
+        let h = relu(&self.conv1.forward(x)?, d)?;
+        let h = relu(&self.conv2.forward(&h)?, d)?;
+        let h = relu(&self.up.forward(&h)?, d)?;
         self.head.forward(&h)
     }
 
@@ -77,8 +78,10 @@ impl Net {
     }
 }
 
-fn relu(t: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(t.to_vec_f32().into_iter().map(|v| v.max(0.0)).collect(), t.shape())
+/// ReLU on the host (qconv provides convolutions only), then back to the network's device.
+fn relu(t: &Tensor, device: Device) -> Result<Tensor> {
+    let v = t.try_to_vec_f32()?.into_iter().map(|v| v.max(0.0)).collect();
+    Tensor::from_vec(v, t.shape())?.to_device(device)
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,16 +97,10 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     println!("qconv quickstart: a 4-layer quantized conv network on built-in data\n");
     let probe = qconv::cuda::probe();
-    let best = Device::best();
-    let device = match best {
-        Device::Cpu => Device::Cpu,
-        // The CUDA kernels are not part of this build; compute on the CPU and say so.
-        Device::Cuda(_) => Device::Cpu,
-    };
-    let why = match (best, probe.unusable_reason()) {
-        (_, Some(r)) => format!("CPU fallback because {r}"),
-        (Device::Cuda(n), None) => format!("CUDA device {n} is usable, but this build computes on the CPU only"),
-        (Device::Cpu, None) => "CPU".to_string(),
+    let device = Device::best();
+    let why = match probe.unusable_reason() {
+        Some(r) => format!("CPU fallback because {r}"),
+        None => format!("CUDA is usable ({})", probe.devices.first().map(|d| d.name.as_str()).unwrap_or("?")),
     };
     println!("device: {device} ({why}); CPU SIMD: {}, threads: {}", qconv::cpu::simd_level(), rayon_threads());
 
@@ -116,10 +113,10 @@ fn run() -> Result<()> {
     println!("{}\n{}\n{}\n{}", qnet.conv1, qnet.conv2, qnet.up, qnet.head);
 
     let mut rng = Rng::new(7);
-    let x = Tensor::from_vec(rng.vec(2 * 3 * 64 * 64, -1.0, 1.0), &[2, 3, 64, 64])?;
+    let x = Tensor::from_vec(rng.vec(2 * 3 * 64 * 64, -1.0, 1.0), &[2, 3, 64, 64])?.to_device(device)?;
     let yq = qnet.forward(&x)?;
     let yf = fnet.forward(&x)?;
-    let (q, f) = (yq.to_vec_f32(), yf.to_vec_f32());
+    let (q, f) = (yq.try_to_vec_f32()?, yf.try_to_vec_f32()?);
     let max_dev = q.iter().zip(&f).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let max_ref = f.iter().map(|v| v.abs()).fold(0f32, f32::max);
     let mean = q.iter().map(|&v| v as f64).sum::<f64>() / q.len() as f64;

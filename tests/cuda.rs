@@ -9,13 +9,16 @@
 //!
 //! Everything here is small: the whole file runs in seconds on an H100.
 
+mod common;
+
+use common::magnitude;
 use std::sync::Arc;
 
 use half::{bf16, f16};
 use qconv::bench::Rng;
-use qconv::cpu::{conv_naive, ConvProblem};
+use qconv::cpu::conv_naive;
 use qconv::cuda::runtime::Runtime;
-use qconv::io::{StateDict, StoredData};
+use qconv::io::StateDict;
 use qconv::quant::observer::{Observer, ObserverScheme};
 use qconv::{AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, QuantDType, Tensor};
 
@@ -30,12 +33,6 @@ fn gpu(test: &str) -> bool {
             false
         }
     }
-}
-
-fn pad3<const D: usize>(v: [usize; D], fill: usize) -> [usize; 3] {
-    let mut o = [fill; 3];
-    o[3 - D..].copy_from_slice(&v);
-    o
 }
 
 fn pick(rng: &mut Rng, n: usize) -> usize {
@@ -64,10 +61,6 @@ fn check_module<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Tensor,
 where
     ConvModule<D, T>: Fwd,
 {
-    let batched = x.ndim() == D + 2;
-    let lead = if batched { 2 } else { 1 };
-    let mut sp = [0; D];
-    sp.copy_from_slice(&x.shape()[lead..]);
     let cpu = m.fwd(x).unwrap();
     let md = m.to_device(CUDA).unwrap_or_else(|e| panic!("{what}: to_device: {e}"));
     let xd = x.to_device(CUDA).unwrap();
@@ -76,24 +69,7 @@ where
     assert_eq!(yd.dtype(), x.dtype());
     assert_eq!(yd.shape(), cpu.shape(), "{what}: output shape");
     let got = yd.to_device(Device::Cpu).unwrap().to_vec_f32();
-    let mut out = [0; D];
-    out.copy_from_slice(&cpu.shape()[lead..]);
-    let o = m.options();
-    let (lo, _) = o.padding_amounts();
-    let p = ConvProblem {
-        transposed: T,
-        batch: if batched { x.shape()[0] } else { 1 },
-        in_channels: m.in_channels(),
-        out_channels: m.out_channels(),
-        groups: o.groups,
-        in_size: pad3(sp, 1),
-        out_size: pad3(out, 1),
-        kernel: pad3(o.kernel_size, 1),
-        stride: pad3(o.stride, 1),
-        pad: pad3(lo, 0),
-        dilation: pad3(o.dilation, 1),
-        pad_mode: if T { PaddingMode::Zeros } else { o.padding_mode },
-    };
+    let p = m.conv_problem(x.shape(), None).unwrap();
     let w = m.get_weight().to_vec_f32();
     let b = m.bias().map(|b| b.to_vec_f32());
     let xv = x.to_vec_f32();
@@ -222,25 +198,6 @@ fn fixture(name: &str) -> String {
     } else {
         format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
     }
-}
-
-/// Σ|x|·|ŵ| + |b| per output element (as tests/fixtures.rs): the module with absolute weights
-/// and bias, no quantization, applied to |x| on the CPU.
-fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[usize]>) -> Vec<f32> {
-    let mut sd = m.state_dict(prefix);
-    let abs = |v: Vec<f32>| v.into_iter().map(f32::abs).collect::<Vec<_>>();
-    let w = m.get_weight();
-    sd.insert_tensor(format!("{prefix}weight"), &Tensor::from_vec(abs(w.to_vec_f32()), w.shape()).unwrap());
-    if let Some(b) = sd.tensors.get(&format!("{prefix}bias")).cloned() {
-        if let StoredData::F32(v) = b.data {
-            sd.insert_tensor(format!("{prefix}bias"), &Tensor::from_vec(abs(v), &b.shape).unwrap());
-        }
-    }
-    sd.metadata.insert(format!("{prefix}weight_qscheme"), "None".into());
-    sd.metadata.insert(format!("{prefix}weight_dtype"), "torch.float32".into());
-    let am = AnyConv::from_state_dict(&sd, prefix).unwrap();
-    let ax = Tensor::from_vec(abs(x.to_vec_f32()), x.shape()).unwrap();
-    am.forward(&ax, output_size).unwrap().to_vec_f32()
 }
 
 #[test]

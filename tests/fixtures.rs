@@ -9,10 +9,13 @@
 
 use std::collections::BTreeSet;
 
+mod common;
+
+use common::magnitude;
 use qconv::io::{StateDict, StoredData};
 use qconv::quant::observer::{Observer, ObserverScheme};
 use qconv::quant::{QParamData, QuantizedValues};
-use qconv::{AnyConv, QuantDType, Tensor};
+use qconv::{AnyConv, QuantDType};
 
 const EXTRAS: [&str; 5] = ["input", "output", "weight_fq", "weight_q", "forward"];
 const TOL_UNITS: f32 = 8.0;
@@ -24,25 +27,6 @@ fn load(name: &str) -> StateDict {
 
 fn cases(sd: &StateDict) -> Vec<String> {
     serde_json::from_str(&sd.metadata["__cases__"]).expect("__cases__ is a JSON list")
-}
-
-/// Σ|x|·|ŵ| + |b| per output element: the same module with absolute weights and bias, no
-/// quantization, applied to |x|.
-fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[usize]>) -> Vec<f32> {
-    let mut sd = m.state_dict(prefix);
-    let abs = |v: Vec<f32>| v.into_iter().map(f32::abs).collect::<Vec<_>>();
-    let w = m.get_weight();
-    sd.insert_tensor(format!("{prefix}weight"), &Tensor::from_vec(abs(w.to_vec_f32()), w.shape()).unwrap());
-    if let Some(b) = sd.tensors.get(&format!("{prefix}bias")).cloned() {
-        if let StoredData::F32(v) = b.data {
-            sd.insert_tensor(format!("{prefix}bias"), &Tensor::from_vec(abs(v), &b.shape).unwrap());
-        }
-    }
-    sd.metadata.insert(format!("{prefix}weight_qscheme"), "None".into());
-    sd.metadata.insert(format!("{prefix}weight_dtype"), "torch.float32".into());
-    let am = AnyConv::from_state_dict(&sd, prefix).unwrap();
-    let ax = Tensor::from_vec(abs(x.to_vec_f32()), x.shape()).unwrap();
-    am.forward(&ax, output_size).unwrap().to_vec_f32()
 }
 
 #[test]

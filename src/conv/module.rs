@@ -434,9 +434,46 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
 
     // ---- forward -------------------------------------------------------------------------------
 
-    /// Validates an input and returns (batched?, batch, spatial size).
-    fn input_geometry(&self, x: &Tensor) -> Result<(bool, usize, [usize; D])> {
-        let shape = x.shape();
+    /// The convolution this module runs, normalised to three spatial dimensions.
+    fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> ConvProblem {
+        let (lo, _) = self.options.padding_amounts();
+        ConvProblem {
+            transposed: TRANSPOSED,
+            batch,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            groups: self.options.groups,
+            in_size: pad3(&in_spatial, 1),
+            out_size: pad3(&out_spatial, 1),
+            kernel: pad3(&self.options.kernel_size, 1),
+            stride: pad3(&self.options.stride, 1),
+            pad: pad3(&lo, 0),
+            dilation: pad3(&self.options.dilation, 1),
+            pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
+        }
+    }
+
+    /// The normalised 3-d [`ConvProblem`] this module runs for an input of shape `input_shape`
+    /// (batched or unbatched), with the same validation as `forward`. `output_size` is only valid
+    /// for transposed convolutions. Useful to drive [`crate::cpu::conv_naive`] or to size buffers.
+    pub fn conv_problem(&self, input_shape: &[usize], output_size: Option<&[usize]>) -> Result<ConvProblem> {
+        let (batched, batch, spatial) = self.input_geometry(input_shape)?;
+        let out = if TRANSPOSED {
+            self.options.transposed_output_size(&spatial, batched, output_size)?.0
+        } else if output_size.is_some() {
+            return Err(Error::config(
+                "output_size",
+                format!("{output_size:?}"),
+                format!("output_size is only valid for transposed convolutions, not {}", Self::type_name()),
+            ));
+        } else {
+            self.options.conv_output_size(&spatial)?
+        };
+        Ok(self.problem(batch, spatial, out))
+    }
+
+    /// Validates an input shape and returns (batched?, batch, spatial size).
+    fn input_geometry(&self, shape: &[usize]) -> Result<(bool, usize, [usize; D])> {
         let batched = match shape.len() {
             n if n == D + 2 => true,
             n if n == D + 1 => false,
@@ -479,21 +516,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 reason: format!("the module is on {} and the input on {}", self.device, x.device()),
             });
         }
-        let (lo, _) = self.options.padding_amounts();
-        let problem = ConvProblem {
-            transposed: TRANSPOSED,
-            batch,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels,
-            groups: self.options.groups,
-            in_size: pad3(&in_spatial, 1),
-            out_size: pad3(&out_spatial, 1),
-            kernel: pad3(&self.options.kernel_size, 1),
-            stride: pad3(&self.options.stride, 1),
-            pad: pad3(&lo, 0),
-            dilation: pad3(&self.options.dilation, 1),
-            pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
-        };
+        let problem = self.problem(batch, in_spatial, out_spatial);
         let mut out_shape = Vec::with_capacity(D + 2);
         if batched {
             out_shape.push(batch);
@@ -594,7 +617,7 @@ impl<const D: usize> ConvModule<D, false> {
     /// f16/bf16 inputs are widened to f32, computed with f32 accumulation against the f32
     /// fake-quantized weight, and the output is rounded back to the input dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let out = self.options.conv_output_size(&spatial)?;
         self.run(x, out, batched, batch, spatial, None)
     }
@@ -604,7 +627,7 @@ impl<const D: usize> ConvModule<D, false> {
     /// waiting; the output tensor is ready once `stream` has reached this point (copying it to
     /// the host waits for that). Errors for a CPU module.
     pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
-        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let out = self.options.conv_output_size(&spatial)?;
         self.run(x, out, batched, batch, spatial, Some(stream))
     }
@@ -626,7 +649,7 @@ impl<const D: usize> ConvModule<D, true> {
     /// module's `output_padding`, as in `torch.nn.ConvTransposeNd` (PyTorch's reference module
     /// crashes here; SEMANTICS.md §6).
     pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
-        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
         self.run(x, out, batched, batch, spatial, None)
     }
@@ -640,7 +663,7 @@ impl<const D: usize> ConvModule<D, true> {
         output_size: Option<&[usize]>,
         stream: &Arc<CudaStream>,
     ) -> Result<Tensor> {
-        let (batched, batch, spatial) = self.input_geometry(x)?;
+        let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
         self.run(x, out, batched, batch, spatial, Some(stream))
     }

@@ -23,7 +23,9 @@
 //! rows come from one of three sources:
 //! * *packed*: the task gathers the chunk's `Col` tile for its columns into micro-panels
 //!   `[cols/NR][kc][NR]` (contiguous copies for the in-bounds part of each output row, remap at the
-//!   edges; any stride, dilation or padding mode) — the general case;
+//!   edges; any stride, dilation or padding mode) — the general case. Stride-2 rows (e.g. a
+//!   stem) are de-interleaved by a per-ISA copy of the gather loop (`Kernel::run_s2`; one
+//!   two-register permute per 16 values with AVX-512, masked loads for ragged ends);
 //! * *padded input*: when the dim-2 input step is 1 (stride-1 forward, every transposed phase) and
 //!   output rows are short, one padded copy of the input is built per call (remap baked in), and
 //!   the kernel reads each row of `B` in place (leading dimension = the padded plane); no gather
@@ -42,7 +44,15 @@
 //! and dim-1 phase, a task builds a window of padded input rows `[c][tap0][row][W]` (remap baked
 //! in; for a strided forward dim 2, one *decimated* row `x̃[m·stride + off]` per tap instead, so the
 //! kernel always reads unit-stride), so that a single tap template `(offset, weight)` serves every
-//! output row. The kernel computes 4 output rows × 16 positions per call, vectorised along the row.
+//! output row. One kernel call computes the whole window (all its rows and columns) in tiles of
+//! 4 output rows × 16 positions (vectorised along the row; the last column tile of a row of at
+//! least 16 is shifted left to end at the row's end, so every store is whole) and stores the
+//! tiles with the bias added, straight into the output rows (scattered afterwards only for
+//! interleaved transposed phases). With exactly three dim-1 taps on consecutive window rows (the
+//! common 3×3 depthwise case), the taps are stacked vertically, `(offset, [w; 3])`, and each input
+//! row is loaded once for the three output rows it feeds (6 loads per 12 FMAs instead of 12 per
+//! 12). With zero padding, a window's zero borders are left in place for the next window of the
+//! same shape (same call, phase, rows), which then only copies the in-bounds parts.
 //!
 //! **Packed weight.** [`PackedWeight`] stores, per group, `ceil(Kg/MR)` panels laid out
 //! `[tap][c][MR]` (zero-padded rows past `Kg`), so the micro-kernel reads `MR` contiguous weights
@@ -258,9 +268,23 @@ trait Kernel: Copy + Send + Sync {
     #[allow(clippy::too_many_arguments)]
     fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool);
 
-    /// Direct-path tile: `out[rr][n] = Σ_t w_t · x[off_t + rr·pitch + n]` for `rr < RR`, `n < DW`,
-    /// summed over the taps `(off_t, w_t)` in order.
-    fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]);
+    /// Direct-path window: `out[r·ldo + n] = (Σ_t w_t · x[off_t + r·pitch + n]) + bias` for
+    /// `r < rows`, `n < cols` (see [`DirectWin`]), summed over the taps `(off_t, w_t)` in order.
+    /// `x` must be readable for whole `RR × DW` tiles: `off_t + (ceil(rows/RR)·RR − 1)·pitch +
+    /// ceil(cols/DW)·DW <= x.len()` for every tap.
+    fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]);
+
+    /// Direct-path window with `K` vertically stacked taps per entry: entry `(off, w)` stands for
+    /// the taps `(off + t·pitch, w[t])`, `t < K` (consecutive input rows). Computes
+    /// `out[r·ldo + n] = (Σ_entries Σ_t w[t] · x[off + (r + t)·pitch + n]) + bias`, summed entry by
+    /// entry, `t` ascending, so each input row is loaded once for the `K` output rows it feeds.
+    /// `x` must be readable for whole tiles: `off + (ceil(rows/RR)·RR + K − 2)·pitch +
+    /// ceil(cols/DW)·DW <= x.len()`.
+    fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]);
+
+    /// Stride-2 gather of one run into packed micro-panels: row `r`, columns `c0..c0 + n` of a
+    /// `[cols/NR][kc][NR]` tile get `src[0], src[2], …, src[2·(n − 1)]` (see `write_run_strided`).
+    fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize);
 }
 
 /// The generic micro-kernel body; `FMA` selects fused multiply-adds.
@@ -302,19 +326,144 @@ const DW: usize = 16;
 /// Output rows per direct-path tile (independent accumulators that hide the FMA latency).
 const RR: usize = 4;
 
+/// Geometry of one direct-path kernel call (see [`Kernel::direct`]).
+#[derive(Clone, Copy, Debug)]
+struct DirectWin {
+    /// Distance in `x` between consecutive output rows.
+    pitch: usize,
+    rows: usize,
+    cols: usize,
+    /// Distance in `out` between consecutive output rows.
+    ldo: usize,
+    bias: f32,
+}
+
 #[inline(always)]
-fn direct_body<const FMA: bool>(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
-    let mut acc = [[0.0f32; DW]; RR];
-    for &(off, w) in taps {
-        for (rr, a) in acc.iter_mut().enumerate() {
-            let at = off + rr * pitch;
-            let xs: &[f32; DW] = x[at..at + DW].try_into().expect("DW elements");
-            for (s, &v) in a.iter_mut().zip(xs) {
-                *s = if FMA { w.mul_add(v, *s) } else { *s + w * v };
+fn direct_body<const FMA: bool>(x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
+    let DirectWin { pitch, rows, cols, ldo, bias } = win;
+    let span = (RR - 1) * pitch + DW;
+    let Some((&(off0, w0), rest)) = taps.split_first() else {
+        for r in 0..rows {
+            out[r * ldo..r * ldo + cols].fill(bias);
+        }
+        return;
+    };
+    for r0 in (0..rows).step_by(RR) {
+        let nr = RR.min(rows - r0);
+        for (c0, nc) in col_tiles(cols) {
+            let base = r0 * pitch + c0;
+            // The first tap initialises the accumulators (`w·x` rounds like `fma(w, x, 0)`).
+            let xs = &x[base + off0..base + off0 + span];
+            let mut acc = [[0.0f32; DW]; RR];
+            for (rr, a) in acc.iter_mut().enumerate() {
+                let xr: &[f32; DW] = xs[rr * pitch..rr * pitch + DW].try_into().expect("DW elements");
+                for (s, &v) in a.iter_mut().zip(xr) {
+                    *s = w0 * v;
+                }
+            }
+            for &(off, w) in rest {
+                let xs = &x[base + off..base + off + span];
+                for (rr, a) in acc.iter_mut().enumerate() {
+                    let xr: &[f32; DW] = xs[rr * pitch..rr * pitch + DW].try_into().expect("DW elements");
+                    for (s, &v) in a.iter_mut().zip(xr) {
+                        *s = if FMA { w.mul_add(v, *s) } else { *s + w * v };
+                    }
+                }
+            }
+            store_direct_tile(&acc, nr, nc, bias, &mut out[r0 * ldo + c0..], ldo);
+        }
+    }
+}
+
+/// One entry of [`Kernel::direct_v3`]-style kernels: adds `w[t] · x[(rr + t)·pitch + n]` to
+/// `acc[rr]` for every `t < K`, input row by input row. `FIRST`: `acc` holds nothing yet (the
+/// first product of each row initialises it, rounding like `fma(w, x, 0)`).
+#[inline(always)]
+fn direct_v_entry<const FMA: bool, const K: usize, const FIRST: bool>(
+    acc: &mut [[f32; DW]; RR],
+    xs: &[f32],
+    pitch: usize,
+    w: &[f32; K],
+) {
+    for i in 0..RR + K - 1 {
+        let mut xr = [0.0f32; DW];
+        xr.copy_from_slice(&xs[i * pitch..i * pitch + DW]);
+        for (t, &wt) in w.iter().enumerate() {
+            if i >= t && i - t < RR {
+                for (s, &v) in acc[i - t].iter_mut().zip(&xr) {
+                    *s = if FIRST && t == 0 {
+                        wt * v
+                    } else if FMA {
+                        wt.mul_add(v, *s)
+                    } else {
+                        *s + wt * v
+                    };
+                }
             }
         }
     }
-    *out = acc;
+}
+
+#[inline(always)]
+fn direct_v_body<const FMA: bool, const K: usize>(
+    x: &[f32],
+    taps: &[(usize, [f32; K])],
+    win: DirectWin,
+    out: &mut [f32],
+) {
+    let DirectWin { pitch, rows, cols, ldo, bias } = win;
+    let span = (RR + K - 2) * pitch + DW;
+    let Some((&(off0, w0), rest)) = taps.split_first() else {
+        for r in 0..rows {
+            out[r * ldo..r * ldo + cols].fill(bias);
+        }
+        return;
+    };
+    for r0 in (0..rows).step_by(RR) {
+        let nr = RR.min(rows - r0);
+        for (c0, nc) in col_tiles(cols) {
+            let base = r0 * pitch + c0;
+            let mut acc = [[0.0f32; DW]; RR];
+            direct_v_entry::<FMA, K, true>(&mut acc, &x[base + off0..base + off0 + span], pitch, &w0);
+            for &(off, w) in rest {
+                direct_v_entry::<FMA, K, false>(&mut acc, &x[base + off..base + off + span], pitch, &w);
+            }
+            store_direct_tile(&acc, nr, nc, bias, &mut out[r0 * ldo + c0..], ldo);
+        }
+    }
+}
+
+/// The column tiles `(c0, nc)` of a direct-path row of `cols` outputs. When `cols >= DW`, every
+/// tile is whole: the last one is moved left to end at `cols` (its overlap with the previous
+/// tile is computed twice, identically), so that stores never need a ragged tail.
+#[inline(always)]
+fn col_tiles(cols: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..cols).step_by(DW).map(move |c0| if cols >= DW { (c0.min(cols - DW), DW) } else { (c0, cols - c0) })
+}
+
+/// Writes rows `rr < nr`, columns `n < nc` of a direct-path tile plus `bias` to
+/// `out[rr·ldo + n]`.
+#[inline(always)]
+fn store_direct_tile(acc: &[[f32; DW]; RR], nr: usize, nc: usize, bias: f32, out: &mut [f32], ldo: usize) {
+    #[allow(clippy::needless_range_loop)] // constant indices keep `acc` in registers
+    for rr in 0..RR {
+        if rr < nr {
+            let at = rr * ldo;
+            if nc == DW {
+                // Straight from the register (no round trip through a stack copy).
+                let dst: &mut [f32; DW] = (&mut out[at..at + DW]).try_into().expect("DW elements");
+                for (d, &a) in dst.iter_mut().zip(&acc[rr]) {
+                    *d = a + bias;
+                }
+            } else {
+                let mut v = acc[rr];
+                for s in v.iter_mut() {
+                    *s += bias;
+                }
+                copy_short(&mut out[at..at + nc], &v[..nc]);
+            }
+        }
+    }
 }
 
 /// Portable kernel: plain multiply-add (fused where the baseline ISA has FMA, i.e. aarch64).
@@ -327,14 +476,20 @@ impl Kernel for Portable {
     fn gemm(self, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         gemm_body::<PORTABLE_FMA>(a, segs, b, ldb, c, ldc, accumulate)
     }
-    fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
-        direct_body::<PORTABLE_FMA>(x, taps, pitch, out)
+    fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
+        direct_body::<PORTABLE_FMA>(x, taps, win, out)
+    }
+    fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
+        direct_v_body::<PORTABLE_FMA, 3>(x, taps, win, out)
+    }
+    fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
+        write_run_strided(col, kc, r, c0, src, 2, n)
     }
 }
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86 {
-    use super::{direct_body, gemm_body, ASeg, Kernel, DW, RR};
+    use super::{direct_body, direct_v_body, gemm_body, write_run_strided, ASeg, DirectWin, Kernel};
 
     /// AVX2 + FMA kernel. Only [`Avx2Fma::detect`] constructs it, after checking the CPU.
     #[derive(Clone, Copy, Debug)]
@@ -354,8 +509,18 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn direct_avx2(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
-        direct_body::<true>(x, taps, pitch, out)
+    unsafe fn direct_avx2(x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
+        direct_body::<true>(x, taps, win, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn direct_v3_avx2(x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
+        direct_v_body::<true, 3>(x, taps, win, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_s2_avx2(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
+        write_run_strided(col, kc, r, c0, src, 2, n)
     }
 
     /// AVX-512F kernel: the same generic bodies compiled with 512-bit vectors (one `zmm` register
@@ -388,8 +553,18 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn direct_avx512(x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
-        direct_body::<true>(x, taps, pitch, out)
+    unsafe fn direct_avx512(x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
+        direct_body::<true>(x, taps, win, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn direct_v3_avx512(x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
+        direct_v_body::<true, 3>(x, taps, win, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn run_s2_avx512(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
+        write_run_strided(col, kc, r, c0, src, 2, n)
     }
 
     impl Kernel for Avx512 {
@@ -398,9 +573,17 @@ mod x86 {
             // this CPU, which is all `gemm_avx512` requires beyond what safe Rust guarantees.
             unsafe { gemm_avx512(a, segs, b, ldb, c, ldc, accumulate) }
         }
-        fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+        fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
-            unsafe { direct_avx512(x, taps, pitch, out) }
+            unsafe { direct_avx512(x, taps, win, out) }
+        }
+        fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
+            // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
+            unsafe { direct_v3_avx512(x, taps, win, out) }
+        }
+        fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
+            // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
+            unsafe { run_s2_avx512(col, kc, r, c0, src, n) }
         }
     }
 
@@ -410,9 +593,17 @@ mod x86 {
             // which is all `gemm_avx2` requires beyond what safe Rust guarantees.
             unsafe { gemm_avx2(a, segs, b, ldb, c, ldc, accumulate) }
         }
-        fn direct(self, x: &[f32], taps: &[(usize, f32)], pitch: usize, out: &mut [[f32; DW]; RR]) {
+        fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX2 and FMA are available.
-            unsafe { direct_avx2(x, taps, pitch, out) }
+            unsafe { direct_avx2(x, taps, win, out) }
+        }
+        fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
+            // SAFETY: as above, the token proves AVX2 and FMA are available.
+            unsafe { direct_v3_avx2(x, taps, win, out) }
+        }
+        fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
+            // SAFETY: as above, the token proves AVX2 and FMA are available.
+            unsafe { run_s2_avx2(col, kc, r, c0, src, n) }
         }
     }
 }
@@ -720,7 +911,8 @@ fn conv_with(
         BSource::Packed
     };
     let xp = if bsrc == BSource::Padded { build_padded(p, &geo, x) } else { Padded::default() };
-    let ctx = Ctx { p, geo, w, bias, x, bsrc, xp };
+    let call_id = CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ctx = Ctx { p, geo, w, bias, x, bsrc, xp, call_id };
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     if let Some(k) = x86::Avx512::detect().filter(|_| level == Level::Best) {
         ctx.run(k, y);
@@ -849,7 +1041,17 @@ struct Ctx<'a> {
     x: &'a [f32],
     bsrc: BSource,
     xp: Padded,
+    /// Unique per `conv` call (keys the reuse of zero borders in `Workspace::xpad`).
+    call_id: u64,
 }
+
+/// Source of [`Ctx::call_id`].
+static CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What determines the zero pattern of a zero-padded direct-path window: `(call, phase-0 tap
+/// list, m0, first input row, rows, lo2, row length)`. Equal keys mean equal zeros, so a refill
+/// only needs to copy the in-bounds parts.
+type WindowKey = (u64, usize, usize, isize, usize, isize, usize);
 
 /// A GEMM task: output channels `k0..k0 + rows.len()` of group `g`, positions `p0..p1` of image `n`.
 struct GemmTask<'y> {
@@ -900,6 +1102,10 @@ struct Workspace {
     tap_off: Vec<usize>,
     xpad: Vec<f32>,
     dtaps: Vec<(usize, f32)>,
+    dvtaps: Vec<(usize, [f32; 3])>,
+    dout: Vec<f32>,
+    /// Zero pattern of `xpad` as the last `fill_window` left it (zero padding, padded layout).
+    xpad_key: Option<WindowKey>,
 }
 
 thread_local! {
@@ -1157,7 +1363,7 @@ impl Ctx<'_> {
                         if ws.col.len() < col_len {
                             ws.col.resize(col_len, 0.0);
                         }
-                        self.gather(&mut ws.col, task, segs, ph, ntaps, (t0, t1), (c0, c1), kc, cols);
+                        self.gather(kern, &mut ws.col, task, segs, ph, ntaps, (t0, t1), (c0, c1), kc, cols);
                     }
                     BSource::Input => {
                         full_panels = cols / NR;
@@ -1251,8 +1457,9 @@ impl Ctx<'_> {
     /// Gathers the `Col` tile of reduction rows `(t, c)`, `t in taps`, `c in chans` (tap-major),
     /// for the column runs `segs`, into `col` as panels `[cols/NR][kc][NR]`.
     #[allow(clippy::too_many_arguments)]
-    fn gather(
+    fn gather<K: Kernel>(
         &self,
+        kern: K,
         col: &mut [f32],
         task: &GemmTask<'_>,
         segs: &[Seg],
@@ -1308,6 +1515,8 @@ impl Ctx<'_> {
                         let n = in_hi - in_lo;
                         if st2 == 1 {
                             write_run(col, kc, r, at, &xrow[first..first + n]);
+                        } else if st2 == 2 {
+                            kern.run_s2(col, kc, r, at, &xrow[first..], n);
                         } else {
                             write_run_strided(col, kc, r, at, &xrow[first..], st2, n);
                         }
@@ -1381,7 +1590,7 @@ impl Ctx<'_> {
         let dec_w = geo.phases[2].first().map_or(0, |ph| ph.count.div_ceil(DW) * DW);
         let row_len = if decimated { geo.phases[2].first().map_or(0, |ph| ph.taps.len()) * dec_w } else { w2 };
         let mut dtaps = std::mem::take(&mut ws.dtaps);
-        let mut tile = [[0.0f32; DW]; RR];
+        let mut dvtaps = std::mem::take(&mut ws.dvtaps);
         for o0 in task.row0 / o1n..=(row1 - 1) / o1n {
             let (ph0, m0) = (&geo.phases[0][o0 % s0], o0 / s0);
             // Output rows o1 in [a, b) of this plane belong to the task.
@@ -1427,45 +1636,75 @@ impl Ctx<'_> {
                             }
                             continue;
                         }
-                        // Tap template: (offset in the window, weight), in (c, tap0, tap1, tap2) order.
+                        // Tap template: (offset in the window, weight), in (c, tap0, tap1, tap2) order;
+                        // with exactly 3 dim-1 taps on consecutive window rows (pitch = one row),
+                        // the stacked form `(offset of the top row, [w; 3])` in (c, tap0, tap2) order.
+                        let vert = st1 == 1
+                            && ph1.taps.len() == 3
+                            && ph1
+                                .taps
+                                .iter()
+                                .fold(0u32, |m, t| m | 1u32.checked_shl((t.off - lo1) as u32).unwrap_or(0))
+                                == 0b111;
                         dtaps.clear();
+                        dvtaps.clear();
                         let wg = &self.w.data[g * geo.kk * geo.cg..(g + 1) * geo.kk * geo.cg]; // [tap][c]
+                        let tap_off = |row: usize, t2: usize, tap2: &Tap| {
+                            if decimated {
+                                (row * ph2.taps.len() + t2) * dec_w
+                            } else {
+                                row * w2 + (tap2.off - lo2) as usize
+                            }
+                        };
                         for c in 0..geo.cg {
                             for (t0, tap0) in ph0.taps.iter().enumerate() {
+                                let row0 = (c * ph0.taps.len() + t0) * v_rows;
+                                if vert {
+                                    for (t2, tap2) in ph2.taps.iter().enumerate() {
+                                        let mut wv = [0.0f32; 3];
+                                        for tap1 in &ph1.taps {
+                                            let j = (tap0.j * p.kernel[1] + tap1.j) * p.kernel[2] + tap2.j;
+                                            wv[(tap1.off - lo1) as usize] = wg[j * geo.cg + c];
+                                        }
+                                        dvtaps.push((tap_off(row0, t2, tap2), wv));
+                                    }
+                                    continue;
+                                }
                                 for tap1 in &ph1.taps {
-                                    let row = (c * ph0.taps.len() + t0) * v_rows + (tap1.off - lo1) as usize;
+                                    let row = row0 + (tap1.off - lo1) as usize;
                                     for (t2, tap2) in ph2.taps.iter().enumerate() {
                                         let j = (tap0.j * p.kernel[1] + tap1.j) * p.kernel[2] + tap2.j;
-                                        let off = if decimated {
-                                            (row * ph2.taps.len() + t2) * dec_w
-                                        } else {
-                                            row * w2 + (tap2.off - lo2) as usize
-                                        };
-                                        dtaps.push((off, wg[j * geo.cg + c]));
+                                        dtaps.push((tap_off(row, t2, tap2), wg[j * geo.cg + c]));
                                     }
                                 }
                             }
                         }
-                        for gi in 0..groups {
-                            let rows_here = RR.min(mb - ma - gi * RR);
-                            for m2 in (0..ph2.count).step_by(DW) {
-                                let cols = DW.min(ph2.count - m2);
-                                kern.direct(&ws.xpad[gi * RR * pitch + m2..], &dtaps, pitch, &mut tile);
-                                for (rr, trow) in tile.iter().enumerate().take(rows_here) {
-                                    let o1 = (ma + gi * RR + rr) * s1 + phi1;
-                                    let base = (o0 * o1n + o1 - task.row0) * o2n;
-                                    let s2 = geo.out_step[2];
-                                    if s2 == 1 {
-                                        for (d, &v) in out[base + m2..base + m2 + cols].iter_mut().zip(trow) {
-                                            *d = v + b;
-                                        }
-                                    } else {
-                                        for (u, &v) in trow[..cols].iter().enumerate() {
-                                            out[base + (m2 + u) * s2 + phi2] = v + b;
-                                        }
-                                    }
+                        let s2 = geo.out_step[2];
+                        let rows = mb - ma;
+                        let base = (o0 * o1n + ma * s1 + phi1 - task.row0) * o2n;
+                        let run = |win: DirectWin, dst: &mut [f32]| {
+                            if vert {
+                                kern.direct_v3(&ws.xpad, &dvtaps, win, dst);
+                            } else {
+                                kern.direct(&ws.xpad, &dtaps, win, dst);
+                            }
+                        };
+                        if s2 == 1 {
+                            // Output rows are `s1·o2n` apart in `out`: the kernel stores in place.
+                            run(DirectWin { pitch, rows, cols: ph2.count, ldo: s1 * o2n, bias: b }, &mut out[base..]);
+                        } else {
+                            // Interleaved phases: compute densely, then scatter every `s2`-th element.
+                            let ldo = ph2.count;
+                            let mut dout = std::mem::take(&mut ws.dout);
+                            dout.resize(rows * ldo, 0.0);
+                            run(DirectWin { pitch, rows, cols: ph2.count, ldo, bias: b }, &mut dout);
+                            for (r, src) in dout.chunks_exact(ldo).enumerate() {
+                                let at = base + r * s1 * o2n + phi2;
+                                for (d, &v) in out[at..].iter_mut().step_by(s2).zip(src) {
+                                    *d = v;
                                 }
                             }
+                            ws.dout = dout;
                         }
                     }
                     ma = mb;
@@ -1473,6 +1712,7 @@ impl Ctx<'_> {
             }
         }
         ws.dtaps = dtaps;
+        ws.dvtaps = dvtaps;
     }
 
     /// Writes the bias to output rows `o1 = m1·s1 + phi1`, `m1 in [m1a, m1b)`, of plane `o0`.
@@ -1509,6 +1749,37 @@ impl Ctx<'_> {
         };
         let len = cg * ph0.taps.len() * v_rows * row_len;
         ws.xpad.resize(len, 0.0);
+        // Zero padding, padded rows: a window with the same key as the previous one has its
+        // zeros in the same places already; only the in-bounds parts are copied.
+        let key = match layout {
+            RowLayout::Padded(lo2, w2) if mode == PaddingMode::Zeros => {
+                Some((self.call_id, ph0.taps.as_ptr() as usize, m0, i1_start, v_rows, lo2, w2))
+            }
+            _ => None,
+        };
+        let reuse = key.is_some() && ws.xpad_key == key && ws.xpad.len() == len;
+        ws.xpad_key = key;
+        if let (true, RowLayout::Padded(lo2, w2)) = (reuse, layout) {
+            // Zero padding: the in-bounds rows are one range, the in-bounds columns another; only
+            // they are copied (everything else is zero already).
+            let (va, vb) = in_bounds(i1_start, v_rows, l1);
+            let (a, b) = in_bounds(lo2, w2, l2);
+            let src_a = (lo2 + a as isize) as usize;
+            let mut blocks = ws.xpad[..len].chunks_exact_mut((v_rows * w2).max(1));
+            for c in 0..cg {
+                let chan = n * p.in_channels + g * cg + c;
+                for tap0 in &ph0.taps {
+                    let Some(block) = blocks.next() else { return };
+                    let Some(i0) = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0) else { continue };
+                    for v in va..vb {
+                        let i1 = (i1_start + v as isize) as usize;
+                        let base = ((chan * l0 + i0) * l1 + i1) * l2 + src_a;
+                        copy_short(&mut block[v * w2 + a..v * w2 + b], &self.x[base..base + (b - a)]);
+                    }
+                }
+            }
+            return;
+        }
         let mut rows = ws.xpad[..len].chunks_exact_mut(row_len.max(1));
         for c in 0..cg {
             let chan = n * p.in_channels + g * cg + c;
@@ -1580,13 +1851,18 @@ fn fill_decimated(dst: &mut [f32], xrow: &[f32], tap: &Tap, step: usize, mode: P
     }
 }
 
+/// The in-bounds part `[a, b)` of a padded row of `len` elements starting at input index `lo`
+/// (`0 <= lo + u < l` for `u` in `[a, b)`; `a <= b`).
+fn in_bounds(lo: isize, len: usize, l: usize) -> (usize, usize) {
+    let a = (-lo).clamp(0, len as isize) as usize;
+    let b = (l as isize - lo).clamp(a as isize, len as isize) as usize;
+    (a, b)
+}
+
 /// `xpad[u] = x̃[lo + u]` for every `u < xpad.len()`, with the padding-mode remap (zeros outside).
 fn fill_padded(xpad: &mut [f32], xrow: &[f32], lo: isize, mode: PaddingMode) {
     let len = xpad.len();
-    let l = xrow.len() as isize;
-    // In-bounds part: u with 0 <= lo + u < l.
-    let a = (-lo).clamp(0, len as isize) as usize;
-    let b = (l - lo).clamp(a as isize, len as isize) as usize;
+    let (a, b) = in_bounds(lo, len, xrow.len());
     xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
     if mode == PaddingMode::Zeros {
         xpad[..a].fill(0.0);
@@ -1616,10 +1892,10 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     #[inline(always)]
     fn two<const N: usize>(dst: &mut [f32], src: &[f32]) {
         let n = src.len();
-        let head: [f32; N] = src[..N].try_into().expect("N elements");
-        let tail: [f32; N] = src[n - N..].try_into().expect("N elements");
-        dst[..N].copy_from_slice(&head);
-        dst[n - N..n].copy_from_slice(&tail);
+        let head: &[f32; N] = src[..N].try_into().expect("N elements");
+        let tail: &[f32; N] = src[n - N..].try_into().expect("N elements");
+        <&mut [f32; N]>::try_from(&mut dst[..N]).expect("N elements").copy_from_slice(head);
+        <&mut [f32; N]>::try_from(&mut dst[n - N..n]).expect("N elements").copy_from_slice(tail);
     }
     let n = src.len();
     match n {
@@ -1651,7 +1927,7 @@ fn write_run(col: &mut [f32], kc: usize, r: usize, c0: usize, mut src: &[f32]) {
 }
 
 /// Writes `n` values `src[0], src[step], ...` to row `r`, columns `c0..c0 + n`, of a panel tile.
-#[inline]
+#[inline(always)]
 fn write_run_strided(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], step: usize, n: usize) {
     let mut c = c0;
     let mut at = 0;
@@ -1660,6 +1936,19 @@ fn write_run_strided(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32
         let take = (NR - lane).min(n - at);
         let d = panel_index(kc, r, c);
         let dst = &mut col[d..d + take];
+        if step == 2 && take == NR && src.len() >= at * 2 + 2 * NR {
+            // A whole panel row with a readable pair past its end: fixed sizes and no odd tail,
+            // so the even-element extraction vectorises (a two-register permute per panel row
+            // where the kernel's instruction set has one).
+            let s: &[f32; 2 * NR] = src[at * 2..at * 2 + 2 * NR].try_into().expect("2·NR elements");
+            let d: &mut [f32; NR] = dst.try_into().expect("NR elements");
+            for (v, pair) in d.iter_mut().zip(s.chunks_exact(2)) {
+                *v = pair[0];
+            }
+            at += take;
+            c += take;
+            continue;
+        }
         let src = &src[at * step..(at + take - 1) * step + 1];
         if step == 2 && take == NR {
             // A whole panel row: fixed sizes, so the even-element extraction vectorises.
@@ -2071,6 +2360,100 @@ mod tests {
         check_random_data(&mut rng, &p);
     }
 
+    /// The direct path's whole-window kernel calls at every SIMD level this CPU has: depthwise
+    /// forward and transposed problems whose rows are not multiples of the tile (`RR × DW`; every
+    /// ragged-store width class), several windows per plane (budget) and per 3-d plane, zero
+    /// padding (zero borders reused across channels and calls) next to the other modes, output
+    /// rows written in place (`out_step = 1`) or scattered (transposed phases). The AVX-512 and
+    /// AVX2 results are bit-identical.
+    #[test]
+    fn direct_windows_all_levels() {
+        fn sized(mut p: ConvProblem) -> ConvProblem {
+            p.out_size = [0, 1, 2].map(|d| {
+                let span = (p.kernel[d] - 1) * p.dilation[d];
+                if p.transposed {
+                    (p.in_size[d] - 1) * p.stride[d] + span + 1 - 2 * p.pad[d]
+                } else {
+                    (p.in_size[d] + 2 * p.pad[d] - span - 1) / p.stride[d] + 1
+                }
+            });
+            p
+        }
+        let mut rng = Rng(0xD1EC7);
+        let mut problems = Vec::new();
+        for w in [1, 3, 5, 9, 16, 17, 28, 35] {
+            for mode in [PaddingMode::Zeros, PaddingMode::Replicate] {
+                let h = 1 + (w * 7) % 11;
+                let p =
+                    ConvProblem { pad: [0, 1, 1], pad_mode: mode, batch: 2, ..problem(5, 5, 5, [1, h, w], [1, 3, 3]) };
+                problems.push(sized(p));
+            }
+            let t = ConvProblem {
+                transposed: true,
+                stride: [1, 2, 2],
+                pad: [0, 1, 1],
+                ..problem(4, 4, 4, [1, 1 + w % 6, w], [1, 4, 3])
+            };
+            problems.push(sized(t));
+        }
+        // Many windows per plane (300 input channels per group: the budget splits the rows), 3-d
+        // planes, dilation.
+        problems.push(sized(ConvProblem { pad: [0, 1, 1], ..problem(300, 1, 1, [1, 45, 29], [1, 3, 3]) }));
+        problems.push(sized(ConvProblem {
+            pad: [1, 2, 2],
+            dilation: [1, 2, 2],
+            ..problem(3, 3, 3, [4, 9, 19], [3, 3, 3])
+        }));
+        problems.push(sized(ConvProblem {
+            transposed: true,
+            stride: [2, 1, 3],
+            pad: [1, 0, 1],
+            ..problem(2, 4, 2, [3, 6, 7], [3, 2, 4])
+        }));
+        for p in &problems {
+            let x = rng.vec(p.input_len());
+            let w = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            for level in [Level::Portable, Level::Avx2, Level::Best] {
+                check_with(p, &x, &w, Some(&bias), level);
+            }
+            let packed =
+                PackedWeight::new(p.transposed, p.in_channels, p.out_channels, p.groups, p.kernel, &w).unwrap();
+            let run = |level| {
+                let mut y = vec![0.0f32; p.output_len()];
+                conv_with(p, &packed, Some(&bias), &x, &mut y, level).unwrap();
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(Level::Avx2), run(Level::Best), "{p:?}");
+        }
+    }
+
+    /// Stride-2 gathers (the kernel-specific `run_s2` copies) at every SIMD level this CPU has:
+    /// rows with whole panels that end exactly at the input row's end (no readable pair past the
+    /// last element) or before it, ragged panels, every padding mode.
+    #[test]
+    fn stride2_gather_all_levels() {
+        let mut rng = Rng(0x5712);
+        for (i, w) in [32, 33, 34, 35, 47, 64, 65, 66, 97, 130].into_iter().enumerate() {
+            let k = 1 + i % 7;
+            let pad = (i % 4).min(k - 1).min(w / 2 - 1);
+            let mode = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular][i % 4];
+            let mut p = ConvProblem {
+                stride: [1, 2, 2],
+                pad: [0, pad, pad],
+                pad_mode: mode,
+                ..problem(3, 7, 1, [1, 5 + i % 3, w], [1, k.min(5), k])
+            };
+            p.out_size = [0, 1, 2].map(|d| (p.in_size[d] + 2 * p.pad[d] - p.kernel[d]) / p.stride[d] + 1);
+            let x = rng.vec(p.input_len());
+            let wt = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            for level in [Level::Portable, Level::Avx2, Level::Best] {
+                check_with(&p, &x, &wt, Some(&bias), level);
+            }
+        }
+    }
+
     /// Any output size is allowed (reads past the natural end are padding; transposed outputs past
     /// it get what the formula gives): compare against the oracle for arbitrary sizes.
     #[test]
@@ -2274,7 +2657,11 @@ mod tests {
             // Repeat for at least ~0.5 s, report the best of 5 batches.
             let once = std::time::Instant::now();
             conv(&p, &packed, Some(&bias), &x, &mut y).unwrap();
-            let reps = ((0.1 / once.elapsed().as_secs_f64().max(1e-6)) as usize).clamp(1, 10_000);
+            // QCONV_REPS=<n> fixes the repetitions (for instruction or cycle counts).
+            let reps = std::env::var("QCONV_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| ((0.1 / once.elapsed().as_secs_f64().max(1e-6)) as usize).clamp(1, 10_000));
             let mut best = f64::INFINITY;
             for _ in 0..5 {
                 let t = std::time::Instant::now();

@@ -539,7 +539,9 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Error::Overflow(format!("cannot allocate the output of shape {out_shape:?} ({out_len} elements)"))
         })?;
         y.resize(out_len, 0f32);
-        if out_len > 0 && problem.input_len() > 0 {
+        if out_len == 0 {
+            // Nothing to compute (empty batch or extent); the spatial product may not even fit.
+        } else if problem.input_len() > 0 {
             let bias = match &self.bias {
                 Some(b) => Some(b.as_slice::<f32>()?),
                 None => None,
@@ -589,9 +591,10 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let rt = &cw.runtime;
         if out_len == 0 || problem.input_len() == 0 {
             // Nothing to convolve (empty batch or empty input extent): the output is the bias
-            // (or zeros); built on the host and uploaded.
+            // (or zeros); built on the host and uploaded. With `out_len > 0` the spatial product
+            // divides `out_len`, so it cannot overflow.
             let bias = self.bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
-            let per = problem.out_size.iter().product::<usize>().max(1);
+            let per = if out_len == 0 { 1 } else { problem.out_size.iter().product::<usize>().max(1) };
             let y: Vec<f32> = (0..out_len).map(|i| bias.map_or(0.0, |b| b[(i / per) % self.out_channels])).collect();
             let host = Tensor::from_vec(y, &out_shape)?.try_to_dtype(dtype)?;
             let bytes = match host.host_storage() {

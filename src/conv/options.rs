@@ -404,7 +404,7 @@ impl<const D: usize> ConvOptions<D> {
         let mut op = [0; D];
         let mut ok = true;
         for d in 0..D {
-            max[d] = min[d] + self.stride[d] - 1;
+            max[d] = min[d].saturating_add(self.stride[d] - 1);
             if req[d] < min[d] || req[d] > max[d] {
                 ok = false;
             }

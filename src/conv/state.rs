@@ -55,20 +55,22 @@ fn unexpected_keys(sd: &StateDict, prefix: &str) -> Vec<String> {
     out
 }
 
-fn qparam_tensor(key: String, t: &StoredTensor, is_scale: bool) -> Result<QParamTensor> {
+/// A stored scale or zero point. Any shape and any of the four dtypes is read as is: whether it
+/// fits the qscheme is decided by the same validation as for modules built in code, so every
+/// module that can be built can be saved and reloaded.
+fn qparam_tensor(key: String, t: &StoredTensor) -> Result<QParamTensor> {
     let data = match &t.data {
         StoredData::F32(v) => QParamData::F32(v.clone()),
         StoredData::F64(v) => QParamData::F64(v.clone()),
-        StoredData::I32(v) if !is_scale => QParamData::I32(v.clone()),
-        StoredData::I64(v) if !is_scale => QParamData::I64(v.clone()),
+        StoredData::I32(v) => QParamData::I32(v.clone()),
+        StoredData::I64(v) => QParamData::I64(v.clone()),
         other => {
-            let allowed = if is_scale { "F32 or F64" } else { "I32, I64 or F32" };
-            return Err(bad(key, format!("dtype {} is not allowed here (expected {allowed})", other.dtype_name())));
+            return Err(bad(
+                key,
+                format!("dtype {} is not allowed here (expected F32, F64, I32 or I64)", other.dtype_name()),
+            ));
         }
     };
-    if t.shape.len() > 1 {
-        return Err(bad(key, format!("shape {:?} must be (), (1,) or (C,)", t.shape)));
-    }
     Ok(QParamTensor { shape: t.shape.clone(), data })
 }
 
@@ -110,12 +112,12 @@ pub fn qparams_from_state_dict(sd: &StateDict, prefix: &str) -> Result<WeightQPa
     let dtype: QuantDType = dtype.parse().map_err(|e: Error| bad(key("weight_dtype"), e.to_string()))?;
     let needs_qparams = qscheme != QScheme::None && dtype.is_integer();
     let scale = match sd.tensors.get(&key("weight_scale")) {
-        Some(t) => Some(qparam_tensor(key("weight_scale"), t, true)?),
+        Some(t) => Some(qparam_tensor(key("weight_scale"), t)?),
         None if needs_qparams => return Err(missing(prefix, vec![key("weight_scale")])),
         None => None,
     };
     let zero_point = match sd.tensors.get(&key("weight_zero_point")) {
-        Some(t) => Some(qparam_tensor(key("weight_zero_point"), t, false)?),
+        Some(t) => Some(qparam_tensor(key("weight_zero_point"), t)?),
         None if needs_qparams => return Err(missing(prefix, vec![key("weight_zero_point")])),
         None => None,
     };

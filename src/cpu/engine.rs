@@ -2150,7 +2150,7 @@ mod tests {
     }
 
     fn problem(c: usize, k: usize, groups: usize, in_size: [usize; 3], kernel: [usize; 3]) -> ConvProblem {
-        let out_size = [0, 1, 2].map(|d| in_size[d] - kernel[d] + 1);
+        let out_size = [0, 1, 2].map(|d| in_size[d].saturating_sub(kernel[d]) + 1);
         ConvProblem {
             transposed: false,
             batch: 1,

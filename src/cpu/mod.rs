@@ -56,24 +56,26 @@ pub struct ConvProblem {
 }
 
 impl ConvProblem {
-    /// Elements of the input tensor.
+    /// Elements of the input tensor (saturating at `usize::MAX`; the batch is multiplied first,
+    /// so an empty batch gives 0 whatever the extent).
     pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.in_size.iter().product::<usize>()
+        sat_product(&[self.batch, self.in_channels], &self.in_size)
     }
 
-    /// Elements of the output tensor.
+    /// Elements of the output tensor (saturating, like [`ConvProblem::input_len`]).
     pub fn output_len(&self) -> usize {
-        self.batch * self.out_channels * self.out_size.iter().product::<usize>()
+        sat_product(&[self.batch, self.out_channels], &self.out_size)
     }
 
-    /// Elements of the weight tensor.
+    /// Elements of the weight tensor (saturating).
     pub fn weight_len(&self) -> usize {
-        let k: usize = self.kernel.iter().product();
-        if self.transposed {
-            self.in_channels * (self.out_channels / self.groups) * k
+        let g = self.groups.max(1);
+        let lead = if self.transposed {
+            [self.in_channels, self.out_channels / g]
         } else {
-            self.out_channels * (self.in_channels / self.groups) * k
-        }
+            [self.out_channels, self.in_channels / g]
+        };
+        sat_product(&lead, &self.kernel)
     }
 
     /// Multiply-adds × 2 (BENCH.md's FLOP count).
@@ -87,6 +89,10 @@ impl ConvProblem {
             2.0 * (self.batch * self.out_channels * (self.in_channels / self.groups)) as f64 * k * sp
         }
     }
+}
+
+fn sat_product(lead: &[usize], rest: &[usize; 3]) -> usize {
+    lead.iter().chain(rest).fold(1usize, |a, &b| a.saturating_mul(b))
 }
 
 /// The instruction set the CPU kernels use on this machine, chosen at run time: `"avx512f"` (the

@@ -202,6 +202,17 @@ impl StateDict {
 
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        // `StoredTensor`'s fields are public: check each shape against its data before handing it
+        // to safetensors (which would overflow or reject it less clearly).
+        for (k, t) in &self.tensors {
+            let n = crate::tensor::checked_numel(&t.shape)?;
+            if n != t.data.len() {
+                return Err(Error::StateDictValue {
+                    key: k.clone(),
+                    rule: format!("shape {:?} needs {n} elements but the tensor holds {}", t.shape, t.data.len()),
+                });
+            }
+        }
         let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
             .tensors
             .iter()

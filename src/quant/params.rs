@@ -494,6 +494,9 @@ impl WeightQParams {
 
     /// Validates against `weight_shape` and resolves the exact formula to run.
     pub(crate) fn plan(&self, weight_shape: &[usize]) -> Result<Plan> {
+        // Scale and zero point must be well-formed tensors even where they are unused (qscheme
+        // None, float16), so that every module that can be built can also be saved and reloaded.
+        self.check_numel_matches()?;
         if self.qscheme == QScheme::None {
             return Ok(Plan::Identity);
         }
@@ -506,7 +509,6 @@ impl WeightQParams {
         let Some((dmin, dmax)) = self.dtype.range() else {
             return Err(self.unsupported("a float dtype other than float16 needs qscheme None"));
         };
-        self.check_numel_matches()?;
         self.check_scale_values()?;
         // quant_min/quant_max: validated whenever given, honoured only when decomposed.
         let (qmin, qmax) = self.quant_range(dmin, dmax)?;

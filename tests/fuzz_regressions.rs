@@ -1,0 +1,174 @@
+//! Regression tests for the failures the fuzz targets in `fuzz/` found (`scripts/fuzz.sh`).
+//!
+//! Each test rebuilds the minimised fuzz input through the public API (the raw libFuzzer inputs
+//! are kept in `fuzz/regressions/` for `cargo fuzz run <target> <file>`). Properties: no panic,
+//! every error has a message, and a module that could be built survives save → load exactly.
+
+use qconv::io::{StateDict, StoredData, StoredTensor};
+use qconv::quant::{QParamData, QParamTensor};
+use qconv::{AnyConv, Conv1d, Conv2d, ConvOptions, ConvTranspose2d, QuantDType, Tensor, WeightQParams};
+
+fn weight(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::from_vec((0..n).map(|i| (i as f32 - 1.5) / 4.0).collect(), shape).unwrap()
+}
+
+/// Either the module is rejected with a message, or its state dict round-trips exactly.
+fn rejected_or_round_trips(built: qconv::Result<AnyConv>) {
+    let m = match built {
+        Err(e) => {
+            assert!(!e.to_string().trim().is_empty(), "empty error message: {e:?}");
+            return;
+        }
+        Ok(m) => m,
+    };
+    let bytes =
+        m.state_dict("m.").to_bytes().unwrap_or_else(|e| panic!("the state dict of {m} does not serialise: {e}"));
+    let sd = StateDict::from_bytes(&bytes).expect("to_bytes output parses");
+    let m2 = AnyConv::from_state_dict(&sd, "m.").unwrap_or_else(|e| panic!("save → load of {m} failed: {e}"));
+    assert_eq!(m.to_string(), m2.to_string());
+    assert_eq!(m.weight_qparams().qscheme, m2.weight_qparams().qscheme);
+    assert_eq!(m.weight_qparams().dtype, m2.weight_qparams().dtype);
+    let (a, b) = (m.get_weight().to_vec_f32(), m2.get_weight().to_vec_f32());
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "get_weight() changed in the round trip");
+}
+
+fn conv1d(qparams: WeightQParams) -> qconv::Result<AnyConv> {
+    Conv1d::from_float(weight(&[2, 1, 3]), None, qparams, ConvOptions::new([3])).map(AnyConv::Conv1d)
+}
+
+// ---- fuzz finding 1: StateDict::to_bytes panics on a shape that disagrees with the data --------
+// module_config: crash input fuzz/regressions/module_config/to_bytes-overflow-panic.
+// `attempt to multiply with overflow` in safetensors-0.4.5/src/tensor.rs:610 (TensorView::new),
+// called from src/io/mod.rs:212 (StateDict::to_bytes): the stored shape is trusted.
+
+#[test]
+fn to_bytes_with_a_huge_lying_shape_is_an_error() {
+    let mut sd = StateDict::new();
+    sd.tensors
+        .insert("x".into(), StoredTensor { shape: vec![usize::MAX / 2 + 1], data: StoredData::F32(vec![0.0; 3]) });
+    let e = sd.to_bytes().expect_err("a shape that disagrees with the data must not serialise");
+    assert!(!e.to_string().is_empty());
+}
+
+#[test]
+fn to_bytes_with_a_small_lying_shape_is_an_error() {
+    let mut sd = StateDict::new();
+    sd.tensors.insert("x".into(), StoredTensor { shape: vec![2], data: StoredData::F64(vec![1.0; 3]) });
+    assert!(sd.to_bytes().is_err());
+}
+
+#[test]
+fn unused_qparams_with_a_huge_lying_shape_do_not_panic_on_save() {
+    let mut q = WeightQParams::none();
+    q.scale = QParamTensor { shape: vec![usize::MAX / 2 + 1], data: QParamData::F32(vec![1.0]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+// ---- fuzz finding 2: modules whose qparams load rejects --------------------------------------
+// module_config: fuzz/regressions/module_config/roundtrip-*. ConvModule::new accepts the qparams,
+// StateDict::from_bytes reads the saved file, but AnyConv::from_state_dict rejects it
+// (src/conv/state.rs, qparam_tensor: "shape [..] must be (), (1,) or (C,)" / "dtype I32 is not
+// allowed here").
+
+#[test]
+fn per_tensor_zero_point_of_shape_1x1_round_trips() {
+    let mut q = WeightQParams::per_tensor(QuantDType::QInt8, 2.5, 0);
+    q.zero_point = QParamTensor { shape: vec![1, 1], data: QParamData::I64(vec![0]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+#[test]
+fn per_tensor_scale_of_shape_1x1_round_trips() {
+    let mut q = WeightQParams::per_tensor(QuantDType::QUInt8, 0.05, 128);
+    q.scale = QParamTensor { shape: vec![1, 1], data: QParamData::F32(vec![0.05]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+#[test]
+fn unused_two_d_scale_round_trips() {
+    let mut q = WeightQParams::none();
+    q.dtype = QuantDType::Float64;
+    q.scale = QParamTensor { shape: vec![7, 7], data: QParamData::F32(vec![0.006; 49]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+#[test]
+fn unused_integer_scale_round_trips() {
+    let mut q = WeightQParams::none();
+    q.scale = QParamTensor { shape: vec![], data: QParamData::I32(vec![1]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+#[test]
+fn float16_with_unused_lying_scale_round_trips() {
+    let mut q = WeightQParams::float16();
+    q.scale = QParamTensor { shape: vec![2], data: QParamData::F64(vec![1.0; 3]) };
+    rejected_or_round_trips(conv1d(q));
+}
+
+// ---- fuzz finding 3: empty batch with a huge output extent --------------------------------------
+// module_config: fuzz/regressions/module_config/forward-empty-batch-out-spatial-overflow.
+// `attempt to multiply with overflow` at src/conv/module.rs:559 (`out_spatial.iter().product()`
+// in the bias fill of `run`): the output has 0 elements (batch 0) but the product of its spatial
+// sizes exceeds usize.
+
+#[test]
+fn transposed_forward_of_an_empty_batch_with_a_huge_extent() {
+    let m = ConvTranspose2d::from_float(
+        weight(&[1, 1, 1, 1]),
+        Some(Tensor::from_vec(vec![0.25f32], &[1]).unwrap()),
+        WeightQParams::none(),
+        ConvOptions::new([1, 1]),
+    )
+    .unwrap();
+    let x = Tensor::from_vec(Vec::<f32>::new(), &[0, 1, 1 << 32, 1 << 32]).unwrap();
+    match m.forward(&x) {
+        Ok(y) => assert_eq!(y.shape(), &[0, 1, 1 << 32, 1 << 32]),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+#[test]
+fn forward_of_an_empty_batch_with_a_huge_extent() {
+    let m = Conv2d::from_float(
+        weight(&[1, 1, 1, 1]),
+        Some(Tensor::from_vec(vec![0.25f32], &[1]).unwrap()),
+        WeightQParams::none(),
+        ConvOptions::new([1, 1]),
+    )
+    .unwrap();
+    let x = Tensor::from_vec(Vec::<f32>::new(), &[0, 1, 1 << 32, 1 << 32]).unwrap();
+    match m.forward(&x) {
+        Ok(y) => assert_eq!(y.shape(), &[0, 1, 1 << 32, 1 << 32]),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+// ---- fuzz finding 4: output_size with a huge transposed stride ----------------------------------
+// module_config: fuzz/regressions/module_config/transposed-output-size-stride-overflow.
+// `attempt to add with overflow` at src/conv/options.rs:407 (`max[d] = min[d] + self.stride[d] - 1`
+// in transposed_output_size), reached from forward_with_output_size / conv_problem.
+
+#[test]
+fn output_size_with_a_huge_transposed_stride() {
+    let m = qconv::ConvTranspose1d::from_float(
+        weight(&[1, 1, 1]),
+        None,
+        WeightQParams::none(),
+        ConvOptions::new([1]).stride([usize::MAX]),
+    )
+    .unwrap();
+    let x = Tensor::from_vec(vec![1.0f32], &[1, 1, 1]).unwrap();
+    for size in [1usize, 2, 7] {
+        match m.forward_with_output_size(&x, Some(&[size])) {
+            Ok(y) => assert_eq!(y.shape(), &[1, 1, size]),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+        match m.conv_problem(x.shape(), Some(&[size])) {
+            Ok(p) => assert_eq!(p.out_size[2], size),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}

@@ -172,3 +172,53 @@ fn output_size_with_a_huge_transposed_stride() {
         }
     }
 }
+
+// ---- finding 5 (harness review, confirmed by this test): padding='same' with a huge dilation ----
+// `padding_amounts` computes `dilation * (kernel - 1)` unchecked (src/conv/options.rs, Padding::Same),
+// and `validate` does not bound it, so forward overflows.
+
+#[test]
+fn same_padding_with_a_huge_dilation() {
+    let built = Conv1d::from_float(
+        weight(&[1, 1, 3]),
+        None,
+        WeightQParams::none(),
+        ConvOptions::new([3]).dilation([usize::MAX]).padding(qconv::Padding::Same),
+    );
+    let m = match built {
+        Ok(m) => m,
+        Err(e) => return assert!(!e.to_string().is_empty()),
+    };
+    let x = Tensor::from_vec(vec![1.0f32; 4], &[1, 1, 4]).unwrap();
+    match m.forward(&x) {
+        Ok(y) => assert_eq!(y.shape(), &[1, 1, 4]),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+// ---- finding 6 (module_config timeout, > 10 s for ~4,000 multiply-adds) -------------------------
+// fuzz/regressions/module_config-slow/depthwise-replicate-huge-stride: a depthwise Conv2d with a
+// 1×1 kernel, stride (65536, 7), padding (1, 1000), replicate padding, input (2, 7, 2, 2).
+// The output is (2, 7, 1, 286), yet forward ran for more than 10 s under libFuzzer.
+
+#[test]
+#[ignore = "open bug (issue 6): the depthwise window fill walks the whole strided span; takes >10 s"]
+fn depthwise_replicate_with_a_huge_stride_is_fast() {
+    let m = Conv2d::from_float(
+        weight(&[7, 1, 1, 1]),
+        Some(Tensor::from_vec(vec![0.5f32; 7], &[7]).unwrap()),
+        WeightQParams::none(),
+        ConvOptions::new([1, 1])
+            .stride([65536, 7])
+            .dilation([7, 7])
+            .padding(qconv::Padding::Explicit([1, 1000]))
+            .padding_mode(qconv::PaddingMode::Replicate)
+            .groups(7),
+    )
+    .unwrap();
+    let x = Tensor::from_vec((0..56).map(|i| i as f32).collect(), &[2, 7, 2, 2]).unwrap();
+    let t = std::time::Instant::now();
+    let y = m.forward(&x).unwrap();
+    assert_eq!(y.shape(), &[2, 7, 1, 286]);
+    assert!(t.elapsed().as_secs_f64() < 2.0, "forward took {:?} for 4004 outputs", t.elapsed());
+}

@@ -196,6 +196,15 @@ impl<const D: usize> ConvOptions<D> {
                 return Err(Error::config(name, format!("{v:?}"), "every element must be positive"));
             }
         }
+        for d in 0..D {
+            if self.dilation[d].checked_mul(self.kernel_size[d] - 1).and_then(|v| v.checked_add(1)).is_none() {
+                return Err(Error::config(
+                    "dilation",
+                    format!("{:?}", self.dilation),
+                    format!("the dilated kernel size dilation·(kernel−1)+1 overflows in dimension {d}"),
+                ));
+            }
+        }
         match self.padding {
             Padding::Same if transposed => {
                 return Err(Error::config(
@@ -260,7 +269,8 @@ impl<const D: usize> ConvOptions<D> {
                 let mut lo = [0; D];
                 let mut hi = [0; D];
                 for d in 0..D {
-                    let total = self.dilation[d] * (self.kernel_size[d] - 1);
+                    // `validate` rejects an overflowing span; saturate for unvalidated options.
+                    let total = self.dilation[d].saturating_mul(self.kernel_size[d].saturating_sub(1));
                     lo[d] = total / 2;
                     hi[d] = total - lo[d];
                 }

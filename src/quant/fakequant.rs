@@ -325,7 +325,24 @@ struct FastPlan {
     lanes: Vec<Lane>,
     /// Elements per channel run (the product of the dims after the axis); `None` per tensor.
     inner: Option<usize>,
+    /// For short runs (e.g. axis 1 of a transposed weight, runs of k·k elements), the constants
+    /// expanded over one repeating row of `channels · inner` elements, so that the loop runs over
+    /// whole rows with per-element constants instead of paying a setup per tiny run.
+    row: Option<Row>,
 }
+
+/// Per-element `inv`, `zp`, `s` over one row (structure of arrays, so loads vectorise); the
+/// clamp bounds and the NaN code are the same for every channel.
+struct Row {
+    inv: Vec<f32>,
+    zp: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// Runs shorter than this use the expanded row.
+const SHORT_RUN: usize = 8;
+/// Largest expanded row.
+const MAX_ROW: usize = 1 << 16;
 
 fn f32_exact(v: f64) -> bool {
     (v as f32) as f64 == v
@@ -354,7 +371,7 @@ impl FastPlan {
                 if axis.is_some() && !scales.iter().all(|&s| f32_exact(s)) {
                     return None;
                 }
-                Some(FastPlan { mode: FastMode::IntZp, lanes, inner: inner(*axis) })
+                Some(FastPlan { mode: FastMode::IntZp, lanes, inner: inner(*axis), row: None }.with_row())
             }
             Plan::FloatZp { axis, scales, zero_points, qmin, qmax } if small(*qmin, *qmax) => {
                 let (lo, hi) = (*qmin as f32, *qmax as f32);
@@ -364,7 +381,7 @@ impl FastPlan {
                     .zip(zero_points)
                     .map(|(&s, &zp)| Lane { inv: if s == 0.0 { 1.0 } else { 1.0 / s }, zp, s, lo, hi, nan })
                     .collect();
-                Some(FastPlan { mode: FastMode::FloatZp, lanes, inner: inner(Some(*axis)) })
+                Some(FastPlan { mode: FastMode::FloatZp, lanes, inner: inner(Some(*axis)), row: None }.with_row())
             }
             Plan::Decomposed { axis, scales: DecScales::F32(s), zero_points, qmin, qmax } if small(*qmin, *qmax) => {
                 let (lo, hi) = (*qmin as f32, *qmax as f32);
@@ -380,20 +397,35 @@ impl FastPlan {
                         Lane { inv, zp, s: s[c] as f32, lo, hi, nan }
                     })
                     .collect();
-                Some(FastPlan { mode: FastMode::Decomposed, lanes, inner: inner(*axis) })
+                Some(FastPlan { mode: FastMode::Decomposed, lanes, inner: inner(*axis), row: None }.with_row())
             }
             _ => None,
         }
+    }
+
+    /// Builds the expanded row when the channel runs are short.
+    fn with_row(mut self) -> Self {
+        if let Some(inner) = self.inner {
+            let len = inner * self.lanes.len();
+            if inner > 0 && inner < SHORT_RUN && len <= MAX_ROW {
+                let expand = |f: fn(&Lane) -> f32| -> Vec<f32> {
+                    self.lanes.iter().flat_map(|l| std::iter::repeat_n(f(l), inner)).collect()
+                };
+                self.row = Some(Row { inv: expand(|l| l.inv), zp: expand(|l| l.zp), s: expand(|l| l.s) });
+            }
+        }
+        self
     }
 
     /// Fills every element of `fq` (and `codes`) for the whole weight, in parallel for large
     /// weights.
     fn run(&self, w: &[f32], fq: &mut [MaybeUninit<f32>], codes: Option<&mut [MaybeUninit<i32>]>) {
         let n = w.len();
-        let (run_len, chunk) = match self.inner {
-            None => (PAR_GRAIN, PAR_GRAIN),
-            Some(0) => return,
-            Some(inner) => (inner, inner * (PAR_GRAIN / inner).max(1)),
+        let (run_len, chunk) = match (self.inner, &self.row) {
+            (None, _) => (PAR_GRAIN, PAR_GRAIN),
+            (Some(0), _) => return,
+            (Some(_), Some(row)) => (row.inv.len(), row.inv.len() * (PAR_GRAIN / row.inv.len()).max(1)),
+            (Some(inner), None) => (inner, inner * (PAR_GRAIN / inner).max(1)),
         };
         let runs_per_chunk = chunk / run_len;
         let body = |k: usize, wc: &[f32], fc: &mut [MaybeUninit<f32>], cc: Option<&mut [MaybeUninit<i32>]>| {
@@ -435,6 +467,43 @@ fn chunk_generic(
     fq: &mut [MaybeUninit<f32>],
     mut codes: Option<&mut [MaybeUninit<i32>]>,
 ) {
+    if let Some(row) = &p.row {
+        // Chunks start on row boundaries, so element `j` of a row uses the constants at `j`.
+        let base = p.lanes[0];
+        for (k, wr) in w.chunks(run_len).enumerate() {
+            let off = k * run_len;
+            let fr = &mut fq[off..off + wr.len()];
+            let (inv, zp, s) = (&row.inv[..wr.len()], &row.zp[..wr.len()], &row.s[..wr.len()]);
+            // One loop per mode (the mode is loop-invariant), so each loop vectorises.
+            macro_rules! rows {
+                ($mode:expr) => {{
+                    // Zipped iterators (no indexing) so the loop has no bounds checks.
+                    let consts = inv.iter().zip(zp).zip(s).map(|((&inv, &zp), &s)| Lane { inv, zp, s, ..base });
+                    match codes.as_deref_mut() {
+                        None => {
+                            for ((o, &x), l) in fr.iter_mut().zip(wr).zip(consts) {
+                                o.write(fast_elem($mode, &l, x).1);
+                            }
+                        }
+                        Some(c) => {
+                            let cr = &mut c[off..off + wr.len()];
+                            for (((o, c), &x), l) in fr.iter_mut().zip(cr.iter_mut()).zip(wr).zip(consts) {
+                                let (q, d) = fast_elem($mode, &l, x);
+                                o.write(d);
+                                c.write(q as i32);
+                            }
+                        }
+                    }
+                }};
+            }
+            match p.mode {
+                FastMode::IntZp => rows!(FastMode::IntZp),
+                FastMode::FloatZp => rows!(FastMode::FloatZp),
+                FastMode::Decomposed => rows!(FastMode::Decomposed),
+            }
+        }
+        return;
+    }
     let channels = p.lanes.len();
     let mut off = 0;
     let mut run = first_run;
@@ -538,8 +607,15 @@ mod tests {
         let mut w: Vec<f32> = vec![0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -2.5, 1e30, -1e30, 127.5, -128.5, 255.5, 1e-40];
         w.extend((0..4095).map(|i| ((i as f32) * 0.7311).sin() * 3.0));
         let n = w.len();
-        assert_eq!(n % 13, 0);
-        let shape = [n / 13, 13];
+        assert_eq!(n, 4108);
+        // Short channel runs (the expanded-row path) and long ones (per-run constants).
+        for shape in [[1027, 4], [316, 13], [4, 1027]] {
+            check_fast_path(&w, shape, shape == [316, 13]);
+        }
+    }
+
+    fn check_fast_path(w: &[f32], shape: [usize; 2], with_axis1: bool) {
+        let n = w.len();
         let ch = shape[0];
         let scales = |k: f32| (0..ch).map(|c| k * (1.0 + c as f32 * 0.01)).collect::<Vec<f32>>();
         let mut plans = vec![
@@ -557,18 +633,20 @@ mod tests {
             WeightQParams::per_channel(QuantDType::QUInt8, scales(0.02), vec![128; ch], 0).decomposed(true),
             WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.02), vec![0.75; ch], 0).decomposed(true),
         ];
-        let axis1 = WeightQParams::per_channel(
-            QuantDType::QInt8,
-            (0..13).map(|c| 0.05 + c as f32 * 0.001).collect(),
-            vec![1; 13],
-            1,
-        );
-        plans.push(axis1);
+        if with_axis1 {
+            let axis1 = WeightQParams::per_channel(
+                QuantDType::QInt8,
+                (0..13).map(|c| 0.05 + c as f32 * 0.001).collect(),
+                vec![1; 13],
+                1,
+            );
+            plans.push(axis1);
+        }
         for qp in plans {
             let plan = qp.plan(&shape).unwrap();
-            let (codes, fq) = quantize_codes(&plan, &shape, &w).unwrap();
-            let fq_only = fake_quantize(&plan, &shape, &w).unwrap();
-            let (gc, gf): (Vec<i32>, Vec<f32>) = quantize_elems(&plan, &shape, &w).into_iter().unzip();
+            let (codes, fq) = quantize_codes(&plan, &shape, w).unwrap();
+            let fq_only = fake_quantize(&plan, &shape, w).unwrap();
+            let (gc, gf): (Vec<i32>, Vec<f32>) = quantize_elems(&plan, &shape, w).into_iter().unzip();
             assert!(FastPlan::new(&plan, &shape).is_some(), "{qp:?} has a fast path");
             for i in 0..n {
                 assert_eq!(codes[i], gc[i], "{qp:?} code [{i}] x={}", w[i]);

@@ -11,12 +11,11 @@
 
 mod common;
 
-use common::magnitude;
+use common::{magnitude, oracle};
 use std::sync::Arc;
 
 use half::{bf16, f16};
 use qconv::bench::Rng;
-use qconv::cpu::conv_naive;
 use qconv::cuda::runtime::Runtime;
 use qconv::io::StateDict;
 use qconv::quant::observer::{Observer, ObserverScheme};
@@ -69,13 +68,7 @@ where
     assert_eq!(yd.dtype(), x.dtype());
     assert_eq!(yd.shape(), cpu.shape(), "{what}: output shape");
     let got = yd.to_device(Device::Cpu).unwrap().to_vec_f32();
-    let p = m.conv_problem(x.shape(), None).unwrap();
-    let w = m.get_weight().to_vec_f32();
-    let b = m.bias().map(|b| b.to_vec_f32());
-    let xv = x.to_vec_f32();
-    let want = conv_naive(&p, &w, b.as_deref(), &xv);
-    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
-    let mag = conv_naive(&p, &abs(&w), b.as_deref().map(abs).as_deref(), &abs(&xv));
+    let (want, mag) = oracle(m, x, None);
     let cpu = cpu.to_vec_f32();
     for i in 0..want.len() {
         let tol = 8.0 * f32::EPSILON as f64 * mag[i] + out_eps(x.dtype()) * want[i].abs() + 1e-30;

@@ -1,32 +1,17 @@
 //! Module-level behaviour: randomized sweeps against the naive f64 oracle (every configuration
 //! knob, f32/f16/bf16 inputs, batched and unbatched), state dicts, and concurrency.
 
+mod common;
+
+use common::oracle;
 use half::{bf16, f16};
 use qconv::bench::Rng;
-use qconv::cpu::conv_naive;
 use qconv::io::{StateDict, StoredData, StoredTensor};
 use qconv::quant::observer::{Observer, ObserverScheme};
 use qconv::{
     AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, DType,
     Error, Padding, PaddingMode, QuantDType, Tensor, WeightQParams,
 };
-
-/// The oracle for a module and input: f64 accumulation over the fake-quantized weight, and
-/// Σ|x|·|ŵ| + |b| per output for the tolerance.
-fn oracle<const D: usize, const T: bool>(
-    m: &ConvModule<D, T>,
-    x: &Tensor,
-    output_size: Option<&[usize]>,
-) -> (Vec<f64>, Vec<f64>) {
-    let p = m.conv_problem(x.shape(), output_size).unwrap();
-    let w = m.get_weight().to_vec_f32();
-    let b = m.bias().map(|b| b.to_vec_f32());
-    let xv = x.to_vec_f32();
-    let y = conv_naive(&p, &w, b.as_deref(), &xv);
-    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
-    let mag = conv_naive(&p, &abs(&w), b.as_deref().map(abs).as_deref(), &abs(&xv));
-    (y, mag)
-}
 
 fn random_qparams(rng: &mut Rng, weight: &Tensor, out_axis: usize) -> WeightQParams {
     let scheme = match rng.next_u64() % 5 {

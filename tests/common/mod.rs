@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests.
 
+use qconv::cpu::conv_naive;
 use qconv::io::StoredData;
-use qconv::{AnyConv, Tensor};
+use qconv::{AnyConv, ConvModule, Tensor};
 
 /// Σ|x|·|ŵ| + |b| per output element: the same module with absolute weights and bias, no
 /// quantization, applied to |x|.
+#[allow(dead_code)] // not every test crate uses it
 pub fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[usize]>) -> Vec<f32> {
     let mut sd = m.state_dict(prefix);
     let abs = |v: Vec<f32>| v.into_iter().map(f32::abs).collect::<Vec<_>>();
@@ -20,4 +22,22 @@ pub fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[us
     let am = AnyConv::from_state_dict(&sd, prefix).unwrap();
     let ax = Tensor::from_vec(abs(x.to_vec_f32()), x.shape()).unwrap();
     am.forward(&ax, output_size).unwrap().to_vec_f32()
+}
+
+/// The oracle for a module and input: f64 accumulation over the fake-quantized weight, and
+/// Σ|x|·|ŵ| + |b| per output for the tolerance.
+#[allow(dead_code)] // not every test crate uses it
+pub fn oracle<const D: usize, const T: bool>(
+    m: &ConvModule<D, T>,
+    x: &Tensor,
+    output_size: Option<&[usize]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let p = m.conv_problem(x.shape(), output_size).unwrap();
+    let w = m.get_weight().to_vec_f32();
+    let b = m.bias().map(|b| b.to_vec_f32());
+    let xv = x.to_vec_f32();
+    let y = conv_naive(&p, &w, b.as_deref(), &xv);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+    let mag = conv_naive(&p, &abs(&w), b.as_deref().map(abs).as_deref(), &abs(&xv));
+    (y, mag)
 }

@@ -186,31 +186,77 @@ __device__ __forceinline__ bool qc_is_nonfinite(float x) {
 }
 
 /** Grid-stride loop over all elements for one integer/decomposed mode. */
+/* Channel of element i: (i / inner) % channels (row-major weight, SEMANTICS 4.2). 64-bit
+ * division is slow on the GPU, so indices below 2^32 (every realistic weight) use 32-bit. */
+__device__ __forceinline__ unsigned long long qc_fq_channel(const QcFakeQuantParams& p, unsigned long long i) {
+    if (p.channels == 1) return 0;
+    if (p.numel <= 0xffffffffull) {
+        return (unsigned int)(i) / (unsigned int)p.inner % (unsigned int)p.channels;
+    }
+    return (i / p.inner) % p.channels;
+}
+
+template <int MODE, bool WRITE_DEQUANT>
+__device__ __forceinline__ void qc_fq_one(const QcFakeQuantParams& p, const QcChannel& k, float x,
+                                          unsigned long long i, float* w_out, int* q_out) {
+    if (p.first_nonfinite != 0 && qc_is_nonfinite(x)) {
+        atomicMin(reinterpret_cast<unsigned long long*>(p.first_nonfinite), i);
+    }
+    const QcElem e = qc_fq_elem<MODE>(p, k, x);
+    *w_out = e.w;
+    *q_out = (int)e.q; /* q lies in [qmin, qmax] or is a NaN code: fits i32 */
+}
+
+/* The integer modes. Fast path: 4 elements per iteration with 16-byte loads and stores when
+ * numel and inner are multiples of 4 and every buffer is 16-byte aligned (device allocations
+ * are); the 4 elements then share one channel. Otherwise one element per iteration. */
 template <int MODE, bool WRITE_DEQUANT>
 __device__ __forceinline__ void qc_fq_loop(const QcFakeQuantParams& p) {
     const float* src = reinterpret_cast<const float*>(p.src);
-    float* dst = reinterpret_cast<float*>(p.dst);
+    float* dst = WRITE_DEQUANT ? reinterpret_cast<float*>(p.dst) : 0;
     int* codes = reinterpret_cast<int*>(p.codes);
-    unsigned long long* bad = reinterpret_cast<unsigned long long*>(p.first_nonfinite);
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    const unsigned long long tid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     unsigned long long cached_c = ~0ull;
     QcChannel k;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+    const bool vec = (p.numel % 4 == 0) && (p.inner % 4 == 0) && (p.src % 16 == 0) && (p.dst % 16 == 0) &&
+                     (p.codes % 16 == 0);
+    if (vec) {
+        const unsigned long long n4 = p.numel / 4;
+        for (unsigned long long v = tid; v < n4; v += stride) {
+            const float4 x = __ldg(reinterpret_cast<const float4*>(src) + v);
+            const unsigned long long i = v * 4;
+            const unsigned long long c = qc_fq_channel(p, i);
+            if (c != cached_c) {
+                k = qc_channel<MODE>(p, c);
+                cached_c = c;
+            }
+            float4 w;
+            int4 q;
+            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.x, i, &w.x, &q.x);
+            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.y, i + 1, &w.y, &q.y);
+            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.z, i + 2, &w.z, &q.z);
+            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.w, i + 3, &w.w, &q.w);
+            if (dst != 0) reinterpret_cast<float4*>(dst)[v] = w;
+            if (codes != 0) reinterpret_cast<int4*>(codes)[v] = q;
+        }
+        return;
+    }
+    for (unsigned long long i = tid; i < p.numel; i += stride) {
         const float x = __ldg(src + i);
-        if (bad != 0 && qc_is_nonfinite(x)) atomicMin(bad, i);
-        /* Element i belongs to channel (i / inner) % channels (row-major weight, SEMANTICS 4.2). */
-        const unsigned long long c = (i / p.inner) % p.channels;
+        const unsigned long long c = qc_fq_channel(p, i);
         if (c != cached_c) {
             k = qc_channel<MODE>(p, c);
             cached_c = c;
         }
-        const QcElem e = qc_fq_elem<MODE>(p, k, x);
-        if (WRITE_DEQUANT && dst != 0) dst[i] = e.w;
-        if (codes != 0) codes[i] = (int)e.q; /* q lies in [qmin, qmax] or is a NaN code: fits i32 */
+        float w;
+        int q;
+        qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x, i, &w, &q);
+        if (dst != 0) dst[i] = w;
+        if (codes != 0) codes[i] = q;
     }
 }
 
-/** Identity and float16 modes (no integer codes; HALF writes binary16 bits to p.codes). */
 template <bool WRITE_DEQUANT>
 __device__ __forceinline__ void qc_fq_float_modes(const QcFakeQuantParams& p) {
     const float* src = reinterpret_cast<const float*>(p.src);

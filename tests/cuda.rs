@@ -506,3 +506,138 @@ fn runtime_modules_and_device_tensors_are_send_and_sync() {
     send_sync::<qconv::ConvTranspose3d>();
     send_sync::<AnyConv>();
 }
+
+/// Out of device memory is an error for that call (naming the driver call), and the runtime and
+/// a resident module stay usable afterwards: the next forward gives the same bits as before.
+#[test]
+fn out_of_memory_is_an_error_and_the_runtime_survives() {
+    if !gpu("out_of_memory_is_an_error_and_the_runtime_survives") {
+        return;
+    }
+    let rt = Runtime::get(0).unwrap();
+    let mut rng = Rng::new(31);
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(8, 16, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap();
+    let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap().to_device(CUDA).unwrap();
+    let xd = make_input(&mut rng, &[2, 8, 12, 12], DType::F32).to_device(CUDA).unwrap();
+    let before = m.forward(&xd).unwrap().to_device(Device::Cpu).unwrap();
+    // 4 TiB: more than any current GPU has.
+    let err = rt.zeros::<f32>(1 << 40, None).expect_err("a 4 TiB allocation must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Cuda { .. }), "{msg}");
+    assert!(msg.contains("cuMemAlloc"), "{msg}");
+    // A forward whose output cannot be allocated: [1, 16, 2^17, 2^17] f32 is 1 TiB, from an input
+    // that does fit ([1, 8, 2^17, 1] is small, but the transposed conv below blows it up).
+    let ot = ConvOptions::<2>::new([1, 1]).stride([1, 1 << 17]).output_padding([0, 0]);
+    let shape_t = qconv::ConvTranspose2d::weight_shape(8, 16, &ot);
+    let wt = Tensor::from_vec(rng.vec(shape_t.iter().product(), -0.5, 0.5), &shape_t).unwrap();
+    let mt = qconv::ConvTranspose2d::from_float_observed(wt, None, ot).unwrap().to_device(CUDA).unwrap();
+    let xt = make_input(&mut rng, &[1, 8, 1 << 17, 2], DType::F32).to_device(CUDA).unwrap();
+    match mt.forward(&xt) {
+        Err(e) => eprintln!("1 TiB output: {e}"),
+        Ok(y) => panic!("a 1 TiB output was allocated: shape {:?}", y.shape()),
+    }
+    for _ in 0..3 {
+        assert_eq!(m.forward(&xd).unwrap().to_device(Device::Cpu).unwrap(), before);
+    }
+}
+
+/// Inputs past 2^31 elements (issue: 64-bit offsets): a Conv2d through the tiled kernel and a
+/// depthwise Conv1d through the direct kernel, f16, inputs (and outputs) of more than 2^31
+/// elements. Sampled outputs — including the last rows, whose offsets need 64 bits — against an
+/// f64 sum over the fake-quantized weight.
+#[test]
+fn inputs_past_two_to_the_31_elements() {
+    if !gpu("inputs_past_two_to_the_31_elements") {
+        return;
+    }
+    let free = {
+        let rt = Runtime::get(0).unwrap();
+        rt.context().bind_to_thread().unwrap();
+        cudarc::driver::result::mem_get_info().map(|(free, _)| free).unwrap_or(0)
+    };
+    if free < 24 << 30 {
+        eprintln!("inputs_past_two_to_the_31_elements: skipped: needs 24 GiB of free device memory, {free} B free");
+        return;
+    }
+    // A cheap deterministic pattern of 251 distinct f16 values in [-1, 1].
+    let table: Vec<f16> = (0..251).map(|i| f16::from_f32(i as f32 / 125.0 - 1.0)).collect();
+    let value = |i: usize| table[(i.wrapping_mul(2654435761) >> 7) % 251];
+    let mut rng = Rng::new(77);
+    // (module, input shape) pairs: 4*23200*23200 = 2_152_960_000 and 4*540_000_000 elements.
+    let o2 = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let s2 = qconv::Conv2d::weight_shape(4, 4, &o2);
+    let w2 = Tensor::from_vec(rng.vec(s2.iter().product(), -0.5, 0.5), &s2).unwrap();
+    let m2 = qconv::Conv2d::from_float_observed(w2, Some(Tensor::from_vec(rng.vec(4, -0.5, 0.5), &[4]).unwrap()), o2)
+        .unwrap();
+    let o1 = ConvOptions::<1>::new([3]).padding(Padding::Explicit([1])).groups(2).bias(true);
+    let s1 = qconv::Conv1d::weight_shape(2, 2, &o1);
+    let w1 = Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap();
+    let m1 = qconv::Conv1d::from_float_observed(w1, Some(Tensor::from_vec(rng.vec(2, -0.5, 0.5), &[2]).unwrap()), o1)
+        .unwrap();
+    for case in 0..2 {
+        let (c, k, hw): (usize, usize, [usize; 2]) =
+            if case == 0 { (4, 4, [23200, 23200]) } else { (4, 4, [1, 540_000_000]) };
+        let n = c * hw[0] * hw[1];
+        assert!(n > 1 << 31);
+        let x: Vec<f16> = (0..n).map(value).collect();
+        let (wq, bias, groups) = if case == 0 {
+            (m2.get_weight().to_vec_f32(), m2.bias().unwrap().to_vec_f32(), 1)
+        } else {
+            (m1.get_weight().to_vec_f32(), m1.bias().unwrap().to_vec_f32(), 4)
+        };
+        let y: Vec<f16> = if case == 0 {
+            let xd = Tensor::from_vec(x, &[1, c, hw[0], hw[1]]).unwrap().to_device(CUDA).unwrap();
+            let md = m2.to_device(CUDA).unwrap();
+            let yd = md.forward(&xd).unwrap();
+            assert_eq!(yd.shape(), &[1, k, hw[0], hw[1]]);
+            drop(xd);
+            yd.to_device(Device::Cpu).unwrap().as_slice::<f16>().unwrap().to_vec()
+        } else {
+            let xd = Tensor::from_vec(x, &[1, c, hw[1]]).unwrap().to_device(CUDA).unwrap();
+            let md = m1.to_device(CUDA).unwrap();
+            let yd = md.forward(&xd).unwrap();
+            assert_eq!(yd.shape(), &[1, k, hw[1]]);
+            drop(xd);
+            yd.to_device(Device::Cpu).unwrap().as_slice::<f16>().unwrap().to_vec()
+        };
+        let (kh, cg) = if case == 0 { (3usize, c) } else { (1usize, 1) };
+        let at = |ch: usize, h: i64, w: i64| -> f64 {
+            if h < 0 || w < 0 || h >= hw[0] as i64 || w >= hw[1] as i64 {
+                0.0
+            } else {
+                value((ch * hw[0] + h as usize) * hw[1] + w as usize).to_f64()
+            }
+        };
+        let mut checked = 0;
+        let mut positions: Vec<(usize, usize, usize)> =
+            (0..400).map(|_| (pick(&mut rng, k), pick(&mut rng, hw[0]), pick(&mut rng, hw[1]))).collect();
+        positions.extend([
+            (k - 1, hw[0] - 1, hw[1] - 1),
+            (k - 1, hw[0] - 1, 0),
+            (0, 0, 0),
+            (k - 1, hw[0] / 2, hw[1] - 2),
+        ]);
+        for (ko, oh, ow) in positions {
+            let g = ko / (k / groups);
+            let (mut acc, mut mag) = (bias[ko] as f64, (bias[ko] as f64).abs());
+            for ci in 0..cg {
+                for i in 0..kh {
+                    for j in 0..3 {
+                        let wv = wq[((ko * cg + ci) * kh + i) * 3 + j] as f64;
+                        let xv = at(g * cg + ci, oh as i64 + i as i64 - (kh as i64 / 2), ow as i64 + j as i64 - 1);
+                        acc += wv * xv;
+                        mag += (wv * xv).abs();
+                    }
+                }
+            }
+            let got = y[(ko * hw[0] + oh) * hw[1] + ow].to_f64();
+            let tol = 8.0 * f32::EPSILON as f64 * mag + 2f64.powi(-11) * acc.abs() + 1e-30;
+            assert!((got - acc).abs() <= tol, "case {case}: y[{ko}, {oh}, {ow}] = {got}, want {acc} (tol {tol:e})");
+            checked += 1;
+        }
+        eprintln!("inputs_past_two_to_the_31_elements: case {case}: {n} input elements, {checked} outputs checked");
+    }
+}

@@ -427,7 +427,9 @@ pub fn fakequant_launch(p: &QcFakeQuantParams) -> Result<Option<LaunchDims>> {
             return bad(format!("[{}, {}] is not a valid int32 code range", p.qmin, p.qmax));
         }
     }
-    let blocks = ceil_div(p.numel, FAKEQUANT_THREADS as u64).min(MAX_GRID_STRIDE_BLOCKS);
+    // The integer modes handle 4 elements per thread and iteration where they can (16-byte
+    // accesses); the grid-stride loop covers the rest.
+    let blocks = ceil_div(ceil_div(p.numel, 4), FAKEQUANT_THREADS as u64).min(MAX_GRID_STRIDE_BLOCKS);
     Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (FAKEQUANT_THREADS, 1, 1), dynamic_shared_bytes: 0 }))
 }
 

@@ -105,9 +105,6 @@ pub struct Runtime {
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<KernelSource, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
-    /// One `u64` per in-flight fake-quant launch would be needed for concurrency; the flag is
-    /// reused under this lock (fake-quant runs when modules are built, not per forward call).
-    fq_flag: Mutex<Option<CudaSlice<u64>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -153,7 +150,6 @@ impl Runtime {
             stream,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
-            fq_flag: Mutex::new(None),
         })
     }
 
@@ -305,9 +301,10 @@ impl Runtime {
     /// `codes`, the quantize-only kernel runs.
     ///
     /// Synchronises `stream` at the end to read the kernel's non-finite flag: a NaN or infinite
-    /// weight element is an [`Error::NonFiniteWeight`], as on the CPU.
+    /// weight element is an [`Error::NonFiniteWeight`], as on the CPU. [`Runtime::fake_quant_job`]
+    /// splits this into an asynchronous launch and a separate check.
     pub fn fake_quantize_device(
-        &self,
+        self: &Arc<Self>,
         qparams: &WeightQParams,
         shape: &[usize],
         src: &CudaSlice<f32>,
@@ -315,41 +312,31 @@ impl Runtime {
         codes: Option<&mut CudaSlice<i32>>,
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
+        let mut job = self.fake_quant_job(qparams, shape, stream)?;
+        job.enqueue(src, dst, codes, stream)?;
+        job.check(src, stream)
+    }
+
+    /// Prepares repeated fake-quantization of weights of `shape` under `qparams`: validates the
+    /// arguments, uploads the per-channel scales and zero points once (on `stream`) and owns the
+    /// kernel's non-finite flag. [`FakeQuantJob::enqueue`] then only launches (no
+    /// synchronisation); [`FakeQuantJob::check`] reads the flag.
+    pub fn fake_quant_job(
+        self: &Arc<Self>,
+        qparams: &WeightQParams,
+        shape: &[usize],
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<FakeQuantJob> {
         let s = self.pick(stream)?;
         let args = fakequant_args(qparams, shape)?;
-        let mut p = args.params;
+        let p = args.params;
         let numel = usize::try_from(p.numel).map_err(|_| Error::Overflow("weight elements".into()))?;
-        let need = |what: &'static str, len: usize| -> Result<()> {
-            if len < numel {
-                return Err(Error::shape(what, &[len], format!("the device buffer must hold {numel} elements")));
-            }
-            Ok(())
-        };
-        need("fake-quant source", src.len())?;
-        if let Some(d) = &dst {
-            need("fake-quant destination", d.len())?;
-        }
-        if let Some(c) = &codes {
-            need("quantized codes", c.len())?;
-        }
-        let Some(dims) = fakequant_launch(&p)? else { return Ok(()) };
-        let variant = VARIANTS
-            .iter()
-            .find(|v| v.kind == if dst.is_some() { KernelKind::FakeQuant } else { KernelKind::Quantize })
-            .ok_or_else(|| Error::Unsupported {
-                op: "fake-quant".into(),
-                device: "CUDA".into(),
-                reason: "no kernel variant".into(),
-            })?;
-        if dst.is_none() && codes.is_none() {
-            return Ok(());
-        }
-        let f = self.function(variant)?;
+        let dims = fakequant_launch(&p)?;
         // The small per-channel arrays must cover every channel the mode reads.
         let channels = usize::try_from(p.channels).map_err(|_| Error::Overflow("channels".into()))?;
         let float_mode = p.mode == QC_FQ_IDENTITY as i32 || p.mode == QC_FQ_HALF as i32;
         let zp_float = p.mode == QC_FQ_FLOAT_ZP as i32 || (p.zp_is_float == 1 && p.mode >= QC_FQ_DECOMPOSED_F32 as i32);
-        if !float_mode {
+        if !float_mode && dims.is_some() {
             let short = |what: &'static str, len: usize| -> Result<()> {
                 if len < channels {
                     return Err(Error::shape(what, &[len], format!("the kernel reads {channels} entries")));
@@ -363,50 +350,19 @@ impl Runtime {
                 short("weight_zero_point", args.zero_points_i64.len())?;
             }
         }
-        let scales = self.htod(&pad_nonempty(&args.scales), Some(s))?;
-        let zp_i64 = self.htod(&pad_nonempty(&args.zero_points_i64), Some(s))?;
-        let zp_f32 = self.htod(&pad_nonempty(&args.zero_points_f32), Some(s))?;
-        let mut flag_guard = self.fq_flag.lock().unwrap_or_else(|e| e.into_inner());
-        if flag_guard.is_none() {
-            *flag_guard = Some(self.htod(&[u64::MAX], Some(s))?);
-        }
-        let flag = flag_guard.as_mut().expect("initialised above");
-        s.memcpy_htod(&[u64::MAX], flag).map_err(driver_err("cuMemcpyHtoDAsync"))?;
-        {
-            let (src_ptr, _g1) = src.device_ptr(s);
-            let (sc_ptr, _g2) = scales.device_ptr(s);
-            let (zi_ptr, _g3) = zp_i64.device_ptr(s);
-            let (zf_ptr, _g4) = zp_f32.device_ptr(s);
-            let (flag_ptr, _g5) = flag.device_ptr_mut(s);
-            let (dst_ptr, _g6) = match dst {
-                Some(d) => {
-                    let (ptr, g) = d.device_ptr_mut(s);
-                    (ptr, Some(g))
-                }
-                None => (0, None),
-            };
-            let (codes_ptr, _g7) = match codes {
-                Some(c) => {
-                    let (ptr, g) = c.device_ptr_mut(s);
-                    (ptr, Some(g))
-                }
-                None => (0, None),
-            };
-            p.src = src_ptr;
-            p.dst = dst_ptr;
-            p.codes = codes_ptr;
-            p.scales = if args.scales.is_empty() { 0 } else { sc_ptr };
-            p.zero_points_i64 = if args.zero_points_i64.is_empty() { 0 } else { zi_ptr };
-            p.zero_points_f32 = if args.zero_points_f32.is_empty() { 0 } else { zf_ptr };
-            p.first_nonfinite = flag_ptr;
-            self.launch(&f, dims, &p, s)?;
-        }
-        let first = self.dtoh(flag, Some(s))?;
-        if let Some(&i) = first.first().filter(|&&i| i != u64::MAX) {
-            let value = self.dtoh(src, Some(s))?.get(i as usize).copied().unwrap_or(f32::NAN);
-            return Err(Error::NonFiniteWeight { index: i as usize, value });
-        }
-        Ok(())
+        Ok(FakeQuantJob {
+            rt: Arc::clone(self),
+            params: p,
+            numel,
+            dims,
+            has_scales: !args.scales.is_empty(),
+            has_zp_i64: !args.zero_points_i64.is_empty(),
+            has_zp_f32: !args.zero_points_f32.is_empty(),
+            scales: self.htod(&pad_nonempty(&args.scales), Some(s))?,
+            zp_i64: self.htod(&pad_nonempty(&args.zero_points_i64), Some(s))?,
+            zp_f32: self.htod(&pad_nonempty(&args.zero_points_f32), Some(s))?,
+            flag: self.htod(&[u64::MAX], Some(s))?,
+        })
     }
 
     /// Enqueues a convolution: `x` (activations of `dtype`, `[N, C, *in_size]`, raw bytes),
@@ -499,6 +455,112 @@ fn pad_nonempty<T: Copy + Default>(v: &[T]) -> Vec<T> {
         vec![T::default()]
     } else {
         v.to_vec()
+    }
+}
+
+/// A prepared weight fake-quantization (see [`Runtime::fake_quant_job`]): validated kernel
+/// arguments, the per-channel scales and zero points resident on the device, and the kernel's
+/// non-finite flag. Inference servers that re-quantize weights use it to keep the launch
+/// asynchronous and check once.
+pub struct FakeQuantJob {
+    rt: Arc<Runtime>,
+    params: QcFakeQuantParams,
+    numel: usize,
+    dims: Option<LaunchDims>,
+    has_scales: bool,
+    has_zp_i64: bool,
+    has_zp_f32: bool,
+    scales: CudaSlice<f64>,
+    zp_i64: CudaSlice<i64>,
+    zp_f32: CudaSlice<f32>,
+    flag: CudaSlice<u64>,
+}
+
+impl FakeQuantJob {
+    /// Number of weight elements each call reads and writes.
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
+    /// Enqueues the kernel on `stream` (the runtime's default stream if `None`): `src` (float32,
+    /// `numel` elements) into `dst` (the fake-quantized weight) and/or `codes` (see
+    /// [`Runtime::fake_quantize_device`]). Resets the non-finite flag first; does not wait.
+    /// Errors: a buffer shorter than `numel`, a launch failure.
+    pub fn enqueue(
+        &mut self,
+        src: &CudaSlice<f32>,
+        dst: Option<&mut CudaSlice<f32>>,
+        codes: Option<&mut CudaSlice<i32>>,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let rt = Arc::clone(&self.rt);
+        let s = rt.pick(stream)?;
+        let numel = self.numel;
+        let need = |what: &'static str, len: usize| -> Result<()> {
+            if len < numel {
+                return Err(Error::shape(what, &[len], format!("the device buffer must hold {numel} elements")));
+            }
+            Ok(())
+        };
+        need("fake-quant source", src.len())?;
+        if let Some(d) = &dst {
+            need("fake-quant destination", d.len())?;
+        }
+        if let Some(c) = &codes {
+            need("quantized codes", c.len())?;
+        }
+        let Some(dims) = self.dims else { return Ok(()) };
+        if dst.is_none() && codes.is_none() {
+            return Ok(());
+        }
+        let kind = if dst.is_some() { KernelKind::FakeQuant } else { KernelKind::Quantize };
+        let variant = VARIANTS.iter().find(|v| v.kind == kind).ok_or_else(|| Error::Unsupported {
+            op: "fake-quant".into(),
+            device: "CUDA".into(),
+            reason: "no kernel variant".into(),
+        })?;
+        let f = rt.function(variant)?;
+        rt.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        s.memcpy_htod(&[u64::MAX], &mut self.flag).map_err(driver_err("cuMemcpyHtoDAsync"))?;
+        let mut p = self.params;
+        let (src_ptr, _g1) = src.device_ptr(s);
+        let (sc_ptr, _g2) = self.scales.device_ptr(s);
+        let (zi_ptr, _g3) = self.zp_i64.device_ptr(s);
+        let (zf_ptr, _g4) = self.zp_f32.device_ptr(s);
+        let (flag_ptr, _g5) = self.flag.device_ptr_mut(s);
+        let (dst_ptr, _g6) = match dst {
+            Some(d) => {
+                let (ptr, g) = d.device_ptr_mut(s);
+                (ptr, Some(g))
+            }
+            None => (0, None),
+        };
+        let (codes_ptr, _g7) = match codes {
+            Some(c) => {
+                let (ptr, g) = c.device_ptr_mut(s);
+                (ptr, Some(g))
+            }
+            None => (0, None),
+        };
+        p.src = src_ptr;
+        p.dst = dst_ptr;
+        p.codes = codes_ptr;
+        p.scales = if self.has_scales { sc_ptr } else { 0 };
+        p.zero_points_i64 = if self.has_zp_i64 { zi_ptr } else { 0 };
+        p.zero_points_f32 = if self.has_zp_f32 { zf_ptr } else { 0 };
+        p.first_nonfinite = flag_ptr;
+        rt.launch(&f, dims, &p, s)
+    }
+
+    /// Waits for `stream` and reads the non-finite flag of the last [`FakeQuantJob::enqueue`]:
+    /// a NaN or infinite element of `src` is an [`Error::NonFiniteWeight`] naming the first one.
+    pub fn check(&mut self, src: &CudaSlice<f32>, stream: Option<&Arc<CudaStream>>) -> Result<()> {
+        let first = self.rt.dtoh(&self.flag, stream)?;
+        if let Some(&i) = first.first().filter(|&&i| i != u64::MAX) {
+            let value = self.rt.dtoh(src, stream)?.get(i as usize).copied().unwrap_or(f32::NAN);
+            return Err(Error::NonFiniteWeight { index: i as usize, value });
+        }
+        Ok(())
     }
 }
 

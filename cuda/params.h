@@ -171,8 +171,27 @@ typedef struct QcConvParams {
     int32_t transposed;
     /** 1 when `bias` points to out_channels floats. */
     int32_t has_bias;
-    /** Explicit padding to a multiple of 8 bytes; set to 0. */
-    int32_t reserved;
+    /** Tensor-core kernels (cuda/conv_tc.cu) only: 1 when `y` is channels-last
+     *  [batch, out_size[0..3], out_channels], 0 for [batch, out_channels, out_size[0..3]].
+     *  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`
+     *  in the activation dtype. Every other kernel requires 0. */
+    int32_t out_nhwc;
 } QcConvParams;
+
+/** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):
+ *  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.
+ *  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C. */
+typedef struct QcTransposeParams {
+    /** const element*: `batch * rows * cols` elements of 2 (b16) or 4 (b32) bytes. */
+    uint64_t src;
+    /** element*: `batch * rows * cols` elements. */
+    uint64_t dst;
+    /** Number of matrices. */
+    int64_t batch;
+    /** Rows of each source matrix. */
+    int64_t rows;
+    /** Columns of each source matrix. */
+    int64_t cols;
+} QcTransposeParams;
 
 #endif /* QCONV_PARAMS_H */

@@ -228,24 +228,44 @@ if [ "$SKIP_TORCH" = 0 ]; then
     note "FAIL  bench-torch: torch_gpu.py not found (pass --torch-bench PATH)"; FAILED=1
   fi
 fi
-# Side by side: qconv module_forward vs cuDNN float conv (NCHW) and the reference module.
-python3 - "$REPORT/bench-qconv.log" "$REPORT/bench-torch.jsonl" > "$REPORT/bench-compare.txt" 2>&1 <<'EOF'
-import json, sys
+# Side by side: qconv module_forward (default precision: tensor cores for f16/bf16 where they
+# apply) vs cuDNN float conv in the same layout, and the reference module; ratio = cuDNN / qconv
+# time (> 1: qconv faster). Geometric means per dtype over the conv cases, channels-last.
+python3 - "$REPORT/bench-qconv.log" "$REPORT/bench-torch.jsonl" > "$REPORT/bench-compare.txt" 2>&1 <<'PYEOF'
+import json, math, sys
 def rows(p):
     try:
         return [json.loads(l) for l in open(p) if l.startswith("{")]
     except OSError:
         return []
 q, t = rows(sys.argv[1]), rows(sys.argv[2])
-tt = {(r["case"], r["op"], r["dtype"], r.get("layout")): r["median_us"] for r in t}
-print(f"{'case':<16}{'dtype':<6}{'qconv us':>10}{'cudnn nchw':>12}{'ref module':>12}")
+tt = {(r["case"], r["op"], r["dtype"], r.get("layout")): r for r in t}
+qq = {(r["case"], r["dtype"], r.get("layout"), r.get("precision", "default")): r for r in q if r["op"] == "module_forward"}
+print(f"{'case':<15}{'dtype':<5}{'layout':<7}{'qconv us':>9}{'TFLOP/s':>8}{'cuDNN us':>9}{'TFLOP/s':>8}{'ratio':>7}{'exact us':>9}{'ref mod':>9}{'vs ref':>7}")
+geo = {}
+for (c, d, lay, prec), r in sorted(qq.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    if prec != "default":
+        continue
+    cu = tt.get((c, "float_conv", d, lay))
+    ex = qq.get((c, d, lay, "exact"))
+    ref = tt.get((c, "ref_module", "f32", "nchw")) if d == "f32" and lay == "nchw" else None
+    ratio = cu["median_us"] / r["median_us"] if cu else None
+    if ratio and lay != "nchw":
+        geo.setdefault(d, []).append(ratio)
+    print(f"{c:<15}{d:<5}{lay:<7}{r['median_us']:>9.1f}{r['tflops']:>8.1f}"
+          f"{(cu['median_us'] if cu else float('nan')):>9.1f}{(cu['tflops'] if cu else float('nan')):>8.1f}"
+          f"{(ratio or float('nan')):>7.2f}{(ex['median_us'] if ex else float('nan')):>9.1f}"
+          f"{(ref['median_us'] if ref else float('nan')):>9.1f}"
+          f"{(ref['median_us'] / r['median_us'] if ref else float('nan')):>7.2f}")
+for d, v in geo.items():
+    print(f"geomean cuDNN/qconv, channels-last, {d}: {math.exp(sum(map(math.log, v)) / len(v)):.2f} over {len(v)} cases (min {min(v):.2f})")
 for r in q:
     if r["op"] != "module_forward":
-        continue
-    c, d = r["case"], r["dtype"]
-    print(f"{c:<16}{d:<6}{r['median_us']:>10}{tt.get((c, 'float_conv', d, 'nchw'), '-'):>12}"
-          f"{tt.get((c, 'ref_module', 'f32', 'nchw'), '-') if d == 'f32' else '':>12}")
-EOF
+        print("qconv", json.dumps(r))
+for r in t:
+    if r["case"] == "g_fq":
+        print("torch", json.dumps(r))
+PYEOF
 cat "$REPORT/bench-compare.txt" >> "$SUMMARY"
 
 note "total: $(( $(date +%s) - START ))s; $([ $FAILED = 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{magnitude, oracle};
+use common::{channels_first, channels_last, magnitude, oracle, oracle_with_weight};
 use std::sync::Arc;
 
 use half::{bf16, f16};
@@ -19,7 +19,9 @@ use qconv::bench::Rng;
 use qconv::cuda::runtime::Runtime;
 use qconv::io::StateDict;
 use qconv::quant::observer::{Observer, ObserverScheme};
-use qconv::{AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, QuantDType, Tensor};
+use qconv::{
+    AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, Precision, QuantDType, Tensor,
+};
 
 const CUDA: Device = Device::Cuda(0);
 
@@ -61,7 +63,8 @@ where
     ConvModule<D, T>: Fwd,
 {
     let cpu = m.fwd(x).unwrap();
-    let md = m.to_device(CUDA).unwrap_or_else(|e| panic!("{what}: to_device: {e}"));
+    // Exact precision: the CPU path's numerics (the tensor-core path has its own test below).
+    let md = m.to_device(CUDA).unwrap_or_else(|e| panic!("{what}: to_device: {e}")).with_precision(Precision::Exact);
     let xd = x.to_device(CUDA).unwrap();
     let yd = md.fwd(&xd).unwrap_or_else(|e| panic!("{what}: CUDA forward: {e}"));
     assert_eq!(yd.device(), CUDA);
@@ -453,6 +456,15 @@ fn sanitizer_smoke() {
             check_module(&m, &x, &format!("{m}"));
         }
     }
+    // Tensor cores (ragged tiles, both layouts, so the transposes run too).
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(16, 20, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(20, -0.5, 0.5), &[20]).unwrap();
+    let m = qconv::Conv2d::from_float_observed(wt, Some(b), o).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        check_tensor_core(&m, &make_input(&mut rng, &[2, 16, 7, 9], dtype), "tensor cores");
+    }
     for (c, k) in [(2, 3), (9, 40)] {
         let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
         let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
@@ -640,4 +652,205 @@ fn inputs_past_two_to_the_31_elements() {
         }
         eprintln!("inputs_past_two_to_the_31_elements: case {case}: {n} input elements, {checked} outputs checked");
     }
+}
+
+/// The weight a tensor-core forward multiplies with: `get_weight()` rounded to `dtype`.
+fn rounded_weight<const D: usize, const T: bool>(m: &ConvModule<D, T>, dtype: DType) -> Vec<f32> {
+    let w = m.get_weight().to_vec_f32();
+    match dtype {
+        DType::F16 => w.into_iter().map(|v| f16::from_f32(v).to_f32()).collect(),
+        DType::BF16 => w.into_iter().map(|v| bf16::from_f32(v).to_f32()).collect(),
+        DType::F32 => w,
+    }
+}
+
+/// Runs `m` on CUDA with tensor cores, channels-first and channels-last, and checks both against
+/// the f64 oracle over the weight rounded to the activation dtype (tolerance: a few f32 roundings
+/// of Σ|x||ŵ| plus one rounding of the output); the two layouts must agree bit for bit.
+fn check_tensor_core<const D: usize>(m: &ConvModule<D, false>, x: &Tensor, what: &str) {
+    let dtype = x.dtype();
+    let md = m.to_device(CUDA).unwrap();
+    assert_eq!(md.precision(), Precision::TensorCore);
+    let y_first = md.forward(&x.to_device(CUDA).unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let xl = channels_last(x).to_device(CUDA).unwrap();
+    let y_last = md.forward_channels_last(&xl).unwrap_or_else(|e| panic!("{what}: channels-last: {e}"));
+    let y_first = y_first.to_device(Device::Cpu).unwrap();
+    let y_last = y_last.to_device(Device::Cpu).unwrap();
+    assert_eq!(y_last.shape(), channels_last(&y_first).shape(), "{what}");
+    assert_eq!(channels_first(&y_last), y_first, "{what}: the two layouts differ");
+    let (want, mag) = oracle_with_weight(m, x, &rounded_weight(m, dtype));
+    let got = y_first.to_vec_f32();
+    for i in 0..want.len() {
+        let tol = 8.0 * f32::EPSILON as f64 * mag[i] + out_eps(dtype) * want[i].abs() + 1e-30;
+        assert!(
+            (got[i] as f64 - want[i]).abs() <= tol,
+            "{what} ({dtype}, input {:?}): output[{i}] = {} want {} (tol {tol:e})",
+            x.shape(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Tensor cores (f16/bf16): every tile, ragged tiles in both GEMM dimensions, groups, stride,
+/// dilation, every padding mode, 1-d/2-d/3-d, reduction lengths that are not multiples of 32.
+#[test]
+fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
+    if !gpu("tensor_core_convolutions_match_the_rounded_weight_oracle") {
+        return;
+    }
+    let mut rng = Rng::new(1234);
+    // (C, K, groups, kernel, stride, padding, dilation, mode, batch, input)
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], PaddingMode, usize, [usize; 2]);
+    let cases: Vec<Case> = vec![
+        (16, 20, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 11]),
+        (8, 136, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 4, [96, 96]), // 128x128 tiles
+        (16, 40, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 4, [96, 96]), // 128x64 tiles
+        (32, 48, 2, [3, 3], [2, 2], [2, 2], [2, 2], PaddingMode::Reflect, 2, [13, 10]),
+        (24, 16, 1, [3, 2], [1, 2], [1, 1], [1, 1], PaddingMode::Replicate, 3, [7, 9]),
+        (16, 24, 1, [3, 3], [1, 1], [2, 1], [1, 1], PaddingMode::Circular, 2, [6, 8]),
+        (8, 8, 1, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [5, 7]),
+        (64, 72, 4, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [15, 15]),
+        (40, 8, 1, [5, 5], [3, 2], [2, 2], [1, 1], PaddingMode::Zeros, 1, [23, 19]),
+    ];
+    for (c, k, groups, kernel, stride, pad, dil, mode, n, hw) in cases {
+        let o = ConvOptions::<2>::new(kernel)
+            .stride(stride)
+            .padding(Padding::Explicit(pad))
+            .dilation(dil)
+            .groups(groups)
+            .padding_mode(mode)
+            .bias(true);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let x = make_input(&mut rng, &[n, c, hw[0], hw[1]], dtype);
+            check_tensor_core(&m, &x, &format!("{m}"));
+        }
+    }
+    let o1 = ConvOptions::<1>::new([5]).padding(Padding::Explicit([2])).bias(false);
+    let s1 = qconv::Conv1d::weight_shape(8, 16, &o1);
+    let m1 = qconv::Conv1d::from_float_observed(
+        Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap(),
+        None,
+        o1,
+    )
+    .unwrap();
+    let o3 = ConvOptions::<3>::new([3, 3, 3]).padding(Padding::Explicit([1, 1, 1])).bias(true);
+    let s3 = qconv::Conv3d::weight_shape(8, 8, &o3);
+    let m3 = qconv::Conv3d::from_float_observed(
+        Tensor::from_vec(rng.vec(s3.iter().product(), -0.5, 0.5), &s3).unwrap(),
+        Some(Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap()),
+        o3,
+    )
+    .unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        check_tensor_core(&m1, &make_input(&mut rng, &[3, 8, 100], dtype), &format!("{m1}"));
+        check_tensor_core(&m3, &make_input(&mut rng, &[2, 8, 6, 7, 8], dtype), &format!("{m3}"));
+    }
+}
+
+/// Channels-last inputs where the tensor cores do not apply (f32, exact precision, depthwise,
+/// transposed): the layout kernels around the channels-first kernels give exactly the
+/// channels-first result.
+#[test]
+fn channels_last_matches_channels_first_everywhere() {
+    if !gpu("channels_last_matches_channels_first_everywhere") {
+        return;
+    }
+    let mut rng = Rng::new(4321);
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(16).bias(true);
+    let shape = qconv::Conv2d::weight_shape(16, 32, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let dw = qconv::Conv2d::from_float_observed(w, Some(Tensor::from_vec(rng.vec(32, -0.5, 0.5), &[32]).unwrap()), o)
+        .unwrap()
+        .to_device(CUDA)
+        .unwrap();
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(16, 24, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let dense =
+        qconv::Conv2d::from_float_observed(w, Some(Tensor::from_vec(rng.vec(24, -0.5, 0.5), &[24]).unwrap()), o)
+            .unwrap()
+            .to_device(CUDA)
+            .unwrap();
+    let exact = dense.clone().with_precision(Precision::Exact);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let x = make_input(&mut rng, &[2, 16, 9, 10], dtype);
+        let (xd, xl) = (x.to_device(CUDA).unwrap(), channels_last(&x).to_device(CUDA).unwrap());
+        for (name, m) in [("depthwise", &dw), ("dense", &dense), ("dense exact", &exact)] {
+            let a = m.forward(&xd).unwrap().to_device(Device::Cpu).unwrap();
+            let b = m.forward_channels_last(&xl).unwrap().to_device(Device::Cpu).unwrap();
+            assert_eq!(channels_first(&b), a, "{name} {dtype}");
+        }
+        // The CPU path agrees with the exact CUDA path within the f32 tolerance, both layouts.
+        let cpu = exact.to_device(Device::Cpu).unwrap();
+        let yc = cpu.forward_channels_last(&channels_last(&x)).unwrap();
+        assert_eq!(channels_first(&yc), cpu.forward(&x).unwrap());
+    }
+    let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::ConvTranspose2d::weight_shape(8, 12, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let tr = qconv::ConvTranspose2d::from_float_observed(
+        w,
+        Some(Tensor::from_vec(rng.vec(12, -0.5, 0.5), &[12]).unwrap()),
+        o,
+    )
+    .unwrap()
+    .to_device(CUDA)
+    .unwrap();
+    for dtype in [DType::F32, DType::F16] {
+        let x = make_input(&mut rng, &[2, 8, 7, 6], dtype);
+        let a = tr.forward(&x.to_device(CUDA).unwrap()).unwrap().to_device(Device::Cpu).unwrap();
+        let b = tr.forward_channels_last(&channels_last(&x).to_device(CUDA).unwrap(), None).unwrap();
+        assert_eq!(channels_first(&b.to_device(Device::Cpu).unwrap()), a, "transposed {dtype}");
+    }
+}
+
+/// FakeQuantJob: asynchronous launches on the caller's stream, one check; the non-finite flag is
+/// reset per launch and names the first bad element.
+#[test]
+fn fake_quant_job_launches_asynchronously_and_checks_once() {
+    if !gpu("fake_quant_job_launches_asynchronously_and_checks_once") {
+        return;
+    }
+    let rt = Runtime::get(0).unwrap();
+    let s = rt.new_stream().unwrap();
+    let mut rng = Rng::new(8);
+    let shape = [6usize, 5, 3];
+    let n = 90;
+    let w = rng.vec(n, -1.0, 1.0);
+    let qp = qconv::WeightQParams::per_channel(
+        QuantDType::QInt8,
+        vec![0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+        vec![0, 1, -1, 2, 0, 3],
+        0,
+    );
+    let want = qconv::quant::fake_quantize(&Tensor::from_vec(w.clone(), &shape).unwrap(), &qp).unwrap().to_vec_f32();
+    let src = rt.htod(&w, Some(&s)).unwrap();
+    let mut dst = rt.zeros::<f32>(n, Some(&s)).unwrap();
+    let mut job = rt.fake_quant_job(&qp, &shape, Some(&s)).unwrap();
+    assert_eq!(job.numel(), n);
+    for _ in 0..3 {
+        job.enqueue(&src, Some(&mut dst), None, Some(&s)).unwrap();
+    }
+    job.check(&src, Some(&s)).unwrap();
+    let got = rt.dtoh(&dst, Some(&s)).unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let mut bad = w.clone();
+    bad[41] = f32::NAN;
+    bad[77] = f32::INFINITY;
+    let src_bad = rt.htod(&bad, Some(&s)).unwrap();
+    job.enqueue(&src_bad, Some(&mut dst), None, Some(&s)).unwrap();
+    match job.check(&src_bad, Some(&s)) {
+        Err(Error::NonFiniteWeight { index, .. }) => assert_eq!(index, 41),
+        other => panic!("expected NonFiniteWeight, got {other:?}"),
+    }
+    // The flag is reset by the next launch.
+    job.enqueue(&src, Some(&mut dst), None, Some(&s)).unwrap();
+    job.check(&src, Some(&s)).unwrap();
+    let short = rt.zeros::<f32>(n - 1, Some(&s)).unwrap();
+    assert!(matches!(job.enqueue(&short, Some(&mut dst), None, Some(&s)), Err(Error::Shape { .. })));
 }

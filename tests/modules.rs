@@ -448,3 +448,48 @@ fn modules_are_send_sync_and_deterministic_across_threads() {
         }
     });
 }
+
+/// Channels-last inputs on the CPU: `[N, *spatial, C]` in, `[N, *out, K]` out, exactly the
+/// channels-first result with the channel dimension moved; unbatched too; wrong channel counts
+/// name the layout.
+#[test]
+fn channels_last_forward_on_the_cpu() {
+    let mut rng = qconv::bench::Rng::new(55);
+    let o = qconv::ConvOptions::<2>::new([3, 2]).stride([2, 1]).padding(qconv::Padding::Explicit([1, 0])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(6, 4, &o);
+    let w = qconv::Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = qconv::Tensor::from_vec(rng.vec(4, -0.5, 0.5), &[4]).unwrap();
+    let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+    for dtype in [qconv::DType::F32, qconv::DType::F16, qconv::DType::BF16] {
+        let x = qconv::Tensor::from_vec(rng.vec(2 * 6 * 7 * 5, -1.0, 1.0), &[2, 6, 7, 5]).unwrap().to_dtype(dtype);
+        let y = m.forward(&x).unwrap();
+        let yl = m.forward_channels_last(&common::channels_last(&x)).unwrap();
+        assert_eq!(yl.shape(), &[2, 4, 4, 4]);
+        assert_eq!(yl.dtype(), dtype);
+        assert_eq!(common::channels_first(&yl), y);
+    }
+    // Unbatched [H, W, C].
+    let x = qconv::Tensor::from_vec(rng.vec(6 * 7 * 5, -1.0, 1.0), &[6, 7, 5]).unwrap();
+    let y = m.forward(&x).unwrap();
+    let xl = common::channels_last(&x.reshape(&[1, 6, 7, 5]).unwrap()).reshape(&[7, 5, 6]).unwrap();
+    let yl = m.forward_channels_last(&xl).unwrap();
+    assert_eq!(yl.shape(), &[4, 4, 4]);
+    assert_eq!(common::channels_first(&yl.reshape(&[1, 4, 4, 4]).unwrap()).reshape(&[4, 4, 4]).unwrap(), y);
+    // Channel count checked on the last dimension.
+    match m.forward_channels_last(&qconv::Tensor::zeros(&[2, 7, 5, 4], qconv::DType::F32).unwrap()) {
+        Err(qconv::Error::Shape { shape, rule, .. }) => {
+            assert_eq!(shape, vec![2, 7, 5, 4]);
+            assert!(rule.contains("channels-last"), "{rule}");
+        }
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+    // Transposed modules too.
+    let o = qconv::ConvOptions::<1>::new([3]).stride([2]).bias(false);
+    let shape = qconv::ConvTranspose1d::weight_shape(3, 5, &o);
+    let w = qconv::Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let t = qconv::ConvTranspose1d::from_float_observed(w, None, o).unwrap();
+    let x = qconv::Tensor::from_vec(rng.vec(2 * 3 * 9, -1.0, 1.0), &[2, 3, 9]).unwrap();
+    let y = t.forward(&x).unwrap();
+    let yl = t.forward_channels_last(&common::channels_last(&x), None).unwrap();
+    assert_eq!(common::channels_first(&yl), y);
+}

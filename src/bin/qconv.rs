@@ -433,15 +433,36 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
         let batch = batch_override.unwrap_or(default_batch);
         let built = c.build(batch)?;
         let module = built.module.to_device(Device::Cuda(ordinal))?;
+        let exact = module.clone().with_precision(qconv::Precision::Exact);
+        let dims = built.input.shape().len() - 2;
+        let last_name = match dims {
+            1 => "nwc",
+            2 => "nhwc",
+            _ => "ndhwc",
+        };
         for dtype in [DType::F16, DType::BF16, DType::F32] {
-            let x = built.input.try_to_dtype(dtype)?.to_device(Device::Cuda(ordinal))?;
-            let t = time_us(&|| module.forward(&x, None).map(|_| ()), 50)?;
-            let row = serde_json::json!({
-                "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
-                "case": c.name, "op": "module_forward", "dtype": dtype.to_string(), "layout": "nchw",
-                "batch": batch, "median_us": round2(t), "tflops": round2(built.flops / t / 1e6),
-            });
-            println!("{row}");
+            let host = built.input.try_to_dtype(dtype)?;
+            let x = host.to_device(Device::Cuda(ordinal))?;
+            // The same values channels-last ([N, *spatial, C]).
+            let xl = channels_last(&host)?.to_device(Device::Cuda(ordinal))?;
+            // (layout, precision, timed call); f32 is exact whatever the precision says.
+            let mut runs: Vec<TimedRun> = vec![
+                ("nchw", "default", Box::new(|| module.forward(&x, None).map(|_| ()))),
+                (last_name, "default", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
+            ];
+            if dtype != DType::F32 {
+                runs.push(("nchw", "exact", Box::new(|| exact.forward(&x, None).map(|_| ()))));
+            }
+            for (layout, precision, f) in runs {
+                let t = time_us(&*f, 50)?;
+                let row = serde_json::json!({
+                    "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
+                    "case": c.name, "op": "module_forward", "dtype": dtype.to_string(), "layout": layout,
+                    "precision": precision, "batch": batch, "median_us": round2(t),
+                    "tflops": round2(built.flops / t / 1e6),
+                });
+                println!("{row}");
+            }
         }
     }
     if args.get("--case").is_none() {
@@ -466,6 +487,29 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
         println!("{row}");
     }
     Ok(())
+}
+
+/// One timed configuration of `bench --device cuda`: (layout, precision, the call).
+type TimedRun<'a> = (&'static str, &'static str, Box<dyn Fn() -> qconv::Result<()> + 'a>);
+
+/// `[N, C, *spatial]` → `[N, *spatial, C]` on the host (the bench's channels-last inputs).
+fn channels_last(x: &qconv::Tensor) -> qconv::Result<qconv::Tensor> {
+    let shape = x.shape().to_vec();
+    let (n, c) = (shape[0], shape[1]);
+    let per: usize = shape[2..].iter().product();
+    let v = x.try_to_vec_f32()?;
+    let mut out = vec![0f32; v.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for s in 0..per {
+                out[(b * per + s) * c + ch] = v[(b * c + ch) * per + s];
+            }
+        }
+    }
+    let mut new_shape = vec![n];
+    new_shape.extend_from_slice(&shape[2..]);
+    new_shape.push(c);
+    qconv::Tensor::from_vec(out, &new_shape)?.try_to_dtype(x.dtype())
 }
 
 fn bench_cmd(args: &Args) -> CliResult<()> {

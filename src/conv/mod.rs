@@ -4,6 +4,6 @@ mod module;
 mod options;
 mod state;
 
-pub use module::{Conv1d, Conv2d, Conv3d, ConvModule, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d};
+pub use module::{Conv1d, Conv2d, Conv3d, ConvModule, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Precision};
 pub use options::{ConvOptions, Padding, PaddingMode};
 pub use state::{qparams_from_state_dict, AnyConv, LoadReport, ModuleConfig};

@@ -35,6 +35,32 @@ pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     /// The device-resident weight and bias when the module is on a CUDA device.
     cuda: Option<Arc<CudaWeights>>,
     device: Device,
+    precision: Precision,
+}
+
+/// How a CUDA forward pass multiplies f16/bf16 activations (the CPU path and f32 activations are
+/// always [`Precision::Exact`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Tensor cores wherever the kernel applies — forward convolutions with f16 or bf16
+    /// activations and `in_channels / groups` a multiple of 8: both operands in the activation
+    /// dtype (the fake-quantized weight rounded to nearest even, as PyTorch's `module.half()` /
+    /// `.bfloat16()` gives cuDNN), products accumulated in f32, bias added in f32, one rounding
+    /// of the output. Other problems (depthwise, a 3-channel stem, transposed) run as `Exact`.
+    #[default]
+    TensorCore,
+    /// The f32 fake-quantized weight and f32 fused multiply-adds for every activation dtype
+    /// (f16/bf16 inputs widened exactly), one rounding of the output: the CPU path's numerics.
+    Exact,
+}
+
+/// Memory layout of a forward pass's input and output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `[N, C, *spatial]` (PyTorch's default).
+    ChannelsFirst,
+    /// `[N, *spatial, C]` (PyTorch's `channels_last` memory format, as a plain shape).
+    ChannelsLast,
 }
 
 /// A module's weight and bias in device memory (uploaded once by `to_device`, re-uploaded when
@@ -44,6 +70,10 @@ struct CudaWeights {
     /// `get_weight()` in the module's weight layout, float32.
     weight: CudaSlice<f32>,
     bias: Option<CudaSlice<f32>>,
+    /// For the tensor-core kernel (forward, `C/groups` a multiple of 8): `get_weight()` packed
+    /// `[K][taps][C/groups]` and rounded to binary16 / bfloat16 (bit patterns).
+    tc_f16: Option<CudaSlice<u16>>,
+    tc_bf16: Option<CudaSlice<u16>>,
 }
 
 /// What is computed from weight + qparams once per change.
@@ -191,6 +221,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             derived,
             cuda: None,
             device: Device::Cpu,
+            precision: Precision::default(),
         })
     }
 
@@ -233,7 +264,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let derived =
             Arc::new(Self::derive(self.in_channels, self.out_channels, &self.options, &self.weight, &self.qparams)?);
         let cuda = match self.device {
-            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref())?)),
+            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref(), self.tc_dims())?)),
             Device::Cpu => None,
         };
         self.derived = derived;
@@ -241,9 +272,23 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
+    /// `(K, C/groups, taps)` when the tensor-core kernel can run this module (forward,
+    /// `C/groups` a multiple of 8), else `None`.
+    fn tc_dims(&self) -> Option<(usize, usize, usize)> {
+        let cg = self.in_channels / self.options.groups.max(1);
+        (!TRANSPOSED && cg > 0 && cg.is_multiple_of(8))
+            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product()))
+    }
+
     /// Uploads the fake-quantized weight and the bias to device `ordinal` (enqueued on the
-    /// device's default stream).
-    fn upload(ordinal: usize, weight_fq: &Tensor, bias: Option<&Tensor>) -> Result<CudaWeights> {
+    /// device's default stream), plus the tensor-core copies of the weight when `tc` gives
+    /// `(K, C/groups, taps)`.
+    fn upload(
+        ordinal: usize,
+        weight_fq: &Tensor,
+        bias: Option<&Tensor>,
+        tc: Option<(usize, usize, usize)>,
+    ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
         let fq = weight_fq.as_slice::<f32>()?;
         let weight = runtime.htod(fq, None)?;
@@ -251,7 +296,36 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Some(b) => Some(runtime.htod(b.as_slice::<f32>()?, None)?),
             None => None,
         };
-        Ok(CudaWeights { runtime, weight, bias })
+        let (mut tc_f16, mut tc_bf16) = (None, None);
+        if let Some((k, cg, taps)) = tc {
+            // [K, Cg, taps] -> [K, taps, Cg], rounded to nearest even.
+            let mut h = vec![0u16; fq.len()];
+            let mut b = vec![0u16; fq.len()];
+            for ko in 0..k {
+                for c in 0..cg {
+                    for t in 0..taps {
+                        let v = fq[(ko * cg + c) * taps + t];
+                        let i = (ko * taps + t) * cg + c;
+                        h[i] = half::f16::from_f32(v).to_bits();
+                        b[i] = half::bf16::from_f32(v).to_bits();
+                    }
+                }
+            }
+            tc_f16 = Some(runtime.htod(&h, None)?);
+            tc_bf16 = Some(runtime.htod(&b, None)?);
+        }
+        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16 })
+    }
+
+    /// How CUDA forward passes multiply f16/bf16 activations (see [`Precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// This module with `precision` for its CUDA forward passes (the CPU path is always exact).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     // ---- accessors mirroring the PyTorch module ------------------------------------------------
@@ -370,7 +444,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Self::check_bias(b, self.out_channels)?;
         }
         let cuda = match self.device {
-            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref())?)),
+            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref(), self.tc_dims())?)),
             Device::Cpu => None,
         };
         self.options.bias = bias.is_some();
@@ -404,7 +478,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Device::Cpu => None,
             Device::Cuda(_) if self.device == device => self.cuda.clone(),
             Device::Cuda(n) => {
-                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref())?;
+                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref(), self.tc_dims())?;
                 Self::self_check(&w, &self.weight, &self.derived.weight_fq, &self.qparams)?;
                 Some(Arc::new(w))
             }
@@ -499,6 +573,36 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok((batched, batch, spatial))
     }
 
+    /// The channels-first shape of a channels-last input shape (`[N, *spatial, C]` →
+    /// `[N, C, *spatial]`, unbatched `[*spatial, C]` → `[C, *spatial]`); other ranks unchanged
+    /// (input_geometry rejects them).
+    fn channels_first_shape(shape: &[usize]) -> Vec<usize> {
+        let lead = match shape.len() {
+            n if n == D + 2 => 1,
+            n if n == D + 1 => 0,
+            _ => return shape.to_vec(),
+        };
+        let mut cf = shape[..lead].to_vec();
+        cf.push(shape[shape.len() - 1]);
+        cf.extend_from_slice(&shape[lead..shape.len() - 1]);
+        cf
+    }
+
+    /// [`input_geometry`](Self::input_geometry) for either layout.
+    fn geometry(&self, shape: &[usize], layout: Layout) -> Result<(bool, usize, [usize; D])> {
+        match layout {
+            Layout::ChannelsFirst => self.input_geometry(shape),
+            Layout::ChannelsLast => self.input_geometry(&Self::channels_first_shape(shape)).map_err(|e| match e {
+                Error::Shape { what, rule, .. } => Error::Shape {
+                    what,
+                    shape: shape.to_vec(),
+                    rule: format!("{rule} (channels-last input: [N, *spatial, C] or [*spatial, C])"),
+                },
+                e => e,
+            }),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -508,7 +612,14 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         batch: usize,
         in_spatial: [usize; D],
         stream: Option<&Arc<CudaStream>>,
+        layout: Layout,
     ) -> Result<Tensor> {
+        if layout == Layout::ChannelsLast && self.device == Device::Cpu && x.device() == Device::Cpu {
+            // The CPU kernels are channels-first: permute in, run, permute out.
+            let xc = permute_host(x, batched, false)?;
+            let y = self.run(&xc, out_spatial, batched, batch, in_spatial, stream, Layout::ChannelsFirst)?;
+            return permute_host(&y, batched, true);
+        }
         if x.device() != self.device {
             return Err(Error::Unsupported {
                 op: "forward".into(),
@@ -525,7 +636,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         out_shape.extend_from_slice(&out_spatial);
         let out_len = checked_numel(&out_shape)?;
         if let Device::Cuda(n) = self.device {
-            return self.run_cuda(n, x, &problem, out_shape, out_len, stream);
+            return self.run_cuda(n, x, &problem, out_shape, out_len, stream, layout, batched);
         }
         if stream.is_some() {
             return Err(Error::Unsupported {
@@ -568,6 +679,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
 
     /// The CUDA half of [`run`](Self::run): enqueues the convolution on `stream` (the device's
     /// default stream when `None`) and returns the output tensor on the device without waiting.
+    /// `out_shape` is channels-first; a channels-last call returns `[N, *out, K]`.
+    #[allow(clippy::too_many_arguments)]
     fn run_cuda(
         &self,
         ordinal: usize,
@@ -576,6 +689,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         out_shape: Vec<usize>,
         out_len: usize,
         stream: Option<&Arc<CudaStream>>,
+        layout: Layout,
+        batched: bool,
     ) -> Result<Tensor> {
         let cw = self.cuda.as_ref().ok_or_else(|| Error::Unsupported {
             op: "forward".into(),
@@ -589,6 +704,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         })?;
         let dtype = xs.dtype;
         let rt = &cw.runtime;
+        let last_shape = match layout {
+            Layout::ChannelsFirst => out_shape.clone(),
+            Layout::ChannelsLast => {
+                let lead = usize::from(batched);
+                let mut v = out_shape[..lead].to_vec();
+                v.extend_from_slice(&out_shape[lead + 1..]);
+                v.push(out_shape[lead]);
+                v
+            }
+        };
         if out_len == 0 || problem.input_len() == 0 {
             // Nothing to convolve (empty batch or empty input extent): the output is the bias
             // (or zeros); built on the host and uploaded. With `out_len > 0` the spatial product
@@ -596,22 +721,99 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             let bias = self.bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
             let per = if out_len == 0 { 1 } else { problem.out_size.iter().product::<usize>().max(1) };
             let y: Vec<f32> = (0..out_len).map(|i| bias.map_or(0.0, |b| b[(i / per) % self.out_channels])).collect();
-            let host = Tensor::from_vec(y, &out_shape)?.try_to_dtype(dtype)?;
+            let mut host = Tensor::from_vec(y, &out_shape)?;
+            if layout == Layout::ChannelsLast {
+                host = permute_host(&host, batched, true)?;
+            }
+            let host = host.try_to_dtype(dtype)?;
             let bytes = match host.host_storage() {
                 Some(CpuStorage::F32(v)) => v.iter().flat_map(|e| e.to_ne_bytes()).collect::<Vec<u8>>(),
                 Some(CpuStorage::F16(v)) => v.iter().flat_map(|e| e.to_bits().to_ne_bytes()).collect(),
                 Some(CpuStorage::BF16(v)) => v.iter().flat_map(|e| e.to_bits().to_ne_bytes()).collect(),
                 None => Vec::new(),
             };
-            return Ok(Tensor::from_cuda(out_shape, dtype, ordinal, rt.htod(&bytes, stream)?));
+            return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, rt.htod(&bytes, stream)?));
         }
-        let bytes = out_len
-            .checked_mul(dtype.size_in_bytes())
-            .ok_or_else(|| Error::Overflow(format!("the output of shape {out_shape:?}")))?;
-        let mut y = rt.zeros::<u8>(bytes, stream)?;
-        rt.conv_device(problem, dtype, &cw.weight, cw.bias.as_ref(), &xs.bytes, &mut y, stream)?;
-        Ok(Tensor::from_cuda(out_shape, dtype, ordinal, y))
+        let es = dtype.size_in_bytes();
+        let bytes =
+            out_len.checked_mul(es).ok_or_else(|| Error::Overflow(format!("the output of shape {out_shape:?}")))?;
+        let in_bytes = xs.bytes.len();
+        let in_sp: usize = problem.in_size.iter().product();
+        let out_sp: usize = problem.out_size.iter().product();
+        let (n, c, k) = (problem.batch, problem.in_channels, problem.out_channels);
+        let tc_weight = match (self.precision, dtype) {
+            (Precision::TensorCore, DType::F16) => cw.tc_f16.as_ref(),
+            (Precision::TensorCore, DType::BF16) => cw.tc_bf16.as_ref(),
+            _ => None,
+        };
+        let bias = cw.bias.as_ref();
+        let y = match (tc_weight, layout) {
+            (Some(w), Layout::ChannelsLast) => {
+                let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+                rt.conv_device_tc(problem, dtype, w, bias, &xs.bytes, &mut y, true, stream)?;
+                y
+            }
+            (Some(w), Layout::ChannelsFirst) => {
+                let mut xt = rt.alloc_uninit::<u8>(in_bytes, stream)?;
+                rt.transpose_device(&xs.bytes, &mut xt, es, n, c, in_sp, stream)?;
+                let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+                rt.conv_device_tc(problem, dtype, w, bias, &xt, &mut y, false, stream)?;
+                y
+            }
+            (None, Layout::ChannelsFirst) => {
+                let mut y = rt.zeros::<u8>(bytes, stream)?;
+                rt.conv_device(problem, dtype, &cw.weight, bias, &xs.bytes, &mut y, stream)?;
+                y
+            }
+            (None, Layout::ChannelsLast) => {
+                let mut xt = rt.alloc_uninit::<u8>(in_bytes, stream)?;
+                rt.transpose_device(&xs.bytes, &mut xt, es, n, in_sp, c, stream)?;
+                let mut yt = rt.zeros::<u8>(bytes, stream)?;
+                rt.conv_device(problem, dtype, &cw.weight, bias, &xt, &mut yt, stream)?;
+                let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+                rt.transpose_device(&yt, &mut y, es, n, k, out_sp, stream)?;
+                y
+            }
+        };
+        Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y))
     }
+}
+
+/// Moves the channel dimension of a host tensor: `to_last` `[N, C, *s]` → `[N, *s, C]` (or
+/// unbatched `[C, *s]` → `[*s, C]`), else the inverse. Exact for every dtype (through f32).
+fn permute_host(x: &Tensor, batched: bool, to_last: bool) -> Result<Tensor> {
+    let shape = x.shape();
+    let lead = usize::from(batched);
+    if shape.len() < lead + 1 {
+        return Err(Error::shape("tensor", shape, "needs a channel dimension"));
+    }
+    let n = if batched { shape[0] } else { 1 };
+    let (c, new_shape) = if to_last {
+        let c = shape[lead];
+        let mut v = shape[..lead].to_vec();
+        v.extend_from_slice(&shape[lead + 1..]);
+        v.push(c);
+        (c, v)
+    } else {
+        let c = shape[shape.len() - 1];
+        let mut v = shape[..lead].to_vec();
+        v.push(c);
+        v.extend_from_slice(&shape[lead..shape.len() - 1]);
+        (c, v)
+    };
+    let v = x.try_to_vec_f32()?;
+    let per = v.len().checked_div(n * c).unwrap_or(0);
+    let mut out = vec![0f32; v.len()];
+    for b in 0..n {
+        let base = b * c * per;
+        for ch in 0..c {
+            for s in 0..per {
+                let (from, to) = if to_last { (ch * per + s, s * c + ch) } else { (s * c + ch, ch * per + s) };
+                out[base + to] = v[base + from];
+            }
+        }
+    }
+    Tensor::from_vec(out, &new_shape)?.try_to_dtype(x.dtype())
 }
 
 impl<const D: usize> ConvModule<D, false> {
@@ -622,7 +824,24 @@ impl<const D: usize> ConvModule<D, false> {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let out = self.options.conv_output_size(&spatial)?;
-        self.run(x, out, batched, batch, spatial, None)
+        self.run(x, out, batched, batch, spatial, None, Layout::ChannelsFirst)
+    }
+
+    /// [`forward`](Self::forward) on a channels-last input, `[N, *spatial, C]` (or unbatched
+    /// `[*spatial, C]`): the output is `[N, *out, K]`. On CUDA this is the tensor cores' native
+    /// layout (no transposes); elsewhere the channels are moved around the same computation.
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.geometry(x.shape(), Layout::ChannelsLast)?;
+        let out = self.options.conv_output_size(&spatial)?;
+        self.run(x, out, batched, batch, spatial, None, Layout::ChannelsLast)
+    }
+
+    /// [`forward_channels_last`](Self::forward_channels_last) enqueued on the caller's CUDA
+    /// `stream`; returns without waiting. Errors for a CPU module.
+    pub fn forward_channels_last_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.geometry(x.shape(), Layout::ChannelsLast)?;
+        let out = self.options.conv_output_size(&spatial)?;
+        self.run(x, out, batched, batch, spatial, Some(stream), Layout::ChannelsLast)
     }
 
     /// [`forward`](Self::forward) for a module and input on a CUDA device, enqueued on the
@@ -632,7 +851,7 @@ impl<const D: usize> ConvModule<D, false> {
     pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let out = self.options.conv_output_size(&spatial)?;
-        self.run(x, out, batched, batch, spatial, Some(stream))
+        self.run(x, out, batched, batch, spatial, Some(stream), Layout::ChannelsFirst)
     }
 
     /// Output spatial size for an input of spatial size `input`.
@@ -654,7 +873,16 @@ impl<const D: usize> ConvModule<D, true> {
     pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
-        self.run(x, out, batched, batch, spatial, None)
+        self.run(x, out, batched, batch, spatial, None, Layout::ChannelsFirst)
+    }
+
+    /// [`forward_with_output_size`](Self::forward_with_output_size) on a channels-last input,
+    /// `[N, *spatial, C]` (or unbatched `[*spatial, C]`), giving `[N, *out, K]`; `output_size`
+    /// is spatial (or channels-first with its leading entries).
+    pub fn forward_channels_last(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+        let (batched, batch, spatial) = self.geometry(x.shape(), Layout::ChannelsLast)?;
+        let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
+        self.run(x, out, batched, batch, spatial, None, Layout::ChannelsLast)
     }
 
     /// [`forward_with_output_size`](Self::forward_with_output_size) for a module and input on a
@@ -668,7 +896,7 @@ impl<const D: usize> ConvModule<D, true> {
     ) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;
-        self.run(x, out, batched, batch, spatial, Some(stream))
+        self.run(x, out, batched, batch, spatial, Some(stream), Layout::ChannelsFirst)
     }
 
     /// Output spatial size for an input of spatial size `input` and an optional requested size.

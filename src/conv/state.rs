@@ -505,6 +505,36 @@ impl AnyConv {
         }
     }
 
+    /// [`forward`](Self::forward) on a channels-last input (`[N, *spatial, C]`), giving
+    /// `[N, *out, K]` (see [`ConvModule::forward_channels_last`]).
+    pub fn forward_channels_last(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+        match self {
+            AnyConv::ConvTranspose1d(m) => m.forward_channels_last(x, output_size),
+            AnyConv::ConvTranspose2d(m) => m.forward_channels_last(x, output_size),
+            AnyConv::ConvTranspose3d(m) => m.forward_channels_last(x, output_size),
+            _ if output_size.is_some() => Err(Error::config(
+                "output_size",
+                format!("{output_size:?}"),
+                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
+            )),
+            AnyConv::Conv1d(m) => m.forward_channels_last(x),
+            AnyConv::Conv2d(m) => m.forward_channels_last(x),
+            AnyConv::Conv3d(m) => m.forward_channels_last(x),
+        }
+    }
+
+    /// This module with `precision` for its CUDA forward passes (see [`crate::Precision`]).
+    pub fn with_precision(self, precision: crate::Precision) -> Self {
+        match self {
+            AnyConv::Conv1d(m) => AnyConv::Conv1d(m.with_precision(precision)),
+            AnyConv::Conv2d(m) => AnyConv::Conv2d(m.with_precision(precision)),
+            AnyConv::Conv3d(m) => AnyConv::Conv3d(m.with_precision(precision)),
+            AnyConv::ConvTranspose1d(m) => AnyConv::ConvTranspose1d(m.with_precision(precision)),
+            AnyConv::ConvTranspose2d(m) => AnyConv::ConvTranspose2d(m.with_precision(precision)),
+            AnyConv::ConvTranspose3d(m) => AnyConv::ConvTranspose3d(m.with_precision(precision)),
+        }
+    }
+
     /// The PyTorch class name.
     pub fn type_name(&self) -> &'static str {
         match self {

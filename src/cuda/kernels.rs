@@ -30,18 +30,23 @@ pub enum KernelSource {
     Conv,
     /// `cuda/conv_transpose.cu`: transposed convolution in gather form.
     ConvTranspose,
+    /// `cuda/conv_tc.cu`: tensor-core forward convolution (f16/bf16) and the layout transposes.
+    ConvTc,
 }
 
 impl KernelSource {
     /// Every source, in a fixed order.
-    pub const ALL: [KernelSource; 3] = [KernelSource::FakeQuant, KernelSource::Conv, KernelSource::ConvTranspose];
+    pub const ALL: [KernelSource; 4] =
+        [KernelSource::FakeQuant, KernelSource::Conv, KernelSource::ConvTranspose, KernelSource::ConvTc];
 
-    /// Short name (`"fakequant"`, `"conv"`, `"conv_transpose"`), used in cache file names.
+    /// Short name (`"fakequant"`, `"conv"`, `"conv_transpose"`, `"conv_tc"`), used in cache file
+    /// names.
     pub fn name(&self) -> &'static str {
         match self {
             KernelSource::FakeQuant => "fakequant",
             KernelSource::Conv => "conv",
             KernelSource::ConvTranspose => "conv_transpose",
+            KernelSource::ConvTc => "conv_tc",
         }
     }
 
@@ -51,6 +56,7 @@ impl KernelSource {
             KernelSource::FakeQuant => "fakequant.cu",
             KernelSource::Conv => "conv.cu",
             KernelSource::ConvTranspose => "conv_transpose.cu",
+            KernelSource::ConvTc => "conv_tc.cu",
         }
     }
 
@@ -60,6 +66,7 @@ impl KernelSource {
             KernelSource::FakeQuant => include_str!("../../cuda/fakequant.cu"),
             KernelSource::Conv => include_str!("../../cuda/conv.cu"),
             KernelSource::ConvTranspose => include_str!("../../cuda/conv_transpose.cu"),
+            KernelSource::ConvTc => include_str!("../../cuda/conv_tc.cu"),
         }
     }
 
@@ -72,7 +79,7 @@ impl KernelSource {
     /// The entry points this source defines.
     pub fn variants(&self) -> impl Iterator<Item = &'static KernelVariant> {
         let source = *self;
-        VARIANTS.iter().filter(move |v| v.source == source)
+        all_variants().filter(move |v| v.source == source)
     }
 }
 
@@ -89,7 +96,7 @@ impl FromStr for KernelSource {
         KernelSource::ALL.into_iter().find(|k| k.name() == s || k.file_name() == s).ok_or_else(|| Error::Parse {
             what: "kernel source",
             value: s.to_string(),
-            expected: "fakequant, conv or conv_transpose".into(),
+            expected: "fakequant, conv, conv_transpose or conv_tc".into(),
         })
     }
 }
@@ -156,6 +163,62 @@ impl ConvTile {
     }
 }
 
+/// A block tile of the tensor-core convolution (`cuda/conv_tc.cu`): output positions × output
+/// channels, reduction steps of 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcTile {
+    /// 128 positions × 128 channels, 8 warps of 64×32, 3 pipeline stages (48 KiB shared).
+    T128x128,
+    /// 128 positions × 64 channels, 4 warps of 64×32, 4 stages (48 KiB shared).
+    T128x64,
+    /// 64 positions × 64 channels, 4 warps of 32×32, 4 stages (32 KiB shared).
+    T64x64,
+}
+
+impl TcTile {
+    /// Every tensor-core tile.
+    pub const ALL: [TcTile; 3] = [TcTile::T128x128, TcTile::T128x64, TcTile::T64x64];
+
+    /// Output positions per block (GEMM M).
+    pub fn bm(&self) -> u32 {
+        match self {
+            TcTile::T128x128 | TcTile::T128x64 => 128,
+            TcTile::T64x64 => 64,
+        }
+    }
+
+    /// Output channels per block (GEMM N).
+    pub fn bn(&self) -> u32 {
+        match self {
+            TcTile::T128x128 => 128,
+            TcTile::T128x64 | TcTile::T64x64 => 64,
+        }
+    }
+
+    /// Threads per block.
+    pub fn threads(&self) -> u32 {
+        match self {
+            TcTile::T128x128 => 256,
+            TcTile::T128x64 | TcTile::T64x64 => 128,
+        }
+    }
+
+    /// Static shared memory in bytes (stages × (BM + BN) × 32 halves).
+    pub fn shared_bytes(&self) -> u32 {
+        let stages = if *self == TcTile::T128x128 { 3 } else { 4 };
+        stages * (self.bm() + self.bn()) * 32 * 2
+    }
+
+    /// Suffix of the entry names (`"128x128"`, ...).
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            TcTile::T128x128 => "128x128",
+            TcTile::T128x64 => "128x64",
+            TcTile::T64x64 => "64x64",
+        }
+    }
+}
+
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvAlgo {
@@ -163,6 +226,8 @@ pub enum ConvAlgo {
     Tiled(ConvTile),
     /// Direct kernel: one thread per 4 consecutive outputs along W (depthwise, small `C/groups`).
     Direct,
+    /// Tensor-core implicit GEMM (f16/bf16, channels-last input, weight in the activation dtype).
+    TensorCore(TcTile),
 }
 
 /// What a kernel entry point computes.
@@ -174,6 +239,9 @@ pub enum KernelKind {
     Quantize,
     /// A convolution (forward or transposed, see [`KernelVariant::transposed`]).
     Conv(ConvAlgo),
+    /// A batched 2-d transpose of elements of this many bytes (2 or 4): the layout changes
+    /// between NCHW and channels-last.
+    Transpose(u32),
 }
 
 /// One kernel entry point.
@@ -250,19 +318,53 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
     "qc_conv_tr_f32_direct", ConvTranspose, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
     "qc_conv_tr_f16_direct", ConvTranspose, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
     "qc_conv_tr_bf16_direct", ConvTranspose, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
+    "qc_conv_tc_f16_128x128", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3>";
+    "qc_conv_tc_f16_128x64", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4>";
+    "qc_conv_tc_f16_64x64", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4>";
+    "qc_conv_tc_bf16_128x128", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3>";
+    "qc_conv_tc_bf16_128x64", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4>";
+    "qc_conv_tc_bf16_64x64", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4>";
 ];
+
+/// The layout kernels (`cuda/conv_tc.cu`).
+pub static TRANSPOSE_VARIANTS: [KernelVariant; 2] = [
+    KernelVariant {
+        name: "qc_transpose_b16",
+        source: KernelSource::ConvTc,
+        kind: KernelKind::Transpose(2),
+        dtype: None,
+        transposed: false,
+        instantiation: "qc_transpose<unsigned short>",
+    },
+    KernelVariant {
+        name: "qc_transpose_b32",
+        source: KernelSource::ConvTc,
+        kind: KernelKind::Transpose(4),
+        dtype: None,
+        transposed: false,
+        instantiation: "qc_transpose<unsigned int>",
+    },
+];
+
+/// Every entry point: [`VARIANTS`] (weights and convolutions) then [`TRANSPOSE_VARIANTS`].
+pub fn all_variants() -> impl Iterator<Item = &'static KernelVariant> {
+    VARIANTS.iter().chain(TRANSPOSE_VARIANTS.iter())
+}
 
 /// Looks a variant up by its entry name.
 pub fn variant(name: &str) -> Option<&'static KernelVariant> {
-    VARIANTS.iter().find(|v| v.name == name)
+    all_variants().find(|v| v.name == name)
 }
 
-/// The convolution entry point for a direction, activation dtype and algorithm.
-pub fn conv_variant(transposed: bool, dtype: DType, algo: ConvAlgo) -> &'static KernelVariant {
-    VARIANTS
-        .iter()
-        .find(|v| v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo))
-        .expect("VARIANTS covers every (direction, dtype, algorithm)")
+/// The convolution entry point for a direction, activation dtype and algorithm, or `None` where
+/// none exists (the tensor-core kernels: forward, f16/bf16 only).
+pub fn conv_variant(transposed: bool, dtype: DType, algo: ConvAlgo) -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo))
+}
+
+/// The layout kernel for elements of `bytes` bytes (2 or 4).
+pub fn transpose_variant(bytes: u32) -> Option<&'static KernelVariant> {
+    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::Transpose(bytes))
 }
 
 #[cfg(test)]
@@ -273,7 +375,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_defined_in_their_source() {
         let mut seen = HashSet::new();
-        for v in VARIANTS {
+        for v in all_variants() {
             assert!(seen.insert(v.name), "duplicate variant {}", v.name);
             let needle = format!("{}(", v.name);
             let defined = v.source.source().contains(&needle) || v.source.source().contains(&format!("({},", v.name));
@@ -286,12 +388,23 @@ mod tests {
         for transposed in [false, true] {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 for algo in ConvTile::ALL.map(ConvAlgo::Tiled).into_iter().chain([ConvAlgo::Direct]) {
-                    let v = conv_variant(transposed, dtype, algo);
+                    let v = conv_variant(transposed, dtype, algo).unwrap();
                     assert_eq!(v.source, if transposed { KernelSource::ConvTranspose } else { KernelSource::Conv });
+                }
+                for tile in TcTile::ALL {
+                    let v = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
+                    assert_eq!(v.is_some(), !transposed && dtype != DType::F32, "{transposed} {dtype} {tile:?}");
+                    if let Some(v) = v {
+                        assert_eq!(v.source, KernelSource::ConvTc);
+                        assert!(v.name.ends_with(tile.suffix()));
+                    }
                 }
             }
         }
-        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4);
+        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 3);
+        assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
+        assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
+        assert!(transpose_variant(8).is_none());
     }
 
     #[test]
@@ -316,5 +429,8 @@ mod tests {
         assert_eq!(ConvTile::T128.shared_bytes(), 16640);
         assert_eq!(ConvTile::T64.shared_bytes(), 16640);
         assert_eq!(ConvTile::M32.shared_bytes(), 10496);
+        assert_eq!(TcTile::T128x128.shared_bytes(), 49152);
+        assert_eq!(TcTile::T128x64.shared_bytes(), 49152);
+        assert_eq!(TcTile::T64x64.shared_bytes(), 32768);
     }
 }

@@ -16,16 +16,17 @@
 //! decomposition on machines without a GPU.
 
 pub use super::params_sys::{
-    QcConvParams, QcFakeQuantMode, QcFakeQuantParams, QcPadMode, QC_FQ_DECOMPOSED_F32, QC_FQ_DECOMPOSED_F64,
-    QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY, QC_FQ_INT_PER_CHANNEL, QC_FQ_INT_PER_TENSOR, QC_PAD_CIRCULAR,
-    QC_PAD_REFLECT, QC_PAD_REPLICATE, QC_PAD_ZEROS,
+    QcConvParams, QcFakeQuantMode, QcFakeQuantParams, QcPadMode, QcTransposeParams, QC_FQ_DECOMPOSED_F32,
+    QC_FQ_DECOMPOSED_F64, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY, QC_FQ_INT_PER_CHANNEL, QC_FQ_INT_PER_TENSOR,
+    QC_PAD_CIRCULAR, QC_PAD_REFLECT, QC_PAD_REPLICATE, QC_PAD_ZEROS,
 };
 
-use super::kernels::{ConvAlgo, ConvTile};
+use super::kernels::{ConvAlgo, ConvTile, TcTile};
 use crate::conv::PaddingMode;
 use crate::cpu::ConvProblem;
 use crate::error::{Error, Result};
 use crate::quant::{Plan, QParamData, WeightQParams};
+use crate::tensor::DType;
 
 /// Largest `gridDim.x`.
 pub const MAX_GRID_X: u64 = (1 << 31) - 1;
@@ -189,7 +190,7 @@ pub fn conv_params(p: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
         pad_mode: pad_mode_code(p.pad_mode),
         transposed: p.transposed as i32,
         has_bias: has_bias as i32,
-        reserved: 0,
+        out_nhwc: 0,
     })
 }
 
@@ -240,7 +241,70 @@ pub fn check_conv_params(p: &QcConvParams) -> Result<()> {
     if !(0..=1).contains(&p.has_bias) {
         return bad(format!("has_bias must be 0 or 1, not {}", p.has_bias));
     }
+    if !(0..=1).contains(&p.out_nhwc) {
+        return bad(format!("out_nhwc must be 0 or 1, not {}", p.out_nhwc));
+    }
     Ok(())
+}
+
+/// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: a forward
+/// convolution with f16 or bf16 activations and `C/groups` a multiple of 8 (16-byte channel
+/// vectors). Depthwise convolutions, the 3-channel stem and transposed convolutions are not.
+pub fn tc_supported(p: &QcConvParams, dtype: DType) -> bool {
+    p.transposed == 0 && matches!(dtype, DType::F16 | DType::BF16) && p.cg > 0 && p.cg % 8 == 0 && p.kg > 0
+}
+
+/// [`conv_params`] for the tensor-core kernel: the same problem with the weight described as
+/// packed `[K][taps][C/groups]` in the activation dtype, and the output layout.
+pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> Result<QcConvParams> {
+    let mut p = conv_params(problem, has_bias)?;
+    let (cg, kg, taps) = (p.cg as i64, p.kg as i64, p.taps as i64);
+    p.w_stride_group = kg * taps * cg;
+    p.w_stride_m = taps * cg;
+    p.w_stride_c = 1;
+    p.w_stride_tap = cg;
+    p.out_nhwc = out_nhwc as i32;
+    Ok(p)
+}
+
+/// The tensor-core tile for `p`: the largest tile that still gives at least two blocks per
+/// multiprocessor (128 channels per block only when a group has more than 64), else 64×64.
+pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
+    let m = (p.batch.max(0) as u64).saturating_mul(p.out_spatial.max(0) as u64);
+    let blocks = |t: TcTile| {
+        ceil_div(m, t.bm() as u64)
+            .saturating_mul(ceil_div(p.kg.max(0) as u64, t.bn() as u64))
+            .saturating_mul(p.groups.max(1) as u64)
+    };
+    let enough = 2 * sm_count.max(1) as u64;
+    if p.kg > 64 && blocks(TcTile::T128x128) >= enough {
+        TcTile::T128x128
+    } else if blocks(TcTile::T128x64) >= enough {
+        TcTile::T128x64
+    } else {
+        TcTile::T64x64
+    }
+}
+
+/// Threads per block of the layout kernels (32 × 8).
+pub const TRANSPOSE_BLOCK: (u32, u32, u32) = (32, 8, 1);
+
+/// Geometry of a batched transpose of `rows × cols` matrices (`None` when empty): one 32×32 tile
+/// per block along x (grid-stride beyond the limit), matrices along z (grid-stride beyond 65535).
+pub fn transpose_launch(p: &QcTransposeParams) -> Result<Option<LaunchDims>> {
+    if p.batch < 0 || p.rows < 0 || p.cols < 0 {
+        return Err(Error::config("QcTransposeParams", "(kernel arguments)", "sizes must be non-negative"));
+    }
+    mul("transposed elements", &[p.batch as u64, p.rows as u64, p.cols as u64])?;
+    if p.batch == 0 || p.rows == 0 || p.cols == 0 {
+        return Ok(None);
+    }
+    let tiles = ceil_div(p.rows as u64, 32) * ceil_div(p.cols as u64, 32);
+    Ok(Some(LaunchDims {
+        grid: (tiles.min(MAX_GRID_STRIDE_BLOCKS) as u32, 1, (p.batch as u64).min(MAX_GRID_YZ) as u32),
+        block: TRANSPOSE_BLOCK,
+        dynamic_shared_bytes: 0,
+    }))
 }
 
 /// Picks the kernel for a convolution: the direct kernel when each output reads at most two input
@@ -290,7 +354,36 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
     if p.batch == 0 || p.out_channels == 0 || p.out_spatial == 0 {
         return Ok(None);
     }
+    if p.out_nhwc != 0 && !matches!(algo, ConvAlgo::TensorCore(_)) {
+        return Err(Error::config("QcConvParams", "(kernel arguments)", "out_nhwc = 1 needs the tensor-core kernel"));
+    }
     match algo {
+        ConvAlgo::TensorCore(tile) => {
+            if p.transposed != 0 || p.cg % 8 != 0 {
+                return Err(Error::config(
+                    "QcConvParams",
+                    "(kernel arguments)",
+                    format!(
+                        "the tensor-core kernel needs a forward convolution with in_channels/groups a multiple of 8 (got {})",
+                        p.cg
+                    ),
+                ));
+            }
+            let m = mul("GEMM rows (batch x output positions)", &[p.batch as u64, p.out_spatial as u64])? as u64;
+            Ok(Some(LaunchDims {
+                grid: (
+                    grid_dim("gridDim.x (output-position tiles)", ceil_div(m, tile.bm() as u64), MAX_GRID_X)?,
+                    grid_dim(
+                        "gridDim.y (output-channel tiles per group)",
+                        ceil_div(p.kg as u64, tile.bn() as u64),
+                        MAX_GRID_YZ,
+                    )?,
+                    grid_dim("gridDim.z (groups)", p.groups as u64, MAX_GRID_YZ)?,
+                ),
+                block: (tile.threads(), 1, 1),
+                dynamic_shared_bytes: 0,
+            }))
+        }
         ConvAlgo::Tiled(tile) => {
             let n_tiles = ceil_div(p.n_cols as u64, tile.bn() as u64);
             let gx = n_tiles.checked_mul(p.num_phases as u64).ok_or_else(|| Error::Overflow("grid size".into()))?;

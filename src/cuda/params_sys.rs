@@ -161,8 +161,8 @@ pub struct QcConvParams {
     pub transposed: i32,
     #[doc = " 1 when `bias` points to out_channels floats."]
     pub has_bias: i32,
-    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
-    pub reserved: i32,
+    #[doc = " Tensor-core kernels (cuda/conv_tc.cu) only: 1 when `y` is channels-last\n  [batch, out_size[0..3], out_channels], 0 for [batch, out_channels, out_size[0..3]].\n  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`\n  in the activation dtype. Every other kernel requires 0."]
+    pub out_nhwc: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -199,5 +199,30 @@ const _: () = {
     ["Offset of field: QcConvParams::pad_mode"][::core::mem::offset_of!(QcConvParams, pad_mode) - 224usize];
     ["Offset of field: QcConvParams::transposed"][::core::mem::offset_of!(QcConvParams, transposed) - 228usize];
     ["Offset of field: QcConvParams::has_bias"][::core::mem::offset_of!(QcConvParams, has_bias) - 232usize];
-    ["Offset of field: QcConvParams::reserved"][::core::mem::offset_of!(QcConvParams, reserved) - 236usize];
+    ["Offset of field: QcConvParams::out_nhwc"][::core::mem::offset_of!(QcConvParams, out_nhwc) - 236usize];
+};
+#[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcTransposeParams {
+    #[doc = " const element*: `batch * rows * cols` elements of 2 (b16) or 4 (b32) bytes."]
+    pub src: u64,
+    #[doc = " element*: `batch * rows * cols` elements."]
+    pub dst: u64,
+    #[doc = " Number of matrices."]
+    pub batch: i64,
+    #[doc = " Rows of each source matrix."]
+    pub rows: i64,
+    #[doc = " Columns of each source matrix."]
+    pub cols: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcTransposeParams"][::core::mem::size_of::<QcTransposeParams>() - 40usize];
+    ["Alignment of QcTransposeParams"][::core::mem::align_of::<QcTransposeParams>() - 8usize];
+    ["Offset of field: QcTransposeParams::src"][::core::mem::offset_of!(QcTransposeParams, src) - 0usize];
+    ["Offset of field: QcTransposeParams::dst"][::core::mem::offset_of!(QcTransposeParams, dst) - 8usize];
+    ["Offset of field: QcTransposeParams::batch"][::core::mem::offset_of!(QcTransposeParams, batch) - 16usize];
+    ["Offset of field: QcTransposeParams::rows"][::core::mem::offset_of!(QcTransposeParams, rows) - 24usize];
+    ["Offset of field: QcTransposeParams::cols"][::core::mem::offset_of!(QcTransposeParams, cols) - 32usize];
 };

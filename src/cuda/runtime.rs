@@ -31,10 +31,13 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
-use super::kernels::{conv_variant, KernelKind, KernelSource, KernelVariant, VARIANTS};
+use super::kernels::{
+    all_variants, conv_variant, transpose_variant, ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
+};
 use super::launch::{
-    check_conv_params, choose_conv_algo, conv_launch, conv_params, fakequant_args, fakequant_launch, LaunchDims,
-    QcConvParams, QcFakeQuantParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
+    check_conv_params, choose_conv_algo, choose_tc_tile, conv_launch, conv_params, fakequant_args, fakequant_launch,
+    tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams, QcFakeQuantParams, QcTransposeParams,
+    QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -49,6 +52,8 @@ use crate::tensor::DType;
 unsafe impl DeviceRepr for QcConvParams {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for QcFakeQuantParams {}
+// SAFETY: as above: `#[repr(C)]` plain data (three u64 and three i64) generated from params.h.
+unsafe impl DeviceRepr for QcTransposeParams {}
 
 /// Converts a cudarc driver error into [`Error::Cuda`] without calling the driver (the raw
 /// `CUresult` name and code, DESIGN.md principle 4).
@@ -273,7 +278,7 @@ impl Runtime {
     /// Compiles (or loads from the cache) and loads every kernel variant for this device, so the
     /// first forward call does not pay for NVRTC.
     pub fn load_all(&self) -> Result<()> {
-        for v in VARIANTS {
+        for v in all_variants() {
             self.function(v)?;
         }
         Ok(())
@@ -428,7 +433,11 @@ impl Runtime {
         }
         let algo = choose_conv_algo(&p, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let variant = conv_variant(problem.transposed, dtype, algo);
+        let variant = conv_variant(problem.transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
+            op: format!("convolution with {algo:?}"),
+            device: "CUDA".into(),
+            reason: format!("no kernel for {dtype}"),
+        })?;
         let f = self.function(variant)?;
         let (x_ptr, _gx) = x.device_ptr(s);
         let (w_ptr, _gw) = weight.device_ptr(s);
@@ -445,6 +454,154 @@ impl Runtime {
         p.bias = b_ptr;
         p.y = y_ptr;
         self.launch(&f, dims, &p, s)
+    }
+}
+
+impl Runtime {
+    /// Enqueues the tensor-core convolution (`cuda/conv_tc.cu`): `x` channels-last
+    /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][taps][C/groups]` as binary16 /
+    /// bfloat16 bit patterns (see `ConvModule`), optional float32 `bias`, into `y`
+    /// (channels-last when `out_nhwc`, else `[N, K, *out_size]`). Errors (before any launch) when
+    /// the problem is not one the kernel computes ([`tc_supported`]), a buffer is too short or
+    /// misaligned, or the grid exceeds its limits. Returns without waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_device_tc(
+        &self,
+        problem: &ConvProblem,
+        dtype: DType,
+        weight: &CudaSlice<u16>,
+        bias: Option<&CudaSlice<f32>>,
+        x: &CudaSlice<u8>,
+        y: &mut CudaSlice<u8>,
+        out_nhwc: bool,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let s = self.pick(stream)?;
+        let mut p = tc_conv_params(problem, bias.is_some(), out_nhwc)?;
+        check_conv_params(&p)?;
+        if !tc_supported(&p, dtype) {
+            return Err(Error::Unsupported {
+                op: format!("the tensor-core convolution of {problem:?}"),
+                device: "CUDA".into(),
+                reason: format!(
+                    "it needs a forward convolution, f16 or bf16 activations (got {dtype}) and in_channels/groups a multiple of 8 (got {})",
+                    p.cg
+                ),
+            });
+        }
+        let elems = |what: &str, v: &[u64]| -> Result<usize> {
+            v.iter()
+                .try_fold(1u64, |a, &b| a.checked_mul(b))
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| Error::Overflow(format!("{what} size {v:?}")))
+        };
+        let x_len = elems("input", &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
+        let y_len = elems("output", &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
+        let w_len = elems("weight", &[p.out_channels as u64, p.cg as u64, p.taps as u64])?;
+        let check = |what: &'static str, have: usize, need: usize| -> Result<()> {
+            if have < need {
+                return Err(Error::shape(
+                    what,
+                    &[have],
+                    format!("the device buffer must hold at least {need} (bytes for activations, elements otherwise)"),
+                ));
+            }
+            Ok(())
+        };
+        check("input", x.len(), x_len)?;
+        check("output", y.len(), y_len)?;
+        check("packed weight", weight.len(), w_len)?;
+        if let Some(b) = bias {
+            check("bias", b.len(), p.out_channels as usize)?;
+        }
+        let algo = ConvAlgo::TensorCore(choose_tc_tile(&p, self.sm_count));
+        let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
+        let variant = conv_variant(false, dtype, algo).ok_or_else(|| Error::Unsupported {
+            op: format!("convolution with {algo:?}"),
+            device: "CUDA".into(),
+            reason: format!("no kernel for {dtype}"),
+        })?;
+        let f = self.function(variant)?;
+        let (x_ptr, _gx) = x.device_ptr(s);
+        let (w_ptr, _gw) = weight.device_ptr(s);
+        let (b_ptr, _gb) = match bias {
+            Some(b) => {
+                let (ptr, g) = b.device_ptr(s);
+                (ptr, Some(g))
+            }
+            None => (0, None),
+        };
+        let (y_ptr, _gy) = y.device_ptr_mut(s);
+        if x_ptr % 16 != 0 || w_ptr % 16 != 0 {
+            return Err(Error::Unsupported {
+                op: "the tensor-core convolution".into(),
+                device: "CUDA".into(),
+                reason: "input and weight must be 16-byte aligned (whole device allocations are)".into(),
+            });
+        }
+        p.x = x_ptr;
+        p.w = w_ptr;
+        p.bias = b_ptr;
+        p.y = y_ptr;
+        self.launch(&f, dims, &p, s)
+    }
+
+    /// Enqueues a batched transpose of `batch` row-major `rows × cols` matrices of
+    /// `elem_bytes`-byte elements (2 or 4): `dst[b][j][i] = src[b][i][j]`. NCHW → channels-last
+    /// is `(batch, C, spatial)`, channels-last → NCHW `(batch, spatial, C)`. Returns without
+    /// waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transpose_device(
+        &self,
+        src: &CudaSlice<u8>,
+        dst: &mut CudaSlice<u8>,
+        elem_bytes: usize,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let s = self.pick(stream)?;
+        let variant = transpose_variant(elem_bytes as u32).ok_or_else(|| {
+            Error::config("element size", elem_bytes, "the layout kernels move 2- or 4-byte elements")
+        })?;
+        let as_i64 = |what: &'static str, v: usize| i64::try_from(v).map_err(|_| Error::Overflow(what.into()));
+        let mut p = QcTransposeParams {
+            src: 0,
+            dst: 0,
+            batch: as_i64("transpose batch", batch)?,
+            rows: as_i64("transpose rows", rows)?,
+            cols: as_i64("transpose cols", cols)?,
+        };
+        let Some(dims) = transpose_launch(&p)? else { return Ok(()) };
+        let bytes = batch
+            .checked_mul(rows)
+            .and_then(|n| n.checked_mul(cols))
+            .and_then(|n| n.checked_mul(elem_bytes))
+            .ok_or_else(|| Error::Overflow("transpose size".into()))?;
+        if src.len() < bytes || dst.len() < bytes {
+            return Err(Error::shape(
+                "transpose buffers",
+                &[src.len(), dst.len()],
+                format!("both must hold {bytes} bytes"),
+            ));
+        }
+        let f = self.function(variant)?;
+        let (src_ptr, _gs) = src.device_ptr(s);
+        let (dst_ptr, _gd) = dst.device_ptr_mut(s);
+        p.src = src_ptr;
+        p.dst = dst_ptr;
+        self.launch(&f, dims, &p, s)
+    }
+
+    /// An uninitialised device buffer of `len` elements (at least one), enqueued on `stream`: for
+    /// outputs a kernel overwrites entirely.
+    pub fn alloc_uninit<T: DeviceRepr>(&self, len: usize, stream: Option<&Arc<CudaStream>>) -> Result<CudaSlice<T>> {
+        let s = self.pick(stream)?;
+        self.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        // SAFETY: callers only hand the buffer to kernels that write every element before
+        // anything reads it (conv / transpose outputs), or treat it as scratch.
+        unsafe { s.alloc::<T>(len.max(1)) }.map_err(driver_err("cuMemAlloc"))
     }
 }
 

@@ -1,0 +1,345 @@
+/*
+ * Tensor-core forward convolution: implicit GEMM on mma.sync.m16n8k16 (f16 or bf16 operands,
+ * f32 accumulation), channels-last activations, cp.async multi-stage pipeline, ldmatrix from
+ * XOR-swizzled shared memory. Plus the layout kernels that let NCHW tensors use it.
+ *
+ * GEMM view, per group g (grid.z):
+ *     Y[m, n] = bias[g*Kg + n] + sum_r A[m, r] * B[n, r]
+ *   m in [0, N*OD*OH*OW)  output position (batch-major), grid.x tiles of BM
+ *   n in [0, Kg)          output channel within the group, grid.y tiles of BN
+ *   r = tap*Cg + c        reduction over (kernel tap, input channel of the group), BK = 32 deep
+ *   A[m, r] = x[b, o*stride - pad + j*dilation, g*Cg + c]  (channels-last input, remapped by the
+ *             padding mode, zero outside): the im2col matrix, never materialised. With Cg a
+ *             multiple of 8, every 8 consecutive r are 8 consecutive channels of one input pixel:
+ *             one 16-byte cp.async (zero-filled when the pixel is padding or r >= Cg*taps).
+ *   B[n, r] = w[g*Kg + n][tap][c], the weight packed by the host as [K][taps][Cg] in the
+ *             activation dtype (the fake-quantized f32 weight rounded to nearest even).
+ * Block tile BM x BN, warps WM x WN, each warp a (BM/WM) x (BN/WN) tile of m16n8 accumulators.
+ * Shared memory per stage: A [BM][32] and B [BN][32] halves, rows of four 16-byte chunks, chunk
+ * index XOR-ed with (row >> 1) & 3 so that the 8 rows an ldmatrix reads (and the cp.async
+ * writes) hit distinct banks. STAGES-deep pipeline: tile kt+STAGES-1 is loading while kt is
+ * multiplied. The output is written channels-last (out_nhwc = 1) or NCHW (out_nhwc = 0), bias
+ * added in f32 before the one rounding to the activation dtype.
+ *
+ * Host requirements (src/cuda/launch.rs checks them before every launch): forward convolution
+ * (transposed = 0), Cg % 8 == 0, x / w 16-byte aligned, every per-dimension coordinate within
+ * int32 as for the other kernels, grid.y and grid.z <= 65535. 64-bit offsets throughout.
+ *
+ * Entry points: qc_conv_tc_<f16|bf16>_<BM>x<BN>; qc_transpose_b16 / qc_transpose_b32
+ * (QcTransposeParams).
+ */
+#include "common.cuh"
+
+#define QC_TC_BK 32
+
+__device__ __forceinline__ unsigned qc_smem_addr(const void* ptr) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(ptr));
+    return a;
+}
+
+/** 16-byte global -> shared copy; `pred` false writes 16 zero bytes and reads nothing. */
+__device__ __forceinline__ void qc_cp_async16(unsigned dst, const void* src, bool pred) {
+    const int n = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+
+__device__ __forceinline__ void qc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void qc_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void qc_ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2,
+                                               unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+/** The m16n8k16 product and the output conversion for one operand type. */
+template <typename T>
+struct QcMma;
+
+template <>
+struct QcMma<qc_half> {
+    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_half(v); }
+};
+
+template <>
+struct QcMma<qc_bf16> {
+    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_bf16(v); }
+};
+
+/** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
+__device__ __forceinline__ int qc_swz(int row, int chunk) { return row * QC_TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+
+template <typename T, int BM, int BN, int WM, int WN, int STAGES>
+__device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
+    constexpr int THREADS = WM * WN * 32;
+    constexpr int BK = QC_TC_BK;
+    constexpr int WTM = BM / WM;
+    constexpr int WTN = BN / WN;
+    constexpr int MI = WTM / 16;
+    constexpr int NI = WTN / 8;
+    constexpr int A_CH = BM * 4 / THREADS; /* 16-byte A chunks per thread and stage */
+    constexpr int B_CH = BN * 4 / THREADS;
+    constexpr int ROW_STEP = THREADS / 4;
+    static_assert(A_CH >= 1 && B_CH >= 1 && A_CH * THREADS == BM * 4 && B_CH * THREADS == BN * 4, "tile/threads");
+    static_assert(MI >= 1 && NI >= 2 && NI % 2 == 0 && WTM % 16 == 0 && WTN % 16 == 0, "warp tile");
+    static_assert(STAGES >= 2, "pipeline");
+    __shared__ __align__(128) unsigned short smem_a[STAGES * BM * BK];
+    __shared__ __align__(128) unsigned short smem_b[STAGES * BN * BK];
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int warp_m = warp % WM;
+    const int warp_n = warp / WM;
+    const int g = blockIdx.z;
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+    const int cg = p.cg;
+    const int kg = p.kg;
+    const int kred = p.taps * cg;
+    const long long C = p.in_channels;
+    const long long m_total = (long long)p.batch * p.out_spatial;
+    const T* x = reinterpret_cast<const T*>(p.x);
+    const T* w = reinterpret_cast<const T*>(p.w);
+    const int D = p.in_size[0], H = p.in_size[1], W = p.in_size[2];
+
+    /* This thread's chunk column and its A rows (output positions), fixed for the whole loop. */
+    const int kc = tid & 3;
+    long long a_xb[A_CH];
+    int a_base[A_CH][3];
+    bool a_ok[A_CH];
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) {
+        const long long m = m0 + (tid >> 2) + i * ROW_STEP;
+        a_ok[i] = m < m_total;
+        const long long mm = a_ok[i] ? m : 0;
+        const long long b = mm / p.out_spatial;
+        long long s = mm - b * p.out_spatial;
+        const int ow = (int)(s % p.out_size[2]);
+        s /= p.out_size[2];
+        const int oh = (int)(s % p.out_size[1]);
+        const int od = (int)(s / p.out_size[1]);
+        a_base[i][0] = od * p.stride[0] - p.pad[0];
+        a_base[i][1] = oh * p.stride[1] - p.pad[1];
+        a_base[i][2] = ow * p.stride[2] - p.pad[2];
+        a_xb[i] = b * p.in_spatial * C + (long long)g * cg;
+    }
+    const T* b_row[B_CH];
+    bool b_ok[B_CH];
+#pragma unroll
+    for (int i = 0; i < B_CH; ++i) {
+        const int k = n0 + (tid >> 2) + i * ROW_STEP;
+        b_ok[i] = k < kg;
+        b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * kred;
+    }
+    /* Reduction position of this thread's chunk: r = tap*Cg + c, tap = (j0, j1, j2). */
+    int r = kc * 8;
+    int c, j0, j1, j2;
+    {
+        const int tap = r / cg;
+        c = r - tap * cg;
+        j2 = tap % p.kernel[2];
+        const int t = tap / p.kernel[2];
+        j1 = t % p.kernel[1];
+        j0 = t / p.kernel[1];
+    }
+
+    auto load_stage = [&](int stage) {
+        const bool rk = r < kred;
+        unsigned short* as = smem_a + stage * BM * BK;
+        unsigned short* bs = smem_b + stage * BN * BK;
+        const int d0 = j0 * p.dilation[0], d1 = j1 * p.dilation[1], d2 = j2 * p.dilation[2];
+#pragma unroll
+        for (int i = 0; i < A_CH; ++i) {
+            int id = a_base[i][0] + d0, ih = a_base[i][1] + d1, iw = a_base[i][2] + d2;
+            bool ok = rk && a_ok[i];
+            if (p.pad_mode == QC_PAD_ZEROS) {
+                ok = ok && (unsigned)id < (unsigned)D && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+            } else {
+                id = qc_source_index_i32(p.pad_mode, id, D);
+                ih = qc_source_index_i32(p.pad_mode, ih, H);
+                iw = qc_source_index_i32(p.pad_mode, iw, W);
+                ok = ok && id >= 0 && ih >= 0 && iw >= 0;
+            }
+            const T* src = ok ? x + a_xb[i] + (((long long)id * H + ih) * W + iw) * C + c : x;
+            qc_cp_async16(qc_smem_addr(as + qc_swz((tid >> 2) + i * ROW_STEP, kc)), src, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < B_CH; ++i) {
+            const bool ok = rk && b_ok[i];
+            qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + r : w, ok);
+        }
+        /* Advance this thread's chunk by BK along the reduction (tap-major, channel-minor). */
+        r += BK;
+        c += BK;
+        while (c >= cg) {
+            c -= cg;
+            if (++j2 == p.kernel[2]) {
+                j2 = 0;
+                if (++j1 == p.kernel[1]) {
+                    j1 = 0;
+                    ++j0;
+                }
+            }
+        }
+    };
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+
+    const int KT = (kred + BK - 1) / BK;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < KT) load_stage(s);
+        qc_cp_commit();
+    }
+    for (int kt = 0; kt < KT; ++kt) {
+        qc_cp_wait<STAGES - 2>();
+        __syncthreads();
+        {
+            const int nk = kt + STAGES - 1;
+            if (nk < KT) load_stage(nk % STAGES);
+            qc_cp_commit();
+        }
+        const unsigned short* as = smem_a + (kt % STAGES) * BM * BK;
+        const unsigned short* bs = smem_b + (kt % STAGES) * BN * BK;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            unsigned af[MI][4];
+            unsigned bf[NI][2];
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) {
+                const int row = warp_m * WTM + mi * 16 + (lane & 15);
+                qc_ldmatrix_x4(qc_smem_addr(as + qc_swz(row, kk * 2 + (lane >> 4))), af[mi][0], af[mi][1], af[mi][2],
+                               af[mi][3]);
+            }
+#pragma unroll
+            for (int nj = 0; nj < NI / 2; ++nj) {
+                const int row = warp_n * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+                qc_ldmatrix_x4(qc_smem_addr(bs + qc_swz(row, kk * 2 + ((lane >> 3) & 1))), bf[2 * nj][0],
+                               bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) QcMma<T>::mma(acc[mi][ni], af[mi], bf[ni]);
+        }
+    }
+    qc_cp_wait<0>();
+
+    /* Epilogue: bias in f32, one rounding, channels-last or NCHW stores. */
+    const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
+    unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
+    const long long K = p.out_channels;
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const long long m = m0 + warp_m * WTM + mi * 16 + (lane >> 2) + h * 8;
+            if (m >= m_total) continue;
+            long long base, kstride;
+            if (p.out_nhwc) {
+                base = m * K + (long long)g * kg;
+                kstride = 1;
+            } else {
+                const long long b = m / p.out_spatial;
+                base = (b * K + (long long)g * kg) * p.out_spatial + (m - b * p.out_spatial);
+                kstride = p.out_spatial;
+            }
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) {
+                const int n = n0 + warp_n * WTN + ni * 8 + (lane & 3) * 2;
+                float v0 = acc[mi][ni][h * 2];
+                float v1 = acc[mi][ni][h * 2 + 1];
+                if (bias != 0) {
+                    if (n < kg) v0 = __fadd_rn(v0, bias[g * kg + n]);
+                    if (n + 1 < kg) v1 = __fadd_rn(v1, bias[g * kg + n + 1]);
+                }
+                const unsigned short h0 = QcMma<T>::cvt(v0);
+                const unsigned short h1 = QcMma<T>::cvt(v1);
+                const long long i0 = base + n * kstride;
+                if (kstride == 1 && n + 1 < kg && (i0 & 1) == 0) {
+                    *reinterpret_cast<unsigned*>(y + i0) = (unsigned)h0 | ((unsigned)h1 << 16);
+                } else {
+                    if (n < kg) y[i0] = h0;
+                    if (n + 1 < kg) y[i0 + kstride] = h1;
+                }
+            }
+        }
+    }
+}
+
+#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB)                                        \
+    extern "C" __global__ void __launch_bounds__((WM) * (WN) * 32, MINB) NAME(const QcConvParams p) { \
+        qc_conv_tc<T, BM, BN, WM, WN, STAGES>(p);                                                  \
+    }
+
+/* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
+ * of shared memory (static limit 48 KB). */
+QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 2)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 2)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3)
+
+/* ---- layout: batched 2-d transpose through a 32x32 shared tile (32x8 threads) -------------- */
+
+template <typename E>
+__device__ __forceinline__ void qc_transpose(const QcTransposeParams& p) {
+    __shared__ E tile[32][33];
+    const long long tiles_c = (p.cols + 31) / 32;
+    const long long tiles = tiles_c * ((p.rows + 31) / 32);
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    for (long long b = blockIdx.z; b < p.batch; b += gridDim.z) {
+        const E* src = reinterpret_cast<const E*>(p.src) + b * p.rows * p.cols;
+        E* dst = reinterpret_cast<E*>(p.dst) + b * p.rows * p.cols;
+        for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
+            const long long r0 = (t / tiles_c) * 32;
+            const long long c0 = (t % tiles_c) * 32;
+            for (int i = ty; i < 32; i += 8) {
+                const long long r = r0 + i, col = c0 + tx;
+                if (r < p.rows && col < p.cols) tile[i][tx] = src[r * p.cols + col];
+            }
+            __syncthreads();
+            for (int i = ty; i < 32; i += 8) {
+                const long long col = c0 + i, r = r0 + tx;
+                if (r < p.rows && col < p.cols) dst[col * p.rows + r] = tile[tx][i];
+            }
+            __syncthreads();
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTransposeParams p) {
+    qc_transpose<unsigned short>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(256) qc_transpose_b32(const QcTransposeParams p) {
+    qc_transpose<unsigned int>(p);
+}

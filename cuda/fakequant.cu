@@ -89,6 +89,10 @@ struct QcChannel {
     long long zi; /* integer zero point */
     float zf;     /* zero point as f32 */
     long long nan_code;
+    /* Fast path (integer modes): codes and zero point within +-2^23 (q - zp exact in f32), scale
+     * exactly an f32: the formulas run in f32 without changing a bit (see qc_fq_fast). */
+    bool fast;
+    float lo_f, hi_f, nan_f;
 };
 
 template <int MODE>
@@ -101,6 +105,8 @@ __device__ __forceinline__ QcChannel qc_channel(const QcFakeQuantParams& p, unsi
     k.zf = 0.0f;
     k.nan_code = 0;
     k.inv = 1.0f;
+    k.fast = false;
+    k.lo_f = k.hi_f = k.nan_f = 0.0f;
     if (MODE == QC_FQ_INT_PER_TENSOR) {
         /* 4.1: s = f32(scale); inv = f32(1 / s) (f32 division; s == 0 -> +inf). */
         k.inv = __fdiv_rn(1.0f, k.sf);
@@ -112,6 +118,17 @@ __device__ __forceinline__ QcChannel qc_channel(const QcFakeQuantParams& p, unsi
         k.zi = reinterpret_cast<const long long*>(p.zero_points_i64)[c];
         k.zf = __ll2float_rn(k.zi);
         k.nan_code = qc_nan_code_per_channel(p.qmin);
+    }
+    if ((MODE == QC_FQ_INT_PER_TENSOR || MODE == QC_FQ_INT_PER_CHANNEL) && p.qmin >= -(1LL << 23) &&
+        p.qmax <= (1LL << 23) && k.zi >= -(1LL << 23) && k.zi <= (1LL << 23) && (double)k.sf == k.s64) {
+        k.fast = true;
+        k.lo_f = (float)p.qmin;
+        k.hi_f = (float)p.qmax;
+        k.nan_f = (float)k.nan_code;
+        if (MODE == QC_FQ_INT_PER_TENSOR) k.zf = __ll2float_rn(k.zi);
+    }
+    if (MODE == QC_FQ_INT_PER_TENSOR || MODE == QC_FQ_INT_PER_CHANNEL) {
+        /* handled above */
     } else if (MODE == QC_FQ_FLOAT_ZP) {
         /* 4.3: inv = (s == 0) ? 1 : f32(1 / s). */
         k.inv = (k.sf == 0.0f) ? 1.0f : __fdiv_rn(1.0f, k.sf);
@@ -196,11 +213,37 @@ __device__ __forceinline__ unsigned long long qc_fq_channel(const QcFakeQuantPar
     return (i / p.inner) % p.channels;
 }
 
+/* The integer modes in f32 when k.fast (codes within +-2^23, scale exactly an f32): every
+ * step is the same operation on the same values as qc_fq_elem, only without 64-bit integers or
+ * doubles. t = x*inv; NaN -> the NaN code; v = zp + rint(t) (an integer-valued float); the clamp
+ * to [qmin, qmax] compares exactly in f32; q - zp is exact in f32. Per tensor w = s*f32(q - zp);
+ * per channel w = f32(f64(q - zp) * s64), where the f64 product of a < 2^25 integer and a 24-bit
+ * mantissa is exact (< 2^49), so rounding it to f32 equals the f32 product __fmul_rn. */
+template <int MODE>
+__device__ __forceinline__ float qc_fq_fast(const QcChannel& k, float x, float* qf_out) {
+    const float t = __fmul_rn(x, k.inv);
+    float qf;
+    if (t != t) {
+        qf = k.nan_f;
+    } else {
+        const float v = __fadd_rn(k.zf, rintf(t));
+        qf = v <= k.lo_f ? k.lo_f : (v >= k.hi_f ? k.hi_f : v);
+    }
+    *qf_out = qf;
+    return MODE == QC_FQ_INT_PER_TENSOR ? __fmul_rn(k.sf, __fsub_rn(qf, k.zf)) : __fmul_rn(__fsub_rn(qf, k.zf), k.sf);
+}
+
 template <int MODE, bool WRITE_DEQUANT>
 __device__ __forceinline__ void qc_fq_one(const QcFakeQuantParams& p, const QcChannel& k, float x,
                                           unsigned long long i, float* w_out, int* q_out) {
     if (p.first_nonfinite != 0 && qc_is_nonfinite(x)) {
         atomicMin(reinterpret_cast<unsigned long long*>(p.first_nonfinite), i);
+    }
+    if ((MODE == QC_FQ_INT_PER_TENSOR || MODE == QC_FQ_INT_PER_CHANNEL) && k.fast) {
+        float qf;
+        *w_out = qc_fq_fast<MODE>(k, x, &qf);
+        if (p.codes != 0) *q_out = (int)qf; /* integer-valued, within int32 */
+        return;
     }
     const QcElem e = qc_fq_elem<MODE>(p, k, x);
     *w_out = e.w;

@@ -584,11 +584,25 @@ fn inputs_past_two_to_the_31_elements() {
     let w2 = Tensor::from_vec(rng.vec(s2.iter().product(), -0.5, 0.5), &s2).unwrap();
     let m2 = qconv::Conv2d::from_float_observed(w2, Some(Tensor::from_vec(rng.vec(4, -0.5, 0.5), &[4]).unwrap()), o2)
         .unwrap();
-    let o1 = ConvOptions::<1>::new([3]).padding(Padding::Explicit([1])).groups(2).bias(true);
-    let s1 = qconv::Conv1d::weight_shape(2, 2, &o1);
+    let o1 = ConvOptions::<1>::new([3]).padding(Padding::Explicit([1])).groups(4).bias(true);
+    let s1 = qconv::Conv1d::weight_shape(4, 4, &o1);
     let w1 = Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap();
-    let m1 = qconv::Conv1d::from_float_observed(w1, Some(Tensor::from_vec(rng.vec(2, -0.5, 0.5), &[2]).unwrap()), o1)
+    let m1 = qconv::Conv1d::from_float_observed(w1, Some(Tensor::from_vec(rng.vec(4, -0.5, 0.5), &[4]).unwrap()), o1)
         .unwrap();
+    // One spatial dimension past the kernels' 32-bit coordinate range is refused before launch.
+    {
+        let long = Tensor::zeros(&[1, 4, 1_073_790_000], DType::F16).unwrap().to_device(CUDA).unwrap();
+        match m1.to_device(CUDA).unwrap().forward(&long) {
+            Err(Error::InvalidConfig { param, rule, .. }) => {
+                assert_eq!(param, "convolution size");
+                assert!(rule.contains("< 2^31"), "{rule}");
+            }
+            other => panic!(
+                "a spatial size of 1_073_790_000 must be refused on CUDA, got {:?}",
+                other.map(|t| t.shape().to_vec())
+            ),
+        }
+    }
     for case in 0..2 {
         let (c, k, hw): (usize, usize, [usize; 2]) =
             if case == 0 { (4, 4, [23200, 23200]) } else { (4, 4, [1, 540_000_000]) };

@@ -56,7 +56,11 @@ fn every_kernel_variant_compiles_without_spills() {
             // The compiled entry points are exactly the listed variants.
             let compiled: BTreeSet<&str> = k.resources.iter().map(|r| r.name.as_str()).collect();
             let listed: BTreeSet<&str> = source.variants().map(|v| v.name).collect();
-            assert_eq!(compiled, listed, "{source} for {arch}: entry points differ from kernels::VARIANTS");
+            assert_eq!(
+                compiled, listed,
+                "{source} for {arch}: entry points differ from kernels::VARIANTS; compiler log:\n{}",
+                k.log
+            );
             // The compile time is per program (one NVRTC run compiles all of its entry points).
             let program_ms = format!("{}ms*", k.compile_time.as_millis());
             for (i, v) in source.variants().enumerate() {

@@ -633,6 +633,52 @@ mod tests {
         }
     }
 
+    /// `qc_fq_fast` (the f32 path of the integer modes) for element `i`, or `None` where the
+    /// kernel takes the general path.
+    fn kernel_elem_fast(a: &FakeQuantArgs, i: u64, x: f32) -> Option<(i64, f32)> {
+        let p = &a.params;
+        let mode = p.mode as u32;
+        if mode != QC_FQ_INT_PER_TENSOR && mode != QC_FQ_INT_PER_CHANNEL {
+            return None;
+        }
+        let c = ((i / p.inner) % p.channels) as usize;
+        let s64 = a.scales[c];
+        let sf = s64 as f32;
+        let zi = a.zero_points_i64[c];
+        let lim = 1i64 << 23;
+        if p.qmin < -lim || p.qmax > lim || zi < -lim || zi > lim || sf as f64 != s64 {
+            return None;
+        }
+        let (lo, hi) = (p.qmin, p.qmax);
+        let nan = if mode == QC_FQ_INT_PER_TENSOR {
+            if lo == i32::MIN as i64 {
+                lo
+            } else {
+                (2_147_483_520u32.wrapping_add(zi as i32 as u32) as i32 as i64).clamp(lo, hi)
+            }
+        } else if lo == i32::MIN as i64 {
+            lo
+        } else {
+            0
+        };
+        let (lo_f, hi_f, zf) = (lo as f32, hi as f32, zi as f32);
+        let t = x * (1.0f32 / sf);
+        let qf = if t.is_nan() {
+            nan as f32
+        } else {
+            let v = zf + t.round_ties_even();
+            if v <= lo_f {
+                lo_f
+            } else if v >= hi_f {
+                hi_f
+            } else {
+                v
+            }
+        };
+        let w = if mode == QC_FQ_INT_PER_TENSOR { sf * (qf - zf) } else { (qf - zf) * sf };
+        Some((qf as i64, w))
+    }
+
     struct Rng(u64);
     impl Rng {
         fn next(&mut self) -> u64 {
@@ -674,6 +720,10 @@ mod tests {
         for (i, &x) in w.iter().enumerate() {
             let (q, v) = kernel_elem(&args, i as u64, x);
             assert_eq!(v.to_bits(), cpu[i].to_bits(), "{qp:?} element {i} = {x:e}: kernel {v:e} vs cpu {:e}", cpu[i]);
+            if let Some((qf, vf)) = kernel_elem_fast(&args, i as u64, x) {
+                assert_eq!(vf.to_bits(), v.to_bits(), "{qp:?} element {i} = {x:e}: fast path {vf:e} vs {v:e}");
+                assert_eq!(qf, q, "{qp:?} element {i} = {x:e}: fast path code");
+            }
             if let Some(c) = &codes {
                 assert_eq!(q as i32, c[i], "{qp:?} element {i}: code");
             }
@@ -727,6 +777,53 @@ mod tests {
         );
         check_fakequant(&WeightQParams::float16(), &shape, &w);
         check_fakequant(&WeightQParams::none(), &shape, &w);
+    }
+
+    #[test]
+    fn fakequant_fast_path_equals_the_general_path_at_the_edges() {
+        let xs = [
+            0.0f32,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            -f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-45,
+            0.5,
+            -0.5,
+            2.5,
+            127.5,
+            -128.5,
+            1e10,
+        ];
+        let scales = [0.0f32, 1e-45, f32::MIN_POSITIVE, 1e-3, 0.5, 1.0, 3e38];
+        let mut seen_fast = 0;
+        for dtype in [QuantDType::QInt8, QuantDType::QUInt8, QuantDType::QInt32] {
+            let (lo, hi) = dtype.range().unwrap();
+            for &s in &scales {
+                for zp in [lo, 0.max(lo), hi, (lo + hi) / 2] {
+                    let qps = [
+                        WeightQParams::per_tensor(dtype, s, zp),
+                        WeightQParams::per_channel(dtype, vec![s, s * 0.75], vec![zp, zp], 0),
+                    ];
+                    for qp in qps {
+                        let a = fakequant_args(&qp, &[2, 1]).unwrap();
+                        for &x in &xs {
+                            for i in 0..2u64 {
+                                if let Some((qf, vf)) = kernel_elem_fast(&a, i, x) {
+                                    seen_fast += 1;
+                                    let (q, v) = kernel_elem(&a, i, x);
+                                    assert_eq!((qf, vf.to_bits()), (q, v.to_bits()), "{qp:?} x = {x:e}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen_fast > 1000, "{seen_fast}");
     }
 
     #[test]

@@ -249,6 +249,32 @@ fn program_log(prog: &Program) -> Result<String> {
 /// Errors: [`Error::Cuda`] when NVRTC is missing or a call fails, [`Error::KernelCompile`] with
 /// the compiler log when the source does not compile (e.g. an architecture NVRTC does not know).
 pub fn compile(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<CompiledKernel> {
+    let k = compile_once(source, arch, extra)?;
+    if !k.resources.is_empty() || source.variants().next().is_none() {
+        return Ok(k);
+    }
+    // Seen on a GPU machine (NVRTC 13.0.88 of the CUDA toolkit, driver 580): a program compiled
+    // before, by any process, came back with an empty ptxas report, as if served from a cache.
+    // The CUBIN is fine; for the report, compile once more with a define nothing reads, which
+    // changes the program's options (and so any cache key).
+    let salt = format!(
+        "-DQCONV_REPORT_SALT={}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let mut with_salt: Vec<&str> = extra.to_vec();
+    with_salt.push(&salt);
+    let mut again = compile_once(source, arch, &with_salt)?;
+    if again.resources.is_empty() {
+        // No report either way: keep the first CUBIN and its log (the caller sees no resources).
+        return Ok(k);
+    }
+    again.cubin = k.cubin;
+    again.options = k.options;
+    again.compile_time += k.compile_time;
+    Ok(again)
+}
+
+fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<CompiledKernel> {
     let version = nvrtc_available()?;
     let options = full_options(source, arch, extra);
     let src = cstring("source", source.source())?;

@@ -21,8 +21,12 @@
  * multiplied. The output is written channels-last (out_nhwc = 1) or NCHW (out_nhwc = 0), bias
  * added in f32 before the one rounding to the activation dtype.
  *
+ * A second A loader (VEC_A = false, the *_gather entries) reads the 8 elements of a chunk one by
+ * one, for any Cg (a 3-channel stem): slower loads, same tensor-core math. The packed weight rows
+ * are w_stride_m elements long: Cg*taps rounded up to 8, zero-padded, so B stays 16-byte aligned.
+ *
  * Host requirements (src/cuda/launch.rs checks them before every launch): forward convolution
- * (transposed = 0), Cg % 8 == 0, x / w 16-byte aligned, every per-dimension coordinate within
+ * (transposed = 0), Cg % 8 == 0 for the vector loader, x / w 16-byte aligned, every per-dimension coordinate within
  * int32 as for the other kernels, grid.y and grid.z <= 65535. 64-bit offsets throughout.
  *
  * Entry points: qc_conv_tc_<f16|bf16>_<BM>x<BN>; qc_transpose_b16 / qc_transpose_b32
@@ -89,7 +93,7 @@ struct QcMma<qc_bf16> {
 /** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
 __device__ __forceinline__ int qc_swz(int row, int chunk) { return row * QC_TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
-template <typename T, int BM, int BN, int WM, int WN, int STAGES>
+template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A>
 __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     constexpr int THREADS = WM * WN * 32;
     constexpr int BK = QC_TC_BK;
@@ -117,6 +121,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     const int cg = p.cg;
     const int kg = p.kg;
     const int kred = p.taps * cg;
+    const long long wrow = p.w_stride_m; /* packed weight row: kred rounded up to 8, zero-padded */
     const long long C = p.in_channels;
     const long long m_total = (long long)p.batch * p.out_spatial;
     const T* x = reinterpret_cast<const T*>(p.x);
@@ -150,7 +155,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     for (int i = 0; i < B_CH; ++i) {
         const int k = n0 + (tid >> 2) + i * ROW_STEP;
         b_ok[i] = k < kg;
-        b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * kred;
+        b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
     }
     /* Reduction position of this thread's chunk: r = tap*Cg + c, tap = (j0, j1, j2). */
     int r = kc * 8;
@@ -169,8 +174,51 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         unsigned short* as = smem_a + stage * BM * BK;
         unsigned short* bs = smem_b + stage * BN * BK;
         const int d0 = j0 * p.dilation[0], d1 = j1 * p.dilation[1], d2 = j2 * p.dilation[2];
+        if (!VEC_A) {
+            /* Any C/groups: the 8 reduction elements of the chunk one by one (they may span
+             * taps), zero outside, packed into one 16-byte shared store. */
+            const unsigned short* xs = reinterpret_cast<const unsigned short*>(x);
 #pragma unroll
-        for (int i = 0; i < A_CH; ++i) {
+            for (int i = 0; i < A_CH; ++i) {
+                unsigned long long lo = 0, hi = 0; /* elements 0-3 and 4-7 of the chunk */
+                int rr = r, cc = c, q0 = j0, q1 = j1, q2 = j2;
+#pragma unroll 1
+                for (int e = 0; e < 8; ++e) {
+                    unsigned long long v = 0;
+                    if (rr < kred && a_ok[i]) {
+                        int id = a_base[i][0] + q0 * p.dilation[0];
+                        int ih = a_base[i][1] + q1 * p.dilation[1];
+                        int iw = a_base[i][2] + q2 * p.dilation[2];
+                        id = qc_source_index_i32(p.pad_mode, id, D);
+                        ih = qc_source_index_i32(p.pad_mode, ih, H);
+                        iw = qc_source_index_i32(p.pad_mode, iw, W);
+                        if (id >= 0 && ih >= 0 && iw >= 0) {
+                            v = xs[a_xb[i] + (((long long)id * H + ih) * W + iw) * C + cc];
+                        }
+                    }
+                    if (e < 4) {
+                        lo |= v << (16 * e);
+                    } else {
+                        hi |= v << (16 * (e - 4));
+                    }
+                    ++rr;
+                    if (++cc == cg) {
+                        cc = 0;
+                        if (++q2 == p.kernel[2]) {
+                            q2 = 0;
+                            if (++q1 == p.kernel[1]) {
+                                q1 = 0;
+                                ++q0;
+                            }
+                        }
+                    }
+                }
+                *reinterpret_cast<uint4*>(as + qc_swz((tid >> 2) + i * ROW_STEP, kc)) =
+                    make_uint4((unsigned)lo, (unsigned)(lo >> 32), (unsigned)hi, (unsigned)(hi >> 32));
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < A_CH && VEC_A; ++i) {
             int id = a_base[i][0] + d0, ih = a_base[i][1] + d1, iw = a_base[i][2] + d2;
             bool ok = rk && a_ok[i];
             if (p.pad_mode == QC_PAD_ZEROS) {
@@ -294,19 +342,165 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
 }
 
-#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB)                                        \
+#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A)                                 \
     extern "C" __global__ void __launch_bounds__((WM) * (WN) * 32, MINB) NAME(const QcConvParams p) { \
-        qc_conv_tc<T, BM, BN, WM, WN, STAGES>(p);                                                  \
+        qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A>(p);                                           \
     }
 
 /* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
  * of shared memory (static limit 48 KB). */
-QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1)
-QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 2)
-QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 2)
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3)
+/* One NVRTC program per part (src/cuda/kernels.rs): -DQC_PART=1 f16 tiles, 2 bf16 tiles,
+ * 3 element-wise loader, 4 depthwise + layout kernels. */
+#ifndef QC_PART
+#error "compile with -DQC_PART=1|2|3|4 (see src/cuda/kernels.rs)"
+#endif
+#if QC_PART == 1
+QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 2, true)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3, true)
+#elif QC_PART == 2
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 2, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3, true)
+#elif QC_PART == 3
+/* Any C/groups (e.g. the 3-channel stem): element-wise A loads, 128x64. */
+QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 2, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 2, false)
+#endif
+
+/* ---- depthwise, channels-last, CUDA cores --------------------------------------------------
+ * groups == C == K (one input and one output channel per group), C % 8 == 0. Each thread owns 8
+ * consecutive channels of one output pixel (grid-stride over N*OD*OH*OW*C/8 items, so a warp
+ * reads 16-byte vectors of consecutive channels: coalesced); taps in order, f32 weights packed
+ * [taps][C] by the host (the fake-quantized weight, unrounded), f32 fused multiply-adds, bias
+ * added last, one rounding of the output: the Exact numerics of the other kernels, so this kernel
+ * serves both precisions. Padding modes by index remapping. Fewer than 2^31 work items (outputs
+ * / 8): the host checks it and falls back to the channels-first direct kernel beyond. */
+
+template <typename T>
+struct QcVec8;
+
+template <>
+struct QcVec8<qc_half> {
+    static __device__ __forceinline__ void load(const qc_half* p, float* v) {
+        const uint4 u = *reinterpret_cast<const uint4*>(p);
+        const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = qc_half_to_float((unsigned short)(w[i] & 0xffffu));
+            v[2 * i + 1] = qc_half_to_float((unsigned short)(w[i] >> 16));
+        }
+    }
+    static __device__ __forceinline__ void store(qc_half* p, const float* v) {
+        unsigned w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            w[i] = (unsigned)qc_float_to_half(v[2 * i]) | ((unsigned)qc_float_to_half(v[2 * i + 1]) << 16);
+        }
+        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+};
+
+template <>
+struct QcVec8<qc_bf16> {
+    static __device__ __forceinline__ void load(const qc_bf16* p, float* v) {
+        const uint4 u = *reinterpret_cast<const uint4*>(p);
+        const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = qc_bf16_to_float((unsigned short)(w[i] & 0xffffu));
+            v[2 * i + 1] = qc_bf16_to_float((unsigned short)(w[i] >> 16));
+        }
+    }
+    static __device__ __forceinline__ void store(qc_bf16* p, const float* v) {
+        unsigned w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            w[i] = (unsigned)qc_float_to_bf16(v[2 * i]) | ((unsigned)qc_float_to_bf16(v[2 * i + 1]) << 16);
+        }
+        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+};
+
+template <>
+struct QcVec8<float> {
+    static __device__ __forceinline__ void load(const float* p, float* v) {
+        const float4 a = *reinterpret_cast<const float4*>(p);
+        const float4 b = *reinterpret_cast<const float4*>(p + 4);
+        v[0] = a.x;
+        v[1] = a.y;
+        v[2] = a.z;
+        v[3] = a.w;
+        v[4] = b.x;
+        v[5] = b.y;
+        v[6] = b.z;
+        v[7] = b.w;
+    }
+    static __device__ __forceinline__ void store(float* p, const float* v) {
+        *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+        *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    }
+};
+
+template <typename T>
+__device__ __forceinline__ void qc_dw_nhwc(const QcConvParams& p) {
+    const T* x = reinterpret_cast<const T*>(p.x);
+    const float* w = reinterpret_cast<const float*>(p.w);
+    const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
+    T* y = reinterpret_cast<T*>(p.y);
+    const int C = p.in_channels;
+    const int c8s = C / 8;
+    const long long items = (long long)p.batch * p.out_spatial * c8s; /* < 2^31 (host check) */
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < items; it += stride) {
+        /* Decode item -> (pixel, channel group) -> (b, od, oh, ow) in 32 bits: the host launches
+         * this kernel only for fewer than 2^31 items (64-bit division is a slow subroutine). */
+        const unsigned u = (unsigned)it;
+        const int c0 = (int)(u % (unsigned)c8s) * 8;
+        const unsigned pu = u / (unsigned)c8s;
+        const unsigned bu = pu / (unsigned)p.out_spatial;
+        unsigned su = pu - bu * (unsigned)p.out_spatial;
+        const int ow = (int)(su % (unsigned)p.out_size[2]);
+        su /= (unsigned)p.out_size[2];
+        const int oh = (int)(su % (unsigned)p.out_size[1]);
+        const int od = (int)(su / (unsigned)p.out_size[1]);
+        const long long pix = pu;
+        const long long b = bu;
+        const T* xb = x + b * p.in_spatial * C + c0;
+        float acc[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
+        int tap = 0;
+        for (int j0 = 0; j0 < p.kernel[0]; ++j0) {
+            const int id = qc_source_index_i32(p.pad_mode, od * p.stride[0] - p.pad[0] + j0 * p.dilation[0], p.in_size[0]);
+            for (int j1 = 0; j1 < p.kernel[1]; ++j1) {
+                const int ih =
+                    qc_source_index_i32(p.pad_mode, oh * p.stride[1] - p.pad[1] + j1 * p.dilation[1], p.in_size[1]);
+                for (int j2 = 0; j2 < p.kernel[2]; ++j2, ++tap) {
+                    const int iw =
+                        qc_source_index_i32(p.pad_mode, ow * p.stride[2] - p.pad[2] + j2 * p.dilation[2], p.in_size[2]);
+                    if (id < 0 || ih < 0 || iw < 0) continue;
+                    float xv[8], wv[8];
+                    QcVec8<T>::load(xb + (((long long)id * p.in_size[1] + ih) * p.in_size[2] + iw) * C, xv);
+                    QcVec8<float>::load(w + (long long)tap * C + c0, wv);
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) acc[i] = __fmaf_rn(xv[i], wv[i], acc[i]);
+                }
+            }
+        }
+        if (bias != 0) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], bias[c0 + i]);
+        }
+        QcVec8<T>::store(y + pix * C + c0, acc);
+    }
+}
+
+#if QC_PART == 4
+extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f32(const QcConvParams p) { qc_dw_nhwc<float>(p); }
+extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f16(const QcConvParams p) { qc_dw_nhwc<qc_half>(p); }
+extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_bf16(const QcConvParams p) { qc_dw_nhwc<qc_bf16>(p); }
+#endif
 
 /* ---- layout: batched 2-d transpose through a 32x32 shared tile (32x8 threads) -------------- */
 
@@ -336,6 +530,7 @@ __device__ __forceinline__ void qc_transpose(const QcTransposeParams& p) {
     }
 }
 
+#if QC_PART == 4
 extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTransposeParams p) {
     qc_transpose<unsigned short>(p);
 }
@@ -343,3 +538,4 @@ extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTrans
 extern "C" __global__ void __launch_bounds__(256) qc_transpose_b32(const QcTransposeParams p) {
     qc_transpose<unsigned int>(p);
 }
+#endif

@@ -230,7 +230,7 @@ __device__ __forceinline__ float qc_fq_fast(const QcChannel& k, float x, float* 
         qf = v <= k.lo_f ? k.lo_f : (v >= k.hi_f ? k.hi_f : v);
     }
     *qf_out = qf;
-    return MODE == QC_FQ_INT_PER_TENSOR ? __fmul_rn(k.sf, __fsub_rn(qf, k.zf)) : __fmul_rn(__fsub_rn(qf, k.zf), k.sf);
+    return __fmul_rn(__fsub_rn(qf, k.zf), k.sf); /* s*(q - zp) per tensor: the same product */
 }
 
 template <int MODE, bool WRITE_DEQUANT>

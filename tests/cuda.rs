@@ -726,6 +726,10 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
         (8, 8, 1, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [5, 7]),
         (64, 72, 4, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [15, 15]),
         (40, 8, 1, [5, 5], [3, 2], [2, 2], [1, 1], PaddingMode::Zeros, 1, [23, 19]),
+        // C/groups not a multiple of 8: the element-wise loader (a stem; C/groups 12; reflect).
+        (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]),
+        (24, 40, 2, [3, 3], [1, 1], [1, 1], [1, 2], PaddingMode::Reflect, 2, [9, 12]),
+        (5, 70, 1, [2, 3], [1, 1], [0, 1], [1, 1], PaddingMode::Circular, 3, [6, 5]),
     ];
     for (c, k, groups, kernel, stride, pad, dil, mode, n, hw) in cases {
         let o = ConvOptions::<2>::new(kernel)
@@ -791,10 +795,25 @@ fn channels_last_matches_channels_first_everywhere() {
             .to_device(CUDA)
             .unwrap();
     let exact = dense.clone().with_precision(Precision::Exact);
+    // groups == C == K (a multiple of 8): the channels-last depthwise kernel, both layouts.
+    let o = ConvOptions::<2>::new([3, 3])
+        .stride([2, 1])
+        .dilation([2, 1])
+        .padding(Padding::Explicit([2, 1]))
+        .padding_mode(PaddingMode::Reflect)
+        .groups(16)
+        .bias(true);
+    let shape = qconv::Conv2d::weight_shape(16, 16, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let dw8_cpu =
+        qconv::Conv2d::from_float_observed(w, Some(Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap()), o)
+            .unwrap();
+    let dw8 = dw8_cpu.to_device(CUDA).unwrap();
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         let x = make_input(&mut rng, &[2, 16, 9, 10], dtype);
+        check_module(&dw8_cpu, &x, "depthwise, channels-last kernel");
         let (xd, xl) = (x.to_device(CUDA).unwrap(), channels_last(&x).to_device(CUDA).unwrap());
-        for (name, m) in [("depthwise", &dw), ("dense", &dense), ("dense exact", &exact)] {
+        for (name, m) in [("depthwise x2", &dw), ("depthwise", &dw8), ("dense", &dense), ("dense exact", &exact)] {
             let a = m.forward(&xd).unwrap().to_device(Device::Cpu).unwrap();
             let b = m.forward_channels_last(&xl).unwrap().to_device(Device::Cpu).unwrap();
             assert_eq!(channels_first(&b), a, "{name} {dtype}");

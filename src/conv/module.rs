@@ -70,10 +70,13 @@ struct CudaWeights {
     /// `get_weight()` in the module's weight layout, float32.
     weight: CudaSlice<f32>,
     bias: Option<CudaSlice<f32>>,
-    /// For the tensor-core kernel (forward, `C/groups` a multiple of 8): `get_weight()` packed
-    /// `[K][taps][C/groups]` and rounded to binary16 / bfloat16 (bit patterns).
+    /// For the tensor-core kernel: `get_weight()` packed `[K][row]` (tap-major, then channel, rows
+    /// zero-padded to a multiple of 8) and rounded to binary16 / bfloat16 (bit patterns).
     tc_f16: Option<CudaSlice<u16>>,
     tc_bf16: Option<CudaSlice<u16>>,
+    /// For the channels-last depthwise kernel (`groups == C == K`, a multiple of 8):
+    /// `get_weight()` packed `[taps][C]`, float32 (unrounded: that kernel is exact).
+    dw: Option<CudaSlice<f32>>,
 }
 
 /// What is computed from weight + qparams once per change.
@@ -264,7 +267,9 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let derived =
             Arc::new(Self::derive(self.in_channels, self.out_channels, &self.options, &self.weight, &self.qparams)?);
         let cuda = match self.device {
-            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref(), self.tc_dims())?)),
+            Device::Cuda(n) => {
+                Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?))
+            }
             Device::Cpu => None,
         };
         self.derived = derived;
@@ -272,22 +277,32 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
-    /// `(K, C/groups, taps)` when the tensor-core kernel can run this module (forward,
-    /// `C/groups` a multiple of 8), else `None`.
+    /// `(K, C/groups, taps)` when the tensor-core kernel can run this module (forward, `C/groups`
+    /// a multiple of 8 or at least 16 output channels per group), else `None`.
     fn tc_dims(&self) -> Option<(usize, usize, usize)> {
-        let cg = self.in_channels / self.options.groups.max(1);
-        (!TRANSPOSED && cg > 0 && cg.is_multiple_of(8))
+        let groups = self.options.groups.max(1);
+        let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
+        (!TRANSPOSED && cg > 0 && kg > 0 && (cg.is_multiple_of(8) || kg >= 16))
             .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product()))
+    }
+
+    /// `(C, taps)` when the channels-last depthwise kernel can run this module (forward,
+    /// `groups == in_channels == out_channels`, a multiple of 8), else `None`.
+    fn dw_dims(&self) -> Option<(usize, usize)> {
+        let c = self.in_channels;
+        (!TRANSPOSED && self.options.groups == c && self.out_channels == c && c > 0 && c.is_multiple_of(8))
+            .then(|| (c, self.options.kernel_size.iter().product()))
     }
 
     /// Uploads the fake-quantized weight and the bias to device `ordinal` (enqueued on the
     /// device's default stream), plus the tensor-core copies of the weight when `tc` gives
-    /// `(K, C/groups, taps)`.
+    /// `(K, C/groups, taps)` and the depthwise copy when `dw` gives `(C, taps)`.
     fn upload(
         ordinal: usize,
         weight_fq: &Tensor,
         bias: Option<&Tensor>,
         tc: Option<(usize, usize, usize)>,
+        dw: Option<(usize, usize)>,
     ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
         let fq = weight_fq.as_slice::<f32>()?;
@@ -298,14 +313,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         };
         let (mut tc_f16, mut tc_bf16) = (None, None);
         if let Some((k, cg, taps)) = tc {
-            // [K, Cg, taps] -> [K, taps, Cg], rounded to nearest even.
-            let mut h = vec![0u16; fq.len()];
-            let mut b = vec![0u16; fq.len()];
+            // [K, Cg, taps] -> [K][row] with row = taps*Cg rounded up to 8 (zero-padded),
+            // tap-major then channel, rounded to nearest even.
+            let row = crate::cuda::launch::tc_weight_row(cg, taps);
+            let mut h = vec![0u16; k * row];
+            let mut b = vec![0u16; k * row];
             for ko in 0..k {
                 for c in 0..cg {
                     for t in 0..taps {
                         let v = fq[(ko * cg + c) * taps + t];
-                        let i = (ko * taps + t) * cg + c;
+                        let i = ko * row + t * cg + c;
                         h[i] = half::f16::from_f32(v).to_bits();
                         b[i] = half::bf16::from_f32(v).to_bits();
                     }
@@ -314,7 +331,20 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             tc_f16 = Some(runtime.htod(&h, None)?);
             tc_bf16 = Some(runtime.htod(&b, None)?);
         }
-        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16 })
+        let dw = match dw {
+            Some((c, taps)) => {
+                // [C, 1, taps] -> [taps, C].
+                let mut packed = vec![0f32; c * taps];
+                for ch in 0..c {
+                    for t in 0..taps {
+                        packed[t * c + ch] = fq[ch * taps + t];
+                    }
+                }
+                Some(runtime.htod(&packed, None)?)
+            }
+            None => None,
+        };
+        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw })
     }
 
     /// How CUDA forward passes multiply f16/bf16 activations (see [`Precision`]).
@@ -444,7 +474,9 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Self::check_bias(b, self.out_channels)?;
         }
         let cuda = match self.device {
-            Device::Cuda(n) => Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref(), self.tc_dims())?)),
+            Device::Cuda(n) => {
+                Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref(), self.tc_dims(), self.dw_dims())?))
+            }
             Device::Cpu => None,
         };
         self.options.bias = bias.is_some();
@@ -478,7 +510,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Device::Cpu => None,
             Device::Cuda(_) if self.device == device => self.cuda.clone(),
             Device::Cuda(n) => {
-                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref(), self.tc_dims())?;
+                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?;
                 Self::self_check(&w, &self.weight, &self.derived.weight_fq, &self.qparams)?;
                 Some(Arc::new(w))
             }
@@ -747,6 +779,29 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             _ => None,
         };
         let bias = cw.bias.as_ref();
+        // The depthwise kernel decodes its work items (outputs / 8) in 32 bits.
+        let dw_items_ok = out_len / 8 <= i32::MAX as usize;
+        if let Some(wd) = cw.dw.as_ref().filter(|_| dw_items_ok) {
+            // Depthwise: the channels-last kernel (exact, any dtype), with transposes around it
+            // for channels-first tensors.
+            let y = match layout {
+                Layout::ChannelsLast => {
+                    let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+                    rt.conv_device_dw_nhwc(problem, dtype, wd, bias, &xs.bytes, &mut y, stream)?;
+                    y
+                }
+                Layout::ChannelsFirst => {
+                    let mut xt = rt.alloc_uninit::<u8>(in_bytes, stream)?;
+                    rt.transpose_device(&xs.bytes, &mut xt, es, n, c, in_sp, stream)?;
+                    let mut yt = rt.alloc_uninit::<u8>(bytes, stream)?;
+                    rt.conv_device_dw_nhwc(problem, dtype, wd, bias, &xt, &mut yt, stream)?;
+                    let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+                    rt.transpose_device(&yt, &mut y, es, n, out_sp, k, stream)?;
+                    y
+                }
+            };
+            return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
+        }
         let y = match (tc_weight, layout) {
             (Some(w), Layout::ChannelsLast) => {
                 let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::kernels::{KernelSource, HEADERS};
 use super::nvrtc::{self, parse_ptxas_log, Arch, CompiledKernel};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Magic bytes at the start of every cache file (the trailing digit is the format version).
 const MAGIC: &[u8; 8] = b"QCKCUBN1";
@@ -297,14 +297,36 @@ impl KernelCache {
         Ok(self.remember(key, compiled))
     }
 
-    /// Compiles (or loads) every kernel source for every architecture in `archs`, in order —
-    /// what `qconv warmup` does. One result per (source, architecture); failures do not stop the
-    /// others.
+    /// Compiles (or loads) every kernel program for every architecture in `archs` — what
+    /// `qconv warmup` and [`crate::cuda::runtime::Runtime::load_all`] do — on up to
+    /// `available_parallelism` threads (NVRTC compiles one program per thread). One result per
+    /// (program, architecture), in order; failures do not stop the others.
     pub fn warm_all(&self, archs: &[Arch]) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
-        archs
-            .iter()
-            .flat_map(|&arch| KernelSource::ALL.into_iter().map(move |source| (source, arch)))
-            .map(|(source, arch)| (source, arch, self.get(source, arch, &[])))
+        let jobs: Vec<(KernelSource, Arch)> =
+            archs.iter().flat_map(|&arch| KernelSource::ALL.into_iter().map(move |source| (source, arch))).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, jobs.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<Arc<CompiledKernel>>>>> =
+            Mutex::new((0..jobs.len()).map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(source, arch)) = jobs.get(i) else { break };
+                    let r = self.get(source, arch, &[]);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        jobs.into_iter()
+            .zip(results)
+            .map(|((source, arch), r)| {
+                let r = r.unwrap_or_else(|| {
+                    Err(Error::Cuda { call: "kernel warm-up", message: "a compile thread stopped early".into() })
+                });
+                (source, arch, r)
+            })
             .collect()
     }
 
@@ -391,15 +413,15 @@ mod tests {
     #[test]
     fn keys_depend_on_every_input() {
         let o = vec!["-arch=sm_80".to_string()];
-        let base = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 2));
-        assert_eq!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 2)));
-        assert_ne!(base, CacheKey::new(KernelSource::ConvTranspose, Arch::new(8, 0), &o, (13, 2)));
-        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(9, 0), &o, (13, 2)));
-        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &o, (13, 1)));
-        assert_ne!(base, CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["-lineinfo".into()], (13, 2)));
+        let base = CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &o, (13, 2));
+        assert_eq!(base, CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::ConvTransposeF32, Arch::new(8, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::ConvF32, Arch::new(9, 0), &o, (13, 2)));
+        assert_ne!(base, CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &o, (13, 1)));
+        assert_ne!(base, CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &["-lineinfo".into()], (13, 2)));
         // Field boundaries matter: ["ab", "c"] differs from ["a", "bc"].
-        let ab = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["ab".into(), "c".into()], (13, 2));
-        let bc = CacheKey::new(KernelSource::Conv, Arch::new(8, 0), &["a".into(), "bc".into()], (13, 2));
+        let ab = CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &["ab".into(), "c".into()], (13, 2));
+        let bc = CacheKey::new(KernelSource::ConvF32, Arch::new(8, 0), &["a".into(), "bc".into()], (13, 2));
         assert_ne!(ab, bc);
         assert_eq!(base.hex().len(), 32);
     }

@@ -21,32 +21,66 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("conv_igemm.cuh", include_str!("../../cuda/conv_igemm.cuh")),
 ];
 
-/// One kernel source file (one NVRTC program).
+/// One NVRTC program: a source file of `cuda/`, or one part of it selected by a `QC_PART`
+/// define (the convolution files are split by dtype or kernel family so that the programs are
+/// small and compile in parallel). Each program is compiled once per architecture into one CUBIN
+/// holding all of its entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelSource {
     /// `cuda/fakequant.cu`: fake-quant and quantize-only kernels.
     FakeQuant,
-    /// `cuda/conv.cu`: forward convolution (implicit GEMM and direct).
-    Conv,
-    /// `cuda/conv_transpose.cu`: transposed convolution in gather form.
-    ConvTranspose,
-    /// `cuda/conv_tc.cu`: tensor-core forward convolution (f16/bf16) and the layout transposes.
-    ConvTc,
+    /// `cuda/conv.cu`, f32 activations: forward convolution (implicit GEMM and direct).
+    ConvF32,
+    /// `cuda/conv.cu`, f16 activations.
+    ConvF16,
+    /// `cuda/conv.cu`, bf16 activations.
+    ConvBf16,
+    /// `cuda/conv_transpose.cu`, f32 activations: transposed convolution in gather form.
+    ConvTransposeF32,
+    /// `cuda/conv_transpose.cu`, f16 activations.
+    ConvTransposeF16,
+    /// `cuda/conv_transpose.cu`, bf16 activations.
+    ConvTransposeBf16,
+    /// `cuda/conv_tc.cu`: tensor-core tiles with 16-byte loads, f16.
+    ConvTcF16,
+    /// `cuda/conv_tc.cu`: tensor-core tiles with 16-byte loads, bf16.
+    ConvTcBf16,
+    /// `cuda/conv_tc.cu`: tensor-core tiles with the element-wise loader, f16 and bf16.
+    ConvTcGather,
+    /// `cuda/conv_tc.cu`: channels-last depthwise kernels and the layout transposes.
+    ConvTcMisc,
 }
 
 impl KernelSource {
-    /// Every source, in a fixed order.
-    pub const ALL: [KernelSource; 4] =
-        [KernelSource::FakeQuant, KernelSource::Conv, KernelSource::ConvTranspose, KernelSource::ConvTc];
+    /// Every program, in a fixed order.
+    pub const ALL: [KernelSource; 11] = [
+        KernelSource::FakeQuant,
+        KernelSource::ConvF32,
+        KernelSource::ConvF16,
+        KernelSource::ConvBf16,
+        KernelSource::ConvTransposeF32,
+        KernelSource::ConvTransposeF16,
+        KernelSource::ConvTransposeBf16,
+        KernelSource::ConvTcF16,
+        KernelSource::ConvTcBf16,
+        KernelSource::ConvTcGather,
+        KernelSource::ConvTcMisc,
+    ];
 
-    /// Short name (`"fakequant"`, `"conv"`, `"conv_transpose"`, `"conv_tc"`), used in cache file
-    /// names.
+    /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
     pub fn name(&self) -> &'static str {
         match self {
             KernelSource::FakeQuant => "fakequant",
-            KernelSource::Conv => "conv",
-            KernelSource::ConvTranspose => "conv_transpose",
-            KernelSource::ConvTc => "conv_tc",
+            KernelSource::ConvF32 => "conv_f32",
+            KernelSource::ConvF16 => "conv_f16",
+            KernelSource::ConvBf16 => "conv_bf16",
+            KernelSource::ConvTransposeF32 => "conv_transpose_f32",
+            KernelSource::ConvTransposeF16 => "conv_transpose_f16",
+            KernelSource::ConvTransposeBf16 => "conv_transpose_bf16",
+            KernelSource::ConvTcF16 => "conv_tc_f16",
+            KernelSource::ConvTcBf16 => "conv_tc_bf16",
+            KernelSource::ConvTcGather => "conv_tc_gather",
+            KernelSource::ConvTcMisc => "conv_tc_misc",
         }
     }
 
@@ -54,29 +88,40 @@ impl KernelSource {
     pub fn file_name(&self) -> &'static str {
         match self {
             KernelSource::FakeQuant => "fakequant.cu",
-            KernelSource::Conv => "conv.cu",
-            KernelSource::ConvTranspose => "conv_transpose.cu",
-            KernelSource::ConvTc => "conv_tc.cu",
+            KernelSource::ConvF32 | KernelSource::ConvF16 | KernelSource::ConvBf16 => "conv.cu",
+            KernelSource::ConvTransposeF32 | KernelSource::ConvTransposeF16 | KernelSource::ConvTransposeBf16 => {
+                "conv_transpose.cu"
+            }
+            KernelSource::ConvTcF16
+            | KernelSource::ConvTcBf16
+            | KernelSource::ConvTcGather
+            | KernelSource::ConvTcMisc => "conv_tc.cu",
         }
     }
 
     /// The source text, embedded at build time.
     pub fn source(&self) -> &'static str {
-        match self {
-            KernelSource::FakeQuant => include_str!("../../cuda/fakequant.cu"),
-            KernelSource::Conv => include_str!("../../cuda/conv.cu"),
-            KernelSource::ConvTranspose => include_str!("../../cuda/conv_transpose.cu"),
-            KernelSource::ConvTc => include_str!("../../cuda/conv_tc.cu"),
+        match self.file_name() {
+            "fakequant.cu" => include_str!("../../cuda/fakequant.cu"),
+            "conv.cu" => include_str!("../../cuda/conv.cu"),
+            "conv_transpose.cu" => include_str!("../../cuda/conv_transpose.cu"),
+            _ => include_str!("../../cuda/conv_tc.cu"),
         }
     }
 
-    /// Compiler options specific to this source, added after [`crate::cuda::nvrtc::BASE_OPTIONS`]
-    /// (macro defines would go here; every variant is currently a template instantiation).
+    /// Compiler options specific to this program, added after
+    /// [`crate::cuda::nvrtc::BASE_OPTIONS`]: the `QC_PART` define that selects its entry points.
     pub fn options(&self) -> &'static [&'static str] {
-        &[]
+        match self {
+            KernelSource::FakeQuant => &[],
+            KernelSource::ConvF32 | KernelSource::ConvTransposeF32 | KernelSource::ConvTcF16 => &["-DQC_PART=1"],
+            KernelSource::ConvF16 | KernelSource::ConvTransposeF16 | KernelSource::ConvTcBf16 => &["-DQC_PART=2"],
+            KernelSource::ConvBf16 | KernelSource::ConvTransposeBf16 | KernelSource::ConvTcGather => &["-DQC_PART=3"],
+            KernelSource::ConvTcMisc => &["-DQC_PART=4"],
+        }
     }
 
-    /// The entry points this source defines.
+    /// The entry points this program defines.
     pub fn variants(&self) -> impl Iterator<Item = &'static KernelVariant> {
         let source = *self;
         all_variants().filter(move |v| v.source == source)
@@ -91,12 +136,12 @@ impl fmt::Display for KernelSource {
 
 impl FromStr for KernelSource {
     type Err = Error;
-    /// Parses a short name or file name (`"conv"` or `"conv.cu"`).
+    /// Parses a short name (`"conv_f16"`, see [`KernelSource::name`]).
     fn from_str(s: &str) -> Result<Self> {
-        KernelSource::ALL.into_iter().find(|k| k.name() == s || k.file_name() == s).ok_or_else(|| Error::Parse {
-            what: "kernel source",
+        KernelSource::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Parse {
+            what: "kernel program",
             value: s.to_string(),
-            expected: "fakequant, conv, conv_transpose or conv_tc".into(),
+            expected: KernelSource::ALL.map(|k| k.name()).join(", "),
         })
     }
 }
@@ -173,16 +218,18 @@ pub enum TcTile {
     T128x64,
     /// 64 positions × 64 channels, 4 warps of 32×32, 4 stages (32 KiB shared).
     T64x64,
+    /// 128 × 64 with the element-wise input loader: any `C/groups` (e.g. a 3-channel stem).
+    Gather128x64,
 }
 
 impl TcTile {
     /// Every tensor-core tile.
-    pub const ALL: [TcTile; 3] = [TcTile::T128x128, TcTile::T128x64, TcTile::T64x64];
+    pub const ALL: [TcTile; 4] = [TcTile::T128x128, TcTile::T128x64, TcTile::T64x64, TcTile::Gather128x64];
 
     /// Output positions per block (GEMM M).
     pub fn bm(&self) -> u32 {
         match self {
-            TcTile::T128x128 | TcTile::T128x64 => 128,
+            TcTile::T128x128 | TcTile::T128x64 | TcTile::Gather128x64 => 128,
             TcTile::T64x64 => 64,
         }
     }
@@ -191,15 +238,21 @@ impl TcTile {
     pub fn bn(&self) -> u32 {
         match self {
             TcTile::T128x128 => 128,
-            TcTile::T128x64 | TcTile::T64x64 => 64,
+            TcTile::T128x64 | TcTile::T64x64 | TcTile::Gather128x64 => 64,
         }
+    }
+
+    /// `true` for the tiles that load the input in 16-byte channel vectors (`C/groups` a
+    /// multiple of 8); `false` for the element-wise loader.
+    pub fn vector_loads(&self) -> bool {
+        *self != TcTile::Gather128x64
     }
 
     /// Threads per block.
     pub fn threads(&self) -> u32 {
         match self {
             TcTile::T128x128 => 256,
-            TcTile::T128x64 | TcTile::T64x64 => 128,
+            TcTile::T128x64 | TcTile::T64x64 | TcTile::Gather128x64 => 128,
         }
     }
 
@@ -215,6 +268,7 @@ impl TcTile {
             TcTile::T128x128 => "128x128",
             TcTile::T128x64 => "128x64",
             TcTile::T64x64 => "64x64",
+            TcTile::Gather128x64 => "gather",
         }
     }
 }
@@ -228,6 +282,9 @@ pub enum ConvAlgo {
     Direct,
     /// Tensor-core implicit GEMM (f16/bf16, channels-last input, weight in the activation dtype).
     TensorCore(TcTile),
+    /// Depthwise convolution on channels-last tensors (8 channels per thread, CUDA cores, f32
+    /// weights packed `[taps][C]`).
+    DepthwiseNhwc,
 }
 
 /// What a kernel entry point computes.
@@ -294,43 +351,48 @@ macro_rules! conv_variants {
 
 /// Every kernel variant, grouped by source.
 pub static VARIANTS: &[KernelVariant] = conv_variants![
-    "qc_conv_fwd_f32_t128", Conv, false, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, false>";
-    "qc_conv_fwd_f32_t64", Conv, false, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, false>";
-    "qc_conv_fwd_f32_m32", Conv, false, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, false>";
-    "qc_conv_fwd_f16_t128", Conv, false, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, false>";
-    "qc_conv_fwd_f16_t64", Conv, false, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, false>";
-    "qc_conv_fwd_f16_m32", Conv, false, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, false>";
-    "qc_conv_fwd_bf16_t128", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, false>";
-    "qc_conv_fwd_bf16_t64", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, false>";
-    "qc_conv_fwd_bf16_m32", Conv, false, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, false>";
-    "qc_conv_fwd_f32_direct", Conv, false, F32, ConvAlgo::Direct, "qc_conv_direct<float, false>";
-    "qc_conv_fwd_f16_direct", Conv, false, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, false>";
-    "qc_conv_fwd_bf16_direct", Conv, false, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, false>";
-    "qc_conv_tr_f32_t128", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, true>";
-    "qc_conv_tr_f32_t64", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, true>";
-    "qc_conv_tr_f32_m32", ConvTranspose, true, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, true>";
-    "qc_conv_tr_f16_t128", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, true>";
-    "qc_conv_tr_f16_t64", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, true>";
-    "qc_conv_tr_f16_m32", ConvTranspose, true, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, true>";
-    "qc_conv_tr_bf16_t128", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, true>";
-    "qc_conv_tr_bf16_t64", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, true>";
-    "qc_conv_tr_bf16_m32", ConvTranspose, true, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, true>";
-    "qc_conv_tr_f32_direct", ConvTranspose, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
-    "qc_conv_tr_f16_direct", ConvTranspose, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
-    "qc_conv_tr_bf16_direct", ConvTranspose, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
-    "qc_conv_tc_f16_128x128", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3>";
-    "qc_conv_tc_f16_128x64", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4>";
-    "qc_conv_tc_f16_64x64", ConvTc, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4>";
-    "qc_conv_tc_bf16_128x128", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3>";
-    "qc_conv_tc_bf16_128x64", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4>";
-    "qc_conv_tc_bf16_64x64", ConvTc, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4>";
+    "qc_conv_fwd_f32_t128", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, false>";
+    "qc_conv_fwd_f32_t64", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, false>";
+    "qc_conv_fwd_f32_m32", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, false>";
+    "qc_conv_fwd_f16_t128", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, false>";
+    "qc_conv_fwd_f16_t64", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, false>";
+    "qc_conv_fwd_f16_m32", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, false>";
+    "qc_conv_fwd_bf16_t128", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, false>";
+    "qc_conv_fwd_bf16_t64", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, false>";
+    "qc_conv_fwd_bf16_m32", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, false>";
+    "qc_conv_fwd_f32_direct", ConvF32, false, F32, ConvAlgo::Direct, "qc_conv_direct<float, false>";
+    "qc_conv_fwd_f16_direct", ConvF16, false, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, false>";
+    "qc_conv_fwd_bf16_direct", ConvBf16, false, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, false>";
+    "qc_conv_tr_f32_t128", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, true>";
+    "qc_conv_tr_f32_t64", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, true>";
+    "qc_conv_tr_f32_m32", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, true>";
+    "qc_conv_tr_f16_t128", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, true>";
+    "qc_conv_tr_f16_t64", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, true>";
+    "qc_conv_tr_f16_m32", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, true>";
+    "qc_conv_tr_bf16_t128", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, true>";
+    "qc_conv_tr_bf16_t64", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, true>";
+    "qc_conv_tr_bf16_m32", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, true>";
+    "qc_conv_tr_f32_direct", ConvTransposeF32, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
+    "qc_conv_tr_f16_direct", ConvTransposeF16, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
+    "qc_conv_tr_bf16_direct", ConvTransposeBf16, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
+    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true>";
+    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true>";
+    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true>";
+    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true>";
+    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true>";
+    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true>";
+    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false>";
+    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false>";
+    "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<float>";
+    "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_half>";
+    "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_bf16>";
 ];
 
 /// The layout kernels (`cuda/conv_tc.cu`).
 pub static TRANSPOSE_VARIANTS: [KernelVariant; 2] = [
     KernelVariant {
         name: "qc_transpose_b16",
-        source: KernelSource::ConvTc,
+        source: KernelSource::ConvTcMisc,
         kind: KernelKind::Transpose(2),
         dtype: None,
         transposed: false,
@@ -338,7 +400,7 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 2] = [
     },
     KernelVariant {
         name: "qc_transpose_b32",
-        source: KernelSource::ConvTc,
+        source: KernelSource::ConvTcMisc,
         kind: KernelKind::Transpose(4),
         dtype: None,
         transposed: false,
@@ -389,19 +451,23 @@ mod tests {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 for algo in ConvTile::ALL.map(ConvAlgo::Tiled).into_iter().chain([ConvAlgo::Direct]) {
                     let v = conv_variant(transposed, dtype, algo).unwrap();
-                    assert_eq!(v.source, if transposed { KernelSource::ConvTranspose } else { KernelSource::Conv });
+                    assert_eq!(v.source.file_name(), if transposed { "conv_transpose.cu" } else { "conv.cu" });
                 }
                 for tile in TcTile::ALL {
                     let v = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
                     assert_eq!(v.is_some(), !transposed && dtype != DType::F32, "{transposed} {dtype} {tile:?}");
                     if let Some(v) = v {
-                        assert_eq!(v.source, KernelSource::ConvTc);
+                        assert_eq!(v.source.file_name(), "conv_tc.cu");
                         assert!(v.name.ends_with(tile.suffix()));
                     }
                 }
             }
         }
-        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 3);
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            assert_eq!(conv_variant(false, dtype, ConvAlgo::DepthwiseNhwc).unwrap().source, KernelSource::ConvTcMisc);
+            assert!(conv_variant(true, dtype, ConvAlgo::DepthwiseNhwc).is_none());
+        }
+        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 4 + 3);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());
@@ -411,7 +477,6 @@ mod tests {
     fn sources_parse_and_include_only_known_headers() {
         for s in KernelSource::ALL {
             assert_eq!(s.name().parse::<KernelSource>().unwrap(), s);
-            assert_eq!(s.file_name().parse::<KernelSource>().unwrap(), s);
             for text in std::iter::once(s.source()).chain(HEADERS.iter().map(|h| h.1)) {
                 // params.h includes <stdint.h> for host compilers (bindgen) only.
                 let includes =
@@ -432,5 +497,6 @@ mod tests {
         assert_eq!(TcTile::T128x128.shared_bytes(), 49152);
         assert_eq!(TcTile::T128x64.shared_bytes(), 49152);
         assert_eq!(TcTile::T64x64.shared_bytes(), 32768);
+        assert_eq!(TcTile::Gather128x64.shared_bytes(), 49152);
     }
 }

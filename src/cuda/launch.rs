@@ -248,28 +248,44 @@ pub fn check_conv_params(p: &QcConvParams) -> Result<()> {
 }
 
 /// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: a forward
-/// convolution with f16 or bf16 activations and `C/groups` a multiple of 8 (16-byte channel
-/// vectors). Depthwise convolutions, the 3-channel stem and transposed convolutions are not.
+/// convolution with f16 or bf16 activations, and either `C/groups` a multiple of 8 (16-byte
+/// channel vectors) or at least 16 output channels per group (the element-wise loader, e.g. a
+/// 3-channel stem). Depthwise and transposed convolutions are not.
 pub fn tc_supported(p: &QcConvParams, dtype: DType) -> bool {
-    p.transposed == 0 && matches!(dtype, DType::F16 | DType::BF16) && p.cg > 0 && p.cg % 8 == 0 && p.kg > 0
+    p.transposed == 0
+        && matches!(dtype, DType::F16 | DType::BF16)
+        && p.cg > 0
+        && p.kg > 0
+        && (p.cg % 8 == 0 || p.kg >= 16)
+}
+
+/// Elements per row of the packed tensor-core weight: `taps * C/groups` rounded up to 8.
+pub fn tc_weight_row(cg: usize, taps: usize) -> usize {
+    (cg * taps).div_ceil(8) * 8
 }
 
 /// [`conv_params`] for the tensor-core kernel: the same problem with the weight described as
-/// packed `[K][taps][C/groups]` in the activation dtype, and the output layout.
+/// packed `[K][row]` in the activation dtype (`row` = [`tc_weight_row`], tap-major then channel,
+/// zero-padded), and the output layout.
 pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> Result<QcConvParams> {
     let mut p = conv_params(problem, has_bias)?;
-    let (cg, kg, taps) = (p.cg as i64, p.kg as i64, p.taps as i64);
-    p.w_stride_group = kg * taps * cg;
-    p.w_stride_m = taps * cg;
+    let (cg, kg) = (p.cg as i64, p.kg as i64);
+    let row = tc_weight_row(p.cg.max(0) as usize, p.taps.max(0) as usize) as i64;
+    p.w_stride_group = kg * row;
+    p.w_stride_m = row;
     p.w_stride_c = 1;
     p.w_stride_tap = cg;
     p.out_nhwc = out_nhwc as i32;
     Ok(p)
 }
 
-/// The tensor-core tile for `p`: the largest tile that still gives at least two blocks per
-/// multiprocessor (128 channels per block only when a group has more than 64), else 64×64.
+/// The tensor-core tile for `p`: the element-wise loader when `C/groups` is not a multiple of 8;
+/// otherwise the largest tile that still gives at least two blocks per multiprocessor (128
+/// channels per block only when a group has more than 64), else 64×64.
 pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
+    if p.cg % 8 != 0 {
+        return TcTile::Gather128x64;
+    }
     let m = (p.batch.max(0) as u64).saturating_mul(p.out_spatial.max(0) as u64);
     let blocks = |t: TcTile| {
         ceil_div(m, t.bm() as u64)
@@ -284,6 +300,34 @@ pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
     } else {
         TcTile::T64x64
     }
+}
+
+/// Whether the channels-last depthwise kernel (`qc_dw_nhwc_*`) computes `p`: a forward
+/// convolution with `groups == in_channels == out_channels`, a multiple of 8 (any dtype).
+pub fn dw_nhwc_supported(p: &QcConvParams) -> bool {
+    p.transposed == 0
+        && p.groups == p.in_channels
+        && p.in_channels == p.out_channels
+        && p.in_channels > 0
+        && p.in_channels % 8 == 0
+}
+
+/// Work items of the channels-last depthwise kernel: `batch * out_spatial * C / 8` (the kernel
+/// takes fewer than 2^31).
+pub fn dw_nhwc_items(p: &QcConvParams) -> Result<u64> {
+    Ok(mul("depthwise work items", &[p.batch as u64, p.out_spatial as u64, (p.in_channels / 8) as u64])? as u64)
+}
+
+/// [`conv_params`] for the channels-last depthwise kernel: the weight described as packed
+/// `[taps][C]` float32, `out_nhwc = 1`.
+pub fn dw_nhwc_params(problem: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
+    let mut p = conv_params(problem, has_bias)?;
+    p.w_stride_group = 1;
+    p.w_stride_m = 0;
+    p.w_stride_c = 0;
+    p.w_stride_tap = p.in_channels as i64;
+    p.out_nhwc = 1;
+    Ok(p)
 }
 
 /// Threads per block of the layout kernels (32 × 8).
@@ -354,19 +398,49 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
     if p.batch == 0 || p.out_channels == 0 || p.out_spatial == 0 {
         return Ok(None);
     }
-    if p.out_nhwc != 0 && !matches!(algo, ConvAlgo::TensorCore(_)) {
-        return Err(Error::config("QcConvParams", "(kernel arguments)", "out_nhwc = 1 needs the tensor-core kernel"));
+    if p.out_nhwc != 0 && !matches!(algo, ConvAlgo::TensorCore(_) | ConvAlgo::DepthwiseNhwc) {
+        return Err(Error::config(
+            "QcConvParams",
+            "(kernel arguments)",
+            "out_nhwc = 1 needs a channels-last kernel (tensor cores or depthwise)",
+        ));
     }
     match algo {
+        ConvAlgo::DepthwiseNhwc => {
+            if !dw_nhwc_supported(p) || p.out_nhwc != 1 {
+                return Err(Error::config(
+                    "QcConvParams",
+                    "(kernel arguments)",
+                    "the channels-last depthwise kernel needs groups == in_channels == out_channels, a multiple of 8, a forward convolution and out_nhwc = 1",
+                ));
+            }
+            let items = dw_nhwc_items(p)?;
+            if items > i32::MAX as u64 {
+                return Err(Error::Unsupported {
+                    op: format!("the channels-last depthwise kernel with {items} work items"),
+                    device: "CUDA".into(),
+                    reason: "it decodes work items in 32 bits: at most 2^31 - 1 (outputs / 8)".into(),
+                });
+            }
+            let blocks = ceil_div(items, DIRECT_THREADS as u64).clamp(1, MAX_GRID_STRIDE_BLOCKS);
+            Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (DIRECT_THREADS, 1, 1), dynamic_shared_bytes: 0 }))
+        }
         ConvAlgo::TensorCore(tile) => {
-            if p.transposed != 0 || p.cg % 8 != 0 {
+            if p.transposed != 0 || (tile.vector_loads() && p.cg % 8 != 0) {
                 return Err(Error::config(
                     "QcConvParams",
                     "(kernel arguments)",
                     format!(
-                        "the tensor-core kernel needs a forward convolution with in_channels/groups a multiple of 8 (got {})",
+                        "the tensor-core kernel needs a forward convolution, and its {tile:?} tile in_channels/groups a multiple of 8 (got {})",
                         p.cg
                     ),
+                ));
+            }
+            if p.w_stride_m != tc_weight_row(p.cg as usize, p.taps as usize) as i64 {
+                return Err(Error::config(
+                    "QcConvParams",
+                    "(kernel arguments)",
+                    "w_stride_m must be the packed tensor-core weight row (tc_weight_row)",
                 ));
             }
             let m = mul("GEMM rows (batch x output positions)", &[p.batch as u64, p.out_spatial as u64])? as u64;
@@ -675,7 +749,8 @@ mod tests {
                 v
             }
         };
-        let w = if mode == QC_FQ_INT_PER_TENSOR { sf * (qf - zf) } else { (qf - zf) * sf };
+        // Per tensor s * (q - zp), per channel (q - zp) * s: the same product either way.
+        let w = (qf - zf) * sf;
         Some((qf as i64, w))
     }
 

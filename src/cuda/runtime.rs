@@ -35,9 +35,9 @@ use super::kernels::{
     all_variants, conv_variant, transpose_variant, ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
 };
 use super::launch::{
-    check_conv_params, choose_conv_algo, choose_tc_tile, conv_launch, conv_params, fakequant_args, fakequant_launch,
-    tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams, QcFakeQuantParams, QcTransposeParams,
-    QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
+    check_conv_params, choose_conv_algo, choose_tc_tile, conv_launch, conv_params, dw_nhwc_params, dw_nhwc_supported,
+    fakequant_args, fakequant_launch, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams,
+    QcFakeQuantParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -278,6 +278,11 @@ impl Runtime {
     /// Compiles (or loads from the cache) and loads every kernel variant for this device, so the
     /// first forward call does not pay for NVRTC.
     pub fn load_all(&self) -> Result<()> {
+        // Compile (or read from the disk cache) every program in parallel first; loading is then
+        // quick.
+        for (_, _, r) in kernel_cache().warm_all(&[self.arch]) {
+            r?;
+        }
         for v in all_variants() {
             self.function(v)?;
         }
@@ -459,8 +464,8 @@ impl Runtime {
 
 impl Runtime {
     /// Enqueues the tensor-core convolution (`cuda/conv_tc.cu`): `x` channels-last
-    /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][taps][C/groups]` as binary16 /
-    /// bfloat16 bit patterns (see `ConvModule`), optional float32 `bias`, into `y`
+    /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][row]` (tap-major, then channel,
+    /// rows of `tc_weight_row` elements, zero-padded) as binary16 / bfloat16 bit patterns, optional float32 `bias`, into `y`
     /// (channels-last when `out_nhwc`, else `[N, K, *out_size]`). Errors (before any launch) when
     /// the problem is not one the kernel computes ([`tc_supported`]), a buffer is too short or
     /// misaligned, or the grid exceeds its limits. Returns without waiting.
@@ -484,8 +489,8 @@ impl Runtime {
                 op: format!("the tensor-core convolution of {problem:?}"),
                 device: "CUDA".into(),
                 reason: format!(
-                    "it needs a forward convolution, f16 or bf16 activations (got {dtype}) and in_channels/groups a multiple of 8 (got {})",
-                    p.cg
+                    "it needs a forward convolution, f16 or bf16 activations (got {dtype}), and in_channels/groups a multiple of 8 (got {}) or at least 16 output channels per group (got {})",
+                    p.cg, p.kg
                 ),
             });
         }
@@ -497,7 +502,7 @@ impl Runtime {
         };
         let x_len = elems("input", &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
         let y_len = elems("output", &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
-        let w_len = elems("weight", &[p.out_channels as u64, p.cg as u64, p.taps as u64])?;
+        let w_len = elems("weight", &[p.out_channels as u64, p.w_stride_m as u64])?;
         let check = |what: &'static str, have: usize, need: usize| -> Result<()> {
             if have < need {
                 return Err(Error::shape(
@@ -537,6 +542,82 @@ impl Runtime {
                 op: "the tensor-core convolution".into(),
                 device: "CUDA".into(),
                 reason: "input and weight must be 16-byte aligned (whole device allocations are)".into(),
+            });
+        }
+        p.x = x_ptr;
+        p.w = w_ptr;
+        p.bias = b_ptr;
+        p.y = y_ptr;
+        self.launch(&f, dims, &p, s)
+    }
+
+    /// Enqueues the channels-last depthwise convolution (`qc_dw_nhwc_*`, any dtype): `x`
+    /// `[N, *in_size, C]` (bytes of `dtype`), `weight` the fake-quantized float32 weight packed
+    /// `[taps][C]`, optional float32 `bias`, into `y` `[N, *out_size, C]`. Errors (before any
+    /// launch) unless `groups == in_channels == out_channels` is a multiple of 8, or when a
+    /// buffer is too short or misaligned. Returns without waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_device_dw_nhwc(
+        &self,
+        problem: &ConvProblem,
+        dtype: DType,
+        weight: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        x: &CudaSlice<u8>,
+        y: &mut CudaSlice<u8>,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let s = self.pick(stream)?;
+        let mut p = dw_nhwc_params(problem, bias.is_some())?;
+        check_conv_params(&p)?;
+        if !dw_nhwc_supported(&p) {
+            return Err(Error::Unsupported {
+                op: format!("the channels-last depthwise convolution of {problem:?}"),
+                device: "CUDA".into(),
+                reason: "it needs groups == in_channels == out_channels, a multiple of 8".into(),
+            });
+        }
+        let es = dtype.size_in_bytes() as u64;
+        let need = |what: &'static str, have: usize, v: &[u64]| -> Result<()> {
+            let n = v
+                .iter()
+                .try_fold(1u64, |a, &b| a.checked_mul(b))
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| Error::Overflow(format!("{what} size {v:?}")))?;
+            if have < n {
+                return Err(Error::shape(what, &[have], format!("the device buffer must hold at least {n}")));
+            }
+            Ok(())
+        };
+        need("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, es])?;
+        need("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, es])?;
+        need("packed weight", weight.len(), &[p.in_channels as u64, p.taps as u64])?;
+        if let Some(b) = bias {
+            need("bias", b.len(), &[p.out_channels as u64])?;
+        }
+        let algo = ConvAlgo::DepthwiseNhwc;
+        let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
+        let variant = conv_variant(false, dtype, algo).ok_or_else(|| Error::Unsupported {
+            op: "the channels-last depthwise convolution".into(),
+            device: "CUDA".into(),
+            reason: format!("no kernel for {dtype}"),
+        })?;
+        let f = self.function(variant)?;
+        let (x_ptr, _gx) = x.device_ptr(s);
+        let (w_ptr, _gw) = weight.device_ptr(s);
+        let (b_ptr, _gb) = match bias {
+            Some(b) => {
+                let (ptr, g) = b.device_ptr(s);
+                (ptr, Some(g))
+            }
+            None => (0, None),
+        };
+        let (y_ptr, _gy) = y.device_ptr_mut(s);
+        if x_ptr % 16 != 0 || w_ptr % 16 != 0 || y_ptr % 16 != 0 {
+            return Err(Error::Unsupported {
+                op: "the channels-last depthwise convolution".into(),
+                device: "CUDA".into(),
+                reason: "input, weight and output must be 16-byte aligned (whole device allocations are)".into(),
             });
         }
         p.x = x_ptr;

@@ -32,7 +32,7 @@
  * Entry points: qc_conv_tc_<f16|bf16>_<BM>x<BN>; qc_transpose_b16 / qc_transpose_b32
  * (QcTransposeParams).
  */
-#include "common.cuh"
+#include "conv_igemm.cuh" /* common.cuh, qc_phase, qc_tap_set */
 
 #define QC_TC_BK 32
 
@@ -93,7 +93,7 @@ struct QcMma<qc_bf16> {
 /** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
 __device__ __forceinline__ int qc_swz(int row, int chunk) { return row * QC_TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
-template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A>
+template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A, bool TRANS>
 __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     constexpr int THREADS = WM * WN * 32;
     constexpr int BK = QC_TC_BK;
@@ -116,17 +116,33 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     const int warp_m = warp % WM;
     const int warp_n = warp / WM;
     const int g = blockIdx.z;
-    const long long m0 = (long long)blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
     const int cg = p.cg;
     const int kg = p.kg;
-    const int kred = p.taps * cg;
-    const long long wrow = p.w_stride_m; /* packed weight row: kred rounded up to 8, zero-padded */
+    const long long wrow = p.w_stride_m; /* packed weight row: taps*Cg rounded up to 8, zero-padded */
     const long long C = p.in_channels;
-    const long long m_total = (long long)p.batch * p.out_spatial;
     const T* x = reinterpret_cast<const T*>(p.x);
     const T* w = reinterpret_cast<const T*>(p.w);
     const int D = p.in_size[0], H = p.in_size[1], W = p.in_size[2];
+
+    /* Rows: forward, m = b*out_spatial + output position; transposed, m = b*sub_spatial + q in
+     * the phase's sub-grid (output o = r + q*stride), one phase per group of grid.x blocks. */
+    int ph[3] = {0, 0, 0};
+    QcTapSet ts;
+    long long m0, m_total;
+    if (TRANS) {
+        m_total = (long long)p.batch * p.sub_spatial;
+        const long long m_tiles = (m_total + BM - 1) / BM;
+        const int phase = (int)(blockIdx.x / m_tiles);
+        m0 = (long long)(blockIdx.x - (long long)phase * m_tiles) * BM;
+        qc_phase(p, phase, ph);
+        ts = qc_tap_set<true>(p, ph);
+    } else {
+        m_total = (long long)p.batch * p.out_spatial;
+        m0 = (long long)blockIdx.x * BM;
+        ts = qc_tap_set<false>(p, ph);
+    }
+    const int kred = ts.total * cg; /* reduction over the active taps */
 
     /* This thread's chunk column and its A rows (output positions), fixed for the whole loop. */
     const int kc = tid & 3;
@@ -138,15 +154,26 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         const long long m = m0 + (tid >> 2) + i * ROW_STEP;
         a_ok[i] = m < m_total;
         const long long mm = a_ok[i] ? m : 0;
-        const long long b = mm / p.out_spatial;
-        long long s = mm - b * p.out_spatial;
-        const int ow = (int)(s % p.out_size[2]);
-        s /= p.out_size[2];
-        const int oh = (int)(s % p.out_size[1]);
-        const int od = (int)(s / p.out_size[1]);
-        a_base[i][0] = od * p.stride[0] - p.pad[0];
-        a_base[i][1] = oh * p.stride[1] - p.pad[1];
-        a_base[i][2] = ow * p.stride[2] - p.pad[2];
+        const long long per = TRANS ? p.sub_spatial : p.out_spatial;
+        const int* sz = TRANS ? p.sub_size : p.out_size;
+        const long long b = mm / per;
+        long long s = mm - b * per;
+        const int c2 = (int)(s % sz[2]);
+        s /= sz[2];
+        const int c1 = (int)(s % sz[1]);
+        const int c0 = (int)(s / sz[1]);
+        if (TRANS) {
+            /* q; rows whose output r + q*stride falls past out_size are padding of the sub-grid. */
+            a_base[i][0] = c0;
+            a_base[i][1] = c1;
+            a_base[i][2] = c2;
+            a_ok[i] = a_ok[i] && ph[0] + c0 * p.stride[0] < p.out_size[0] && ph[1] + c1 * p.stride[1] < p.out_size[1] &&
+                      ph[2] + c2 * p.stride[2] < p.out_size[2];
+        } else {
+            a_base[i][0] = c0 * p.stride[0] - p.pad[0];
+            a_base[i][1] = c1 * p.stride[1] - p.pad[1];
+            a_base[i][2] = c2 * p.stride[2] - p.pad[2];
+        }
         a_xb[i] = b * p.in_spatial * C + (long long)g * cg;
     }
     const T* b_row[B_CH];
@@ -157,23 +184,34 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         b_ok[i] = k < kg;
         b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
     }
-    /* Reduction position of this thread's chunk: r = tap*Cg + c, tap = (j0, j1, j2). */
+    /* Reduction position of this thread's chunk: r = a*Cg + c over the active taps a = (a0, a1,
+     * a2) (row-major over ts.count); the kernel offsets are j_d = first_d + a_d*step_d. */
     int r = kc * 8;
     int c, j0, j1, j2;
     {
-        const int tap = r / cg;
-        c = r - tap * cg;
-        j2 = tap % p.kernel[2];
-        const int t = tap / p.kernel[2];
-        j1 = t % p.kernel[1];
-        j0 = t / p.kernel[1];
+        const int a = cg > 0 ? r / cg : 0;
+        c = r - a * cg;
+        const int cnt2 = ts.count[2] > 0 ? ts.count[2] : 1;
+        const int cnt1 = ts.count[1] > 0 ? ts.count[1] : 1;
+        j2 = a % cnt2;
+        const int t = a / cnt2;
+        j1 = t % cnt1;
+        j0 = t / cnt1;
     }
 
     auto load_stage = [&](int stage) {
         const bool rk = r < kred;
         unsigned short* as = smem_a + stage * BM * BK;
         unsigned short* bs = smem_b + stage * BN * BK;
-        const int d0 = j0 * p.dilation[0], d1 = j1 * p.dilation[1], d2 = j2 * p.dilation[2];
+        /* Active-tap counters -> kernel offsets -> input offsets (forward j*dil; transposed
+         * (r + pad - j*dil)/stride, exact for an active tap) and the weight's tap index. */
+        const int k0 = ts.first[0] + j0 * ts.step[0];
+        const int k1 = ts.first[1] + j1 * ts.step[1];
+        const int k2 = ts.first[2] + j2 * ts.step[2];
+        const int d0 = TRANS ? (ph[0] + p.pad[0] - k0 * p.dilation[0]) / p.stride[0] : k0 * p.dilation[0];
+        const int d1 = TRANS ? (ph[1] + p.pad[1] - k1 * p.dilation[1]) / p.stride[1] : k1 * p.dilation[1];
+        const int d2 = TRANS ? (ph[2] + p.pad[2] - k2 * p.dilation[2]) / p.stride[2] : k2 * p.dilation[2];
+        const long long w_off = ((long long)(k0 * p.kernel[1] + k1) * p.kernel[2] + k2) * cg + c;
         if (!VEC_A) {
             /* Any C/groups: the 8 reduction elements of the chunk one by one (they may span
              * taps), zero outside, packed into one 16-byte shared store. */
@@ -235,16 +273,19 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 #pragma unroll
         for (int i = 0; i < B_CH; ++i) {
             const bool ok = rk && b_ok[i];
-            qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + r : w, ok);
+            /* Vector loader: the chunk lies in one tap (Cg % 8 == 0). Element-wise loader
+             * (forward only, every tap active): the packed row is contiguous in r. */
+            const long long off = VEC_A ? w_off : (long long)r;
+            qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + off : w, ok);
         }
         /* Advance this thread's chunk by BK along the reduction (tap-major, channel-minor). */
         r += BK;
         c += BK;
         while (c >= cg) {
             c -= cg;
-            if (++j2 == p.kernel[2]) {
+            if (++j2 >= ts.count[2]) {
                 j2 = 0;
-                if (++j1 == p.kernel[1]) {
+                if (++j1 >= ts.count[1]) {
                     j1 = 0;
                     ++j0;
                 }
@@ -310,13 +351,28 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         for (int h = 0; h < 2; ++h) {
             const long long m = m0 + warp_m * WTM + mi * 16 + (lane >> 2) + h * 8;
             if (m >= m_total) continue;
+            /* (batch, linear output position) of row m. */
+            long long b, o_lin;
+            if (TRANS) {
+                b = m / p.sub_spatial;
+                long long s = m - b * p.sub_spatial;
+                const int q2 = (int)(s % p.sub_size[2]);
+                s /= p.sub_size[2];
+                const int q1 = (int)(s % p.sub_size[1]);
+                const int q0 = (int)(s / p.sub_size[1]);
+                const int o0 = ph[0] + q0 * p.stride[0], o1 = ph[1] + q1 * p.stride[1], o2 = ph[2] + q2 * p.stride[2];
+                if (o0 >= p.out_size[0] || o1 >= p.out_size[1] || o2 >= p.out_size[2]) continue;
+                o_lin = ((long long)o0 * p.out_size[1] + o1) * p.out_size[2] + o2;
+            } else {
+                b = m / p.out_spatial;
+                o_lin = m - b * p.out_spatial;
+            }
             long long base, kstride;
             if (p.out_nhwc) {
-                base = m * K + (long long)g * kg;
+                base = (b * p.out_spatial + o_lin) * K + (long long)g * kg;
                 kstride = 1;
             } else {
-                const long long b = m / p.out_spatial;
-                base = (b * K + (long long)g * kg) * p.out_spatial + (m - b * p.out_spatial);
+                base = (b * K + (long long)g * kg) * p.out_spatial + o_lin;
                 kstride = p.out_spatial;
             }
 #pragma unroll
@@ -342,30 +398,36 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
 }
 
-#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A)                                 \
+#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A, TRANS)                          \
     extern "C" __global__ void __launch_bounds__((WM) * (WN) * 32, MINB) NAME(const QcConvParams p) { \
-        qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A>(p);                                           \
+        qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A, TRANS>(p);                                    \
     }
 
 /* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
  * of shared memory (static limit 48 KB). */
 /* One NVRTC program per part (src/cuda/kernels.rs): -DQC_PART=1 f16 tiles, 2 bf16 tiles,
- * 3 element-wise loader, 4 depthwise + layout kernels. */
+ * 3 element-wise loader, 4 depthwise + layout kernels, 5 transposed tiles. */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1|2|3|4 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1|2|3|4|5 (see src/cuda/kernels.rs)"
 #endif
 #if QC_PART == 1
-QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true)
-QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 2, true)
-QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3, true)
+QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, false)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 2, true, false)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3, true, false)
 #elif QC_PART == 2
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 2, true)
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 2, true, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3, true, false)
 #elif QC_PART == 3
 /* Any C/groups (e.g. the 3-channel stem): element-wise A loads, 128x64. */
-QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 2, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 2, false)
+QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 2, false, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 2, false, false)
+#elif QC_PART == 5
+/* Transposed convolutions (gather form, one phase of o mod stride per block). */
+QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 3, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 3, true, true)
 #endif
 
 /* ---- depthwise, channels-last, CUDA cores --------------------------------------------------

@@ -13,6 +13,8 @@
 #                 repository, or torch_gpu.py in --bin-dir).
 # --report DIR    where everything is written (default: $OUT if set, else ./gpu-check-report).
 # --budget S      overall time limit in seconds (default 540); every step gets at most what is left.
+# --ncu           also profile one launch of the tensor-core kernel (g_3x3_128) and of the
+#                 fake-quant kernel with Nsight Compute (speed of light, occupancy, warp stalls).
 #
 # Steps (each logged to <report>/<step>.log; <report>/summary.txt lists PASS/FAIL/SKIP per step
 # with its duration): qconv info; qconv warmup for this GPU's sm_XY, cold (empty cache) then warm;
@@ -27,6 +29,7 @@ TORCH_BENCH=""
 REPORT="${OUT:-$PWD/gpu-check-report}"
 BUDGET=540
 SKIP_TORCH=0
+NCU=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) BIN_DIR="$(cd "$2" && pwd)"; shift 2 ;;
@@ -34,7 +37,8 @@ while [ $# -gt 0 ]; do
     --report) REPORT="$2"; shift 2 ;;
     --budget) BUDGET="$2"; shift 2 ;;
     --skip-torch) SKIP_TORCH=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --ncu) NCU=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -267,6 +271,17 @@ for r in t:
         print("torch", json.dumps(r))
 PYEOF
 cat "$REPORT/bench-compare.txt" >> "$SUMMARY"
+
+if [ "$NCU" = 1 ]; then
+  NCU_BIN=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -n "$NCU_BIN" ]; then
+    SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis)
+    step ncu-conv 120 "$NCU_BIN" --clock-control none -k regex:qc_conv_tc -c 1 "${SECTIONS[@]}" "$QCONV" bench --device cuda --case g_3x3_128
+    step ncu-fakequant 120 "$NCU_BIN" --clock-control none -k regex:qc_fakequant -c 1 "${SECTIONS[@]}" "$QCONV" bench --device cuda --case g_fq
+  else
+    note "SKIP  ncu: Nsight Compute not found"
+  fi
+fi
 
 note "total: $(( $(date +%s) - START ))s; $([ $FAILED = 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"
 exit $FAILED

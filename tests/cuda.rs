@@ -465,6 +465,23 @@ fn sanitizer_smoke() {
     for dtype in [DType::F16, DType::BF16] {
         check_tensor_core(&m, &make_input(&mut rng, &[2, 16, 7, 9], dtype), "tensor cores");
     }
+    // The element-wise loader (3 channels), the transposed tiles, the depthwise kernel.
+    let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(3, 16, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let stem = qconv::Conv2d::from_float_observed(wt, None, o).unwrap();
+    check_tensor_core(&stem, &make_input(&mut rng, &[2, 3, 9, 8], DType::F16), "tensor cores, element-wise loader");
+    let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::ConvTranspose2d::weight_shape(8, 12, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let tr =
+        qconv::ConvTranspose2d::from_float_observed(wt, Some(Tensor::zeros(&[12], DType::F32).unwrap()), o).unwrap();
+    check_tensor_core(&tr, &make_input(&mut rng, &[2, 8, 5, 6], DType::BF16), "tensor cores, transposed");
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(8).bias(true);
+    let shape = qconv::Conv2d::weight_shape(8, 8, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let dw = qconv::Conv2d::from_float_observed(wt, Some(Tensor::zeros(&[8], DType::F32).unwrap()), o).unwrap();
+    check_module(&dw, &make_input(&mut rng, &[2, 8, 5, 7], DType::F16), "depthwise, channels-last kernel");
     for (c, k) in [(2, 3), (9, 40)] {
         let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
         let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
@@ -681,13 +698,30 @@ fn rounded_weight<const D: usize, const T: bool>(m: &ConvModule<D, T>, dtype: DT
 /// Runs `m` on CUDA with tensor cores, channels-first and channels-last, and checks both against
 /// the f64 oracle over the weight rounded to the activation dtype (tolerance: a few f32 roundings
 /// of Σ|x||ŵ| plus one rounding of the output); the two layouts must agree bit for bit.
-fn check_tensor_core<const D: usize>(m: &ConvModule<D, false>, x: &Tensor, what: &str) {
+trait ClFwd {
+    fn fwd_last(&self, x: &Tensor) -> qconv::Result<Tensor>;
+}
+impl<const D: usize> ClFwd for ConvModule<D, false> {
+    fn fwd_last(&self, x: &Tensor) -> qconv::Result<Tensor> {
+        self.forward_channels_last(x)
+    }
+}
+impl<const D: usize> ClFwd for ConvModule<D, true> {
+    fn fwd_last(&self, x: &Tensor) -> qconv::Result<Tensor> {
+        self.forward_channels_last(x, None)
+    }
+}
+
+fn check_tensor_core<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Tensor, what: &str)
+where
+    ConvModule<D, T>: Fwd + ClFwd,
+{
     let dtype = x.dtype();
     let md = m.to_device(CUDA).unwrap();
     assert_eq!(md.precision(), Precision::TensorCore);
-    let y_first = md.forward(&x.to_device(CUDA).unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let y_first = md.fwd(&x.to_device(CUDA).unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let xl = channels_last(x).to_device(CUDA).unwrap();
-    let y_last = md.forward_channels_last(&xl).unwrap_or_else(|e| panic!("{what}: channels-last: {e}"));
+    let y_last = md.fwd_last(&xl).unwrap_or_else(|e| panic!("{what}: channels-last: {e}"));
     let y_first = y_first.to_device(Device::Cpu).unwrap();
     let y_last = y_last.to_device(Device::Cpu).unwrap();
     assert_eq!(y_last.shape(), channels_last(&y_first).shape(), "{what}");
@@ -767,6 +801,62 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
     for dtype in [DType::F16, DType::BF16] {
         check_tensor_core(&m1, &make_input(&mut rng, &[3, 8, 100], dtype), &format!("{m1}"));
         check_tensor_core(&m3, &make_input(&mut rng, &[2, 8, 6, 7, 8], dtype), &format!("{m3}"));
+    }
+}
+
+/// Tensor cores for transposed convolutions (phase decomposition): strides with phases that have
+/// no active tap, dilation, groups, output_padding, 1-d/2-d/3-d, ragged tiles.
+#[test]
+fn tensor_core_transposed_convolutions_match_the_rounded_weight_oracle() {
+    if !gpu("tensor_core_transposed_convolutions_match_the_rounded_weight_oracle") {
+        return;
+    }
+    let mut rng = Rng::new(4242);
+    // (C, K, groups, kernel, stride, padding, output_padding, dilation, batch, input)
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], usize, [usize; 2]);
+    let cases: Vec<Case> = vec![
+        (16, 24, 1, [4, 4], [2, 2], [1, 1], [0, 0], [1, 1], 2, [7, 6]),
+        (16, 136, 1, [4, 4], [2, 2], [1, 1], [0, 0], [1, 1], 8, [28, 28]), // 128x128 tiles
+        (16, 16, 2, [3, 3], [2, 1], [1, 0], [1, 0], [2, 1], 2, [5, 7]),
+        (8, 12, 1, [2, 2], [3, 3], [0, 0], [2, 1], [1, 1], 2, [4, 5]), // phases without taps
+        (24, 8, 1, [1, 1], [1, 1], [0, 0], [0, 0], [1, 1], 3, [6, 6]),
+    ];
+    for (c, k, groups, kernel, stride, pad, opad, dil, n, hw) in cases {
+        let o = ConvOptions::<2>::new(kernel)
+            .stride(stride)
+            .padding(Padding::Explicit(pad))
+            .output_padding(opad)
+            .dilation(dil)
+            .groups(groups)
+            .bias(true);
+        let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::ConvTranspose2d::from_float_observed(w, Some(b), o).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let x = make_input(&mut rng, &[n, c, hw[0], hw[1]], dtype);
+            check_tensor_core(&m, &x, &format!("{m}"));
+        }
+    }
+    let o1 = ConvOptions::<1>::new([5]).stride([3]).padding(Padding::Explicit([2])).bias(false);
+    let s1 = qconv::ConvTranspose1d::weight_shape(8, 16, &o1);
+    let m1 = qconv::ConvTranspose1d::from_float_observed(
+        Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap(),
+        None,
+        o1,
+    )
+    .unwrap();
+    let o3 = ConvOptions::<3>::new([2, 3, 2]).stride([2, 1, 2]).padding(Padding::Explicit([0, 1, 0])).bias(true);
+    let s3 = qconv::ConvTranspose3d::weight_shape(8, 8, &o3);
+    let m3 = qconv::ConvTranspose3d::from_float_observed(
+        Tensor::from_vec(rng.vec(s3.iter().product(), -0.5, 0.5), &s3).unwrap(),
+        Some(Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap()),
+        o3,
+    )
+    .unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        check_tensor_core(&m1, &make_input(&mut rng, &[3, 8, 20], dtype), &format!("{m1}"));
+        check_tensor_core(&m3, &make_input(&mut rng, &[2, 8, 3, 4, 5], dtype), &format!("{m3}"));
     }
 }
 

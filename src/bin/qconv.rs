@@ -27,8 +27,10 @@ USAGE:
       where defined) of the module.
   qconv bench [--device cpu|cuda[:N]] [--case NAME] [--batch N] [--min-time SECONDS]
       The CPU suite of BENCH.md (fields as bench/torch_cpu.py), or with --device cuda the GPU
-      suite (f16, bf16, f32; CUDA-event timing, median of >= 50 launches; fields as
-      bench/torch_gpu.py). One JSON line per case, dtype and op.
+      suite (f16, bf16, f32; channels-first and channels-last inputs; the default precision and,
+      for f16/bf16, exact; CUDA-event timing, median of >= 50 launches; fields as
+      bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
+      --case g_fq runs the weight fake-quant case alone.
   qconv warmup [--arch sm_80,sm_90,...] [--cache-dir DIR]
       Compiles every CUDA kernel with NVRTC into the disk kernel cache (default
       $XDG_CACHE_HOME/qconv or ~/.cache/qconv) for the given architectures (default: those of
@@ -393,7 +395,10 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
     configure_cache(args)?;
     let rt = Runtime::get(ordinal)?;
     rt.load_all()?;
+    // `--case g_fq` runs the weight fake-quant case alone.
+    let run_fq = args.get("--case").is_none_or(|c| c == "g_fq");
     let cases: Vec<(BenchCase, usize)> = match args.get("--case") {
+        Some("g_fq") => Vec::new(),
         Some(name) => vec![bench::find_gpu_case(name)?],
         None => bench::GPU_SUITE.to_vec(),
     };
@@ -465,7 +470,7 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
             }
         }
     }
-    if args.get("--case").is_none() {
+    if run_fq {
         // g_fq: per-channel qint8 fake-quant of a 2048x2048x3x3 weight: the kernel launch (and
         // the reset of its 8-byte non-finite flag), timed asynchronously; the flag is checked
         // once after timing.

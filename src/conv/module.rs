@@ -277,13 +277,13 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
-    /// `(K, C/groups, taps)` when the tensor-core kernel can run this module (forward, `C/groups`
-    /// a multiple of 8 or at least 16 output channels per group), else `None`.
-    fn tc_dims(&self) -> Option<(usize, usize, usize)> {
+    /// `(K, C/groups, taps, groups)` when the tensor-core kernel can run this module (`C/groups`
+    /// a multiple of 8, or forward with at least 16 output channels per group), else `None`.
+    fn tc_dims(&self) -> Option<(usize, usize, usize, usize)> {
         let groups = self.options.groups.max(1);
         let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
-        (!TRANSPOSED && cg > 0 && kg > 0 && (cg.is_multiple_of(8) || kg >= 16))
-            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product()))
+        (cg > 0 && kg > 0 && (cg.is_multiple_of(8) || (!TRANSPOSED && kg >= 16)))
+            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product(), groups))
     }
 
     /// `(C, taps)` when the channels-last depthwise kernel can run this module (forward,
@@ -296,12 +296,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
 
     /// Uploads the fake-quantized weight and the bias to device `ordinal` (enqueued on the
     /// device's default stream), plus the tensor-core copies of the weight when `tc` gives
-    /// `(K, C/groups, taps)` and the depthwise copy when `dw` gives `(C, taps)`.
+    /// `(K, C/groups, taps, groups)` and the depthwise copy when `dw` gives `(C, taps)`.
     fn upload(
         ordinal: usize,
         weight_fq: &Tensor,
         bias: Option<&Tensor>,
-        tc: Option<(usize, usize, usize)>,
+        tc: Option<(usize, usize, usize, usize)>,
         dw: Option<(usize, usize)>,
     ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
@@ -312,7 +312,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             None => None,
         };
         let (mut tc_f16, mut tc_bf16) = (None, None);
-        if let Some((k, cg, taps)) = tc {
+        if let Some((k, cg, taps, groups)) = tc {
+            let kg = k / groups.max(1);
             // [K, Cg, taps] -> [K][row] with row = taps*Cg rounded up to 8 (zero-padded),
             // tap-major then channel, rounded to nearest even.
             let row = crate::cuda::launch::tc_weight_row(cg, taps);
@@ -321,7 +322,14 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             for ko in 0..k {
                 for c in 0..cg {
                     for t in 0..taps {
-                        let v = fq[(ko * cg + c) * taps + t];
+                        // Forward weight [K, Cg, taps]; transposed [C, K/g, taps], where output
+                        // channel ko = g*Kg + m and input channel g*Cg + c.
+                        let v = if TRANSPOSED {
+                            let (g, m) = (ko / kg, ko % kg);
+                            fq[((g * cg + c) * kg + m) * taps + t]
+                        } else {
+                            fq[(ko * cg + c) * taps + t]
+                        };
                         let i = ko * row + t * cg + c;
                         h[i] = half::f16::from_f32(v).to_bits();
                         b[i] = half::bf16::from_f32(v).to_bits();

@@ -49,11 +49,13 @@ pub enum KernelSource {
     ConvTcGather,
     /// `cuda/conv_tc.cu`: channels-last depthwise kernels and the layout transposes.
     ConvTcMisc,
+    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions (f16 and bf16).
+    ConvTcTranspose,
 }
 
 impl KernelSource {
     /// Every program, in a fixed order.
-    pub const ALL: [KernelSource; 11] = [
+    pub const ALL: [KernelSource; 12] = [
         KernelSource::FakeQuant,
         KernelSource::ConvF32,
         KernelSource::ConvF16,
@@ -65,6 +67,7 @@ impl KernelSource {
         KernelSource::ConvTcBf16,
         KernelSource::ConvTcGather,
         KernelSource::ConvTcMisc,
+        KernelSource::ConvTcTranspose,
     ];
 
     /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
@@ -81,6 +84,7 @@ impl KernelSource {
             KernelSource::ConvTcBf16 => "conv_tc_bf16",
             KernelSource::ConvTcGather => "conv_tc_gather",
             KernelSource::ConvTcMisc => "conv_tc_misc",
+            KernelSource::ConvTcTranspose => "conv_tc_transpose",
         }
     }
 
@@ -95,7 +99,8 @@ impl KernelSource {
             KernelSource::ConvTcF16
             | KernelSource::ConvTcBf16
             | KernelSource::ConvTcGather
-            | KernelSource::ConvTcMisc => "conv_tc.cu",
+            | KernelSource::ConvTcMisc
+            | KernelSource::ConvTcTranspose => "conv_tc.cu",
         }
     }
 
@@ -118,6 +123,7 @@ impl KernelSource {
             KernelSource::ConvF16 | KernelSource::ConvTransposeF16 | KernelSource::ConvTcBf16 => &["-DQC_PART=2"],
             KernelSource::ConvBf16 | KernelSource::ConvTransposeBf16 | KernelSource::ConvTcGather => &["-DQC_PART=3"],
             KernelSource::ConvTcMisc => &["-DQC_PART=4"],
+            KernelSource::ConvTcTranspose => &["-DQC_PART=5"],
         }
     }
 
@@ -375,14 +381,18 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
     "qc_conv_tr_f32_direct", ConvTransposeF32, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
     "qc_conv_tr_f16_direct", ConvTransposeF16, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
     "qc_conv_tr_bf16_direct", ConvTransposeBf16, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
-    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true>";
-    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true>";
-    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true>";
-    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true>";
-    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true>";
-    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true>";
-    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false>";
-    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false>";
+    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false>";
+    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false>";
+    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false>";
+    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false>";
+    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false>";
+    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false>";
+    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false>";
+    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false>";
+    "qc_conv_tc_tr_f16_128x128", ConvTcTranspose, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true>";
+    "qc_conv_tc_tr_f16_64x64", ConvTcTranspose, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true>";
+    "qc_conv_tc_tr_bf16_128x128", ConvTcTranspose, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true>";
+    "qc_conv_tc_tr_bf16_64x64", ConvTcTranspose, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true>";
     "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<float>";
     "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_half>";
     "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_bf16>";
@@ -455,7 +465,9 @@ mod tests {
                 }
                 for tile in TcTile::ALL {
                     let v = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
-                    assert_eq!(v.is_some(), !transposed && dtype != DType::F32, "{transposed} {dtype} {tile:?}");
+                    let exists =
+                        dtype != DType::F32 && (!transposed || matches!(tile, TcTile::T128x128 | TcTile::T64x64));
+                    assert_eq!(v.is_some(), exists, "{transposed} {dtype} {tile:?}");
                     if let Some(v) = v {
                         assert_eq!(v.source.file_name(), "conv_tc.cu");
                         assert!(v.name.ends_with(tile.suffix()));
@@ -467,7 +479,7 @@ mod tests {
             assert_eq!(conv_variant(false, dtype, ConvAlgo::DepthwiseNhwc).unwrap().source, KernelSource::ConvTcMisc);
             assert!(conv_variant(true, dtype, ConvAlgo::DepthwiseNhwc).is_none());
         }
-        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 4 + 3);
+        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 4 + 2 * 2 + 3);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());

@@ -247,16 +247,15 @@ pub fn check_conv_params(p: &QcConvParams) -> Result<()> {
     Ok(())
 }
 
-/// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: a forward
-/// convolution with f16 or bf16 activations, and either `C/groups` a multiple of 8 (16-byte
-/// channel vectors) or at least 16 output channels per group (the element-wise loader, e.g. a
-/// 3-channel stem). Depthwise and transposed convolutions are not.
+/// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: f16 or bf16
+/// activations, and either `C/groups` a multiple of 8 (16-byte channel vectors; forward or
+/// transposed) or, forward only, at least 16 output channels per group (the element-wise loader,
+/// e.g. a 3-channel stem). Depthwise convolutions are not.
 pub fn tc_supported(p: &QcConvParams, dtype: DType) -> bool {
-    p.transposed == 0
-        && matches!(dtype, DType::F16 | DType::BF16)
+    matches!(dtype, DType::F16 | DType::BF16)
         && p.cg > 0
         && p.kg > 0
-        && (p.cg % 8 == 0 || p.kg >= 16)
+        && (p.cg % 8 == 0 || (p.transposed == 0 && p.kg >= 16))
 }
 
 /// Elements per row of the packed tensor-core weight: `taps * C/groups` rounded up to 8.
@@ -286,15 +285,19 @@ pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
     if p.cg % 8 != 0 {
         return TcTile::Gather128x64;
     }
-    let m = (p.batch.max(0) as u64).saturating_mul(p.out_spatial.max(0) as u64);
+    // Transposed: per phase, the sub-grid positions; all phases together cover the output.
+    let m = (p.batch.max(0) as u64).saturating_mul(p.sub_spatial.max(0) as u64);
     let blocks = |t: TcTile| {
         ceil_div(m, t.bm() as u64)
+            .saturating_mul(p.num_phases.max(1) as u64)
             .saturating_mul(ceil_div(p.kg.max(0) as u64, t.bn() as u64))
             .saturating_mul(p.groups.max(1) as u64)
     };
     let enough = 2 * sm_count.max(1) as u64;
     if p.kg > 64 && blocks(TcTile::T128x128) >= enough {
         TcTile::T128x128
+    } else if p.transposed != 0 {
+        TcTile::T64x64
     } else if blocks(TcTile::T128x64) >= enough {
         TcTile::T128x64
     } else {
@@ -426,13 +429,14 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
             Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (DIRECT_THREADS, 1, 1), dynamic_shared_bytes: 0 }))
         }
         ConvAlgo::TensorCore(tile) => {
-            if p.transposed != 0 || (tile.vector_loads() && p.cg % 8 != 0) {
+            if p.cg % 8 != 0 && (tile.vector_loads() || p.transposed != 0) {
                 return Err(Error::config(
                     "QcConvParams",
                     "(kernel arguments)",
                     format!(
-                        "the tensor-core kernel needs a forward convolution, and its {tile:?} tile in_channels/groups a multiple of 8 (got {})",
-                        p.cg
+                        "the tensor-core {tile:?} tile needs in_channels/groups a multiple of 8 (got {}){}",
+                        p.cg,
+                        if p.transposed != 0 { " (transposed)" } else { "" }
                     ),
                 ));
             }
@@ -443,10 +447,14 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
                     "w_stride_m must be the packed tensor-core weight row (tc_weight_row)",
                 ));
             }
-            let m = mul("GEMM rows (batch x output positions)", &[p.batch as u64, p.out_spatial as u64])? as u64;
+            // Rows per phase (forward: one phase, sub_spatial = out_spatial); phases along x.
+            let m = mul("GEMM rows (batch x output positions)", &[p.batch as u64, p.sub_spatial as u64])? as u64;
+            let gx = ceil_div(m, tile.bm() as u64)
+                .checked_mul(p.num_phases as u64)
+                .ok_or_else(|| Error::Overflow("grid size".into()))?;
             Ok(Some(LaunchDims {
                 grid: (
-                    grid_dim("gridDim.x (output-position tiles)", ceil_div(m, tile.bm() as u64), MAX_GRID_X)?,
+                    grid_dim("gridDim.x (output-position tiles x phases)", gx, MAX_GRID_X)?,
                     grid_dim(
                         "gridDim.y (output-channel tiles per group)",
                         ceil_div(p.kg as u64, tile.bn() as u64),

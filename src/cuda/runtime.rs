@@ -489,7 +489,7 @@ impl Runtime {
                 op: format!("the tensor-core convolution of {problem:?}"),
                 device: "CUDA".into(),
                 reason: format!(
-                    "it needs a forward convolution, f16 or bf16 activations (got {dtype}), and in_channels/groups a multiple of 8 (got {}) or at least 16 output channels per group (got {})",
+                    "it needs f16 or bf16 activations (got {dtype}), and in_channels/groups a multiple of 8 (got {}) or, forward only, at least 16 output channels per group (got {})",
                     p.cg, p.kg
                 ),
             });
@@ -521,7 +521,7 @@ impl Runtime {
         }
         let algo = ConvAlgo::TensorCore(choose_tc_tile(&p, self.sm_count));
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let variant = conv_variant(false, dtype, algo).ok_or_else(|| Error::Unsupported {
+        let variant = conv_variant(problem.transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
             op: format!("convolution with {algo:?}"),
             device: "CUDA".into(),
             reason: format!("no kernel for {dtype}"),

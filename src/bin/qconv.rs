@@ -347,19 +347,33 @@ fn warmup(args: &Args) -> CliResult<()> {
         "arch", "source", "time", "kernel", "regs", "spill st/ld", "smem B"
     );
     let mut failures = 0;
-    for (source, arch, result) in cache.warm_all(&archs) {
+    let (mut compiled, mut cached) = (0, 0);
+    let start = std::time::Instant::now();
+    let results = cache.warm_all(&archs);
+    let wall = start.elapsed();
+    for (source, arch, result) in results {
         match result {
             Ok(k) => {
                 let time = if k.from_disk_cache {
+                    cached += 1;
                     "cached".to_string()
                 } else {
+                    compiled += 1;
                     format!("{:.2} s", k.compile_time.as_secs_f64())
                 };
+                if k.resources.is_empty() {
+                    println!(
+                        "{:<9} {:<18} {:>10}  (compiled; this NVRTC returned no ptxas report)",
+                        arch.to_string(),
+                        source.name(),
+                        time
+                    );
+                }
                 for r in &k.resources {
                     println!(
                         "{:<9} {:<18} {:>10}  {:<26} {:>4} {:>12} {:>9}",
                         arch.to_string(),
-                        source.file_name(),
+                        source.name(),
                         time,
                         r.name,
                         r.registers,
@@ -373,12 +387,18 @@ fn warmup(args: &Args) -> CliResult<()> {
                 println!(
                     "{:<9} {:<18} FAILED: {}",
                     arch.to_string(),
-                    source.file_name(),
+                    source.name(),
                     e.to_string().replace('\n', " | ")
                 );
             }
         }
     }
+    println!(
+        "total: {} programs ({compiled} compiled, {cached} from the disk cache) in {:.3} s wall, on up to {} threads",
+        compiled + cached + failures,
+        wall.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     if failures > 0 {
         return Err(CliError::Lib(Error::Cuda {
             call: "warmup",

@@ -278,13 +278,27 @@ pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> 
     Ok(p)
 }
 
+/// Blocks of `tile` that fit on one multiprocessor at once (from the register caps of
+/// `cuda/conv_tc.cu` and 228 KiB of shared memory): 2 for 128×128 (1 for the transposed one,
+/// which is not capped), 3 for 128×64, 4 for 64×64.
+pub fn tc_resident_blocks(tile: TcTile, transposed: bool) -> u64 {
+    match tile {
+        TcTile::T128x128 if transposed => 1,
+        TcTile::T128x128 => 2,
+        TcTile::T128x64 | TcTile::Gather128x64 => 3,
+        TcTile::T64x64 => 4,
+    }
+}
+
 /// The tensor-core tile for `p`: the element-wise loader when `C/groups` is not a multiple of 8;
-/// otherwise the largest tile that still gives at least two blocks per multiprocessor (128
-/// channels per block only when a group has more than 64), else 64×64.
+/// otherwise the largest tile whose blocks fill (at least 90% of) one wave of resident blocks on
+/// `sm_count` multiprocessors — 128×128 only when a group has more than 64 output channels —
+/// and, when none does, the tile that fills the largest fraction of a wave.
 pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
     if p.cg % 8 != 0 {
         return TcTile::Gather128x64;
     }
+    let transposed = p.transposed != 0;
     // Transposed: per phase, the sub-grid positions; all phases together cover the output.
     let m = (p.batch.max(0) as u64).saturating_mul(p.sub_spatial.max(0) as u64);
     let blocks = |t: TcTile| {
@@ -293,16 +307,23 @@ pub fn choose_tc_tile(p: &QcConvParams, sm_count: u32) -> TcTile {
             .saturating_mul(ceil_div(p.kg.max(0) as u64, t.bn() as u64))
             .saturating_mul(p.groups.max(1) as u64)
     };
-    let enough = 2 * sm_count.max(1) as u64;
-    if p.kg > 64 && blocks(TcTile::T128x128) >= enough {
-        TcTile::T128x128
-    } else if p.transposed != 0 {
-        TcTile::T64x64
-    } else if blocks(TcTile::T128x64) >= enough {
-        TcTile::T128x64
-    } else {
-        TcTile::T64x64
+    let wave = |t: TcTile| sm_count.max(1) as u64 * tc_resident_blocks(t, transposed);
+    let mut tiles = Vec::with_capacity(3);
+    if p.kg > 64 {
+        tiles.push(TcTile::T128x128);
     }
+    if !transposed {
+        tiles.push(TcTile::T128x64);
+    }
+    tiles.push(TcTile::T64x64);
+    if let Some(&t) = tiles.iter().find(|&&t| blocks(t) * 10 >= wave(t) * 9) {
+        return t;
+    }
+    // Fill fraction blocks / wave, compared without division.
+    *tiles
+        .iter()
+        .max_by(|&&a, &&b| (blocks(a) as u128 * wave(b) as u128).cmp(&(blocks(b) as u128 * wave(a) as u128)))
+        .unwrap_or(&TcTile::T64x64)
 }
 
 /// Whether the channels-last depthwise kernel (`qc_dw_nhwc_*`) computes `p`: a forward
@@ -1513,5 +1534,60 @@ mod tests {
         assert_eq!(choose_conv_algo(&big, 132), ConvAlgo::Tiled(ConvTile::T128));
         let small = conv_params(&problem_2d(false, 256, 256, 1, 9, 3, 1), false).unwrap();
         assert_eq!(choose_conv_algo(&small, 132), ConvAlgo::Tiled(ConvTile::T64));
+    }
+
+    /// The GPU suite's shapes (batch 32, 132 multiprocessors) and the tensor-core geometry.
+    #[test]
+    fn tensor_core_tiles_and_geometry() {
+        let suite = |c: usize, k: usize, hw: usize, kernel: usize, pad: usize, tr: bool, stride: usize| {
+            let mut p = problem_2d(tr, c, k, 1, hw, kernel, stride);
+            p.batch = 32;
+            p.pad = [0, pad, pad];
+            let out = if tr { (hw - 1) * stride + kernel - 2 * pad } else { (hw + 2 * pad - kernel) / stride + 1 };
+            p.out_size = [1, out, out];
+            tc_conv_params(&p, true, true).unwrap()
+        };
+        let g_3x3_64 = suite(64, 64, 56, 3, 1, false, 1);
+        assert_eq!(choose_tc_tile(&g_3x3_64, 132), TcTile::T128x64);
+        assert_eq!(choose_tc_tile(&suite(128, 128, 28, 3, 1, false, 1), 132), TcTile::T128x64);
+        assert_eq!(choose_tc_tile(&suite(256, 256, 14, 3, 1, false, 1), 132), TcTile::T64x64);
+        let c1d_like = suite(512, 512, 64, 3, 1, false, 1);
+        assert_eq!(choose_tc_tile(&c1d_like, 132), TcTile::T128x128);
+        let ct2d = suite(256, 128, 28, 4, 1, true, 2);
+        assert_eq!(choose_tc_tile(&ct2d, 132), TcTile::T128x128);
+        let stem = suite(3, 64, 224, 7, 3, false, 2);
+        assert_eq!(choose_tc_tile(&stem, 132), TcTile::Gather128x64);
+        // Geometry: x = position tiles (x phases), y = channel tiles, z = groups.
+        let l = conv_launch(&g_3x3_64, ConvAlgo::TensorCore(TcTile::T128x64)).unwrap().unwrap();
+        assert_eq!(l.grid, ((32 * 56 * 56usize).div_ceil(128) as u32, 1, 1));
+        assert_eq!(l.block, (128, 1, 1));
+        let l = conv_launch(&ct2d, ConvAlgo::TensorCore(TcTile::T128x128)).unwrap().unwrap();
+        assert_eq!(l.grid, (4 * (32 * 28 * 28usize).div_ceil(128) as u32, 1, 1));
+        // The vector tiles refuse C/groups not a multiple of 8; the packed row is checked.
+        assert!(conv_launch(&stem, ConvAlgo::TensorCore(TcTile::T128x64)).is_err());
+        assert!(conv_launch(&stem, ConvAlgo::TensorCore(TcTile::Gather128x64)).unwrap().is_some());
+        assert_eq!(stem.w_stride_m, tc_weight_row(3, 49) as i64);
+        assert_eq!(tc_weight_row(3, 49), 152);
+        let mut bad = g_3x3_64;
+        bad.w_stride_m += 1;
+        assert!(conv_launch(&bad, ConvAlgo::TensorCore(TcTile::T128x64)).is_err());
+        // out_nhwc only for the channels-last kernels.
+        assert!(conv_launch(&g_3x3_64, ConvAlgo::Tiled(ConvTile::T64)).is_err());
+        assert!(tc_supported(&g_3x3_64, DType::F16) && !tc_supported(&g_3x3_64, DType::F32));
+        // Depthwise channels-last geometry and its 32-bit item bound.
+        let dw = dw_nhwc_params(&problem_2d(false, 64, 64, 64, 56, 3, 1), true).unwrap();
+        assert!(dw_nhwc_supported(&dw));
+        let l = conv_launch(&dw, ConvAlgo::DepthwiseNhwc).unwrap().unwrap();
+        assert_eq!(l.grid.0 as u64, dw_nhwc_items(&dw).unwrap().div_ceil(256));
+        let mut huge = dw;
+        huge.batch = 1 << 20;
+        huge.n_cols = huge.batch as i64 * huge.sub_spatial;
+        assert!(matches!(conv_launch(&huge, ConvAlgo::DepthwiseNhwc), Err(Error::Unsupported { .. })));
+        // Transposes: one 32x32 tile per block, batch along z (capped, grid-stride).
+        let t = QcTransposeParams { src: 0, dst: 0, batch: 70_000, rows: 33, cols: 64 };
+        let l = transpose_launch(&t).unwrap().unwrap();
+        assert_eq!(l.grid, (4, 1, 65_535));
+        assert_eq!(transpose_launch(&QcTransposeParams { rows: 0, ..t }).unwrap(), None);
+        assert!(transpose_launch(&QcTransposeParams { rows: -1, ..t }).is_err());
     }
 }

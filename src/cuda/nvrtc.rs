@@ -253,10 +253,10 @@ pub fn compile(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Compi
     if !k.resources.is_empty() || source.variants().next().is_none() {
         return Ok(k);
     }
-    // Seen on a GPU machine (NVRTC 13.0.88 of the CUDA toolkit, driver 580): a program compiled
-    // before, by any process, came back with an empty ptxas report, as if served from a cache.
-    // The CUBIN is fine; for the report, compile once more with a define nothing reads, which
-    // changes the program's options (and so any cache key).
+    // Seen on a GPU machine (NVRTC 13.0.88 of the CUDA toolkit, driver 580): some compiles return
+    // an empty program log, without the ptxas report (not reproducible at will; the pip NVRTC
+    // has not shown it). The CUBIN is fine; for the report, compile once more with a define
+    // nothing reads (it changes the options, in case a cache is involved).
     let salt = format!(
         "-DQCONV_REPORT_SALT={}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
@@ -265,7 +265,8 @@ pub fn compile(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Compi
     with_salt.push(&salt);
     let mut again = compile_once(source, arch, &with_salt)?;
     if again.resources.is_empty() {
-        // No report either way: keep the first CUBIN and its log (the caller sees no resources).
+        // No report either way (seen too: the log stays empty): keep the first CUBIN and its
+        // log; the caller sees no resources.
         return Ok(k);
     }
     again.cubin = k.cubin;

@@ -259,6 +259,13 @@ impl Runtime {
         }
         let module = self.module(variant.source)?;
         let f = module.load_function(variant.name).map_err(driver_err("cuModuleGetFunction"))?;
+        if matches!(variant.kind, KernelKind::Conv(ConvAlgo::TensorCore(_))) {
+            // Prefer the largest shared-memory carveout: these kernels use 32-48 KiB per block and
+            // are register-capped for 2-4 blocks per multiprocessor (a hint; the driver may ignore
+            // it, which costs speed, not correctness).
+            f.set_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100)
+                .map_err(driver_err("cuFuncSetAttribute"))?;
+        }
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(variant.name, f.clone());
         Ok(f)
     }

@@ -23,6 +23,9 @@
 #include "common.cuh"
 
 #define QC_FQ_THREADS 256
+/* Items (4-element vectors or elements) per thread and block chunk; src/cuda/launch.rs sizes the
+ * grid with the same number (FAKEQUANT_CHUNK). */
+#define QC_FQ_CHUNK 16
 
 /* ---- transcriptions of the scalar helpers of src/quant/fakequant.rs ------------------------ */
 
@@ -258,45 +261,50 @@ __device__ __forceinline__ void qc_fq_loop(const QcFakeQuantParams& p) {
     const float* src = reinterpret_cast<const float*>(p.src);
     float* dst = WRITE_DEQUANT ? reinterpret_cast<float*>(p.dst) : 0;
     int* codes = reinterpret_cast<int*>(p.codes);
-    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    const unsigned long long tid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     unsigned long long cached_c = ~0ull;
     QcChannel k;
     const bool vec = (p.numel % 4 == 0) && (p.inner % 4 == 0) && (p.src % 16 == 0) && (p.dst % 16 == 0) &&
                      (p.codes % 16 == 0);
-    if (vec) {
-        const unsigned long long n4 = p.numel / 4;
-        for (unsigned long long v = tid; v < n4; v += stride) {
-            const float4 x = __ldg(reinterpret_cast<const float4*>(src) + v);
-            const unsigned long long i = v * 4;
-            const unsigned long long c = qc_fq_channel(p, i);
-            if (c != cached_c) {
-                k = qc_channel<MODE>(p, c);
-                cached_c = c;
+    /* Each block takes chunks of QC_FQ_CHUNK * blockDim.x consecutive items (4-element vectors or
+     * single elements), its threads side by side (coalesced), chunk after chunk (grid-stride).
+     * A thread's items are then close together and usually in one channel, so the per-channel
+     * constants (a division among them) are computed about once per thread, not per item. */
+    const unsigned long long items = vec ? p.numel / 4 : p.numel;
+    const unsigned long long chunk = (unsigned long long)QC_FQ_CHUNK * blockDim.x;
+    for (unsigned long long base = (unsigned long long)blockIdx.x * chunk; base < items;
+         base += (unsigned long long)gridDim.x * chunk) {
+        const unsigned long long end = base + chunk < items ? base + chunk : items;
+        for (unsigned long long v = base + threadIdx.x; v < end; v += blockDim.x) {
+            if (vec) {
+                const float4 x = __ldg(reinterpret_cast<const float4*>(src) + v);
+                const unsigned long long i = v * 4;
+                const unsigned long long c = qc_fq_channel(p, i);
+                if (c != cached_c) {
+                    k = qc_channel<MODE>(p, c);
+                    cached_c = c;
+                }
+                float4 w;
+                int4 q;
+                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.x, i, &w.x, &q.x);
+                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.y, i + 1, &w.y, &q.y);
+                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.z, i + 2, &w.z, &q.z);
+                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.w, i + 3, &w.w, &q.w);
+                if (dst != 0) reinterpret_cast<float4*>(dst)[v] = w;
+                if (codes != 0) reinterpret_cast<int4*>(codes)[v] = q;
+            } else {
+                const float x = __ldg(src + v);
+                const unsigned long long c = qc_fq_channel(p, v);
+                if (c != cached_c) {
+                    k = qc_channel<MODE>(p, c);
+                    cached_c = c;
+                }
+                float w;
+                int q;
+                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x, v, &w, &q);
+                if (dst != 0) dst[v] = w;
+                if (codes != 0) codes[v] = q;
             }
-            float4 w;
-            int4 q;
-            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.x, i, &w.x, &q.x);
-            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.y, i + 1, &w.y, &q.y);
-            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.z, i + 2, &w.z, &q.z);
-            qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.w, i + 3, &w.w, &q.w);
-            if (dst != 0) reinterpret_cast<float4*>(dst)[v] = w;
-            if (codes != 0) reinterpret_cast<int4*>(codes)[v] = q;
         }
-        return;
-    }
-    for (unsigned long long i = tid; i < p.numel; i += stride) {
-        const float x = __ldg(src + i);
-        const unsigned long long c = qc_fq_channel(p, i);
-        if (c != cached_c) {
-            k = qc_channel<MODE>(p, c);
-            cached_c = c;
-        }
-        float w;
-        int q;
-        qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x, i, &w, &q);
-        if (dst != 0) dst[i] = w;
-        if (codes != 0) codes[i] = q;
     }
 }
 
@@ -337,11 +345,11 @@ __device__ __forceinline__ void qc_fq_dispatch(const QcFakeQuantParams& p) {
 }
 
 /** get_weight(): dequantized weight to p.dst (and codes to p.codes when non-zero). */
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_fakequant(const QcFakeQuantParams p) {
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 1) qc_fakequant(const QcFakeQuantParams p) {
     qc_fq_dispatch<true>(p);
 }
 
 /** get_quantized_weight(): codes only (p.dst is ignored). */
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_quantize(const QcFakeQuantParams p) {
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 1) qc_quantize(const QcFakeQuantParams p) {
     qc_fq_dispatch<false>(p);
 }

@@ -34,6 +34,8 @@ pub const MAX_GRID_X: u64 = (1 << 31) - 1;
 pub const MAX_GRID_YZ: u64 = 65_535;
 /// Threads per block of the fake-quant kernels (`QC_FQ_THREADS`).
 pub const FAKEQUANT_THREADS: u32 = 256;
+/// Items per thread in one block chunk of the fake-quant kernels (`QC_FQ_CHUNK`).
+pub const FAKEQUANT_CHUNK: u64 = 16;
 /// Threads per block of the direct convolution kernels (`QC_DIRECT_THREADS`).
 pub const DIRECT_THREADS: u32 = 256;
 /// Outputs along W per thread of the direct kernels (`QC_DIRECT_QW`).
@@ -623,9 +625,9 @@ pub fn fakequant_launch(p: &QcFakeQuantParams) -> Result<Option<LaunchDims>> {
             return bad(format!("[{}, {}] is not a valid int32 code range", p.qmin, p.qmax));
         }
     }
-    // The integer modes handle 4 elements per thread and iteration where they can (16-byte
-    // accesses); the grid-stride loop covers the rest.
-    let blocks = ceil_div(ceil_div(p.numel, 4), FAKEQUANT_THREADS as u64).min(MAX_GRID_STRIDE_BLOCKS);
+    // The integer modes handle 4 elements per item where they can (16-byte accesses), and each
+    // block takes chunks of FAKEQUANT_CHUNK items per thread; the grid-stride loop covers the rest.
+    let blocks = ceil_div(ceil_div(p.numel, 4), FAKEQUANT_THREADS as u64 * FAKEQUANT_CHUNK).min(MAX_GRID_STRIDE_BLOCKS);
     Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (FAKEQUANT_THREADS, 1, 1), dynamic_shared_bytes: 0 }))
 }
 

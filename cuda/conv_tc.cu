@@ -115,7 +115,9 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     const int warp = tid >> 5;
     const int warp_m = warp % WM;
     const int warp_n = warp / WM;
-    const int g = blockIdx.z;
+    /* grid.z = groups * splits: group g, reduction range `split` (split-K, forward only). */
+    const int g = (int)(blockIdx.z % (unsigned)p.groups);
+    const int split = (int)(blockIdx.z / (unsigned)p.groups);
     const int n0 = blockIdx.y * BN;
     const int cg = p.cg;
     const int kg = p.kg;
@@ -184,9 +186,15 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         b_ok[i] = k < kg;
         b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
     }
+    /* This block's range of BK-deep steps: all of them, or its share under split-K. */
+    const int KT_ALL = (kred + BK - 1) / BK;
+    const int per_split = (KT_ALL + p.splits - 1) / p.splits;
+    const int kt_begin = split * per_split;
+    const int kt_end = kt_begin + per_split < KT_ALL ? kt_begin + per_split : KT_ALL;
+    const int KT = kt_end > kt_begin ? kt_end - kt_begin : 0;
     /* Reduction position of this thread's chunk: r = a*Cg + c over the active taps a = (a0, a1,
      * a2) (row-major over ts.count); the kernel offsets are j_d = first_d + a_d*step_d. */
-    int r = kc * 8;
+    int r = kt_begin * BK + kc * 8;
     int c, j0, j1, j2;
     {
         const int a = cg > 0 ? r / cg : 0;
@@ -301,7 +309,6 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
 
-    const int KT = (kred + BK - 1) / BK;
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < KT) load_stage(s);
@@ -341,6 +348,25 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
     qc_cp_wait<0>();
 
+    if (p.splits > 1) {
+        /* Split-K: this range's f32 partial sums, [split][g][m][n]; qc_splitk_reduce finishes. */
+        float* part = reinterpret_cast<float*>(p.partial) + ((long long)split * p.groups + g) * m_total * kg;
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const long long m = m0 + warp_m * WTM + mi * 16 + (lane >> 2) + h * 8;
+                if (m >= m_total) continue;
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) {
+                    const int n = n0 + warp_n * WTN + ni * 8 + (lane & 3) * 2;
+                    if (n < kg) part[m * kg + n] = acc[mi][ni][h * 2];
+                    if (n + 1 < kg) part[m * kg + n + 1] = acc[mi][ni][h * 2 + 1];
+                }
+            }
+        }
+        return;
+    }
     /* Epilogue: bias in f32, one rounding, channels-last or NCHW stores. */
     const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
     unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
@@ -432,6 +458,40 @@ QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true)
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true)
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true)
 #endif
+
+/* ---- split-K reduction ----------------------------------------------------------------------
+ * y[m, g*Kg + n] = round(bias + sum over splits, in split order, of partial[split][g][m][n]):
+ * deterministic (no atomics). One thread per output element, grid-stride; forward convolutions
+ * (m = b*out_spatial + position), channels-last or NCHW output. */
+template <typename T>
+__device__ __forceinline__ void qc_splitk_reduce(const QcConvParams& p) {
+    const float* part = reinterpret_cast<const float*>(p.partial);
+    const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
+    unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
+    const long long m_total = (long long)p.batch * p.out_spatial;
+    const long long K = p.out_channels;
+    const long long total = m_total * K;
+    const long long slice = (long long)p.groups * m_total * p.kg; /* one split's partials */
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
+        /* e enumerates the output channels-last: e = m*K + k. */
+        const long long m = e / K;
+        const int k = (int)(e - m * K);
+        const int g = k / p.kg, n = k - g * p.kg;
+        const float* src = part + ((long long)g * m_total + m) * p.kg + n;
+        float v = src[0];
+        for (int s = 1; s < p.splits; ++s) v = __fadd_rn(v, src[s * slice]);
+        if (bias != 0) v = __fadd_rn(v, bias[k]);
+        long long out;
+        if (p.out_nhwc) {
+            out = e;
+        } else {
+            const long long b = m / p.out_spatial;
+            out = (b * K + k) * p.out_spatial + (m - b * p.out_spatial);
+        }
+        y[out] = QcMma<T>::cvt(v);
+    }
+}
 
 /* ---- depthwise, channels-last, CUDA cores --------------------------------------------------
  * groups == C == K (one input and one output channel per group), C % 8 == 0. Each thread owns 8
@@ -562,6 +622,12 @@ __device__ __forceinline__ void qc_dw_nhwc(const QcConvParams& p) {
 }
 
 #if QC_PART == 4
+extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f16(const QcConvParams p) {
+    qc_splitk_reduce<qc_half>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_bf16(const QcConvParams p) {
+    qc_splitk_reduce<qc_bf16>(p);
+}
 extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f32(const QcConvParams p) { qc_dw_nhwc<float>(p); }
 extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f16(const QcConvParams p) { qc_dw_nhwc<qc_half>(p); }
 extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_bf16(const QcConvParams p) { qc_dw_nhwc<qc_bf16>(p); }

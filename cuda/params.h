@@ -176,6 +176,15 @@ typedef struct QcConvParams {
      *  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`
      *  in the activation dtype. Every other kernel requires 0. */
     int32_t out_nhwc;
+    /** Tensor-core kernels only: float*: split-K partial sums, [splits][groups][batch*out_spatial]
+     *  [out_channels / groups], written instead of `y` when splits > 1 and summed (in split order,
+     *  plus bias) by qc_splitk_reduce_*; 0 otherwise. */
+    uint64_t partial;
+    /** Tensor-core kernels only: the reduction is split into this many ranges along grid.z
+     *  (grid.z = groups * splits; forward convolutions only). Every other kernel requires 1. */
+    int32_t splits;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
 } QcConvParams;
 
 /** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):

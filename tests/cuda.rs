@@ -465,6 +465,13 @@ fn sanitizer_smoke() {
     for dtype in [DType::F16, DType::BF16] {
         check_tensor_core(&m, &make_input(&mut rng, &[2, 16, 7, 9], dtype), "tensor cores");
     }
+    // Split-K (9 output positions, a 2304-long reduction).
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = qconv::Conv2d::weight_shape(256, 16, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap();
+    let sk = qconv::Conv2d::from_float_observed(wt, Some(b), o).unwrap();
+    check_tensor_core(&sk, &make_input(&mut rng, &[1, 256, 3, 3], DType::F16), "tensor cores, split-K");
     // The element-wise loader (3 channels), the transposed tiles, the depthwise kernel.
     let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
     let shape = qconv::Conv2d::weight_shape(3, 16, &o);
@@ -760,6 +767,9 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
         (8, 8, 1, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [5, 7]),
         (64, 72, 4, [1, 1], [1, 1], [0, 0], [1, 1], PaddingMode::Zeros, 2, [15, 15]),
         (40, 8, 1, [5, 5], [3, 2], [2, 2], [1, 1], PaddingMode::Zeros, 1, [23, 19]),
+        // Few output positions, long reductions: split-K (partial sums + ordered reduction).
+        (512, 64, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]),
+        (256, 96, 2, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [5, 5]),
         // C/groups not a multiple of 8: the element-wise loader (a stem; C/groups 12; reflect).
         (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]),
         (24, 40, 2, [3, 3], [1, 1], [1, 1], [1, 2], PaddingMode::Reflect, 2, [9, 12]),

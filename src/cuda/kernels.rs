@@ -305,6 +305,9 @@ pub enum KernelKind {
     /// A batched 2-d transpose of elements of this many bytes (2 or 4): the layout changes
     /// between NCHW and channels-last.
     Transpose(u32),
+    /// The split-K reduction of the tensor-core kernels (sums the partials in order, adds the
+    /// bias, rounds once).
+    SplitKReduce,
 }
 
 /// One kernel entry point.
@@ -398,8 +401,24 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
     "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_bf16>";
 ];
 
-/// The layout kernels (`cuda/conv_tc.cu`).
-pub static TRANSPOSE_VARIANTS: [KernelVariant; 2] = [
+/// The layout kernels and the split-K reductions (`cuda/conv_tc.cu`).
+pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
+    KernelVariant {
+        name: "qc_splitk_reduce_f16",
+        source: KernelSource::ConvTcMisc,
+        kind: KernelKind::SplitKReduce,
+        dtype: Some(DType::F16),
+        transposed: false,
+        instantiation: "qc_splitk_reduce<qc_half>",
+    },
+    KernelVariant {
+        name: "qc_splitk_reduce_bf16",
+        source: KernelSource::ConvTcMisc,
+        kind: KernelKind::SplitKReduce,
+        dtype: Some(DType::BF16),
+        transposed: false,
+        instantiation: "qc_splitk_reduce<qc_bf16>",
+    },
     KernelVariant {
         name: "qc_transpose_b16",
         source: KernelSource::ConvTcMisc,
@@ -432,6 +451,11 @@ pub fn variant(name: &str) -> Option<&'static KernelVariant> {
 /// none exists (the tensor-core kernels: forward, f16/bf16 only).
 pub fn conv_variant(transposed: bool, dtype: DType, algo: ConvAlgo) -> Option<&'static KernelVariant> {
     VARIANTS.iter().find(|v| v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo))
+}
+
+/// The split-K reduction for `dtype` (f16 or bf16).
+pub fn splitk_reduce_variant(dtype: DType) -> Option<&'static KernelVariant> {
+    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
 }
 
 /// The layout kernel for elements of `bytes` bytes (2 or 4).
@@ -483,6 +507,8 @@ mod tests {
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());
+        assert_eq!(splitk_reduce_variant(DType::BF16).unwrap().name, "qc_splitk_reduce_bf16");
+        assert!(splitk_reduce_variant(DType::F32).is_none());
     }
 
     #[test]

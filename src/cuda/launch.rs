@@ -193,6 +193,9 @@ pub fn conv_params(p: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
         transposed: p.transposed as i32,
         has_bias: has_bias as i32,
         out_nhwc: 0,
+        partial: 0,
+        splits: 1,
+        reserved: 0,
     })
 }
 
@@ -246,7 +249,30 @@ pub fn check_conv_params(p: &QcConvParams) -> Result<()> {
     if !(0..=1).contains(&p.out_nhwc) {
         return bad(format!("out_nhwc must be 0 or 1, not {}", p.out_nhwc));
     }
+    if p.splits < 1 || (p.splits > 1 && transposed) {
+        return bad(format!("splits must be at least 1, and 1 for transposed convolutions (got {})", p.splits));
+    }
     Ok(())
+}
+
+/// Split-K factor for the tensor-core `tile` on `p`: 1 unless the tile's blocks fill less than
+/// half a wave of resident blocks; then enough reduction ranges to fill about one wave, each at
+/// least 8 steps of 32 deep, at most 16. Forward convolutions only (transposed: 1).
+pub fn choose_tc_splits(p: &QcConvParams, tile: TcTile, sm_count: u32) -> i32 {
+    if p.transposed != 0 {
+        return 1;
+    }
+    let m = (p.batch.max(0) as u64).saturating_mul(p.out_spatial.max(0) as u64);
+    let blocks = ceil_div(m, tile.bm() as u64)
+        .saturating_mul(ceil_div(p.kg.max(0) as u64, tile.bn() as u64))
+        .saturating_mul(p.groups.max(1) as u64)
+        .max(1);
+    let wave = sm_count.max(1) as u64 * tc_resident_blocks(tile, false);
+    if blocks * 2 > wave {
+        return 1;
+    }
+    let steps = (p.taps.max(0) as u64 * p.cg.max(0) as u64).div_ceil(32);
+    ceil_div(wave, blocks).min(steps / 8).clamp(1, 16) as i32
 }
 
 /// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: f16 or bf16
@@ -424,6 +450,9 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
     if p.batch == 0 || p.out_channels == 0 || p.out_spatial == 0 {
         return Ok(None);
     }
+    if p.splits != 1 && !matches!(algo, ConvAlgo::TensorCore(_)) {
+        return Err(Error::config("QcConvParams", "(kernel arguments)", "splits > 1 needs the tensor-core kernel"));
+    }
     if p.out_nhwc != 0 && !matches!(algo, ConvAlgo::TensorCore(_) | ConvAlgo::DepthwiseNhwc) {
         return Err(Error::config(
             "QcConvParams",
@@ -483,7 +512,7 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
                         ceil_div(p.kg as u64, tile.bn() as u64),
                         MAX_GRID_YZ,
                     )?,
-                    grid_dim("gridDim.z (groups)", p.groups as u64, MAX_GRID_YZ)?,
+                    grid_dim("gridDim.z (groups x splits)", p.groups as u64 * p.splits as u64, MAX_GRID_YZ)?,
                 ),
                 block: (tile.threads(), 1, 1),
                 dynamic_shared_bytes: 0,
@@ -500,7 +529,7 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
                         ceil_div(p.kg as u64, tile.bm() as u64),
                         MAX_GRID_YZ,
                     )?,
-                    grid_dim("gridDim.z (groups)", p.groups as u64, MAX_GRID_YZ)?,
+                    grid_dim("gridDim.z (groups x splits)", p.groups as u64 * p.splits as u64, MAX_GRID_YZ)?,
                 ),
                 block: (tile.threads(), 1, 1),
                 dynamic_shared_bytes: 0,
@@ -1559,6 +1588,17 @@ mod tests {
         assert_eq!(choose_tc_tile(&ct2d, 132), TcTile::T128x128);
         let stem = suite(3, 64, 224, 7, 3, false, 2);
         assert_eq!(choose_tc_tile(&stem, 132), TcTile::Gather128x64);
+        // Split-K only where the tiles fill less than half a wave (g_3x3_512: 200 blocks of 528).
+        let g_3x3_512 = suite(512, 512, 7, 3, 1, false, 1);
+        assert_eq!(choose_tc_tile(&g_3x3_512, 132), TcTile::T64x64);
+        assert_eq!(choose_tc_splits(&g_3x3_512, TcTile::T64x64, 132), 3);
+        assert_eq!(choose_tc_splits(&g_3x3_64, TcTile::T128x64, 132), 1);
+        assert_eq!(choose_tc_splits(&ct2d, TcTile::T128x128, 132), 1);
+        let mut split = g_3x3_512;
+        split.splits = 3;
+        let l = conv_launch(&split, ConvAlgo::TensorCore(TcTile::T64x64)).unwrap().unwrap();
+        assert_eq!(l.grid.2, 3);
+        assert!(conv_launch(&split, ConvAlgo::Tiled(ConvTile::T64)).is_err());
         // Geometry: x = position tiles (x phases), y = channel tiles, z = groups.
         let l = conv_launch(&g_3x3_64, ConvAlgo::TensorCore(TcTile::T128x64)).unwrap().unwrap();
         assert_eq!(l.grid, ((32 * 56 * 56usize).div_ceil(128) as u32, 1, 1));

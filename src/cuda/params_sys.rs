@@ -163,10 +163,16 @@ pub struct QcConvParams {
     pub has_bias: i32,
     #[doc = " Tensor-core kernels (cuda/conv_tc.cu) only: 1 when `y` is channels-last\n  [batch, out_size[0..3], out_channels], 0 for [batch, out_channels, out_size[0..3]].\n  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`\n  in the activation dtype. Every other kernel requires 0."]
     pub out_nhwc: i32,
+    #[doc = " Tensor-core kernels only: float*: split-K partial sums, [splits][groups][batch*out_spatial]\n  [out_channels / groups], written instead of `y` when splits > 1 and summed (in split order,\n  plus bias) by qc_splitk_reduce_*; 0 otherwise."]
+    pub partial: u64,
+    #[doc = " Tensor-core kernels only: the reduction is split into this many ranges along grid.z\n  (grid.z = groups * splits; forward convolutions only). Every other kernel requires 1."]
+    pub splits: i32,
+    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
+    pub reserved: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 240usize];
+    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 256usize];
     ["Alignment of QcConvParams"][::core::mem::align_of::<QcConvParams>() - 8usize];
     ["Offset of field: QcConvParams::x"][::core::mem::offset_of!(QcConvParams, x) - 0usize];
     ["Offset of field: QcConvParams::w"][::core::mem::offset_of!(QcConvParams, w) - 8usize];
@@ -200,6 +206,9 @@ const _: () = {
     ["Offset of field: QcConvParams::transposed"][::core::mem::offset_of!(QcConvParams, transposed) - 228usize];
     ["Offset of field: QcConvParams::has_bias"][::core::mem::offset_of!(QcConvParams, has_bias) - 232usize];
     ["Offset of field: QcConvParams::out_nhwc"][::core::mem::offset_of!(QcConvParams, out_nhwc) - 236usize];
+    ["Offset of field: QcConvParams::partial"][::core::mem::offset_of!(QcConvParams, partial) - 240usize];
+    ["Offset of field: QcConvParams::splits"][::core::mem::offset_of!(QcConvParams, splits) - 248usize];
+    ["Offset of field: QcConvParams::reserved"][::core::mem::offset_of!(QcConvParams, reserved) - 252usize];
 };
 #[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
 #[repr(C)]

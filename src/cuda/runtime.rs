@@ -32,12 +32,14 @@ use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
 use super::kernels::{
-    all_variants, conv_variant, transpose_variant, ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
+    all_variants, conv_variant, splitk_reduce_variant, transpose_variant, ConvAlgo, KernelKind, KernelSource,
+    KernelVariant, VARIANTS,
 };
 use super::launch::{
-    check_conv_params, choose_conv_algo, choose_tc_tile, conv_launch, conv_params, dw_nhwc_params, dw_nhwc_supported,
-    fakequant_args, fakequant_launch, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams,
-    QcFakeQuantParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
+    check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dw_nhwc_params,
+    dw_nhwc_supported, fakequant_args, fakequant_launch, tc_conv_params, tc_supported, transpose_launch, LaunchDims,
+    QcConvParams, QcFakeQuantParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF,
+    QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -526,7 +528,9 @@ impl Runtime {
         if let Some(b) = bias {
             check("bias", b.len(), p.out_channels as usize)?;
         }
-        let algo = ConvAlgo::TensorCore(choose_tc_tile(&p, self.sm_count));
+        let tile = choose_tc_tile(&p, self.sm_count);
+        let algo = ConvAlgo::TensorCore(tile);
+        p.splits = choose_tc_splits(&p, tile, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
         let variant = conv_variant(problem.transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
             op: format!("convolution with {algo:?}"),
@@ -555,7 +559,28 @@ impl Runtime {
         p.w = w_ptr;
         p.bias = b_ptr;
         p.y = y_ptr;
-        self.launch(&f, dims, &p, s)
+        if p.splits == 1 {
+            return self.launch(&f, dims, &p, s);
+        }
+        // Split-K: partial sums per reduction range, then the ordered reduction (+ bias).
+        let parts = elems(
+            "split-K partial sums",
+            &[p.splits as u64, p.batch as u64, p.out_spatial as u64, p.out_channels as u64],
+        )?;
+        let mut partial = self.alloc_uninit::<f32>(parts, stream)?;
+        let reduce = splitk_reduce_variant(dtype).ok_or_else(|| Error::Unsupported {
+            op: "the split-K reduction".into(),
+            device: "CUDA".into(),
+            reason: format!("no kernel for {dtype}"),
+        })?;
+        let fr = self.function(reduce)?;
+        let (part_ptr, _gp) = partial.device_ptr_mut(s);
+        p.partial = part_ptr;
+        self.launch(&f, dims, &p, s)?;
+        let total = (p.batch as u64) * (p.out_spatial as u64) * (p.out_channels as u64);
+        let blocks = total.div_ceil(256).clamp(1, super::launch::MAX_GRID_STRIDE_BLOCKS);
+        let rdims = LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 };
+        self.launch(&fr, rdims, &p, s)
     }
 
     /// Enqueues the channels-last depthwise convolution (`qc_dw_nhwc_*`, any dtype): `x`

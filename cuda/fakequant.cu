@@ -274,23 +274,35 @@ __device__ __forceinline__ void qc_fq_loop(const QcFakeQuantParams& p) {
     for (unsigned long long base = (unsigned long long)blockIdx.x * chunk; base < items;
          base += (unsigned long long)gridDim.x * chunk) {
         const unsigned long long end = base + chunk < items ? base + chunk : items;
-        for (unsigned long long v = base + threadIdx.x; v < end; v += blockDim.x) {
+        /* Vector path: two vectors per iteration, both loads issued before any arithmetic
+         * (twice the bytes in flight per thread). */
+        const unsigned step = vec ? 2 * blockDim.x : blockDim.x;
+        for (unsigned long long v = base + threadIdx.x; v < end; v += step) {
             if (vec) {
-                const float4 x = __ldg(reinterpret_cast<const float4*>(src) + v);
-                const unsigned long long i = v * 4;
-                const unsigned long long c = qc_fq_channel(p, i);
-                if (c != cached_c) {
-                    k = qc_channel<MODE>(p, c);
-                    cached_c = c;
+                const unsigned long long v2 = v + blockDim.x;
+                const bool two = v2 < end;
+                const float4 x0 = __ldg(reinterpret_cast<const float4*>(src) + v);
+                const float4 x1 = two ? __ldg(reinterpret_cast<const float4*>(src) + v2) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    if (u == 1 && !two) break;
+                    const unsigned long long vv = u == 0 ? v : v2;
+                    const float4 x = u == 0 ? x0 : x1;
+                    const unsigned long long i = vv * 4;
+                    const unsigned long long c = qc_fq_channel(p, i);
+                    if (c != cached_c) {
+                        k = qc_channel<MODE>(p, c);
+                        cached_c = c;
+                    }
+                    float4 w;
+                    int4 q;
+                    qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.x, i, &w.x, &q.x);
+                    qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.y, i + 1, &w.y, &q.y);
+                    qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.z, i + 2, &w.z, &q.z);
+                    qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.w, i + 3, &w.w, &q.w);
+                    if (dst != 0) reinterpret_cast<float4*>(dst)[vv] = w;
+                    if (codes != 0) reinterpret_cast<int4*>(codes)[vv] = q;
                 }
-                float4 w;
-                int4 q;
-                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.x, i, &w.x, &q.x);
-                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.y, i + 1, &w.y, &q.y);
-                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.z, i + 2, &w.z, &q.z);
-                qc_fq_one<MODE, WRITE_DEQUANT>(p, k, x.w, i + 3, &w.w, &q.w);
-                if (dst != 0) reinterpret_cast<float4*>(dst)[v] = w;
-                if (codes != 0) reinterpret_cast<int4*>(codes)[v] = q;
             } else {
                 const float x = __ldg(src + v);
                 const unsigned long long c = qc_fq_channel(p, v);
@@ -345,11 +357,11 @@ __device__ __forceinline__ void qc_fq_dispatch(const QcFakeQuantParams& p) {
 }
 
 /** get_weight(): dequantized weight to p.dst (and codes to p.codes when non-zero). */
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 1) qc_fakequant(const QcFakeQuantParams p) {
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_fakequant(const QcFakeQuantParams p) {
     qc_fq_dispatch<true>(p);
 }
 
 /** get_quantized_weight(): codes only (p.dst is ignored). */
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 1) qc_quantize(const QcFakeQuantParams p) {
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_quantize(const QcFakeQuantParams p) {
     qc_fq_dispatch<false>(p);
 }

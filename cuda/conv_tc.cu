@@ -435,9 +435,10 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
  * 128x64 tile ran 2 blocks = 8 warps, 12% occupancy); the runtime raises the shared-memory
  * carveout so that their shared memory fits too. */
 /* One NVRTC program per part (src/cuda/kernels.rs): -DQC_PART=1 f16 tiles, 2 bf16 tiles,
- * 3 element-wise loader, 4 depthwise + layout kernels, 5 transposed tiles. */
+ * 3 element-wise loader, 4 depthwise + layout + split-K reduction kernels, 5 transposed f16
+ * tiles, 6 transposed bf16 tiles. */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1|2|3|4|5 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1|2|3|4|5|6 (see src/cuda/kernels.rs)"
 #endif
 #if QC_PART == 1
 QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false)
@@ -455,6 +456,7 @@ QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false)
 /* Transposed convolutions (gather form, one phase of o mod stride per block). */
 QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true)
 QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true)
+#elif QC_PART == 6
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true)
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true)
 #endif

@@ -49,13 +49,15 @@ pub enum KernelSource {
     ConvTcGather,
     /// `cuda/conv_tc.cu`: channels-last depthwise kernels and the layout transposes.
     ConvTcMisc,
-    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions (f16 and bf16).
-    ConvTcTranspose,
+    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions, f16.
+    ConvTcTransposeF16,
+    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions, bf16.
+    ConvTcTransposeBf16,
 }
 
 impl KernelSource {
     /// Every program, in a fixed order.
-    pub const ALL: [KernelSource; 12] = [
+    pub const ALL: [KernelSource; 13] = [
         KernelSource::FakeQuant,
         KernelSource::ConvF32,
         KernelSource::ConvF16,
@@ -67,7 +69,8 @@ impl KernelSource {
         KernelSource::ConvTcBf16,
         KernelSource::ConvTcGather,
         KernelSource::ConvTcMisc,
-        KernelSource::ConvTcTranspose,
+        KernelSource::ConvTcTransposeF16,
+        KernelSource::ConvTcTransposeBf16,
     ];
 
     /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
@@ -84,7 +87,8 @@ impl KernelSource {
             KernelSource::ConvTcBf16 => "conv_tc_bf16",
             KernelSource::ConvTcGather => "conv_tc_gather",
             KernelSource::ConvTcMisc => "conv_tc_misc",
-            KernelSource::ConvTcTranspose => "conv_tc_transpose",
+            KernelSource::ConvTcTransposeF16 => "conv_tc_transpose_f16",
+            KernelSource::ConvTcTransposeBf16 => "conv_tc_transpose_bf16",
         }
     }
 
@@ -100,7 +104,8 @@ impl KernelSource {
             | KernelSource::ConvTcBf16
             | KernelSource::ConvTcGather
             | KernelSource::ConvTcMisc
-            | KernelSource::ConvTcTranspose => "conv_tc.cu",
+            | KernelSource::ConvTcTransposeF16
+            | KernelSource::ConvTcTransposeBf16 => "conv_tc.cu",
         }
     }
 
@@ -123,7 +128,8 @@ impl KernelSource {
             KernelSource::ConvF16 | KernelSource::ConvTransposeF16 | KernelSource::ConvTcBf16 => &["-DQC_PART=2"],
             KernelSource::ConvBf16 | KernelSource::ConvTransposeBf16 | KernelSource::ConvTcGather => &["-DQC_PART=3"],
             KernelSource::ConvTcMisc => &["-DQC_PART=4"],
-            KernelSource::ConvTcTranspose => &["-DQC_PART=5"],
+            KernelSource::ConvTcTransposeF16 => &["-DQC_PART=5"],
+            KernelSource::ConvTcTransposeBf16 => &["-DQC_PART=6"],
         }
     }
 
@@ -392,10 +398,10 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
     "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false>";
     "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false>";
     "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false>";
-    "qc_conv_tc_tr_f16_128x128", ConvTcTranspose, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true>";
-    "qc_conv_tc_tr_f16_64x64", ConvTcTranspose, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true>";
-    "qc_conv_tc_tr_bf16_128x128", ConvTcTranspose, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true>";
-    "qc_conv_tc_tr_bf16_64x64", ConvTcTranspose, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true>";
+    "qc_conv_tc_tr_f16_128x128", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true>";
+    "qc_conv_tc_tr_f16_64x64", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true>";
+    "qc_conv_tc_tr_bf16_128x128", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true>";
+    "qc_conv_tc_tr_bf16_64x64", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true>";
     "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<float>";
     "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_half>";
     "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_bf16>";

@@ -1615,17 +1615,24 @@ impl Ctx<'_> {
                 let st1 = ph1.in_step;
                 // Windows of output rows [ma, mb): padded input rows [c][tap0][v][w2] with
                 // v ↔ input row ma·st1 + lo1 + v (remapped), sized to the padded-row budget.
-                let per_row = geo.cg * ph0.taps.len() * row_len * st1;
+                // When the row stride exceeds the taps' span, the rows between two output rows'
+                // spans are never read: the window is then compact, output row r's span at
+                // v = r·span + j ↔ input row (ma + r)·st1 + lo1 + j (a stride of 65536 would
+                // otherwise fill 65536 rows per output row).
+                let span = (hi1 - lo1) as usize;
+                let compact = st1 > span;
+                let row_step = if compact { span } else { st1 };
+                let per_row = geo.cg * ph0.taps.len() * row_len * row_step;
                 let window = (PLANE_BUDGET / per_row.max(1) / RR * RR).max(RR);
                 let mut ma = m1a;
                 while ma < m1b {
                     let mb = (ma + window).min(m1b);
                     let groups = (mb - ma).div_ceil(RR);
-                    let v_rows = ((groups * RR - 1) * st1) as isize + (hi1 - lo1);
-                    let v_rows = v_rows as usize;
+                    let v_rows = (groups * RR - 1) * row_step + span;
                     let layout = if decimated { RowLayout::Decimated(dec_w) } else { RowLayout::Padded(lo2, w2) };
-                    self.fill_window(ws, (task.n, g), (ph0, m0), (ma * st1) as isize + lo1, v_rows, layout);
-                    let pitch = st1 * row_len;
+                    let rows_map = RowMap { start: (ma * st1) as isize + lo1, span, stride: st1, compact };
+                    self.fill_window(ws, (task.n, g), (ph0, m0), rows_map, v_rows, layout);
+                    let pitch = row_step * row_len;
                     for (phi2, ph2) in geo.phases[2].iter().enumerate() {
                         if ph2.taps.is_empty() {
                             for m1 in ma..mb {
@@ -1734,10 +1741,11 @@ impl Ctx<'_> {
         ws: &mut Workspace,
         (n, g): (usize, usize),
         (ph0, m0): (&Phase, usize),
-        i1_start: isize,
+        rows_map: RowMap,
         v_rows: usize,
         layout: RowLayout,
     ) {
+        let i1_start = rows_map.start;
         let p = self.p;
         let [l0, l1, l2] = p.in_size;
         let mode = p.pad_mode;
@@ -1752,7 +1760,7 @@ impl Ctx<'_> {
         // Zero padding, padded rows: a window with the same key as the previous one has its
         // zeros in the same places already; only the in-bounds parts are copied.
         let key = match layout {
-            RowLayout::Padded(lo2, w2) if mode == PaddingMode::Zeros => {
+            RowLayout::Padded(lo2, w2) if mode == PaddingMode::Zeros && !rows_map.compact => {
                 Some((self.call_id, ph0.taps.as_ptr() as usize, m0, i1_start, v_rows, lo2, w2))
             }
             _ => None,
@@ -1787,7 +1795,7 @@ impl Ctx<'_> {
                 let i0 = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0);
                 for v in 0..v_rows {
                     let Some(dst) = rows.next() else { return };
-                    let i1 = remap(mode, i1_start + v as isize, l1);
+                    let i1 = remap(mode, rows_map.input_row(v), l1);
                     let (Some(i0), Some(i1)) = (i0, i1) else {
                         dst.fill(0.0);
                         continue;
@@ -1804,6 +1812,34 @@ impl Ctx<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Which input row (dim 1) each window row of the direct path holds.
+#[derive(Clone, Copy, Debug)]
+struct RowMap {
+    /// Input row of window row 0 (before the padding-mode remap).
+    start: isize,
+    /// Rows one output row reads (`hi1 - lo1`).
+    span: usize,
+    /// Input rows between consecutive output rows (the phase's input step).
+    stride: usize,
+    /// `false`: window row `v` is input row `start + v`. `true` (stride > span): output row `r`'s
+    /// span is stored at `r·span`, so window row `v` is input row
+    /// `start + (v / span)·stride + v % span`.
+    compact: bool,
+}
+
+impl RowMap {
+    fn input_row(&self, v: usize) -> isize {
+        if self.compact {
+            let (r, j) = (v / self.span.max(1), v % self.span.max(1));
+            // Bounded by the window (at most a plane budget of rows) and the validated problem
+            // sizes; saturate rather than wrap (a saturated row remaps to padding or an edge).
+            (r as isize).saturating_mul(self.stride as isize).saturating_add(j as isize).saturating_add(self.start)
+        } else {
+            self.start + v as isize
         }
     }
 }
@@ -2328,6 +2364,39 @@ mod tests {
                 ..problem(3, 6, 3, [5, 5, 9], [3, 3, 3])
             };
             check_random_data(&mut rng, &p);
+            // Row stride larger than the rows one output reads: the compact window (only each
+            // output row's span is filled), with dilation, padding past the input, and a stride
+            // far beyond the input (fuzzer case: stride 65536, replicate).
+            let p = ConvProblem {
+                stride: [1, 3, 2],
+                pad: [0, 2, 1],
+                out_size: [1, 5, 5],
+                pad_mode: mode,
+                batch: 2,
+                ..problem(5, 5, 5, [1, 11, 10], [1, 2, 3])
+            };
+            check_random_data(&mut rng, &p);
+            let p = ConvProblem {
+                stride: [1, 7, 1],
+                dilation: [1, 2, 1],
+                pad: [0, 1, 0],
+                out_size: [1, 3, 8],
+                pad_mode: mode,
+                ..problem(4, 4, 4, [1, 17, 8], [1, 2, 1])
+            };
+            check_random_data(&mut rng, &p);
+            if mode != PaddingMode::Reflect && mode != PaddingMode::Circular {
+                let p = ConvProblem {
+                    stride: [1, 65536, 7],
+                    dilation: [1, 7, 7],
+                    pad: [0, 1, 1000],
+                    out_size: [1, 1, 286],
+                    pad_mode: mode,
+                    batch: 2,
+                    ..problem(7, 7, 7, [1, 2, 2], [1, 1, 1])
+                };
+                check_random_data(&mut rng, &p);
+            }
         }
         // Absurd strides stay cheap and correct (also in debug builds: no overflow).
         let p = ConvProblem {

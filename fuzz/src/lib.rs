@@ -59,17 +59,6 @@ pub fn affordable(p: &ConvProblem) -> bool {
 /// Runs `forward` when affordable and checks: errors have messages, `conv_problem` and `forward`
 /// agree on success/failure, and the output has the predicted shape and the input's dtype.
 pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
-    // Open finding 5 (reported): padding='same' computes `dilation * (kernel - 1)` unchecked
-    // (src/conv/options.rs, padding_amounts). Skip such modules so the fuzzer can look further.
-    let same_overflows = match m {
-        AnyConv::Conv1d(m) => same_overflow(m.options()),
-        AnyConv::Conv2d(m) => same_overflow(m.options()),
-        AnyConv::Conv3d(m) => same_overflow(m.options()),
-        _ => false,
-    };
-    if same_overflows {
-        return;
-    }
     let p = match conv_problem(m, x.shape(), os) {
         Ok(p) => p,
         Err(e) => {
@@ -95,14 +84,51 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
             want.extend_from_slice(&p.out_size[3 - d..]);
             assert_eq!(y.shape(), want.as_slice(), "forward output shape differs from conv_problem's");
             assert_eq!(y.dtype(), x.dtype(), "forward changed the dtype");
+            // The channels-last entry point computes the same bits on the permuted tensors.
+            let batched = x.ndim() == d + 2;
+            let xl = move_channels(x, batched, true);
+            match m.forward_channels_last(&xl, os) {
+                Ok(yl) => assert!(
+                    move_channels(&yl, batched, false) == y,
+                    "forward_channels_last differs from forward (input {:?})",
+                    x.shape()
+                ),
+                Err(e) => panic!("forward succeeded but forward_channels_last failed: {e}"),
+            }
         }
         Err(e) => check_err("forward", &e),
     }
 }
 
-fn same_overflow<const D: usize>(o: &qconv::ConvOptions<D>) -> bool {
-    o.padding == qconv::Padding::Same
-        && (0..D).any(|d| o.dilation[d].checked_mul(o.kernel_size[d].saturating_sub(1)).is_none())
+/// Moves the channel dimension: `to_last` `[N, C, *s]` → `[N, *s, C]` (unbatched `[C, *s]` →
+/// `[*s, C]`), else back.
+fn move_channels(x: &Tensor, batched: bool, to_last: bool) -> Tensor {
+    let shape = x.shape().to_vec();
+    let lead = usize::from(batched);
+    let n = if batched { shape[0] } else { 1 };
+    let (c, new_shape) = if to_last {
+        let mut v = shape[..lead].to_vec();
+        v.extend_from_slice(&shape[lead + 1..]);
+        v.push(shape[lead]);
+        (shape[lead], v)
+    } else {
+        let mut v = shape[..lead].to_vec();
+        v.push(shape[shape.len() - 1]);
+        v.extend_from_slice(&shape[lead..shape.len() - 1]);
+        (shape[shape.len() - 1], v)
+    };
+    let v = x.to_vec_f32();
+    let per = v.len().checked_div(n * c).unwrap_or(0);
+    let mut out = vec![0f32; v.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for s in 0..per {
+                let (from, to) = if to_last { (ch * per + s, s * c + ch) } else { (s * c + ch, ch * per + s) };
+                out[b * c * per + to] = v[b * c * per + from];
+            }
+        }
+    }
+    Tensor::from_vec(out, &new_shape).unwrap().to_dtype(x.dtype())
 }
 
 /// Property: a built module survives state_dict → safetensors bytes → AnyConv::from_state_dict

@@ -442,6 +442,63 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
     }
 
+    /// `[N, C, *spatial]` → `[N, *spatial, C]`: the channels-last layout (PyTorch's
+    /// `channels_last` memory format, as a plain shape) that
+    /// [`ConvModule::forward_channels_last`](crate::ConvModule) takes. Host tensors of any dtype
+    /// (exact); at least 2 dimensions. Device tensors: download first.
+    pub fn to_channels_last(&self) -> Result<Tensor> {
+        self.move_channels(true)
+    }
+
+    /// `[N, *spatial, C]` → `[N, C, *spatial]`, the inverse of
+    /// [`to_channels_last`](Self::to_channels_last).
+    pub fn to_channels_first(&self) -> Result<Tensor> {
+        self.move_channels(false)
+    }
+
+    fn move_channels(&self, to_last: bool) -> Result<Tensor> {
+        let shape = &self.shape;
+        if shape.len() < 2 {
+            return Err(Error::shape(
+                "tensor",
+                shape,
+                "moving the channel dimension needs a batch and a channel dimension",
+            ));
+        }
+        if self.device() != Device::Cpu {
+            return Err(Error::Unsupported {
+                op: "moving the channel dimension".into(),
+                device: self.device().to_string(),
+                reason: "the tensor lives on a CUDA device; copy it to the CPU first".into(),
+            });
+        }
+        let n = shape[0];
+        let (c, new_shape) = if to_last {
+            let mut v = vec![n];
+            v.extend_from_slice(&shape[2..]);
+            v.push(shape[1]);
+            (shape[1], v)
+        } else {
+            let c = shape[shape.len() - 1];
+            let mut v = vec![n, c];
+            v.extend_from_slice(&shape[1..shape.len() - 1]);
+            (c, v)
+        };
+        let v = self.try_to_vec_f32()?;
+        let per = v.len().checked_div(n * c).unwrap_or(0);
+        let mut out = vec![0f32; v.len()];
+        for b in 0..n {
+            let base = b * c * per;
+            for ch in 0..c {
+                for s in 0..per {
+                    let (from, to) = if to_last { (ch * per + s, s * c + ch) } else { (s * c + ch, ch * per + s) };
+                    out[base + to] = v[base + from];
+                }
+            }
+        }
+        Tensor::from_vec(out, &new_shape)?.try_to_dtype(self.dtype())
+    }
+
     /// Copies the tensor to `device` (a clone sharing the storage when it already lives there).
     ///
     /// `Device::Cpu` always works for host tensors; a device tensor is downloaded, which waits

@@ -223,3 +223,17 @@ fn depthwise_replicate_with_a_huge_stride_is_fast() {
     assert_eq!(y.shape(), &[2, 7, 1, 286]);
     assert!(t.elapsed().as_secs_f64() < 2.0, "forward took {:?} for 4004 outputs", t.elapsed());
 }
+
+// Fuzzer finding (2026-11-26, module_config, from the seed corpus after the short-channel-run
+// fake-quant change): a per-channel weight with no channel along the axis made an empty expanded
+// row, and sizing the parallel chunks divided by its length (zero).
+#[test]
+fn fake_quant_of_a_weight_without_channels() {
+    for shape in [[0usize, 3, 1, 1], [0, 2, 1, 3]] {
+        let w = Tensor::from_vec(Vec::<f32>::new(), &shape).unwrap();
+        let qp = WeightQParams::per_channel(qconv::QuantDType::QInt8, vec![], vec![], 0);
+        let fq = qconv::quant::fake_quantize(&w, &qp).unwrap();
+        assert_eq!(fq.shape(), &shape);
+        assert_eq!(fq.numel(), 0);
+    }
+}

@@ -475,6 +475,14 @@ fn channels_last_forward_on_the_cpu() {
     let yl = m.forward_channels_last(&xl).unwrap();
     assert_eq!(yl.shape(), &[4, 4, 4]);
     assert_eq!(common::channels_first(&yl.reshape(&[1, 4, 4, 4]).unwrap()).reshape(&[4, 4, 4]).unwrap(), y);
+    // The layout helpers: exact round trip; a 1-d tensor has no channel dimension to move.
+    let x4 = qconv::Tensor::from_vec(rng.vec(2 * 3 * 4 * 5, -1.0, 1.0), &[2, 3, 4, 5]).unwrap();
+    assert_eq!(x4.to_channels_last().unwrap().shape(), &[2, 4, 5, 3]);
+    assert_eq!(x4.to_channels_last().unwrap().to_channels_first().unwrap(), x4);
+    assert!(matches!(
+        qconv::Tensor::zeros(&[3], qconv::DType::F32).unwrap().to_channels_last(),
+        Err(qconv::Error::Shape { .. })
+    ));
     // Channel count checked on the last dimension.
     match m.forward_channels_last(&qconv::Tensor::zeros(&[2, 7, 5, 4], qconv::DType::F32).unwrap()) {
         Err(qconv::Error::Shape { shape, rule, .. }) => {

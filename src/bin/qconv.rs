@@ -469,7 +469,7 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
             let host = built.input.try_to_dtype(dtype)?;
             let x = host.to_device(Device::Cuda(ordinal))?;
             // The same values channels-last ([N, *spatial, C]).
-            let xl = channels_last(&host)?.to_device(Device::Cuda(ordinal))?;
+            let xl = host.to_channels_last()?.to_device(Device::Cuda(ordinal))?;
             // (layout, precision, timed call); f32 is exact whatever the precision says.
             let mut runs: Vec<TimedRun> = vec![
                 ("nchw", "default", Box::new(|| module.forward(&x, None).map(|_| ()))),
@@ -516,26 +516,6 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
 
 /// One timed configuration of `bench --device cuda`: (layout, precision, the call).
 type TimedRun<'a> = (&'static str, &'static str, Box<dyn Fn() -> qconv::Result<()> + 'a>);
-
-/// `[N, C, *spatial]` → `[N, *spatial, C]` on the host (the bench's channels-last inputs).
-fn channels_last(x: &qconv::Tensor) -> qconv::Result<qconv::Tensor> {
-    let shape = x.shape().to_vec();
-    let (n, c) = (shape[0], shape[1]);
-    let per: usize = shape[2..].iter().product();
-    let v = x.try_to_vec_f32()?;
-    let mut out = vec![0f32; v.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for s in 0..per {
-                out[(b * per + s) * c + ch] = v[(b * c + ch) * per + s];
-            }
-        }
-    }
-    let mut new_shape = vec![n];
-    new_shape.extend_from_slice(&shape[2..]);
-    new_shape.push(c);
-    qconv::Tensor::from_vec(out, &new_shape)?.try_to_dtype(x.dtype())
-}
 
 fn bench_cmd(args: &Args) -> CliResult<()> {
     if let Some(d) = args.get("--device") {

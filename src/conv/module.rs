@@ -843,40 +843,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
 }
 
 /// Moves the channel dimension of a host tensor: `to_last` `[N, C, *s]` → `[N, *s, C]` (or
-/// unbatched `[C, *s]` → `[*s, C]`), else the inverse. Exact for every dtype (through f32).
+/// unbatched `[C, *s]` → `[*s, C]`), else the inverse. Exact for every dtype.
 fn permute_host(x: &Tensor, batched: bool, to_last: bool) -> Result<Tensor> {
-    let shape = x.shape();
-    let lead = usize::from(batched);
-    if shape.len() < lead + 1 {
-        return Err(Error::shape("tensor", shape, "needs a channel dimension"));
+    let moved = |t: &Tensor| if to_last { t.to_channels_last() } else { t.to_channels_first() };
+    if batched {
+        return moved(x);
     }
-    let n = if batched { shape[0] } else { 1 };
-    let (c, new_shape) = if to_last {
-        let c = shape[lead];
-        let mut v = shape[..lead].to_vec();
-        v.extend_from_slice(&shape[lead + 1..]);
-        v.push(c);
-        (c, v)
-    } else {
-        let c = shape[shape.len() - 1];
-        let mut v = shape[..lead].to_vec();
-        v.push(c);
-        v.extend_from_slice(&shape[lead..shape.len() - 1]);
-        (c, v)
-    };
-    let v = x.try_to_vec_f32()?;
-    let per = v.len().checked_div(n * c).unwrap_or(0);
-    let mut out = vec![0f32; v.len()];
-    for b in 0..n {
-        let base = b * c * per;
-        for ch in 0..c {
-            for s in 0..per {
-                let (from, to) = if to_last { (ch * per + s, s * c + ch) } else { (s * c + ch, ch * per + s) };
-                out[base + to] = v[base + from];
-            }
-        }
-    }
-    Tensor::from_vec(out, &new_shape)?.try_to_dtype(x.dtype())
+    let mut one = vec![1];
+    one.extend_from_slice(x.shape());
+    let y = moved(&x.reshape(&one)?)?;
+    y.reshape(&y.shape()[1..])
 }
 
 impl<const D: usize> ConvModule<D, false> {

@@ -432,6 +432,30 @@ pub fn choose_conv_algo(p: &QcConvParams, sm_count: u32) -> ConvAlgo {
     }
 }
 
+/// The grid of the tiled kernels: `gx` along x (named `what_x`), output-channel tiles of
+/// `channels_per_tile` along y, groups × splits along z; `threads` per block.
+fn tile_grid(
+    p: &QcConvParams,
+    what_x: &str,
+    gx: u64,
+    channels_per_tile: u32,
+    threads: u32,
+) -> Result<Option<LaunchDims>> {
+    Ok(Some(LaunchDims {
+        grid: (
+            grid_dim(what_x, gx, MAX_GRID_X)?,
+            grid_dim(
+                "gridDim.y (output-channel tiles per group)",
+                ceil_div(p.kg as u64, channels_per_tile as u64),
+                MAX_GRID_YZ,
+            )?,
+            grid_dim("gridDim.z (groups x splits)", p.groups as u64 * p.splits as u64, MAX_GRID_YZ)?,
+        ),
+        block: (threads, 1, 1),
+        dynamic_shared_bytes: 0,
+    }))
+}
+
 fn grid_dim(what: &str, v: u64, max: u64) -> Result<u32> {
     if v > max {
         return Err(Error::Unsupported {
@@ -508,36 +532,12 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
             let gx = ceil_div(m, tile.bm() as u64)
                 .checked_mul(p.num_phases as u64)
                 .ok_or_else(|| Error::Overflow("grid size".into()))?;
-            Ok(Some(LaunchDims {
-                grid: (
-                    grid_dim("gridDim.x (output-position tiles x phases)", gx, MAX_GRID_X)?,
-                    grid_dim(
-                        "gridDim.y (output-channel tiles per group)",
-                        ceil_div(p.kg as u64, tile.bn() as u64),
-                        MAX_GRID_YZ,
-                    )?,
-                    grid_dim("gridDim.z (groups x splits)", p.groups as u64 * p.splits as u64, MAX_GRID_YZ)?,
-                ),
-                block: (tile.threads(), 1, 1),
-                dynamic_shared_bytes: 0,
-            }))
+            tile_grid(p, "gridDim.x (output-position tiles x phases)", gx, tile.bn(), tile.threads())
         }
         ConvAlgo::Tiled(tile) => {
             let n_tiles = ceil_div(p.n_cols as u64, tile.bn() as u64);
             let gx = n_tiles.checked_mul(p.num_phases as u64).ok_or_else(|| Error::Overflow("grid size".into()))?;
-            Ok(Some(LaunchDims {
-                grid: (
-                    grid_dim("gridDim.x (column tiles x phases)", gx, MAX_GRID_X)?,
-                    grid_dim(
-                        "gridDim.y (output-channel tiles per group)",
-                        ceil_div(p.kg as u64, tile.bm() as u64),
-                        MAX_GRID_YZ,
-                    )?,
-                    grid_dim("gridDim.z (groups x splits)", p.groups as u64 * p.splits as u64, MAX_GRID_YZ)?,
-                ),
-                block: (tile.threads(), 1, 1),
-                dynamic_shared_bytes: 0,
-            }))
+            tile_grid(p, "gridDim.x (column tiles x phases)", gx, tile.bm(), tile.threads())
         }
         ConvAlgo::Direct => {
             let items = [

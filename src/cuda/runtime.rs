@@ -414,60 +414,17 @@ impl Runtime {
         }
         let mut p = conv_params(problem, bias.is_some())?;
         check_conv_params(&p)?;
-        let elems = |what: &str, v: &[u64]| -> Result<usize> {
-            v.iter()
-                .try_fold(1u64, |a, &b| a.checked_mul(b))
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| Error::Overflow(format!("{what} size {v:?}")))
-        };
-        let x_len =
-            elems("input", &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, dtype.size_in_bytes() as u64])?;
-        let y_len = elems(
-            "output",
-            &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, dtype.size_in_bytes() as u64],
-        )?;
-        let w_len = elems("weight", &[p.out_channels as u64, p.cg as u64, p.taps as u64])?;
-        let check = |what: &'static str, have: usize, need: usize| -> Result<()> {
-            if have < need {
-                return Err(Error::shape(
-                    what,
-                    &[have],
-                    format!(
-                        "the device buffer must hold at least {need} (bytes for activations, elements for weight/bias)"
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        check("input", x.len(), x_len)?;
-        check("output", y.len(), y_len)?;
-        check("weight", weight.len(), w_len)?;
+        let es = dtype.size_in_bytes() as u64;
+        check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, es])?;
+        check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, es])?;
+        check_len("weight", weight.len(), &[p.out_channels as u64, p.cg as u64, p.taps as u64])?;
         if let Some(b) = bias {
-            check("bias", b.len(), p.out_channels as usize)?;
+            check_len("bias", b.len(), &[p.out_channels as u64])?;
         }
         let algo = choose_conv_algo(&p, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let variant = conv_variant(problem.transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
-            op: format!("convolution with {algo:?}"),
-            device: "CUDA".into(),
-            reason: format!("no kernel for {dtype}"),
-        })?;
-        let f = self.function(variant)?;
-        let (x_ptr, _gx) = x.device_ptr(s);
-        let (w_ptr, _gw) = weight.device_ptr(s);
-        let (b_ptr, _gb) = match bias {
-            Some(b) => {
-                let (ptr, g) = b.device_ptr(s);
-                (ptr, Some(g))
-            }
-            None => (0, None),
-        };
-        let (y_ptr, _gy) = y.device_ptr_mut(s);
-        p.x = x_ptr;
-        p.w = w_ptr;
-        p.bias = b_ptr;
-        p.y = y_ptr;
-        self.launch(&f, dims, &p, s)
+        let f = self.function(conv_variant_or_err(problem.transposed, dtype, algo)?)?;
+        with_conv_ptrs(s, x, weight, bias, y, &mut p, false, |p| self.launch(&f, dims, p, s))
     }
 }
 
@@ -503,70 +460,26 @@ impl Runtime {
                 ),
             });
         }
-        let elems = |what: &str, v: &[u64]| -> Result<usize> {
-            v.iter()
-                .try_fold(1u64, |a, &b| a.checked_mul(b))
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| Error::Overflow(format!("{what} size {v:?}")))
-        };
-        let x_len = elems("input", &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
-        let y_len = elems("output", &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
-        let w_len = elems("weight", &[p.out_channels as u64, p.w_stride_m as u64])?;
-        let check = |what: &'static str, have: usize, need: usize| -> Result<()> {
-            if have < need {
-                return Err(Error::shape(
-                    what,
-                    &[have],
-                    format!("the device buffer must hold at least {need} (bytes for activations, elements otherwise)"),
-                ));
-            }
-            Ok(())
-        };
-        check("input", x.len(), x_len)?;
-        check("output", y.len(), y_len)?;
-        check("packed weight", weight.len(), w_len)?;
+        check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
+        check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
+        check_len("packed weight", weight.len(), &[p.out_channels as u64, p.w_stride_m as u64])?;
         if let Some(b) = bias {
-            check("bias", b.len(), p.out_channels as usize)?;
+            check_len("bias", b.len(), &[p.out_channels as u64])?;
         }
         let tile = choose_tc_tile(&p, self.sm_count);
         let algo = ConvAlgo::TensorCore(tile);
         p.splits = choose_tc_splits(&p, tile, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let variant = conv_variant(problem.transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
-            op: format!("convolution with {algo:?}"),
-            device: "CUDA".into(),
-            reason: format!("no kernel for {dtype}"),
-        })?;
-        let f = self.function(variant)?;
-        let (x_ptr, _gx) = x.device_ptr(s);
-        let (w_ptr, _gw) = weight.device_ptr(s);
-        let (b_ptr, _gb) = match bias {
-            Some(b) => {
-                let (ptr, g) = b.device_ptr(s);
-                (ptr, Some(g))
-            }
-            None => (0, None),
-        };
-        let (y_ptr, _gy) = y.device_ptr_mut(s);
-        if x_ptr % 16 != 0 || w_ptr % 16 != 0 {
-            return Err(Error::Unsupported {
-                op: "the tensor-core convolution".into(),
-                device: "CUDA".into(),
-                reason: "input and weight must be 16-byte aligned (whole device allocations are)".into(),
-            });
-        }
-        p.x = x_ptr;
-        p.w = w_ptr;
-        p.bias = b_ptr;
-        p.y = y_ptr;
+        let f = self.function(conv_variant_or_err(problem.transposed, dtype, algo)?)?;
         if p.splits == 1 {
-            return self.launch(&f, dims, &p, s);
+            return with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s));
         }
         // Split-K: partial sums per reduction range, then the ordered reduction (+ bias).
-        let parts = elems(
-            "split-K partial sums",
-            &[p.splits as u64, p.batch as u64, p.out_spatial as u64, p.out_channels as u64],
-        )?;
+        let parts = [p.splits as u64, p.batch as u64, p.out_spatial as u64, p.out_channels as u64]
+            .iter()
+            .try_fold(1u64, |a, &b| a.checked_mul(b))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Error::Overflow("split-K partial sums".into()))?;
         let mut partial = self.alloc_uninit::<f32>(parts, stream)?;
         let reduce = splitk_reduce_variant(dtype).ok_or_else(|| Error::Unsupported {
             op: "the split-K reduction".into(),
@@ -576,11 +489,13 @@ impl Runtime {
         let fr = self.function(reduce)?;
         let (part_ptr, _gp) = partial.device_ptr_mut(s);
         p.partial = part_ptr;
-        self.launch(&f, dims, &p, s)?;
         let total = (p.batch as u64) * (p.out_spatial as u64) * (p.out_channels as u64);
         let blocks = total.div_ceil(256).clamp(1, super::launch::MAX_GRID_STRIDE_BLOCKS);
         let rdims = LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 };
-        self.launch(&fr, rdims, &p, s)
+        with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| {
+            self.launch(&f, dims, p, s)?;
+            self.launch(&fr, rdims, p, s)
+        })
     }
 
     /// Enqueues the channels-last depthwise convolution (`qc_dw_nhwc_*`, any dtype): `x`
@@ -610,53 +525,16 @@ impl Runtime {
             });
         }
         let es = dtype.size_in_bytes() as u64;
-        let need = |what: &'static str, have: usize, v: &[u64]| -> Result<()> {
-            let n = v
-                .iter()
-                .try_fold(1u64, |a, &b| a.checked_mul(b))
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| Error::Overflow(format!("{what} size {v:?}")))?;
-            if have < n {
-                return Err(Error::shape(what, &[have], format!("the device buffer must hold at least {n}")));
-            }
-            Ok(())
-        };
-        need("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, es])?;
-        need("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, es])?;
-        need("packed weight", weight.len(), &[p.in_channels as u64, p.taps as u64])?;
+        check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, es])?;
+        check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, es])?;
+        check_len("packed weight", weight.len(), &[p.in_channels as u64, p.taps as u64])?;
         if let Some(b) = bias {
-            need("bias", b.len(), &[p.out_channels as u64])?;
+            check_len("bias", b.len(), &[p.out_channels as u64])?;
         }
         let algo = ConvAlgo::DepthwiseNhwc;
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let variant = conv_variant(false, dtype, algo).ok_or_else(|| Error::Unsupported {
-            op: "the channels-last depthwise convolution".into(),
-            device: "CUDA".into(),
-            reason: format!("no kernel for {dtype}"),
-        })?;
-        let f = self.function(variant)?;
-        let (x_ptr, _gx) = x.device_ptr(s);
-        let (w_ptr, _gw) = weight.device_ptr(s);
-        let (b_ptr, _gb) = match bias {
-            Some(b) => {
-                let (ptr, g) = b.device_ptr(s);
-                (ptr, Some(g))
-            }
-            None => (0, None),
-        };
-        let (y_ptr, _gy) = y.device_ptr_mut(s);
-        if x_ptr % 16 != 0 || w_ptr % 16 != 0 || y_ptr % 16 != 0 {
-            return Err(Error::Unsupported {
-                op: "the channels-last depthwise convolution".into(),
-                device: "CUDA".into(),
-                reason: "input, weight and output must be 16-byte aligned (whole device allocations are)".into(),
-            });
-        }
-        p.x = x_ptr;
-        p.w = w_ptr;
-        p.bias = b_ptr;
-        p.y = y_ptr;
-        self.launch(&f, dims, &p, s)
+        let f = self.function(conv_variant_or_err(false, dtype, algo)?)?;
+        with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s))
     }
 
     /// Enqueues a batched transpose of `batch` row-major `rows × cols` matrices of
@@ -716,6 +594,71 @@ impl Runtime {
         // anything reads it (conv / transpose outputs), or treat it as scratch.
         unsafe { s.alloc::<T>(len.max(1)) }.map_err(driver_err("cuMemAlloc"))
     }
+}
+
+/// Errors unless a device buffer of `have` elements holds the product of `dims`.
+fn check_len(what: &'static str, have: usize, dims: &[u64]) -> Result<()> {
+    let need = dims
+        .iter()
+        .try_fold(1u64, |a, &b| a.checked_mul(b))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| Error::Overflow(format!("{what} size {dims:?}")))?;
+    if have < need {
+        return Err(Error::shape(
+            what,
+            &[have],
+            format!("the device buffer must hold at least {need} (bytes for activations, elements otherwise)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The convolution entry point for (direction, dtype, algorithm), or a typed error.
+fn conv_variant_or_err(transposed: bool, dtype: DType, algo: ConvAlgo) -> Result<&'static KernelVariant> {
+    conv_variant(transposed, dtype, algo).ok_or_else(|| Error::Unsupported {
+        op: format!("convolution with {algo:?}"),
+        device: "CUDA".into(),
+        reason: format!("no kernel for {dtype}"),
+    })
+}
+
+/// Sets the buffer pointers of `p` (input, weight, bias or 0, output) and runs `launch` while
+/// cudarc's read/write guards of those buffers are held (they order the launch with other
+/// streams' use of the buffers). `aligned`: the channels-last kernels read 16-byte vectors, so
+/// input and weight (and the output) must be 16-byte aligned, as whole device allocations are.
+#[allow(clippy::too_many_arguments)]
+fn with_conv_ptrs<W: DeviceRepr>(
+    s: &Arc<CudaStream>,
+    x: &CudaSlice<u8>,
+    weight: &CudaSlice<W>,
+    bias: Option<&CudaSlice<f32>>,
+    y: &mut CudaSlice<u8>,
+    p: &mut QcConvParams,
+    aligned: bool,
+    launch: impl FnOnce(&QcConvParams) -> Result<()>,
+) -> Result<()> {
+    let (x_ptr, _gx) = x.device_ptr(s);
+    let (w_ptr, _gw) = weight.device_ptr(s);
+    let (b_ptr, _gb) = match bias {
+        Some(b) => {
+            let (ptr, g) = b.device_ptr(s);
+            (ptr, Some(g))
+        }
+        None => (0, None),
+    };
+    let (y_ptr, _gy) = y.device_ptr_mut(s);
+    if aligned && (x_ptr % 16 != 0 || w_ptr % 16 != 0 || y_ptr % 16 != 0) {
+        return Err(Error::Unsupported {
+            op: "a channels-last convolution kernel".into(),
+            device: "CUDA".into(),
+            reason: "input, weight and output must be 16-byte aligned (whole device allocations are)".into(),
+        });
+    }
+    p.x = x_ptr;
+    p.w = w_ptr;
+    p.bias = b_ptr;
+    p.y = y_ptr;
+    launch(p)
 }
 
 /// The kernels never read an array the mode does not use, but a zero-length allocation has no

@@ -407,7 +407,9 @@ impl FastPlan {
     fn with_row(mut self) -> Self {
         if let Some(inner) = self.inner {
             let len = inner * self.lanes.len();
-            if inner > 0 && inner < SHORT_RUN && len <= MAX_ROW {
+            // `len > 0`: a weight with no channel along the axis (zero-size) has no row to expand
+            // (fuzzer finding: an empty row divided by zero when sizing the work chunks).
+            if inner > 0 && inner < SHORT_RUN && len > 0 && len <= MAX_ROW {
                 let expand = |f: fn(&Lane) -> f32| -> Vec<f32> {
                     self.lanes.iter().flat_map(|l| std::iter::repeat_n(f(l), inner)).collect()
                 };

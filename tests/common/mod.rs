@@ -62,40 +62,11 @@ pub fn oracle_with_weight<const D: usize, const T: bool>(
 /// `[N, C, *s]` → `[N, *s, C]` on the host (any dtype, exact).
 #[allow(dead_code)] // not every test crate uses it
 pub fn channels_last(x: &Tensor) -> Tensor {
-    let shape = x.shape().to_vec();
-    let (n, c) = (shape[0], shape[1]);
-    let per: usize = shape[2..].iter().product();
-    let v = x.to_vec_f32();
-    let mut out = vec![0f32; v.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for s in 0..per {
-                out[(b * per + s) * c + ch] = v[(b * c + ch) * per + s];
-            }
-        }
-    }
-    let mut new_shape = vec![n];
-    new_shape.extend_from_slice(&shape[2..]);
-    new_shape.push(c);
-    Tensor::from_vec(out, &new_shape).unwrap().to_dtype(x.dtype())
+    x.to_channels_last().unwrap()
 }
 
 /// `[N, *s, C]` → `[N, C, *s]` on the host (any dtype, exact).
 #[allow(dead_code)] // not every test crate uses it
 pub fn channels_first(x: &Tensor) -> Tensor {
-    let shape = x.shape().to_vec();
-    let (n, c) = (shape[0], shape[shape.len() - 1]);
-    let per: usize = shape[1..shape.len() - 1].iter().product();
-    let v = x.to_vec_f32();
-    let mut out = vec![0f32; v.len()];
-    for b in 0..n {
-        for s in 0..per {
-            for ch in 0..c {
-                out[(b * c + ch) * per + s] = v[(b * per + s) * c + ch];
-            }
-        }
-    }
-    let mut new_shape = vec![n, c];
-    new_shape.extend_from_slice(&shape[1..shape.len() - 1]);
-    Tensor::from_vec(out, &new_shape).unwrap().to_dtype(x.dtype())
+    x.to_channels_first().unwrap()
 }

@@ -226,7 +226,8 @@ fn depthwise_replicate_with_a_huge_stride_is_fast() {
 
 // Fuzzer finding (2026-11-26, module_config, from the seed corpus after the short-channel-run
 // fake-quant change): a per-channel weight with no channel along the axis made an empty expanded
-// row, and sizing the parallel chunks divided by its length (zero).
+// row, and sizing the parallel chunks divided by its length (zero). Crash input:
+// fuzz/regressions/module_config/fake-quant-no-channels-div-by-zero.
 #[test]
 fn fake_quant_of_a_weight_without_channels() {
     for shape in [[0usize, 3, 1, 1], [0, 2, 1, 3]] {

@@ -87,12 +87,20 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
             // The channels-last entry point computes the same bits on the permuted tensors.
             let batched = x.ndim() == d + 2;
             let xl = move_channels(x, batched, true);
+            // Compared bit for bit (NaN outputs compare unequal as numbers).
+            let bits = |t: &Tensor| t.to_vec_f32().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
             match m.forward_channels_last(&xl, os) {
-                Ok(yl) => assert!(
-                    move_channels(&yl, batched, false) == y,
-                    "forward_channels_last differs from forward (input {:?})",
-                    x.shape()
-                ),
+                Ok(yl) => {
+                    let back = move_channels(&yl, batched, false);
+                    assert_eq!(back.shape(), y.shape(), "forward_channels_last: shape");
+                    assert!(
+                        bits(&back) == bits(&y),
+                        "forward_channels_last differs from forward (input {:?}): {:?} vs {:?}",
+                        x.shape(),
+                        &back.to_vec_f32()[..back.numel().min(8)],
+                        &y.to_vec_f32()[..y.numel().min(8)]
+                    );
+                }
                 Err(e) => panic!("forward succeeded but forward_channels_last failed: {e}"),
             }
         }

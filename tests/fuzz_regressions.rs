@@ -197,7 +197,7 @@ fn same_padding_with_a_huge_dilation() {
 }
 
 // ---- finding 6 (module_config timeout, > 10 s for ~4,000 multiply-adds) -------------------------
-// fuzz/regressions/module_config-slow/depthwise-replicate-huge-stride: a depthwise Conv2d with a
+// fuzz/regressions/module_config/depthwise-replicate-huge-stride: a depthwise Conv2d with a
 // 1×1 kernel, stride (65536, 7), padding (1, 1000), replicate padding, input (2, 7, 2, 2).
 // The output is (2, 7, 1, 286), yet forward ran for more than 10 s under libFuzzer.
 

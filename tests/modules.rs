@@ -447,6 +447,11 @@ fn modules_are_send_sync_and_deterministic_across_threads() {
             });
         }
     });
+    // The same bits whatever the size of the thread pool running the kernels.
+    for threads in [1, 3, 7] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        assert_eq!(pool.install(|| m.forward(&x).unwrap()), serial, "{threads} threads");
+    }
 }
 
 /// Channels-last inputs on the CPU: `[N, *spatial, C]` in, `[N, *out, K]` out, exactly the

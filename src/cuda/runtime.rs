@@ -403,15 +403,6 @@ impl Runtime {
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
         let s = self.pick(stream)?;
-        for (what, ctx) in [("weight", weight.context()), ("input", x.context()), ("output", y.context())] {
-            if ctx.ordinal() != self.ordinal {
-                return Err(Error::Unsupported {
-                    op: format!("a convolution reading the {what}"),
-                    device: format!("cuda:{}", self.ordinal),
-                    reason: format!("the {what} lives on cuda:{}", ctx.ordinal()),
-                });
-            }
-        }
         let mut p = conv_params(problem, bias.is_some())?;
         check_conv_params(&p)?;
         let es = dtype.size_in_bytes() as u64;
@@ -424,7 +415,7 @@ impl Runtime {
         let algo = choose_conv_algo(&p, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
         let f = self.function(conv_variant_or_err(problem.transposed, dtype, algo)?)?;
-        with_conv_ptrs(s, x, weight, bias, y, &mut p, false, |p| self.launch(&f, dims, p, s))
+        with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, false, |p| self.launch(&f, dims, p, s))
     }
 }
 
@@ -472,7 +463,7 @@ impl Runtime {
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
         let f = self.function(conv_variant_or_err(problem.transposed, dtype, algo)?)?;
         if p.splits == 1 {
-            return with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s));
+            return with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s));
         }
         // Split-K: partial sums per reduction range, then the ordered reduction (+ bias).
         let parts = [p.splits as u64, p.batch as u64, p.out_spatial as u64, p.out_channels as u64]
@@ -492,7 +483,7 @@ impl Runtime {
         let total = (p.batch as u64) * (p.out_spatial as u64) * (p.out_channels as u64);
         let blocks = total.div_ceil(256).clamp(1, super::launch::MAX_GRID_STRIDE_BLOCKS);
         let rdims = LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 };
-        with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| {
+        with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| {
             self.launch(&f, dims, p, s)?;
             self.launch(&fr, rdims, p, s)
         })
@@ -534,7 +525,7 @@ impl Runtime {
         let algo = ConvAlgo::DepthwiseNhwc;
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
         let f = self.function(conv_variant_or_err(false, dtype, algo)?)?;
-        with_conv_ptrs(s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s))
+        with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s))
     }
 
     /// Enqueues a batched transpose of `batch` row-major `rows × cols` matrices of
@@ -577,6 +568,8 @@ impl Runtime {
                 format!("both must hold {bytes} bytes"),
             ));
         }
+        same_device(self.ordinal, "transpose source", src.context())?;
+        same_device(self.ordinal, "transpose destination", dst.context())?;
         let f = self.function(variant)?;
         let (src_ptr, _gs) = src.device_ptr(s);
         let (dst_ptr, _gd) = dst.device_ptr_mut(s);
@@ -622,12 +615,26 @@ fn conv_variant_or_err(transposed: bool, dtype: DType, algo: ConvAlgo) -> Result
     })
 }
 
-/// Sets the buffer pointers of `p` (input, weight, bias or 0, output) and runs `launch` while
-/// cudarc's read/write guards of those buffers are held (they order the launch with other
-/// streams' use of the buffers). `aligned`: the channels-last kernels read 16-byte vectors, so
-/// input and weight (and the output) must be 16-byte aligned, as whole device allocations are.
+/// Errors unless a buffer (`what`) belongs to device `ordinal`.
+fn same_device(ordinal: usize, what: &str, ctx: &Arc<CudaContext>) -> Result<()> {
+    if ctx.ordinal() != ordinal {
+        return Err(Error::Unsupported {
+            op: format!("a kernel reading the {what}"),
+            device: format!("cuda:{ordinal}"),
+            reason: format!("the {what} lives on cuda:{}", ctx.ordinal()),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every buffer belongs to device `ordinal`, sets the buffer pointers of `p` (input,
+/// weight, bias or 0, output) and runs `launch` while cudarc's read/write guards of those buffers
+/// are held (they order the launch with other streams' use of the buffers). `aligned`: the
+/// channels-last kernels read 16-byte vectors, so input and weight (and the output) must be
+/// 16-byte aligned, as whole device allocations are.
 #[allow(clippy::too_many_arguments)]
 fn with_conv_ptrs<W: DeviceRepr>(
+    ordinal: usize,
     s: &Arc<CudaStream>,
     x: &CudaSlice<u8>,
     weight: &CudaSlice<W>,
@@ -637,6 +644,10 @@ fn with_conv_ptrs<W: DeviceRepr>(
     aligned: bool,
     launch: impl FnOnce(&QcConvParams) -> Result<()>,
 ) -> Result<()> {
+    let ctxs = [("weight", weight.context()), ("input", x.context()), ("output", y.context())];
+    for (what, ctx) in ctxs.into_iter().chain(bias.map(|b| ("bias", b.context()))) {
+        same_device(ordinal, what, ctx)?;
+    }
     let (x_ptr, _gx) = x.device_ptr(s);
     let (w_ptr, _gw) = weight.device_ptr(s);
     let (b_ptr, _gb) = match bias {

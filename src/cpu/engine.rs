@@ -26,10 +26,14 @@
 //!   edges; any stride, dilation or padding mode) — the general case. Stride-2 rows (e.g. a
 //!   stem) are de-interleaved by a per-ISA copy of the gather loop (`Kernel::run_s2`; one
 //!   two-register permute per 16 values with AVX-512, masked loads for ragged ends);
-//! * *padded input*: when the dim-2 input step is 1 (stride-1 forward, every transposed phase) and
-//!   output rows are short, one padded copy of the input is built per call (remap baked in), and
-//!   the kernel reads each row of `B` in place (leading dimension = the padded plane); no gather
-//!   at all. A panel covers `NR` consecutive columns of the padded plane: consecutive output rows
+//! * *padded input*: when output rows are short (or, with a strided dim 2, when the input rows
+//!   one output row reads fit in cache), one padded copy of the input is built per call (remap
+//!   baked in), and the kernel reads each row of `B` in place (leading dimension = the padded
+//!   plane); no gather at all. With a dim-2 input step `s > 1` (a strided forward convolution,
+//!   e.g. a stem) each padded row is stored as `s` sub-rows, one per input phase, so that a tap's
+//!   inputs for consecutive outputs are again contiguous. Few channels per tap (a stem's 3) would
+//!   make one kernel segment per tap of a few rows; those calls use an *indirect* kernel instead,
+//!   which takes one input offset per reduction row (the weights being contiguous). A panel covers `NR` consecutive columns of the padded plane: consecutive output rows
 //!   share panels (the few padded columns between them are computed and discarded) when that
 //!   wastes less than rounding every row up to `NR` would (e.g. 28-wide rows: 2 of 30 columns
 //!   instead of 4 of 32), otherwise every row starts a new panel. Tasks then split the
@@ -106,12 +110,18 @@ const MR_WIDE: usize = 8;
 const NR: usize = 16;
 /// Largest reduction chunk (rows of a gathered `Col` tile).
 const KC: usize = 256;
+/// Average segment length (reduction rows) below which a GEMM call with contiguous weights uses
+/// the indirect kernel (one input offset per row) rather than a loop per segment.
+const IND_MAX_SEG: usize = 16;
 /// Largest number of columns a GEMM task computes per sub-convolution (before the `Ct` budget).
 const NC_MAX: usize = 256;
 /// Largest gap (in padded-plane columns) between two output rows that one panel run spans.
 const MAX_GAP: usize = NR / 2;
 /// Longest output row (per phase) for which the GEMM path reads the padded input in place.
 const PADDED_MAX_ROW: usize = 64;
+/// Largest input footprint (in `f32`) of one output row for which the GEMM path reads the padded
+/// input in place for rows longer than `PADDED_MAX_ROW` (strided rows only).
+const LONG_ROWS_BUDGET: usize = 16 * 1024;
 /// Budget (in `f32`) of the padded input plane the direct path builds per task.
 const PLANE_BUDGET: usize = 256 * 1024;
 /// Budget (in `f32`) of a task's output tile `Ct`; bounds the columns per task for large `Kg`.
@@ -323,6 +333,11 @@ trait Kernel: Copy + Send + Sync {
         accumulate: bool,
     );
 
+    /// Indirect variant of [`Kernel::gemm`] for short, scattered input rows: reduction row `t`
+    /// is the weights `a[t·mr ..][..mr]` and the inputs `b[offs[t] ..][..NR]`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_ind(self, mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool);
+
     /// Direct-path window: `out[r·ldo + n] = (Σ_t w_t · x[off_t + r·pitch + n]) + bias` for
     /// `r < rows`, `n < cols` (see [`DirectWin`]), summed over the taps `(off_t, w_t)` in order.
     /// `x` must be readable for whole `RR × DW` tiles: `off_t + (ceil(rows/RR)·RR − 1)·pitch +
@@ -399,6 +414,82 @@ fn gemm_generic<const FMA: bool>(
     } else {
         assert_eq!(mr, MR, "panel rows");
         gemm_body::<FMA, MR, MR>(a, segs, b, ldb, c, ldc, accumulate);
+    }
+}
+
+/// The input offsets of the reduction rows of an indirect GEMM call, with their maximum (so a
+/// kernel checks its reads with one comparison).
+#[derive(Debug, Default)]
+struct RowOffsets {
+    offs: Vec<usize>,
+    max: usize,
+}
+
+impl RowOffsets {
+    fn clear(&mut self) {
+        self.offs.clear();
+        self.max = 0;
+    }
+
+    fn push(&mut self, off: usize) {
+        self.offs.push(off);
+        self.max = self.max.max(off);
+    }
+
+    /// Whether `a` holds `mr` weights per row, and `b` `NR` inputs from every offset.
+    fn fits(&self, mr: usize, a: &[f32], b: &[f32]) -> bool {
+        self.offs.len().checked_mul(mr).is_some_and(|n| n <= a.len())
+            && (self.offs.is_empty() || self.max.checked_add(NR).is_some_and(|end| end <= b.len()))
+    }
+}
+
+/// The generic body of [`Kernel::gemm_ind`] for `R` rows of panels with `LDA` rows.
+#[inline(always)]
+fn gemm_ind_body<const FMA: bool, const R: usize, const LDA: usize>(
+    a: &[f32],
+    b: &[f32],
+    offs: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0.0f32; NR]; R];
+    if accumulate {
+        for (m, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[m * ldc..m * ldc + NR]);
+        }
+    }
+    for (t, &at) in offs.iter().enumerate() {
+        let ar: &[f32; R] = a[t * LDA..t * LDA + R].try_into().expect("R elements");
+        let br: &[f32; NR] = b[at..at + NR].try_into().expect("NR elements");
+        for (row, &av) in acc.iter_mut().zip(ar) {
+            for (s, &bv) in row.iter_mut().zip(br) {
+                *s = if FMA { av.mul_add(bv, *s) } else { *s + av * bv };
+            }
+        }
+    }
+    for (m, row) in acc.iter().enumerate() {
+        c[m * ldc..m * ldc + NR].copy_from_slice(row);
+    }
+}
+
+/// [`gemm_ind_body`] for either panel height (as [`gemm_generic`]).
+#[inline(always)]
+fn gemm_ind_generic<const FMA: bool>(
+    mr: usize,
+    a: &[f32],
+    b: &[f32],
+    offs: &RowOffsets,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if mr == MR_WIDE {
+        gemm_ind_body::<FMA, 4, MR_WIDE>(a, b, &offs.offs, c, ldc, accumulate);
+        gemm_ind_body::<FMA, 4, MR_WIDE>(&a[4..], b, &offs.offs, &mut c[4 * ldc..], ldc, accumulate);
+    } else {
+        assert_eq!(mr, MR, "panel rows");
+        gemm_ind_body::<FMA, MR, MR>(a, b, &offs.offs, c, ldc, accumulate);
     }
 }
 
@@ -557,6 +648,9 @@ impl Kernel for Portable {
     fn gemm(self, mr: usize, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, acc: bool) {
         gemm_generic::<PORTABLE_FMA>(mr, a, segs, b, ldb, c, ldc, acc)
     }
+    fn gemm_ind(self, mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool) {
+        gemm_ind_generic::<PORTABLE_FMA>(mr, a, b, offs, c, ldc, acc)
+    }
     fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
         direct_body::<PORTABLE_FMA>(x, taps, win, out)
     }
@@ -576,8 +670,8 @@ mod x86 {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
 
     use super::{
-        direct_body, direct_v_body, gemm_body, gemm_generic, write_run_strided, ASeg, DirectWin, Kernel, MR, MR_WIDE,
-        NR,
+        direct_body, direct_v_body, gemm_body, gemm_generic, gemm_ind_body, gemm_ind_generic, write_run_strided, ASeg,
+        DirectWin, Kernel, RowOffsets, MR, MR_WIDE, NR,
     };
 
     /// AVX2 + FMA kernel. Only [`Avx2Fma::detect`] constructs it, after checking the CPU.
@@ -604,6 +698,11 @@ mod x86 {
         accumulate: bool,
     ) {
         gemm_generic::<true>(mr, a, segs, b, ldb, c, ldc, accumulate)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn gemm_ind_avx2(mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool) {
+        gemm_ind_generic::<true>(mr, a, b, offs, c, ldc, acc)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -711,6 +810,40 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
+    fn gemm_ind_avx512(mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool) {
+        if mr != MR_WIDE {
+            assert_eq!(mr, MR, "panel rows");
+            return gemm_ind_body::<true, MR, MR>(a, b, &offs.offs, c, ldc, acc);
+        }
+        // Every bound the loop relies on, checked once per call.
+        assert!(offs.fits(MR_WIDE, a, b), "weight or input rows out of bounds");
+        assert!(7 * ldc + NR <= c.len(), "output tile out of bounds");
+        let cp = c.as_mut_ptr();
+        let mut v = [_mm512_setzero_ps(); MR_WIDE];
+        if acc {
+            for (m, v) in v.iter_mut().enumerate() {
+                // SAFETY: row `m < 8` of the tile, `m·ldc + 16 <= c.len()` (checked above).
+                *v = unsafe { _mm512_loadu_ps(cp.add(m * ldc)) };
+            }
+        }
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for (t, &at) in offs.offs.iter().enumerate() {
+            // SAFETY: `t·8 + 8 <= a.len()` and `at + 16 <= max + 16 <= b.len()` (checked above).
+            unsafe {
+                let bv = _mm512_loadu_ps(bp.add(at));
+                let ar = ap.add(t * MR_WIDE);
+                for (m, v) in v.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(m)), bv, *v);
+                }
+            }
+        }
+        for (m, v) in v.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm512_storeu_ps(cp.add(m * ldc), *v) };
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn direct_avx512(x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
         direct_body::<true>(x, taps, win, out)
     }
@@ -741,6 +874,10 @@ mod x86 {
             // this CPU, which is all `gemm_avx512` requires beyond what safe Rust guarantees.
             unsafe { gemm_avx512(mr, a, segs, b, ldb, c, ldc, acc) }
         }
+        fn gemm_ind(self, mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool) {
+            // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
+            unsafe { gemm_ind_avx512(mr, a, b, offs, c, ldc, acc) }
+        }
         fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
             unsafe { direct_avx512(x, taps, win, out) }
@@ -770,6 +907,10 @@ mod x86 {
             // SAFETY: an `Avx2Fma` value exists only if `detect` found AVX2 and FMA on this CPU,
             // which is all `gemm_avx2` requires beyond what safe Rust guarantees.
             unsafe { gemm_avx2(mr, a, segs, b, ldb, c, ldc, acc) }
+        }
+        fn gemm_ind(self, mr: usize, a: &[f32], b: &[f32], offs: &RowOffsets, c: &mut [f32], ldc: usize, acc: bool) {
+            // SAFETY: as above, the token proves AVX2 and FMA are available.
+            unsafe { gemm_ind_avx2(mr, a, b, offs, c, ldc, acc) }
         }
         fn direct(self, x: &[f32], taps: &[(usize, f32)], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX2 and FMA are available.
@@ -1103,19 +1244,35 @@ enum BSource {
     Packed,
     /// 1×1 stride-1 unpadded forward: the input rows themselves (flat positions).
     Input,
-    /// The padded copy of the input (dim-2 input step 1): one row run per panel, no gather.
+    /// The padded copy of the input: one row run per panel, no gather.
     Padded,
 }
 
 /// A copy of the input padded along every dimension (padding-mode remap baked in), so that every
 /// index a tap reads is in bounds: element `(n, c, i0, i1, i2)` is at
-/// `((n·C + c)·P0 + i0 − lo0)·P1 + i1 − lo1)·P2 + i2 − lo2`, followed by `NR` spare zeros.
+/// `((n·C + c)·P0 + i0 − lo0)·P1 + i1 − lo1)·P2 + col(i2 − lo2)`, followed by `NR` spare zeros
+/// (`col` is the identity for a unit dim-2 step, see [`Padded::col`]).
 #[derive(Debug, Default)]
 struct Padded {
     data: Vec<f32>,
+    /// First input index of the copy per dimension (may be negative: padding).
     lo: [isize; 3],
+    /// Extent of the copy: rows `dims[0] × dims[1]` of `dims[2]` values each (the row pitch).
     dims: [usize; 3],
     plane: usize,
+    /// The dim-2 input step `s` of the (single) dim-2 phase: each row is stored as `s` sub-rows
+    /// of `sub` values, sub-row `φ` holding padded elements `φ, φ + s, φ + 2s, …`, so that every
+    /// tap reads `NR` consecutive outputs' inputs contiguously (`dims[2] = s·sub`).
+    step2: usize,
+    sub: usize,
+}
+
+impl Padded {
+    /// Position within a copied row of padded dim-2 index `o` (`o − lo[2]`).
+    fn col(&self, o: usize) -> usize {
+        let s = self.step2.max(1);
+        (o % s) * self.sub + o / s
+    }
 }
 
 /// Whether the GEMM path should read `B` from a padded input copy: the dim-2 input step must be 1
@@ -1125,10 +1282,26 @@ struct Padded {
 /// columns between rows (or from rounding row runs up to `NR`), and a padded copy of reasonable
 /// size.
 fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
-    if geo.cg < 4 || geo.phases[2].iter().any(|ph| ph.in_step != 1 || ph.count > PADDED_MAX_ROW) {
+    let Some((_, dims)) = padded_extent(geo) else { return false };
+    // A strided dim 2 (forward only: one phase) is stored as sub-rows, one per input phase.
+    let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step);
+    if step2 != 1 && geo.phases[2].len() != 1 {
         return false;
     }
-    let Some((_, dims)) = padded_extent(geo) else { return false };
+    // Long rows: only if the input rows one output row reads stay cache-resident (their
+    // `Cg·taps0·taps1` rows are read `NR` columns at a time, far apart).
+    let long_ok = step2 > 1 && {
+        let rows_read: usize = geo.cg * geo.phases[0][0].taps.len() * geo.phases[1][0].taps.len();
+        rows_read.saturating_mul(dims[2]) <= LONG_ROWS_BUDGET
+    };
+    if geo.phases[2].iter().any(|ph| ph.count > PADDED_MAX_ROW && !long_ok) {
+        return false;
+    }
+    // Few channels per tap make short kernel segments: fine for a forward convolution (the
+    // indirect kernel takes them), not for the transposed phases (weights not contiguous).
+    if geo.cg < 4 && p.transposed {
+        return false;
+    }
     // Consecutive rows of a phase share panels when the dim-1 input step is 1 and the gap small.
     let merged = geo.phases[1].iter().all(|ph| ph.in_step == 1);
     let (used, computed) = geo.phases[2].iter().fold((0, 0), |(u, r), ph| {
@@ -1137,7 +1310,9 @@ fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
             if merged && merge_rows_pays(ph.count, dims[2]) { ph.count + gap } else { ph.count.div_ceil(NR) * NR };
         (u + ph.count, r + cost)
     });
-    if computed * 4 > used * 5 {
+    // Waste: up to 25% with unit steps (a gather costs more), 1/16 with strided rows (the
+    // stride-2 gather is cheaper).
+    if computed * 4 > used * 5 || (step2 > 1 && computed * 16 > used * 17) {
         return false;
     }
     match checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "") {
@@ -1186,7 +1361,11 @@ thread_local! {
 /// Builds the padded input copy (in parallel over the `(n, c)` planes), in this thread's
 /// recycled buffer (given back by [`recycle_padded`]).
 fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
-    let Some((lo, dims)) = padded_extent(geo) else { return Padded::default() };
+    let Some((lo, mut dims)) = padded_extent(geo) else { return Padded::default() };
+    let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step).max(1);
+    let width = dims[2]; // padded row length
+    let sub = width.div_ceil(step2);
+    dims[2] = sub * step2;
     let plane = dims[0] * dims[1] * dims[2];
     let planes = p.batch * p.in_channels;
     let mut data = PADDED_BUF.with(|b| b.take());
@@ -1202,6 +1381,7 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
     let mode = p.pad_mode;
     if plane > 0 {
         data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+            let mut tmp = vec![0.0f32; if step2 > 1 { dims[2] } else { 0 }];
             for (v, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
                 let (v0, v1) = (v / dims[1], v % dims[1]);
                 let i0 = remap(mode, lo[0] + v0 as isize, l0);
@@ -1209,14 +1389,25 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
                 match (i0, i1) {
                     (Some(i0), Some(i1)) => {
                         let base = ((nc * l0 + i0) * l1 + i1) * l2;
-                        fill_padded(row, &x[base..base + l2], lo[2], mode);
+                        if step2 == 1 {
+                            fill_padded(row, &x[base..base + l2], lo[2], mode);
+                        } else {
+                            // Pad into `tmp` (its tail past `width` stays zero), then split the
+                            // row into its `step2` sub-rows.
+                            fill_padded(&mut tmp[..width], &x[base..base + l2], lo[2], mode);
+                            for (phase, dst) in row.chunks_exact_mut(sub).enumerate() {
+                                for (d, &v) in dst.iter_mut().zip(tmp[phase..].iter().step_by(step2)) {
+                                    *d = v;
+                                }
+                            }
+                        }
                     }
                     _ => row.fill(0.0),
                 }
             }
         });
     }
-    Padded { data, lo, dims, plane }
+    Padded { data, lo, dims, plane, step2, sub }
 }
 
 /// Gives a padded copy's buffer back to this thread for the next call.
@@ -1292,6 +1483,7 @@ struct Workspace {
     ct: Vec<f32>,
     segs: Vec<Seg>,
     asegs: Vec<ASeg>,
+    boffs: RowOffsets,
     panel_base: Vec<usize>,
     tap_off: Vec<usize>,
     xpad: Vec<f32>,
@@ -1534,7 +1726,9 @@ impl Ctx<'_> {
         let panel_len = geo.kk * cg * mr; // one packed panel of the weight
         let wbase = (task.g * self.w.panels + task.k0 / mr) * panel_len;
         // Reduction chunks: whole taps when Cg < KC, else channel ranges of one tap.
-        let kc_max = if self.bsrc == BSource::Padded { KC / 2 } else { KC };
+        // Padded input rows straddle cache lines: half-size chunks keep a panel's rows in L1, unless
+        // few channels per tap (short, overlapping rows: the indirect kernel) make them few.
+        let kc_max = if self.bsrc == BSource::Padded && cg >= IND_MAX_SEG { KC / 2 } else { KC };
         let (taps_per_chunk, cchunks) = if cg >= kc_max { (1, cg.div_ceil(kc_max)) } else { (kc_max / cg, 1) };
         let cb = split_bounds(cg, cchunks);
         // Padded B: each panel's first input element (for tap offset 0) and each tap's offset.
@@ -1556,7 +1750,7 @@ impl Ctx<'_> {
                 let (t1, t0) = (rest % ntaps[1], rest / ntaps[1]);
                 let o0 = (ph[0].taps[t0].off - xp.lo[0]) as usize;
                 let o1 = (ph[1].taps[t1].off - xp.lo[1]) as usize;
-                let o2 = (ph[2].taps[t2].off - xp.lo[2]) as usize;
+                let o2 = xp.col((ph[2].taps[t2].off - xp.lo[2]) as usize);
                 ws.tap_off.push((o0 * p1 + o1) * p2 + o2);
             }
         }
@@ -1587,36 +1781,68 @@ impl Ctx<'_> {
                     }
                     BSource::Padded => {}
                 }
-                for q in 0..npanels {
-                    // The chunk's reduction rows for this panel, merged where both the weight and
-                    // the input rows are contiguous.
-                    ws.asegs.clear();
-                    let (b, ldb): (&[f32], usize) = match self.bsrc {
-                        BSource::Padded => (&self.xp.data, self.xp.plane),
-                        BSource::Input if q < full_panels => (self.x, geo.in_plane),
-                        _ => (&ws.col[q * kc * NR..(q + 1) * kc * NR], NR),
-                    };
+                // The chunk's reduction rows, merged where both the weight and the input rows are
+                // contiguous. Input offsets are relative to the panel's first input (the same for
+                // every panel), except for the copied tail panel of the 1×1 path.
+                let ldb_main = match self.bsrc {
+                    BSource::Padded => self.xp.plane,
+                    BSource::Input => geo.in_plane,
+                    BSource::Packed => NR,
+                };
+                let rows_of = |asegs: &mut Vec<ASeg>, ldb: usize, chan0: usize| {
+                    asegs.clear();
                     for (ti, t) in (t0..t1).enumerate() {
                         let j = self.tap_index(ph, ntaps, t);
                         let a_off = (j * cg + c0) * mr;
                         let b_off = match self.bsrc {
-                            BSource::Padded => (chan_base + c0) * ldb + ws.panel_base[q] + ws.tap_off[t],
-                            BSource::Input if q < full_panels => (chan_base + c0) * ldb + task.p0 + q * NR,
-                            _ => ti * ncc * NR,
+                            BSource::Padded => chan0 * ldb + ws.tap_off[t],
+                            BSource::Input => chan0 * ldb,
+                            BSource::Packed => ti * ncc * NR,
                         };
-                        match ws.asegs.last_mut() {
+                        match asegs.last_mut() {
                             Some(last) if last.0 + last.1 * mr == a_off && last.2 + last.1 * ldb == b_off => {
                                 last.1 += ncc
                             }
-                            _ => ws.asegs.push((a_off, ncc, b_off)),
+                            _ => asegs.push((a_off, ncc, b_off)),
                         }
                     }
+                };
+                let mut asegs = std::mem::take(&mut ws.asegs);
+                rows_of(&mut asegs, ldb_main, chan_base + c0);
+                // Many short segments (few channels per tap) whose weights are contiguous: one
+                // indirect call, with an offset per reduction row, instead.
+                let indirect = asegs.len() > 1
+                    && kc < IND_MAX_SEG * asegs.len()
+                    && asegs.windows(2).all(|s| s[0].0 + s[0].1 * mr == s[1].0);
+                if indirect {
+                    ws.boffs.clear();
+                    for &(_, len, boff) in &asegs {
+                        for u in 0..len {
+                            ws.boffs.push(boff + u * ldb_main);
+                        }
+                    }
+                }
+                for q in 0..npanels {
+                    let tail = self.bsrc == BSource::Input && q >= full_panels;
+                    if tail {
+                        rows_of(&mut asegs, NR, 0); // `col` holds the tail panel as [kc][NR]
+                    }
+                    let (b, ldb): (&[f32], usize) = match self.bsrc {
+                        BSource::Padded => (&self.xp.data[ws.panel_base[q]..], ldb_main),
+                        BSource::Input if !tail => (&self.x[task.p0 + q * NR..], ldb_main),
+                        _ => (&ws.col[q * kc * NR..(q + 1) * kc * NR], NR),
+                    };
                     for i in 0..nmr {
                         let a = &self.w.data[wbase + i * panel_len..wbase + (i + 1) * panel_len];
                         let c = &mut ws.ct[i * mr * ldc + q * NR..(i + 1) * mr * ldc];
-                        kern.gemm(mr, a, &ws.asegs, b, ldb, c, ldc, !first);
+                        if indirect && !tail {
+                            kern.gemm_ind(mr, &a[asegs[0].0..], b, &ws.boffs, c, ldc, !first);
+                        } else {
+                            kern.gemm(mr, a, &asegs, b, ldb, c, ldc, !first);
+                        }
                     }
                 }
+                ws.asegs = asegs;
                 first = false;
             }
             t0 = t1;
@@ -2782,6 +3008,42 @@ mod tests {
     /// Stride-2 gathers (the kernel-specific `run_s2` copies) at every SIMD level this CPU has:
     /// rows with whole panels that end exactly at the input row's end (no readable pair past the
     /// last element) or before it, ragged panels, every padding mode.
+    /// Strided forward convolutions whose output rows suit the padded source (stored as one
+    /// sub-row per input phase): few channels (indirect kernel) and many (segments), every padding
+    /// mode, strides 2 and 3, a long 1-d row, batch 2; all levels against the oracle.
+    #[test]
+    fn strided_padded_all_levels() {
+        let mut rng = Rng(0x57_2ADD);
+        let modes = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular];
+        let cases = [
+            // (C, K, in, kernel, stride, pad)
+            (3, 16, [1, 64, 64], [1, 7, 7], 2, 3),
+            (3, 8, [1, 40, 64], [1, 7, 7], 2, 3),
+            (20, 24, [1, 64, 64], [1, 3, 3], 2, 1),
+            (5, 12, [1, 48, 96], [1, 5, 5], 3, 2),
+            (3, 16, [1, 1, 4096], [1, 1, 7], 2, 3),
+            (4, 16, [3, 34, 64], [3, 3, 3], 2, 1),
+        ];
+        for (i, &(c, k, in_size, kernel, s, pad)) in cases.iter().enumerate() {
+            let mut p = ConvProblem {
+                batch: 1 + i % 2,
+                stride: [if in_size[0] > 1 { s } else { 1 }, if in_size[1] > 1 { s } else { 1 }, s],
+                pad: kernel.map(|kd| if kd > 1 { pad } else { 0 }),
+                pad_mode: modes[i % 4],
+                ..problem(c, k, 1, in_size, kernel)
+            };
+            p.out_size = [0, 1, 2].map(|d| (p.in_size[d] + 2 * p.pad[d] - p.kernel[d]) / p.stride[d] + 1);
+            let geo = Geometry::new(&p).unwrap();
+            assert!(padded_pays_off(&p, &geo, p.input_len()), "{p:?} should read the padded copy");
+            let x = rng.vec(p.input_len());
+            let wt = rng.vec(p.weight_len());
+            let bias = rng.vec(p.out_channels);
+            for level in [Level::Portable, Level::Avx2, Level::Best] {
+                check_with(&p, &x, &wt, Some(&bias), level);
+            }
+        }
+    }
+
     #[test]
     fn stride2_gather_all_levels() {
         let mut rng = Rng(0x5712);

@@ -6,6 +6,11 @@ per-run medians, and prints a Markdown ratio table:
 
     python scripts/bench_compare.py [--torch-script ../shared/bench/torch_cpu.py] [--rounds 2]
                                     [--qconv target/release/qconv] [--json out.jsonl]
+                                    [--candle scripts/candle_peer/target/release/candle_peer]
+
+The candle-core peer (`scripts/candle_peer`, a separate package: `cargo build --release` in that
+folder) joins the rotation when its binary exists; its column says how many times faster qconv's
+forward is than candle's float conv (candle has no 3-d convolutions).
 
 Ratios below 1.0 mean qconv is faster. "vs float conv" compares qconv's module forward (cached
 fake-quantized weight) with PyTorch's plain float convolution (oneDNN); "vs ref module" with
@@ -46,22 +51,31 @@ def main():
     ap.add_argument("--qconv", default=os.path.join(ROOT, "target", "release", "qconv"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="also write every raw row to this file")
+    ap.add_argument("--candle", default=os.path.join(HERE, "candle_peer", "target", "release", "candle_peer"),
+                    help="candle-core peer binary (skipped if missing)")
     args = ap.parse_args()
     if not os.path.exists(args.qconv):
         sys.exit(f"{args.qconv} not found: run `cargo build --release` first")
     if not os.path.exists(args.torch_script):
         sys.exit(f"{args.torch_script} not found: pass --torch-script")
 
+    candle = os.path.exists(args.candle)
+    if not candle:
+        print(f"(no candle peer at {args.candle}: build scripts/candle_peer to add it)\n", file=sys.stderr)
     rows = []
     for _ in range(args.rounds):
         rows += run_lines([args.qconv, "bench"])
         rows += run_lines([sys.executable, args.torch_script])
+        if candle:
+            rows += run_lines([args.candle])
     if args.json:
         with open(args.json, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
 
     med = {}
+    unsupported = {(r["peer"], r["case"]) for r in rows if r.get("unsupported")}
+    rows = [r for r in rows if not r.get("unsupported")]
     for r in rows:
         med.setdefault((r["peer"], r["case"], r["op"]), []).append(r["median_us"])
     m = {k: statistics.median(v) for k, v in med.items()}
@@ -72,12 +86,20 @@ def main():
     threads = {r["peer"]: r["threads"] for r in rows}
     torch_version = next((r.get("version") for r in rows if r["peer"] == "torch"), "?")
 
+    cand = f", candle-core threads {threads.get('candle')}" if candle else ""
     print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; qconv threads {threads.get('qconv')}, "
-          f"PyTorch {torch_version} threads {threads.get('torch')}; {args.rounds} alternating rounds, medians in µs.\n")
-    print("| case | qconv forward µs | torch float conv µs | torch ref module µs | vs float conv | vs ref module "
-          "| qconv fake-quant µs | torch fake-quant µs | fake-quant speedup |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"PyTorch {torch_version} threads {threads.get('torch')}{cand}; {args.rounds} alternating rounds, "
+          "medians in µs.\n")
+    head = ("| case | qconv forward µs | torch float conv µs | torch ref module µs | vs float conv | vs ref module "
+            "| qconv fake-quant µs | torch fake-quant µs | fake-quant speedup |")
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    if candle:
+        head += " candle µs | qconv speedup vs candle |"
+        rule += "---|---|"
+    print(head)
+    print(rule)
     ratios = []
+    cratios = []
     for c in cases:
         q = m.get(("qconv", c, "module_forward"))
         tf = m.get(("torch", c, "float_conv"))
@@ -87,10 +109,22 @@ def main():
         if None in (q, tf, tr, qf, tq):
             continue
         ratios.append(q / tf)
-        print(f"| {c} | {q:.1f} | {tf:.1f} | {tr:.1f} | {q / tf:.2f}× | {q / tr:.2f}× | {qf:.1f} | {tq:.1f} | {tq / qf:.1f}× |")
+        line = f"| {c} | {q:.1f} | {tf:.1f} | {tr:.1f} | {q / tf:.2f}× | {q / tr:.2f}× | {qf:.1f} | {tq:.1f} | {tq / qf:.1f}× |"
+        if candle:
+            cf = m.get(("candle", c, "float_conv"))
+            if cf is not None:
+                cratios.append(cf / q)
+                line += f" {cf:.1f} | {cf / q:.1f}× |"
+            elif ("candle", c) in unsupported:
+                line += " unsupported | – |"
+            else:
+                line += " – | – |"
+        print(line)
     if ratios:
         geo = statistics.geometric_mean(ratios)
         print(f"\nGeometric mean of qconv forward / torch float conv: {geo:.2f}×")
+    if cratios:
+        print(f"Smallest speedup over candle: {min(cratios):.1f}× (geometric mean {statistics.geometric_mean(cratios):.1f}×)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,11 @@
 //!   share panels (the few padded columns between them are computed and discarded) when that
 //!   wastes less than rounding every row up to `NR` would (e.g. 28-wide rows: 2 of 30 columns
 //!   instead of 4 of 32), otherwise every row starts a new panel. Tasks then split the
-//!   positions at whole output rows (a cut row would round two runs up to `NR`). The copy's
+//!   positions at whole output rows (a cut row would round two runs up to `NR`). Tasks with at
+//!   least `PACK_MIN_ROWS` output channels instead make their columns the output positions
+//!   themselves (nothing computed twice): a panel inside one output row is still read in place,
+//!   and a panel spanning rows is packed from the copy, one masked load per row piece with
+//!   AVX-512, then serves every micro-kernel call of the task's channel blocks. The copy's
 //!   buffer is kept by the calling thread for its next call (up to 16 MiB), so it is neither
 //!   zeroed nor page-faulted per call;
 //! * *input*: 1×1 stride-1 unpadded forward convolutions read the input itself (flat positions;
@@ -113,6 +117,8 @@ const KC: usize = 256;
 /// Average segment length (reduction rows) below which a GEMM call with contiguous weights uses
 /// the indirect kernel (one input offset per row) rather than a loop per segment.
 const IND_MAX_SEG: usize = 16;
+/// Output channels from which a padded-source task packs its panels (see `Ctx::packs_panels`).
+const PACK_MIN_ROWS: usize = 32;
 /// Largest number of columns a GEMM task computes per sub-convolution (before the `Ct` budget).
 const NC_MAX: usize = 256;
 /// Largest gap (in padded-plane columns) between two output rows that one panel run spans.
@@ -352,6 +358,11 @@ trait Kernel: Copy + Send + Sync {
     /// ceil(cols/DW)·DW <= x.len()`.
     fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]);
 
+    /// Packs one panel of the padded source: row `r` of `dst` (`[rows][NR]`) gets, for every piece
+    /// `(lane, len, off)`, `src[rows[r] + off ..][..len]` at lanes `lane..lane + len`, and zeros
+    /// at lanes no piece covers.
+    fn pack_panel(self, dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]);
+
     /// Stride-2 gather of one run into packed micro-panels: row `r`, columns `c0..c0 + n` of a
     /// `[cols/NR][kc][NR]` tile get `src[0], src[2], …, src[2·(n − 1)]` (see `write_run_strided`).
     fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize);
@@ -490,6 +501,24 @@ fn gemm_ind_generic<const FMA: bool>(
     } else {
         assert_eq!(mr, MR, "panel rows");
         gemm_ind_body::<FMA, MR, MR>(a, b, &offs.offs, c, ldc, accumulate);
+    }
+}
+
+/// A piece of a packed padded-source panel: lanes `lane..lane + len` come from the input row at
+/// offset `off` (one output row's part of the panel).
+type Piece = (usize, usize, usize);
+
+/// The portable body of [`Kernel::pack_panel`].
+#[inline(always)]
+fn pack_panel_generic(dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+    let covered: usize = pieces.iter().map(|p| p.1).sum();
+    for (d, &ro) in dst.chunks_exact_mut(NR).zip(&rows.offs) {
+        if covered < NR {
+            d.fill(0.0);
+        }
+        for &(lane, len, off) in pieces {
+            d[lane..lane + len].copy_from_slice(&src[ro + off..ro + off + len]);
+        }
     }
 }
 
@@ -657,6 +686,9 @@ impl Kernel for Portable {
     fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
         direct_v_body::<PORTABLE_FMA, 3>(x, taps, win, out)
     }
+    fn pack_panel(self, dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+        pack_panel_generic(dst, src, rows, pieces)
+    }
     fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
         write_run_strided(col, kc, r, c0, src, 2, n)
     }
@@ -665,13 +697,17 @@ impl Kernel for Portable {
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86 {
     #[cfg(target_arch = "x86")]
-    use std::arch::x86::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    use std::arch::x86::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
     #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
 
     use super::{
-        direct_body, direct_v_body, gemm_body, gemm_generic, gemm_ind_body, gemm_ind_generic, write_run_strided, ASeg,
-        DirectWin, Kernel, RowOffsets, MR, MR_WIDE, NR,
+        direct_body, direct_v_body, gemm_body, gemm_generic, gemm_ind_body, gemm_ind_generic, pack_panel_generic,
+        write_run_strided, ASeg, DirectWin, Kernel, Piece, RowOffsets, MR, MR_WIDE, NR,
     };
 
     /// AVX2 + FMA kernel. Only [`Avx2Fma::detect`] constructs it, after checking the CPU.
@@ -713,6 +749,11 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn direct_v3_avx2(x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
         direct_v_body::<true, 3>(x, taps, win, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn pack_panel_avx2(dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+        pack_panel_generic(dst, src, rows, pieces)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -853,6 +894,41 @@ mod x86 {
         direct_v_body::<true, 3>(x, taps, win, out)
     }
 
+    /// [`Kernel::pack_panel`] with masked loads: one 16-lane register per row, each piece merged
+    /// into its lanes (lanes outside every piece stay zero), one store.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn pack_panel_avx512(dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+        let mut masks = [(0u16, 0usize, 0usize); NR];
+        let n = pieces.len();
+        assert!(n <= NR, "at most one piece per lane");
+        let mut end = 0usize; // largest `off + len` over the pieces
+        for (m, &(lane, len, off)) in masks.iter_mut().zip(pieces) {
+            assert!(len >= 1 && lane + len <= NR, "piece lanes out of the panel");
+            *m = ((((1u32 << len) - 1) << lane) as u16, off, lane);
+            end = end.max(off.checked_add(len).expect("piece end"));
+        }
+        // Every element a piece reads: `rows.max + end <= src.len()`; `dst` holds every row.
+        assert!(
+            rows.offs.is_empty() || rows.max.checked_add(end).is_some_and(|e| e <= src.len()),
+            "pieces out of bounds"
+        );
+        assert!(rows.offs.len() * NR <= dst.len(), "panel out of bounds");
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        for (r, &ro) in rows.offs.iter().enumerate() {
+            let mut v = _mm512_setzero_ps();
+            for &(mask, off, lane) in &masks[..n] {
+                // Lane `l` of the load reads `src[ro + off − lane + l]`; only the lanes of the
+                // piece (`lane <= l < lane + len`, i.e. `src[ro + off ..][..len]`, in bounds as
+                // checked above) are accessed, the others are masked off and never touched.
+                let at = sp.wrapping_add(ro + off).wrapping_sub(lane);
+                // SAFETY: a masked load accesses only its enabled lanes, all in bounds (above).
+                v = unsafe { _mm512_mask_loadu_ps(v, mask, at) };
+            }
+            // SAFETY: `r < rows`, so `r·16 + 16 <= dst.len()` (checked above).
+            unsafe { _mm512_storeu_ps(dp.add(r * NR), v) };
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn run_s2_avx512(col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
         write_run_strided(col, kc, r, c0, src, 2, n)
@@ -885,6 +961,10 @@ mod x86 {
         fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
             unsafe { direct_v3_avx512(x, taps, win, out) }
+        }
+        fn pack_panel(self, dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+            // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
+            unsafe { pack_panel_avx512(dst, src, rows, pieces) }
         }
         fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
             // SAFETY: as above, the token proves AVX-512F, AVX2 and FMA are available.
@@ -919,6 +999,10 @@ mod x86 {
         fn direct_v3(self, x: &[f32], taps: &[(usize, [f32; 3])], win: DirectWin, out: &mut [f32]) {
             // SAFETY: as above, the token proves AVX2 and FMA are available.
             unsafe { direct_v3_avx2(x, taps, win, out) }
+        }
+        fn pack_panel(self, dst: &mut [f32], src: &[f32], rows: &RowOffsets, pieces: &[Piece]) {
+            // SAFETY: as above, the token proves AVX2 and FMA are available.
+            unsafe { pack_panel_avx2(dst, src, rows, pieces) }
         }
         fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize) {
             // SAFETY: as above, the token proves AVX2 and FMA are available.
@@ -1312,7 +1396,9 @@ fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
     });
     // Waste: up to 25% with unit steps (a gather costs more), 1/16 with strided rows (the
     // stride-2 gather is cheaper).
-    if computed * 4 > used * 5 || (step2 > 1 && computed * 16 > used * 17) {
+    // (Tasks with many output channels pack their panels: nothing is computed twice.)
+    let packs = geo.kg >= PACK_MIN_ROWS;
+    if !packs && (computed * 4 > used * 5 || (step2 > 1 && computed * 16 > used * 17)) {
         return false;
     }
     match checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "") {
@@ -1483,7 +1569,12 @@ struct Workspace {
     ct: Vec<f32>,
     segs: Vec<Seg>,
     asegs: Vec<ASeg>,
+    /// Reduction rows of a packed panel (`[kc][NR]` layout), see `gemm_subconv`.
+    psegs: Vec<ASeg>,
     boffs: RowOffsets,
+    /// Pieces of the packed padded-source panels, and where each panel's start.
+    pieces: Vec<Piece>,
+    piece_at: Vec<usize>,
     panel_base: Vec<usize>,
     tap_off: Vec<usize>,
     xpad: Vec<f32>,
@@ -1550,9 +1641,9 @@ impl Ctx<'_> {
         // Columns per task and sub-convolution: NC_MAX, fewer when Kg is large (Ct budget).
         let nc = (CT_BUDGET / (kblocks * mr)).clamp(2 * NR, NC_MAX) / NR * NR;
         // Tasks split the positions at multiples of `NR`, or at whole output rows when `B` is the
-        // padded input (a task's panels run across its rows: cutting a row would round two runs
-        // up to `NR` instead of one).
-        let unit = if self.bsrc == BSource::Padded { p.out_size[2] } else { NR };
+        // padded input read in runs (a task's panels run across its rows: cutting a row would
+        // round two runs up to `NR` instead of one).
+        let unit = if self.bsrc == BSource::Padded && kg < PACK_MIN_ROWS { p.out_size[2] } else { NR };
         let units = plane.div_ceil(unit);
         let mut pt = plane.div_ceil(nc.saturating_mul(phases)).clamp(1, units);
         if ng.saturating_mul(pt) < want {
@@ -1658,10 +1749,19 @@ impl Ctx<'_> {
                 // Merge only where the gap wastes less than rounding each row up to `NR` does.
                 let count = geo.phases[2][key[2]].count;
                 let max_gap = if merge_rows_pays(count, d2) { MAX_GAP } else { 0 };
+                // With many output channels, panels are rather packed from the copy (columns =
+                // output positions, nothing computed twice; see `gemm_subconv`).
+                let pack = self.packs_panels(&task);
                 let mut prev: Option<(usize, usize)> = None; // (padded end offset, end column)
                 while end < segs.len() && segs[end].key == key {
                     let sg = &mut segs[end];
                     sg.poff = ((sg.m0 * st0) * d1 + sg.m1 * st1) * d2 + sg.m2;
+                    if pack {
+                        sg.col = cols;
+                        cols += sg.len;
+                        end += 1;
+                        continue;
+                    }
                     match prev {
                         Some((eo, ec)) if sg.poff >= eo && sg.poff - eo <= max_gap => {
                             sg.col = ec + (sg.poff - eo);
@@ -1688,6 +1788,14 @@ impl Ctx<'_> {
             start = end;
         }
         ws.segs = segs;
+    }
+
+    /// Whether a padded-source task packs its panels from the copy (rather than reading runs of
+    /// the padded plane in place): when it has enough output channels that one packed panel
+    /// serves many micro-kernel calls (a panel costs about one masked load and store per
+    /// reduction row, a call `mr` FMAs per row).
+    fn packs_panels(&self, task: &GemmTask<'_>) -> bool {
+        task.rows.len() >= PACK_MIN_ROWS
     }
 
     /// Computes one sub-convolution's columns of a task and writes them (plus bias) to the output.
@@ -1737,12 +1845,31 @@ impl Ctx<'_> {
         if self.bsrc == BSource::Padded {
             let xp = &self.xp;
             let [_, p1, p2] = xp.dims;
-            // Runs of columns (see `gemm_task`): each starts at a panel boundary.
-            let mut runs = segs.iter().filter(|s| s.new_run).peekable();
-            while let Some(r) = runs.next() {
-                let end = runs.peek().map_or(cols, |n| n.col);
-                for u in (0..end - r.col).step_by(NR) {
-                    ws.panel_base.push(r.poff + u);
+            if self.packs_panels(task) {
+                // Columns are the task's positions: each panel's pieces (one per output row it
+                // touches). A panel within one row is read in place from its first input.
+                ws.pieces.clear();
+                ws.piece_at.clear();
+                ws.piece_at.push(0);
+                for q in 0..npanels {
+                    let (lo, hi) = (q * NR, (q * NR + NR).min(cols));
+                    for sg in segs.iter().filter(|sg| sg.col < hi && sg.col + sg.len > lo) {
+                        let a = sg.col.max(lo);
+                        let b = (sg.col + sg.len).min(hi);
+                        ws.pieces.push((a - lo, b - a, sg.poff + (a - sg.col)));
+                    }
+                    ws.piece_at.push(ws.pieces.len());
+                    let first = &ws.pieces[ws.piece_at[q]];
+                    ws.panel_base.push(first.2);
+                }
+            } else {
+                // Runs of columns (see `gemm_task`): each starts at a panel boundary.
+                let mut runs = segs.iter().filter(|s| s.new_run).peekable();
+                while let Some(r) = runs.next() {
+                    let end = runs.peek().map_or(cols, |n| n.col);
+                    for u in (0..end - r.col).step_by(NR) {
+                        ws.panel_base.push(r.poff + u);
+                    }
                 }
             }
             for t in 0..nt {
@@ -1789,12 +1916,13 @@ impl Ctx<'_> {
                     BSource::Input => geo.in_plane,
                     BSource::Packed => NR,
                 };
-                let rows_of = |asegs: &mut Vec<ASeg>, ldb: usize, chan0: usize| {
+                let rows_of = |asegs: &mut Vec<ASeg>, ldb: usize, chan0: usize, packed: bool| {
                     asegs.clear();
                     for (ti, t) in (t0..t1).enumerate() {
                         let j = self.tap_index(ph, ntaps, t);
                         let a_off = (j * cg + c0) * mr;
                         let b_off = match self.bsrc {
+                            _ if packed => ti * ncc * NR,
                             BSource::Padded => chan0 * ldb + ws.tap_off[t],
                             BSource::Input => chan0 * ldb,
                             BSource::Packed => ti * ncc * NR,
@@ -1808,13 +1936,23 @@ impl Ctx<'_> {
                     }
                 };
                 let mut asegs = std::mem::take(&mut ws.asegs);
-                rows_of(&mut asegs, ldb_main, chan_base + c0);
+                rows_of(&mut asegs, ldb_main, chan_base + c0, self.bsrc == BSource::Packed);
+                // Padded source with packed panels: the rows of a packed panel, and every row's
+                // input offset (relative to a piece's first input).
+                let pack = self.bsrc == BSource::Padded && self.packs_panels(task);
+                let mut psegs = std::mem::take(&mut ws.psegs);
+                if pack {
+                    rows_of(&mut psegs, NR, 0, true);
+                    if ws.col.len() < kc * NR {
+                        ws.col.resize(kc * NR, 0.0);
+                    }
+                }
                 // Many short segments (few channels per tap) whose weights are contiguous: one
                 // indirect call, with an offset per reduction row, instead.
                 let indirect = asegs.len() > 1
                     && kc < IND_MAX_SEG * asegs.len()
                     && asegs.windows(2).all(|s| s[0].0 + s[0].1 * mr == s[1].0);
-                if indirect {
+                if indirect || pack {
                     ws.boffs.clear();
                     for &(_, len, boff) in &asegs {
                         for u in 0..len {
@@ -1825,9 +1963,20 @@ impl Ctx<'_> {
                 for q in 0..npanels {
                     let tail = self.bsrc == BSource::Input && q >= full_panels;
                     if tail {
-                        rows_of(&mut asegs, NR, 0); // `col` holds the tail panel as [kc][NR]
+                        rows_of(&mut asegs, NR, 0, true); // `col` holds the tail panel as [kc][NR]
+                    }
+                    // A packed-panel task packs the panels that span several output rows (or end
+                    // short); a panel inside one row is read in place like any other.
+                    let packed_here = pack && {
+                        let pieces = &ws.pieces[ws.piece_at[q]..ws.piece_at[q + 1]];
+                        !(pieces.len() == 1 && pieces[0].1 == NR)
+                    };
+                    if packed_here {
+                        let pieces = &ws.pieces[ws.piece_at[q]..ws.piece_at[q + 1]];
+                        kern.pack_panel(&mut ws.col[..kc * NR], &self.xp.data, &ws.boffs, pieces);
                     }
                     let (b, ldb): (&[f32], usize) = match self.bsrc {
+                        _ if packed_here => (&ws.col[..kc * NR], NR),
                         BSource::Padded => (&self.xp.data[ws.panel_base[q]..], ldb_main),
                         BSource::Input if !tail => (&self.x[task.p0 + q * NR..], ldb_main),
                         _ => (&ws.col[q * kc * NR..(q + 1) * kc * NR], NR),
@@ -1835,7 +1984,9 @@ impl Ctx<'_> {
                     for i in 0..nmr {
                         let a = &self.w.data[wbase + i * panel_len..wbase + (i + 1) * panel_len];
                         let c = &mut ws.ct[i * mr * ldc + q * NR..(i + 1) * mr * ldc];
-                        if indirect && !tail {
+                        if packed_here {
+                            kern.gemm(mr, a, &psegs, b, ldb, c, ldc, !first);
+                        } else if indirect && !tail {
                             kern.gemm_ind(mr, &a[asegs[0].0..], b, &ws.boffs, c, ldc, !first);
                         } else {
                             kern.gemm(mr, a, &asegs, b, ldb, c, ldc, !first);
@@ -1843,6 +1994,7 @@ impl Ctx<'_> {
                     }
                 }
                 ws.asegs = asegs;
+                ws.psegs = psegs;
                 first = false;
             }
             t0 = t1;
@@ -3023,6 +3175,8 @@ mod tests {
             (5, 12, [1, 48, 96], [1, 5, 5], 3, 2),
             (3, 16, [1, 1, 4096], [1, 1, 7], 2, 3),
             (4, 16, [3, 34, 64], [3, 3, 3], 2, 1),
+            (3, 40, [1, 30, 64], [1, 7, 7], 2, 3), // packed panels (K >= PACK_MIN_ROWS)
+            (24, 48, [1, 20, 40], [1, 3, 3], 2, 1), // packed panels spanning two rows
         ];
         for (i, &(c, k, in_size, kernel, s, pad)) in cases.iter().enumerate() {
             let mut p = ConvProblem {

@@ -25,14 +25,33 @@ type Elem = (i32, f32);
 
 /// Rejects NaN and ±inf weights (they have no meaningful quantized value).
 pub(crate) fn check_finite(w: &[f32]) -> Result<()> {
-    // Fast scan first (a branch-free max over the exponent bits vectorises); find the index only
-    // on failure.
-    let max_bits = w.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
-    if max_bits < 0x7f80_0000 {
+    // Fast scan first; find the index only on failure.
+    if !any_nonfinite(w) {
         return Ok(());
     }
     let (index, &value) = w.iter().enumerate().find(|(_, x)| !x.is_finite()).expect("a non-finite element exists");
     Err(Error::NonFiniteWeight { index, value })
+}
+
+/// Whether `w` holds a NaN or an infinity: a branch-free fold over the magnitude bits (as `i32`,
+/// which vectorises even without SSE4.1), run with AVX2 where the CPU has it.
+fn any_nonfinite(w: &[f32]) -> bool {
+    #[inline(always)]
+    fn fold(w: &[f32]) -> bool {
+        w.iter().fold(0u32, |acc, x| acc | u32::from((x.to_bits() & 0x7fff_ffff) as i32 > 0x7f7f_ffff)) != 0
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn fold_avx2(w: &[f32]) -> bool {
+            fold(w)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the function is otherwise safe.
+            return unsafe { fold_avx2(w) };
+        }
+    }
+    fold(w)
 }
 
 #[inline(always)]
@@ -257,14 +276,18 @@ pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<V
             Ok(w.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
         }
         _ => {
-            check_finite(w)?;
             if let Some(fast) = FastPlan::new(plan, shape) {
                 let mut fq = Vec::with_capacity(w.len());
-                fast.run(w, &mut fq.spare_capacity_mut()[..w.len()], None);
+                // The finite check runs inside the (parallel) pass, on data already in cache.
+                let nonfinite = fast.run(w, &mut fq.spare_capacity_mut()[..w.len()], None);
                 // SAFETY: `run` wrote every one of the first `w.len()` elements.
                 unsafe { fq.set_len(w.len()) };
+                if nonfinite {
+                    check_finite(w)?;
+                }
                 return Ok(fq);
             }
+            check_finite(w)?;
             Ok(quantize_elems(plan, shape, w).into_iter().map(|(_, v)| v).collect())
         }
     }
@@ -272,18 +295,21 @@ pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<V
 
 /// The quantize half: integer codes (one per element) and the dequantized weight.
 pub(crate) fn quantize_codes(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<(Vec<i32>, Vec<f32>)> {
-    check_finite(w)?;
     if let Some(fast) = FastPlan::new(plan, shape) {
         let n = w.len();
         let (mut fq, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        fast.run(w, &mut fq.spare_capacity_mut()[..n], Some(&mut codes.spare_capacity_mut()[..n]));
+        let nonfinite = fast.run(w, &mut fq.spare_capacity_mut()[..n], Some(&mut codes.spare_capacity_mut()[..n]));
         // SAFETY: `run` wrote every one of the first `n` elements of both buffers.
         unsafe {
             fq.set_len(n);
             codes.set_len(n);
         }
+        if nonfinite {
+            check_finite(w)?;
+        }
         return Ok((codes, fq));
     }
+    check_finite(w)?;
     let elems = quantize_elems(plan, shape, w);
     Ok(elems.into_iter().unzip())
 }
@@ -420,17 +446,22 @@ impl FastPlan {
     }
 
     /// Fills every element of `fq` (and `codes`) for the whole weight, in parallel for large
-    /// weights.
-    fn run(&self, w: &[f32], fq: &mut [MaybeUninit<f32>], codes: Option<&mut [MaybeUninit<i32>]>) {
+    /// weights. Returns whether `w` holds a NaN or an infinity (then the outputs are meaningless:
+    /// the caller reports the error).
+    fn run(&self, w: &[f32], fq: &mut [MaybeUninit<f32>], codes: Option<&mut [MaybeUninit<i32>]>) -> bool {
         let n = w.len();
         let (run_len, chunk) = match (self.inner, &self.row) {
             (None, _) => (PAR_GRAIN, PAR_GRAIN),
-            (Some(0), _) => return,
+            (Some(0), _) => return false,
             (Some(_), Some(row)) => (row.inv.len(), row.inv.len() * (PAR_GRAIN / row.inv.len()).max(1)),
             (Some(inner), None) => (inner, inner * (PAR_GRAIN / inner).max(1)),
         };
         let runs_per_chunk = chunk / run_len;
+        let nonfinite = std::sync::atomic::AtomicBool::new(false);
         let body = |k: usize, wc: &[f32], fc: &mut [MaybeUninit<f32>], cc: Option<&mut [MaybeUninit<i32>]>| {
+            if any_nonfinite(wc) {
+                nonfinite.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             chunk_dispatch(self, k * runs_per_chunk, run_len, wc, fc, cc)
         };
         let parallel = n >= 2 * PAR_GRAIN;
@@ -456,6 +487,7 @@ impl FastPlan {
                 w.chunks(chunk).zip(fq.chunks_mut(chunk)).enumerate().for_each(|(k, (wc, fc))| body(k, wc, fc, None))
             }
         }
+        nonfinite.into_inner()
     }
 }
 
@@ -601,6 +633,41 @@ fn fast_elem(mode: FastMode, l: &Lane, x: f32) -> (f32, f32) {
 mod tests {
     use super::*;
     use crate::quant::{QuantDType, WeightQParams};
+
+    /// The finite check runs inside the fast path's (parallel) pass: a NaN or an infinity anywhere,
+    /// in a serial or a parallel-sized weight, per tensor or per channel, is still reported with
+    /// the index of the first one, by both the fake-quant and the quantize half.
+    #[test]
+    fn non_finite_found_in_every_chunk() {
+        for (n, ch) in [(12usize, 3usize), (4 * PAR_GRAIN + 36, 4), (3 * PAR_GRAIN, 3 * PAR_GRAIN / 9)] {
+            let base: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+            let shape = [ch, n / ch];
+            let plans = [
+                WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; ch], vec![0; ch], 0),
+                WeightQParams::per_tensor(QuantDType::QUInt8, 0.01, 128),
+            ];
+            for plan in plans.iter().map(|q| q.plan(&shape).unwrap()) {
+                assert!(FastPlan::new(&plan, &shape).is_some(), "the fast path takes this plan");
+                assert!(fake_quantize(&plan, &shape, &base).is_ok());
+                for (at, bad) in [(0, f32::NAN), (n / 2 + 1, f32::INFINITY), (n - 1, f32::NEG_INFINITY)] {
+                    let mut w = base.clone();
+                    w[at] = bad;
+                    if at > 0 {
+                        w[n - 1] = if at == n - 1 { bad } else { f32::NAN }; // a later one too
+                    }
+                    let first = if at > 0 && at != n - 1 { at } else { at.min(n - 1) };
+                    for r in
+                        [fake_quantize(&plan, &shape, &w).map(|_| ()), quantize_codes(&plan, &shape, &w).map(|_| ())]
+                    {
+                        match r {
+                            Err(Error::NonFiniteWeight { index, .. }) => assert_eq!(index, first, "n {n}"),
+                            other => panic!("n {n}, bad at {at}: {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// The fast path must agree bit for bit with the general path on every plan it accepts,
     /// including ties, saturation, zero and negative scales, and tiny scales (NaN codes).

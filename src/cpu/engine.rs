@@ -43,7 +43,8 @@
 //!   and a panel spanning rows is packed from the copy, one masked load per row piece with
 //!   AVX-512, then serves every micro-kernel call of the task's channel blocks. The copy's
 //!   buffer is kept by the calling thread for its next call (up to 16 MiB), so it is neither
-//!   zeroed nor page-faulted per call;
+//!   zeroed nor page-faulted per call; with zero padding and the same geometry, the next call
+//!   finds its zeros in place and only copies the input rows;
 //! * *input*: 1×1 stride-1 unpadded forward convolutions read the input itself (flat positions;
 //!   only a ragged last panel is copied).
 //!
@@ -1349,6 +1350,8 @@ struct Padded {
     /// tap reads `NR` consecutive outputs' inputs contiguously (`dims[2] = s·sub`).
     step2: usize,
     sub: usize,
+    /// The zero pattern's key (zero padding, unit dim-2 step), see [`PadKey`].
+    key: Option<PadKey>,
 }
 
 impl Padded {
@@ -1438,10 +1441,17 @@ fn padded_extent(geo: &Geometry) -> Option<([isize; 3], [usize; 3])> {
 /// Largest padded-copy buffer (in `f32`, 16 MiB) a thread keeps for its next call.
 const PADDED_KEEP_MAX: usize = 4 << 20;
 
+/// What fixes the zero pattern of a zero-padded copy with a unit dim-2 step: `(planes, dims, lo,
+/// input size)`. A copy built with the same key has its zeros in the same places.
+type PadKey = (usize, [usize; 3], [isize; 3], [usize; 3]);
+
 thread_local! {
     /// The padded input copy's buffer, kept by the calling thread across calls: every element is
     /// overwritten, so reusing it saves zeroing (and page-faulting) a fresh allocation per call.
-    static PADDED_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// With the key of a zero-padded copy, the next copy of the same key only copies the input
+    /// rows (its zeros are already in place).
+    static PADDED_BUF: std::cell::Cell<(Vec<f32>, Option<PadKey>)> =
+        const { std::cell::Cell::new((Vec::new(), None)) };
 }
 
 /// Builds the padded input copy (in parallel over the `(n, c)` planes), in this thread's
@@ -1454,7 +1464,7 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
     dims[2] = sub * step2;
     let plane = dims[0] * dims[1] * dims[2];
     let planes = p.batch * p.in_channels;
-    let mut data = PADDED_BUF.with(|b| b.take());
+    let (mut data, prev) = PADDED_BUF.with(|b| b.take());
     let len = planes * plane + NR;
     if data.len() < len {
         data.resize(len, 0.0);
@@ -1465,6 +1475,24 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
     data[planes * plane..].fill(0.0);
     let [l0, l1, l2] = p.in_size;
     let mode = p.pad_mode;
+    let key = (mode == PaddingMode::Zeros && step2 == 1).then_some((planes, dims, lo, p.in_size));
+    if key.is_some() && key == prev {
+        // Same zero pattern as the last copy in this buffer: copy the input rows only.
+        let (a, b) = in_bounds(lo[2], width, l2);
+        let (s0, s1) = ((lo[2] + a as isize) as usize, (lo[2] + b as isize) as usize);
+        data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+            for (v, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
+                let (v0, v1) = (v / dims[1], v % dims[1]);
+                let i0 = remap(mode, lo[0] + v0 as isize, l0);
+                let i1 = remap(mode, lo[1] + v1 as isize, l1);
+                if let (Some(i0), Some(i1)) = (i0, i1) {
+                    let base = ((nc * l0 + i0) * l1 + i1) * l2;
+                    row[a..b].copy_from_slice(&x[base + s0..base + s1]);
+                }
+            }
+        });
+        return Padded { data, lo, dims, plane, step2, sub, key };
+    }
     if plane > 0 {
         data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
             let mut tmp = vec![0.0f32; if step2 > 1 { dims[2] } else { 0 }];
@@ -1493,13 +1521,13 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
             }
         });
     }
-    Padded { data, lo, dims, plane, step2, sub }
+    Padded { data, lo, dims, plane, step2, sub, key }
 }
 
 /// Gives a padded copy's buffer back to this thread for the next call.
 fn recycle_padded(xp: Padded) {
     if xp.data.capacity() > 0 && xp.data.capacity() <= PADDED_KEEP_MAX {
-        PADDED_BUF.with(|b| b.set(xp.data));
+        PADDED_BUF.with(|b| b.set((xp.data, xp.key)));
     }
 }
 
@@ -3195,6 +3223,51 @@ mod tests {
             for level in [Level::Portable, Level::Avx2, Level::Best] {
                 check_with(&p, &x, &wt, Some(&bias), level);
             }
+        }
+    }
+
+    /// The padded copy's buffer is reused by the next call of the calling thread, keeping its
+    /// zeros when the zero pattern is the same: new inputs, other geometries and padding modes in
+    /// between must never leak into a result.
+    #[test]
+    fn padded_buffer_reuse_across_calls() {
+        let mut rng = Rng(0xB0F);
+        let zeros = ConvProblem { pad: [0, 1, 1], out_size: [1, 20, 20], ..problem(8, 16, 1, [1, 20, 20], [1, 3, 3]) };
+        let reflect = ConvProblem { pad_mode: PaddingMode::Reflect, ..zeros.clone() };
+        let other = ConvProblem { pad: [0, 2, 2], out_size: [1, 22, 22], ..zeros.clone() };
+        let w = rng.vec(zeros.weight_len());
+        let packed = PackedWeight::new(false, 8, 16, 1, [1, 3, 3], &w).unwrap();
+        let inputs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(zeros.input_len())).collect();
+        let fresh = |p: &ConvProblem, x: &[f32]| {
+            // A fresh thread: nothing to reuse.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut y = vec![0.0f32; p.output_len()];
+                    conv(p, &packed, None, x, &mut y).unwrap();
+                    y
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        for (call, (p, x)) in [
+            (&zeros, &inputs[0]),
+            (&zeros, &inputs[1]),
+            (&reflect, &inputs[1]),
+            (&zeros, &inputs[2]),
+            (&other, &inputs[0]),
+            (&zeros, &inputs[0]),
+            (&zeros, &inputs[0]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let geo = Geometry::new(p).unwrap();
+            assert!(padded_pays_off(p, &geo, p.input_len()), "{p:?} reads the padded copy");
+            let mut y = vec![f32::NAN; p.output_len()];
+            conv(p, &packed, None, x, &mut y).unwrap();
+            assert!(y == fresh(p, x), "call {call}: {p:?}");
+            check(p, x, &w, None);
         }
     }
 

@@ -1350,7 +1350,7 @@ struct Padded {
     /// tap reads `NR` consecutive outputs' inputs contiguously (`dims[2] = s·sub`).
     step2: usize,
     sub: usize,
-    /// The zero pattern's key (zero padding, unit dim-2 step), see [`PadKey`].
+    /// The zero pattern's key (zero padding only), see [`PadKey`].
     key: Option<PadKey>,
 }
 
@@ -1441,9 +1441,9 @@ fn padded_extent(geo: &Geometry) -> Option<([isize; 3], [usize; 3])> {
 /// Largest padded-copy buffer (in `f32`, 16 MiB) a thread keeps for its next call.
 const PADDED_KEEP_MAX: usize = 4 << 20;
 
-/// What fixes the zero pattern of a zero-padded copy with a unit dim-2 step: `(planes, dims, lo,
-/// input size)`. A copy built with the same key has its zeros in the same places.
-type PadKey = (usize, [usize; 3], [isize; 3], [usize; 3]);
+/// What fixes the zero pattern of a zero-padded copy: `(planes, dim-2 step, dims, lo, input
+/// size)`. A copy built with the same key has its zeros in the same places.
+type PadKey = (usize, usize, [usize; 3], [isize; 3], [usize; 3]);
 
 thread_local! {
     /// The padded input copy's buffer, kept by the calling thread across calls: every element is
@@ -1475,52 +1475,65 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
     data[planes * plane..].fill(0.0);
     let [l0, l1, l2] = p.in_size;
     let mode = p.pad_mode;
-    let key = (mode == PaddingMode::Zeros && step2 == 1).then_some((planes, dims, lo, p.in_size));
-    if key.is_some() && key == prev {
-        // Same zero pattern as the last copy in this buffer: copy the input rows only.
-        let (a, b) = in_bounds(lo[2], width, l2);
-        let (s0, s1) = ((lo[2] + a as isize) as usize, (lo[2] + b as isize) as usize);
-        data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
-            for (v, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
-                let (v0, v1) = (v / dims[1], v % dims[1]);
-                let i0 = remap(mode, lo[0] + v0 as isize, l0);
-                let i1 = remap(mode, lo[1] + v1 as isize, l1);
-                if let (Some(i0), Some(i1)) = (i0, i1) {
-                    let base = ((nc * l0 + i0) * l1 + i1) * l2;
-                    row[a..b].copy_from_slice(&x[base + s0..base + s1]);
-                }
-            }
-        });
+    let key = (mode == PaddingMode::Zeros).then_some((planes, step2, dims, lo, p.in_size));
+    // Same zero pattern as the last copy in this buffer: copy the input rows only.
+    let zeros_in_place = key.is_some() && key == prev;
+    let (a, b) = in_bounds(lo[2], width, l2);
+    let s0 = (lo[2] + a as isize).max(0) as usize; // input index of padded column `a`
+    let rows_per_plane = dims[0] * dims[1];
+    let rows = planes * rows_per_plane;
+    if rows == 0 || dims[2] == 0 {
         return Padded { data, lo, dims, plane, step2, sub, key };
     }
-    if plane > 0 {
-        data[..planes * plane].par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
-            let mut tmp = vec![0.0f32; if step2 > 1 { dims[2] } else { 0 }];
-            for (v, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
-                let (v0, v1) = (v / dims[1], v % dims[1]);
-                let i0 = remap(mode, lo[0] + v0 as isize, l0);
-                let i1 = remap(mode, lo[1] + v1 as isize, l1);
-                match (i0, i1) {
-                    (Some(i0), Some(i1)) => {
-                        let base = ((nc * l0 + i0) * l1 + i1) * l2;
-                        if step2 == 1 {
-                            fill_padded(row, &x[base..base + l2], lo[2], mode);
-                        } else {
-                            // Pad into `tmp` (its tail past `width` stays zero), then split the
-                            // row into its `step2` sub-rows.
-                            fill_padded(&mut tmp[..width], &x[base..base + l2], lo[2], mode);
-                            for (phase, dst) in row.chunks_exact_mut(sub).enumerate() {
-                                for (d, &v) in dst.iter_mut().zip(tmp[phase..].iter().step_by(step2)) {
-                                    *d = v;
-                                }
-                            }
+    // Blocks of rows across all planes, so that a few large planes (a stem's 3) still spread
+    // over every thread.
+    let block = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
+    data[..planes * plane].par_chunks_mut(block * dims[2]).enumerate().for_each(|(bi, dst)| {
+        let mut tmp = vec![0.0f32; if step2 > 1 && !zeros_in_place { dims[2] } else { 0 }];
+        for (r, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
+            let g = bi * block + r;
+            let (nc, v) = (g / rows_per_plane, g % rows_per_plane);
+            let (v0, v1) = (v / dims[1], v % dims[1]);
+            let i0 = remap(mode, lo[0] + v0 as isize, l0);
+            let i1 = remap(mode, lo[1] + v1 as isize, l1);
+            let (Some(i0), Some(i1)) = (i0, i1) else {
+                if !zeros_in_place {
+                    row.fill(0.0);
+                }
+                continue;
+            };
+            let xrow = &x[((nc * l0 + i0) * l1 + i1) * l2..][..l2];
+            match (zeros_in_place, step2) {
+                (true, 1) => row[a..b].copy_from_slice(&xrow[s0..s0 + (b - a)]),
+                (true, _) => {
+                    // Padded column `u` (input `s0 + u − a`) sits at `col(u)` of its sub-row.
+                    for phase in 0..step2 {
+                        let first = a + (phase + step2 - a % step2) % step2; // first `u >= a`, `u ≡ phase`
+                        if first >= b {
+                            continue;
+                        }
+                        let count = (b - first).div_ceil(step2);
+                        let at = phase * sub + first / step2;
+                        let src = xrow[s0 + (first - a)..].iter().step_by(step2);
+                        for (d, &v) in row[at..at + count].iter_mut().zip(src) {
+                            *d = v;
                         }
                     }
-                    _ => row.fill(0.0),
+                }
+                (false, 1) => fill_padded(row, xrow, lo[2], mode),
+                (false, _) => {
+                    // Pad into `tmp` (its tail past `width` stays zero), then split the row into
+                    // its `step2` sub-rows.
+                    fill_padded(&mut tmp[..width], xrow, lo[2], mode);
+                    for (phase, dst) in row.chunks_exact_mut(sub).enumerate() {
+                        for (d, &v) in dst.iter_mut().zip(tmp[phase..].iter().step_by(step2)) {
+                            *d = v;
+                        }
+                    }
                 }
             }
-        });
-    }
+        }
+    });
     Padded { data, lo, dims, plane, step2, sub, key }
 }
 
@@ -3235,9 +3248,24 @@ mod tests {
         let zeros = ConvProblem { pad: [0, 1, 1], out_size: [1, 20, 20], ..problem(8, 16, 1, [1, 20, 20], [1, 3, 3]) };
         let reflect = ConvProblem { pad_mode: PaddingMode::Reflect, ..zeros.clone() };
         let other = ConvProblem { pad: [0, 2, 2], out_size: [1, 22, 22], ..zeros.clone() };
+        // Strided rows (sub-rows per input phase), stride 2 and 3, zero and reflect padding.
+        let s2 = ConvProblem {
+            stride: [1, 2, 2],
+            pad: [0, 1, 1],
+            out_size: [1, 20, 32],
+            ..problem(8, 16, 1, [1, 40, 64], [1, 3, 3])
+        };
+        let s2r = ConvProblem { pad_mode: PaddingMode::Reflect, ..s2.clone() };
+        let s3 = ConvProblem {
+            stride: [1, 3, 3],
+            pad: [0, 1, 1],
+            out_size: [1, 10, 32],
+            ..problem(8, 16, 1, [1, 30, 96], [1, 3, 3])
+        };
         let w = rng.vec(zeros.weight_len());
         let packed = PackedWeight::new(false, 8, 16, 1, [1, 3, 3], &w).unwrap();
         let inputs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(zeros.input_len())).collect();
+        let big: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(s3.input_len().max(s2.input_len()))).collect();
         let fresh = |p: &ConvProblem, x: &[f32]| {
             // A fresh thread: nothing to reuse.
             std::thread::scope(|s| {
@@ -3251,13 +3279,20 @@ mod tests {
             })
         };
         for (call, (p, x)) in [
-            (&zeros, &inputs[0]),
-            (&zeros, &inputs[1]),
-            (&reflect, &inputs[1]),
-            (&zeros, &inputs[2]),
-            (&other, &inputs[0]),
-            (&zeros, &inputs[0]),
-            (&zeros, &inputs[0]),
+            (&zeros, &inputs[0][..]),
+            (&zeros, &inputs[1][..]),
+            (&reflect, &inputs[1][..]),
+            (&zeros, &inputs[2][..]),
+            (&other, &inputs[0][..]),
+            (&zeros, &inputs[0][..]),
+            (&zeros, &inputs[0][..]),
+            (&s2, &big[0][..s2.input_len()]),
+            (&s2, &big[1][..s2.input_len()]),
+            (&s2r, &big[1][..s2.input_len()]),
+            (&s2, &big[2][..s2.input_len()]),
+            (&s3, &big[0][..s3.input_len()]),
+            (&s3, &big[1][..s3.input_len()]),
+            (&s2, &big[0][..s2.input_len()]),
         ]
         .into_iter()
         .enumerate()

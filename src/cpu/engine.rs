@@ -1505,6 +1505,28 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
             let xrow = &x[((nc * l0 + i0) * l1 + i1) * l2..][..l2];
             match (zeros_in_place, step2) {
                 (true, 1) => row[a..b].copy_from_slice(&xrow[s0..s0 + (b - a)]),
+                (true, 2) => {
+                    // Padded column `u` (input `s0 + u − a`) sits at `col(u)` of its sub-row:
+                    // even columns in the first half of the row, odd ones in the second.
+                    let (even, odd) = row.split_at_mut(sub);
+                    let mut u = a;
+                    if u % 2 == 1 && u < b {
+                        odd[u / 2] = xrow[s0];
+                        u += 1;
+                    }
+                    let pairs = (b - u) / 2;
+                    let src = &xrow[s0 + (u - a)..][..2 * pairs];
+                    let j = u / 2;
+                    for ((e, o), pair) in
+                        even[j..j + pairs].iter_mut().zip(&mut odd[j..j + pairs]).zip(src.chunks_exact(2))
+                    {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if u + 2 * pairs < b {
+                        even[(u + 2 * pairs) / 2] = xrow[s0 + (u + 2 * pairs - a)];
+                    }
+                }
                 (true, _) => {
                     // Padded column `u` (input `s0 + u − a`) sits at `col(u)` of its sub-row.
                     for phase in 0..step2 {

@@ -94,10 +94,13 @@
 //! therefore bit-identical for any number of threads (on a given machine: the FMA and the portable
 //! kernels round differently).
 //!
-//! **Safety.** The only `unsafe` is the call of the `#[target_feature]` kernel copies, sound
-//! because their token types can only be constructed after the feature detection succeeds. Lengths
-//! and geometry are validated up front (checked arithmetic, errors instead of panics), after which
-//! every index stays in bounds by construction (and is still bounds-checked).
+//! **Safety.** `unsafe` appears in two places. (1) The calls of the `#[target_feature]` kernel
+//! copies, sound because their token types can only be constructed after the feature detection
+//! succeeds. (2) The raw-pointer loads and stores of the AVX-512 intrinsic kernels (the 8-row GEMM
+//! tiles and the panel packing), each preceded by assertions, once per call, that every element
+//! they touch is inside its slice (masked loads touch only their enabled lanes). Lengths and
+//! geometry are validated up front (checked arithmetic, errors instead of panics), after which
+//! every other index stays in bounds by construction (and is still bounds-checked).
 
 use rayon::prelude::*;
 

@@ -372,6 +372,37 @@ trait Kernel: Copy + Send + Sync {
     fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize);
 }
 
+/// The accumulator tile of a micro-kernel call: `c`'s first `R` rows of `NR` values (`ldc`
+/// apart) when accumulating, else zeros.
+#[inline(always)]
+fn tile_load<const R: usize>(c: &[f32], ldc: usize, accumulate: bool) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    if accumulate {
+        for (m, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[m * ldc..m * ldc + NR]);
+        }
+    }
+    acc
+}
+
+/// Stores an accumulator tile back to `c` (see [`tile_load`]).
+#[inline(always)]
+fn tile_store<const R: usize>(acc: &[[f32; NR]; R], c: &mut [f32], ldc: usize) {
+    for (m, row) in acc.iter().enumerate() {
+        c[m * ldc..m * ldc + NR].copy_from_slice(row);
+    }
+}
+
+/// One reduction row: `acc[m][n] += a[m] · b[n]`; `FMA` selects fused multiply-adds.
+#[inline(always)]
+fn tile_step<const FMA: bool, const R: usize>(acc: &mut [[f32; NR]; R], ar: &[f32; R], br: &[f32; NR]) {
+    for (row, &av) in acc.iter_mut().zip(ar) {
+        for (s, &bv) in row.iter_mut().zip(br) {
+            *s = if FMA { av.mul_add(bv, *s) } else { *s + av * bv };
+        }
+    }
+}
+
 /// The generic micro-kernel body for `R` rows of panels with `LDA` rows (`R <= LDA`); `FMA`
 /// selects fused multiply-adds. Reads the weights `a[a_off + t·LDA ..][..R]`.
 #[inline(always)]
@@ -385,27 +416,16 @@ fn gemm_body<const FMA: bool, const R: usize, const LDA: usize>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc = [[0.0f32; NR]; R];
-    if accumulate {
-        for (m, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(&c[m * ldc..m * ldc + NR]);
-        }
-    }
+    let mut acc = tile_load::<R>(c, ldc, accumulate);
     for &(off, len, boff) in segs {
         for t in 0..len {
             let ar: &[f32; R] = a[off + t * LDA..off + t * LDA + R].try_into().expect("R elements");
             let at = boff + t * ldb;
             let br: &[f32; NR] = b[at..at + NR].try_into().expect("NR elements");
-            for (row, &av) in acc.iter_mut().zip(ar) {
-                for (s, &bv) in row.iter_mut().zip(br) {
-                    *s = if FMA { av.mul_add(bv, *s) } else { *s + av * bv };
-                }
-            }
+            tile_step::<FMA, R>(&mut acc, ar, br);
         }
     }
-    for (m, row) in acc.iter().enumerate() {
-        c[m * ldc..m * ldc + NR].copy_from_slice(row);
-    }
+    tile_store(&acc, c, ldc);
 }
 
 /// The generic kernel for either panel height: [`MR`] rows at once, [`MR_WIDE`] rows as two
@@ -468,24 +488,13 @@ fn gemm_ind_body<const FMA: bool, const R: usize, const LDA: usize>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc = [[0.0f32; NR]; R];
-    if accumulate {
-        for (m, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(&c[m * ldc..m * ldc + NR]);
-        }
-    }
+    let mut acc = tile_load::<R>(c, ldc, accumulate);
     for (t, &at) in offs.iter().enumerate() {
         let ar: &[f32; R] = a[t * LDA..t * LDA + R].try_into().expect("R elements");
         let br: &[f32; NR] = b[at..at + NR].try_into().expect("NR elements");
-        for (row, &av) in acc.iter_mut().zip(ar) {
-            for (s, &bv) in row.iter_mut().zip(br) {
-                *s = if FMA { av.mul_add(bv, *s) } else { *s + av * bv };
-            }
-        }
+        tile_step::<FMA, R>(&mut acc, ar, br);
     }
-    for (m, row) in acc.iter().enumerate() {
-        c[m * ldc..m * ldc + NR].copy_from_slice(row);
-    }
+    tile_store(&acc, c, ldc);
 }
 
 /// [`gemm_ind_body`] for either panel height (as [`gemm_generic`]).
@@ -702,11 +711,13 @@ impl Kernel for Portable {
 mod x86 {
     #[cfg(target_arch = "x86")]
     use std::arch::x86::{
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
     };
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::{
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
     };
 
     use super::{
@@ -800,58 +811,88 @@ mod x86 {
         }
     }
 
+    /// Whether `count` runs of `width` values, `step` apart from `off`, end within `len`
+    /// (checked arithmetic: no wrap-around can pass).
+    #[inline(always)]
+    fn fits(off: usize, count: usize, step: usize, width: usize, len: usize) -> bool {
+        match count.checked_sub(1) {
+            None => true,
+            Some(last) => match last.checked_mul(step) {
+                Some(v) => off <= len && width <= len - off && v <= len - off - width,
+                None => false,
+            },
+        }
+    }
+
+    /// The 8 × 16 accumulator tile of `c` (rows `ldc` apart) when accumulating, else zeros.
+    /// The caller has checked `fits(0, 8, ldc, 16, c.len())`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn tile8_load(c: &[f32], ldc: usize, accumulate: bool) -> [__m512; MR_WIDE] {
+        debug_assert!(fits(0, MR_WIDE, ldc, NR, c.len()));
+        let mut acc = [_mm512_setzero_ps(); MR_WIDE];
+        if accumulate {
+            for (m, v) in acc.iter_mut().enumerate() {
+                // SAFETY: row `m < 8` of the tile, `m·ldc + 16 <= c.len()` (checked by the caller).
+                *v = unsafe { _mm512_loadu_ps(c.as_ptr().add(m * ldc)) };
+            }
+        }
+        acc
+    }
+
+    /// Stores the tile back (same bounds as [`tile8_load`]).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn tile8_store(acc: &[__m512; MR_WIDE], c: &mut [f32], ldc: usize) {
+        debug_assert!(fits(0, MR_WIDE, ldc, NR, c.len()));
+        for (m, v) in acc.iter().enumerate() {
+            // SAFETY: as for the loads of `tile8_load`.
+            unsafe { _mm512_storeu_ps(c.as_mut_ptr().add(m * ldc), *v) };
+        }
+    }
+
+    /// One reduction row: 16 inputs at `bp`, 8 weights at `ap` (embedded-broadcast FMAs).
+    ///
+    /// # Safety
+    /// `bp` must be readable for 16 values and `ap` for 8.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    unsafe fn tile8_step(acc: &mut [__m512; MR_WIDE], ap: *const f32, bp: *const f32) {
+        // SAFETY: the caller guarantees both reads.
+        unsafe {
+            let bv = _mm512_loadu_ps(bp);
+            for (m, v) in acc.iter_mut().enumerate() {
+                *v = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(m)), bv, *v);
+            }
+        }
+    }
+
     /// The 8 × 16 AVX-512 micro-kernel, written with intrinsics (LLVM does not keep an
     /// auto-vectorised 8-row tile in registers): per reduction row, one load of 16 inputs and 8
     /// fused multiply-adds with an embedded weight broadcast. Same operations, same order, as
     /// [`gemm_body`] with `FMA`, so its results are bit-identical to the AVX2 kernel's.
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn gemm8_avx512(a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        // Every bound the loops rely on, checked once per call: `count` rows of `width` values,
-        // `step` apart from `off`, end within `len`.
-        #[inline(always)]
-        fn fits(off: usize, count: usize, step: usize, width: usize, len: usize) -> bool {
-            match count.checked_sub(1) {
-                None => true,
-                Some(last) => match last.checked_mul(step) {
-                    Some(v) => off <= len && width <= len - off && v <= len - off - width,
-                    None => false,
-                },
-            }
-        }
+        // Every bound the loops rely on, checked once per call.
         assert!(fits(0, MR_WIDE, ldc, NR, c.len()), "output tile out of bounds");
         for &(off, len, boff) in segs {
             assert!(fits(off, len, MR_WIDE, MR_WIDE, a.len()), "weight rows out of bounds");
             assert!(fits(boff, len, ldb, NR, b.len()), "input rows out of bounds");
         }
-        let cp = c.as_mut_ptr();
-        let mut acc = [_mm512_setzero_ps(); MR_WIDE];
-        if accumulate {
-            for (m, v) in acc.iter_mut().enumerate() {
-                // SAFETY: row `m < 8` of the tile, `m·ldc + 16 <= c.len()` (checked above).
-                *v = unsafe { _mm512_loadu_ps(cp.add(m * ldc)) };
-            }
-        }
+        let mut acc = tile8_load(c, ldc, accumulate);
         for &(off, len, boff) in segs {
             let (mut ap, mut bp) = (a[off..].as_ptr(), b[boff..].as_ptr());
             for _ in 0..len {
                 // SAFETY: in the `t`-th iteration (`t < len`), `ap` and `bp` point at offsets
                 // `off + t·8` and `boff + t·ldb`, and `off + t·8 + 8 <= a.len()`, `boff + t·ldb +
                 // 16 <= b.len()` (checked above).
-                unsafe {
-                    let bv = _mm512_loadu_ps(bp);
-                    for (m, v) in acc.iter_mut().enumerate() {
-                        *v = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(m)), bv, *v);
-                    }
-                }
+                unsafe { tile8_step(&mut acc, ap, bp) };
                 // Past the last row these point outside the slices, but are never read.
                 ap = ap.wrapping_add(MR_WIDE);
                 bp = bp.wrapping_add(ldb);
             }
         }
-        for (m, v) in acc.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { _mm512_storeu_ps(cp.add(m * ldc), *v) };
-        }
+        tile8_store(&acc, c, ldc);
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
@@ -862,30 +903,14 @@ mod x86 {
         }
         // Every bound the loop relies on, checked once per call.
         assert!(offs.fits(MR_WIDE, a, b), "weight or input rows out of bounds");
-        assert!(7 * ldc + NR <= c.len(), "output tile out of bounds");
-        let cp = c.as_mut_ptr();
-        let mut v = [_mm512_setzero_ps(); MR_WIDE];
-        if acc {
-            for (m, v) in v.iter_mut().enumerate() {
-                // SAFETY: row `m < 8` of the tile, `m·ldc + 16 <= c.len()` (checked above).
-                *v = unsafe { _mm512_loadu_ps(cp.add(m * ldc)) };
-            }
-        }
+        assert!(fits(0, MR_WIDE, ldc, NR, c.len()), "output tile out of bounds");
+        let mut tile = tile8_load(c, ldc, acc);
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for (t, &at) in offs.offs.iter().enumerate() {
             // SAFETY: `t·8 + 8 <= a.len()` and `at + 16 <= max + 16 <= b.len()` (checked above).
-            unsafe {
-                let bv = _mm512_loadu_ps(bp.add(at));
-                let ar = ap.add(t * MR_WIDE);
-                for (m, v) in v.iter_mut().enumerate() {
-                    *v = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(m)), bv, *v);
-                }
-            }
+            unsafe { tile8_step(&mut tile, ap.add(t * MR_WIDE), bp.add(at)) };
         }
-        for (m, v) in v.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { _mm512_storeu_ps(cp.add(m * ldc), *v) };
-        }
+        tile8_store(&tile, c, ldc);
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]

@@ -93,7 +93,31 @@ struct QcMma<qc_bf16> {
 /** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
 __device__ __forceinline__ int qc_swz(int row, int chunk) { return row * QC_TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
-template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A, bool TRANS>
+/** Eight 8-bit weight codes (bytes of `q`, element e in byte e) dequantized exactly as the
+ *  host's fake-quant does, f32((f32(code) - zero) * scale), then rounded to T: elements at and
+ *  past `valid` are +0 (the zero-fill of the 16-bit path). Returns the 16-byte chunk. */
+template <typename T>
+__device__ __forceinline__ uint4 qc_dequant8(uint2 q, float scale, float zero, int valid, bool sgn) {
+    unsigned out[4];
+#pragma unroll
+    for (int e2 = 0; e2 < 4; ++e2) {
+        unsigned pair = 0;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int e = 2 * e2 + h;
+            const unsigned word = e < 4 ? q.x : q.y;
+            const int sh = 8 * (e & 3);
+            const int code = sgn ? ((int)(word << (24 - sh)) >> 24) : (int)((word >> sh) & 0xffu);
+            const float v = __fmul_rn(__fsub_rn((float)code, zero), scale);
+            const unsigned bits = e < valid ? (unsigned)QcMma<T>::cvt(v) : 0u;
+            pair |= bits << (16 * h);
+        }
+        out[e2] = pair;
+    }
+    return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A, bool TRANS, bool Q8>
 __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     constexpr int THREADS = WM * WN * 32;
     constexpr int BK = QC_TC_BK;
@@ -180,11 +204,27 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
     const T* b_row[B_CH];
     bool b_ok[B_CH];
+    /* Q8: the rows' codes, per-output-channel scale and zero point, and the codes of the stage
+     * in flight (loaded into registers by load_stage, dequantized into shared memory by
+     * store_b after the current stage's products). */
+    const unsigned char* q_row[B_CH];
+    float q_scale[B_CH], q_zero[B_CH];
+    uint2 q_pend[B_CH];
+    int q_valid[B_CH];
+    const bool q_signed = Q8 && p.w_codes_signed != 0;
 #pragma unroll
     for (int i = 0; i < B_CH; ++i) {
         const int k = n0 + (tid >> 2) + i * ROW_STEP;
         b_ok[i] = k < kg;
         b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
+        if (Q8) {
+            const long long ko = (long long)g * kg + (b_ok[i] ? k : 0);
+            q_row[i] = reinterpret_cast<const unsigned char*>(p.w) + ko * wrow;
+            q_scale[i] = reinterpret_cast<const float*>(p.w_scale)[ko];
+            q_zero[i] = reinterpret_cast<const float*>(p.w_zero)[ko];
+            q_pend[i] = make_uint2(0u, 0u);
+            q_valid[i] = 0;
+        }
     }
     /* This block's range of BK-deep steps: all of them, or its share under split-K. */
     const int KT_ALL = (kred + BK - 1) / BK;
@@ -284,7 +324,15 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
             /* Vector loader: the chunk lies in one tap (Cg % 8 == 0). Element-wise loader
              * (forward only, every tap active): the packed row is contiguous in r. */
             const long long off = VEC_A ? w_off : (long long)r;
-            qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + off : w, ok);
+            if (Q8) {
+                /* 8 codes (8 bytes, aligned: rows and chunk offsets are multiples of 8); the
+                 * element-wise loader's last chunk may pass the reduction's end (kred is not a
+                 * multiple of 8 there): those elements become zeros in store_b. */
+                q_pend[i] = ok ? __ldg(reinterpret_cast<const uint2*>(q_row[i] + off)) : make_uint2(0u, 0u);
+                q_valid[i] = !ok ? 0 : (VEC_A || kred - r >= 8) ? 8 : kred - r;
+            } else {
+                qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + off : w, ok);
+            }
         }
         /* Advance this thread's chunk by BK along the reduction (tap-major, channel-minor). */
         r += BK;
@@ -301,6 +349,16 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         }
     };
 
+    /* Q8: dequantize the codes load_stage left in registers into stage `stage` of B. */
+    auto store_b = [&](int stage) {
+        unsigned short* bs = smem_b + stage * BN * BK;
+#pragma unroll
+        for (int i = 0; i < B_CH; ++i) {
+            *reinterpret_cast<uint4*>(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)) =
+                qc_dequant8<T>(q_pend[i], q_scale[i], q_zero[i], q_valid[i], q_signed);
+        }
+    };
+
     float acc[MI][NI][4];
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
@@ -311,17 +369,19 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < KT) load_stage(s);
+        if (s < KT) {
+            /* load_stage advances the chunk position: the kc of the store is fixed per thread. */
+            load_stage(s);
+            if (Q8) store_b(s);
+        }
         qc_cp_commit();
     }
     for (int kt = 0; kt < KT; ++kt) {
         qc_cp_wait<STAGES - 2>();
         __syncthreads();
-        {
-            const int nk = kt + STAGES - 1;
-            if (nk < KT) load_stage(nk % STAGES);
-            qc_cp_commit();
-        }
+        const int nk = kt + STAGES - 1;
+        if (nk < KT) load_stage(nk % STAGES);
+        qc_cp_commit();
         const unsigned short* as = smem_a + (kt % STAGES) * BM * BK;
         const unsigned short* bs = smem_b + (kt % STAGES) * BN * BK;
 #pragma unroll
@@ -345,6 +405,9 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 #pragma unroll
                 for (int ni = 0; ni < NI; ++ni) QcMma<T>::mma(acc[mi][ni], af[mi], bf[ni]);
         }
+        /* Q8: stage nk's slot was last read in iteration kt - 1, before this iteration's
+         * barrier; its readers (iteration nk) wait at a later barrier. */
+        if (Q8 && nk < KT) store_b(nk % STAGES);
     }
     qc_cp_wait<0>();
 
@@ -424,9 +487,9 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
 }
 
-#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A, TRANS)                          \
+#define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A, TRANS, Q8)                      \
     extern "C" __global__ void __launch_bounds__((WM) * (WN) * 32, MINB) NAME(const QcConvParams p) { \
-        qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A, TRANS>(p);                                    \
+        qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A, TRANS, Q8>(p);                                \
     }
 
 /* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
@@ -436,29 +499,48 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
  * carveout so that their shared memory fits too. */
 /* One NVRTC program per part (src/cuda/kernels.rs): -DQC_PART=1 f16 tiles, 2 bf16 tiles,
  * 3 element-wise loader, 4 depthwise + layout + split-K reduction kernels, 5 transposed f16
- * tiles, 6 transposed bf16 tiles. */
+ * tiles, 6 transposed bf16 tiles; 7-11 the same tiles as 1, 2, 3, 5, 6 reading 8-bit weight
+ * codes (the *_q8 entries: `w` holds uint8/int8 codes packed like the 16-bit weight, dequantized
+ * with the per-output-channel w_scale / w_zero while staged into shared memory). */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1|2|3|4|5|6 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1..11 (see src/cuda/kernels.rs)"
 #endif
 #if QC_PART == 1
-QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false)
-QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 3, true, false)
-QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, false)
+QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 3, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, false, false)
 #elif QC_PART == 2
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 2, true, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 3, true, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, false)
 #elif QC_PART == 3
 /* Any C/groups (e.g. the 3-channel stem): element-wise A loads, 128x64. */
-QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 3, false, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false)
+QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 3, false, false, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, false)
 #elif QC_PART == 5
 /* Transposed convolutions (gather form, one phase of o mod stride per block). */
-QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true)
-QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true, false)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true, false)
 #elif QC_PART == 6
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true)
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, false)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, false)
+#elif QC_PART == 7
+QC_TC_ENTRY(qc_conv_tc_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 2, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64_q8, qc_half, 128, 64, 2, 2, 4, 3, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, false, true)
+#elif QC_PART == 8
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64_q8, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, true)
+#elif QC_PART == 9
+QC_TC_ENTRY(qc_conv_tc_f16_gather_q8, qc_half, 128, 64, 2, 2, 4, 3, false, false, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_gather_q8, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, true)
+#elif QC_PART == 10
+QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 1, true, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, true, true)
+#elif QC_PART == 11
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true)
 #endif
 
 /* ---- split-K reduction ----------------------------------------------------------------------

@@ -4,7 +4,8 @@
  *
  * Entry points (argument: QcFakeQuantParams, cuda/params.h):
  *   qc_fakequant  writes the dequantized weight to p.dst and, when p.codes != 0, the codes;
- *   qc_quantize   the quantize half only (get_quantized_weight()): codes, no dequantization.
+ *   qc_quantize   the quantize half only (get_quantized_weight()): codes, no dequantization;
+ *   qc_dequant_codes  8-bit codes + per-channel scale/zero -> float32 weight (QcDequantParams).
  *
  * Bit-exactness rules, applied to every line below:
  *   - every f32/f64 operation is an explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn,
@@ -364,4 +365,41 @@ extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_fakequant(cons
 /** get_quantized_weight(): codes only (p.dst is ignored). */
 extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_quantize(const QcFakeQuantParams p) {
     qc_fq_dispatch<false>(p);
+}
+
+/* ---- 8-bit weight codes -> float32 weight (QcDequantParams, cuda/params.h) ------------------
+ * For the kernels without a code-reading loader (exact precision, f32 activations, depthwise,
+ * the CUDA-core fallbacks) of a module whose device weight is stored as codes: one thread per
+ * element, grid-stride, the same formula as the *_q8 loaders, which the host checked reproduces
+ * get_weight() bit for bit. */
+extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(const QcDequantParams p) {
+    const unsigned char* codes = reinterpret_cast<const unsigned char*>(p.codes);
+    const float* scale = reinterpret_cast<const float*>(p.scale);
+    const float* zero = reinterpret_cast<const float*>(p.zero);
+    float* dst = reinterpret_cast<float*>(p.dst);
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+        long long k, t, c;
+        if (p.layout == QC_DQ_DEPTHWISE) {
+            k = i % p.out_channels;
+            t = i / p.out_channels;
+            c = 0;
+        } else if (p.layout == QC_DQ_TRANSPOSED) {
+            t = i % p.taps;
+            const long long rest = i / p.taps;
+            const long long m = rest % p.kg;
+            const long long ic = rest / p.kg;
+            const long long g = ic / p.cg;
+            c = ic - g * p.cg;
+            k = g * p.kg + m;
+        } else {
+            t = i % p.taps;
+            const long long rest = i / p.taps;
+            c = rest % p.cg;
+            k = rest / p.cg;
+        }
+        const unsigned char b = codes[k * p.row + t * p.cg + c];
+        const int code = p.codes_signed ? (int)(signed char)b : (int)b;
+        dst[i] = __fmul_rn(__fsub_rn((float)code, zero[k]), scale[k]);
+    }
 }

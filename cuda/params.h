@@ -183,9 +183,67 @@ typedef struct QcConvParams {
     /** Tensor-core kernels only: the reduction is split into this many ranges along grid.z
      *  (grid.z = groups * splits; forward convolutions only). Every other kernel requires 1. */
     int32_t splits;
-    /** Explicit padding to a multiple of 8 bytes; set to 0. */
-    int32_t reserved;
+    /** Tensor-core kernels reading 8-bit weight codes (the *_q8 entries) only: 1 when the codes
+     *  in `w` are signed (int8), 0 when unsigned (uint8). Every other kernel ignores it; set 0. */
+    int32_t w_codes_signed;
+    /** *_q8 entries only: const float*: the scale of each output channel [out_channels]. Those
+     *  entries read `w` as one byte per element, packed like the 16-bit tensor-core weight, and
+     *  use f32((f32(code) - w_zero[k]) * w_scale[k]) rounded to the activation dtype, which is
+     *  the fake-quantized weight's value. 0 for every other kernel. */
+    uint64_t w_scale;
+    /** *_q8 entries only: const float*: the zero point of each output channel [out_channels],
+     *  as a float. 0 for every other kernel. */
+    uint64_t w_zero;
 } QcConvParams;
+
+/* ---------------------------------------------------------------------------------------------
+ * 8-bit weight codes (WeightStorage::Int8Codes in src/conv/module.rs). A module stored this way
+ * keeps on the device only its codes, packed [out_channels][row] like the tensor-core weight
+ * (row = taps * C/groups rounded up to 8; element (output channel k, tap t, input channel c of the
+ * group) at k * row + t * cg + c), and a float scale and zero point per output channel. The
+ * tensor-core *_q8 entries dequantize while loading; the other kernels get a float32 weight from
+ * `qc_dequant_codes` (cuda/fakequant.cu) first.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Which float32 layout `qc_dequant_codes` writes (value of QcDequantParams.layout). */
+enum QcDequantLayout {
+    /** A forward convolution's weight [out_channels][cg][taps]. */
+    QC_DQ_FORWARD = 0,
+    /** A transposed convolution's weight [in_channels][kg][taps] (output channel g*kg + m of
+     *  group g = input channel / cg). */
+    QC_DQ_TRANSPOSED = 1,
+    /** The channels-last depthwise kernel's weight [taps][out_channels] (cg == kg == 1). */
+    QC_DQ_DEPTHWISE = 2
+};
+
+/** Argument of `qc_dequant_codes`: dst[i] = f32((f32(code) - zero[k]) * scale[k]) for the
+ *  element i of `layout`, whose code is codes[k * row + t * cg + c]. */
+typedef struct QcDequantParams {
+    /** const uint8_t* (or int8_t* when codes_signed): the packed codes, out_channels * row bytes. */
+    uint64_t codes;
+    /** const float*: scale per output channel [out_channels]. */
+    uint64_t scale;
+    /** const float*: zero point per output channel [out_channels]. */
+    uint64_t zero;
+    /** float*: `numel` elements in `layout`. */
+    uint64_t dst;
+    /** out_channels * cg * taps. */
+    int64_t numel;
+    /** Codes per output channel (taps * cg rounded up to 8). */
+    int64_t row;
+    /** Output channels K. */
+    int32_t out_channels;
+    /** Input channels per group. */
+    int32_t cg;
+    /** Output channels per group. */
+    int32_t kg;
+    /** Kernel taps (kd * kh * kw). */
+    int32_t taps;
+    /** A QcDequantLayout value. */
+    int32_t layout;
+    /** 1 for int8 codes, 0 for uint8. */
+    int32_t codes_signed;
+} QcDequantParams;
 
 /** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):
  *  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.

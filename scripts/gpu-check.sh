@@ -244,12 +244,15 @@ def rows(p):
         return []
 q, t = rows(sys.argv[1]), rows(sys.argv[2])
 tt = {(r["case"], r["op"], r["dtype"], r.get("layout")): r for r in t}
-qq = {(r["case"], r["dtype"], r.get("layout"), r.get("precision", "default")): r for r in q if r["op"] == "module_forward"}
-print(f"{'case':<15}{'dtype':<5}{'layout':<7}{'qconv us':>9}{'TFLOP/s':>8}{'cuDNN us':>9}{'TFLOP/s':>8}{'ratio':>7}{'exact us':>9}{'ref mod':>9}{'vs ref':>7}")
+mf = [r for r in q if r["op"] == "module_forward"]
+qq = {(r["case"], r["dtype"], r.get("layout"), r.get("precision", "default")): r for r in mf if r.get("weights", "float") == "float"}
+q8 = {(r["case"], r["dtype"], r.get("layout")): r for r in mf if r.get("weights") == "int8_codes"}
+print(f"{'case':<15}{'dtype':<5}{'layout':<7}{'qconv us':>9}{'TFLOP/s':>8}{'cuDNN us':>9}{'TFLOP/s':>8}{'ratio':>7}{'exact us':>9}{'ref mod':>9}{'vs ref':>7}{'int8w us':>9}{'w MB':>7}{'int8w MB':>9}")
 geo = {}
 for (c, d, lay, prec), r in sorted(qq.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
     if prec != "default":
         continue
+    c8 = q8.get((c, d, lay))
     cu = tt.get((c, "float_conv", d, lay))
     ex = qq.get((c, d, lay, "exact"))
     ref = tt.get((c, "ref_module", "f32", "nchw")) if d == "f32" and lay == "nchw" else None
@@ -260,7 +263,9 @@ for (c, d, lay, prec), r in sorted(qq.items(), key=lambda kv: (kv[0][0], kv[0][1
           f"{(cu['median_us'] if cu else float('nan')):>9.1f}{(cu['tflops'] if cu else float('nan')):>8.1f}"
           f"{(ratio or float('nan')):>7.2f}{(ex['median_us'] if ex else float('nan')):>9.1f}"
           f"{(ref['median_us'] if ref else float('nan')):>9.1f}"
-          f"{(ref['median_us'] / r['median_us'] if ref else float('nan')):>7.2f}")
+          f"{(ref['median_us'] / r['median_us'] if ref else float('nan')):>7.2f}"
+          f"{(c8['median_us'] if c8 else float('nan')):>9.1f}"
+          f"{r.get('weight_bytes', float('nan')) / 1e6:>7.2f}{(c8['weight_bytes'] / 1e6 if c8 else float('nan')):>9.3f}")
 for d, v in geo.items():
     print(f"geomean cuDNN/qconv, channels-last, {d}: {math.exp(sum(map(math.log, v)) / len(v)):.2f} over {len(v)} cases (min {min(v):.2f})")
 for r in q:

@@ -44,7 +44,7 @@ pub mod tensor;
 
 pub use conv::{
     AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d,
-    Padding, PaddingMode, Precision,
+    Padding, PaddingMode, Precision, WeightStorage,
 };
 pub use error::{Error, Result};
 

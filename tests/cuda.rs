@@ -21,6 +21,7 @@ use qconv::io::StateDict;
 use qconv::quant::observer::{Observer, ObserverScheme};
 use qconv::{
     AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, Precision, QuantDType, Tensor,
+    WeightStorage,
 };
 
 const CUDA: Device = Device::Cuda(0);
@@ -987,4 +988,122 @@ fn fake_quant_job_launches_asynchronously_and_checks_once() {
     job.check(&src, Some(&s)).unwrap();
     let short = rt.zeros::<f32>(n - 1, Some(&s)).unwrap();
     assert!(matches!(job.enqueue(&short, Some(&mut dst), None, Some(&s)), Err(Error::Shape { .. })));
+}
+
+/// Runs `m` on CUDA with its weight stored as floats and as 8-bit codes, every activation dtype,
+/// both precisions and both layouts: the outputs must be identical bit for bit (the codes
+/// dequantize to `get_weight()` exactly, in the tensor-core loaders and in `qc_dequant_codes`).
+/// Returns the code storage's device weight bytes.
+fn check_code_storage<const D: usize, const T: bool>(m: &ConvModule<D, T>, x_shape: &[usize], rng: &mut Rng) -> usize
+where
+    ConvModule<D, T>: Fwd + ClFwd,
+{
+    let what = format!("{m}");
+    let float = m.to_device(CUDA).unwrap();
+    let codes = m.clone().with_weight_storage(WeightStorage::Int8Codes).unwrap().to_device(CUDA).unwrap();
+    assert_eq!(codes.weight_storage(), WeightStorage::Int8Codes);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let x = make_input(rng, x_shape, dtype);
+        let (xd, xl) = (x.to_device(CUDA).unwrap(), channels_last(&x).to_device(CUDA).unwrap());
+        for precision in [Precision::TensorCore, Precision::Exact] {
+            let (f, q) = (float.clone().with_precision(precision), codes.clone().with_precision(precision));
+            let a = f.fwd(&xd).unwrap_or_else(|e| panic!("{what}: {e}")).to_device(Device::Cpu).unwrap();
+            let b = q.fwd(&xd).unwrap_or_else(|e| panic!("{what}: codes: {e}")).to_device(Device::Cpu).unwrap();
+            let bits = |t: &Tensor| t.to_vec_f32().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&a), bits(&b), "{what} {dtype} {precision:?}: code storage differs");
+            let al = f.fwd_last(&xl).unwrap().to_device(Device::Cpu).unwrap();
+            let bl = q.fwd_last(&xl).unwrap().to_device(Device::Cpu).unwrap();
+            assert_eq!(bits(&al), bits(&bl), "{what} {dtype} {precision:?}: code storage differs (channels-last)");
+        }
+    }
+    let (k, numel) = (m.out_channels(), m.weight().numel());
+    let row = (numel / k).div_ceil(8) * 8;
+    assert_eq!(codes.device_weight_bytes(), k * row + 8 * k, "{what}");
+    assert!(float.device_weight_bytes() >= 4 * numel, "{what}");
+    codes.device_weight_bytes()
+}
+
+/// `WeightStorage::Int8Codes`: every kernel family (tensor-core tiles incl. split-K, the
+/// element-wise loader with a reduction that is not a multiple of 8, transposed tiles, depthwise,
+/// the CUDA-core fallbacks, exact precision, f32), signed and unsigned codes, per-tensor and
+/// per-channel qparams, after set_weight; 4x less device memory than the float32 weight.
+#[test]
+fn int8_code_storage_is_bit_identical_to_float_storage() {
+    if !gpu("int8_code_storage_is_bit_identical_to_float_storage") {
+        return;
+    }
+    let mut rng = Rng::new(88);
+    // (C, K, groups, kernel, stride, padding, dilation, mode, batch, input)
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], PaddingMode, usize, [usize; 2]);
+    let cases: Vec<Case> = vec![
+        (16, 20, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 11]),
+        (8, 136, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 4, [48, 48]), // 128x128
+        (16, 40, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 4, [40, 40]), // 128x64
+        (32, 48, 2, [3, 3], [2, 2], [2, 2], [2, 2], PaddingMode::Reflect, 2, [13, 10]),
+        (512, 64, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]), // split-K
+        (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]), // gather, 147
+        (5, 70, 1, [2, 3], [1, 1], [0, 1], [1, 1], PaddingMode::Circular, 3, [6, 5]), // gather, 30
+        (16, 16, 16, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 10]), // depthwise kernel
+        (16, 32, 16, [3, 3], [2, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 10]), // CUDA cores
+        (6, 4, 2, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Replicate, 2, [8, 8]), // CUDA cores
+    ];
+    for (i, (c, k, groups, kernel, stride, pad, dil, mode, n, hw)) in cases.into_iter().enumerate() {
+        let o = ConvOptions::<2>::new(kernel)
+            .stride(stride)
+            .padding(Padding::Explicit(pad))
+            .dilation(dil)
+            .groups(groups)
+            .padding_mode(mode)
+            .bias(i % 2 == 0);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = (i % 2 == 0).then(|| Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap());
+        let m = qconv::Conv2d::from_float_observed(w.clone(), b.clone(), o).unwrap();
+        check_code_storage(&m, &[n, c, hw[0], hw[1]], &mut rng);
+        if i == 0 {
+            // Unsigned codes, per tensor (zero point 128).
+            let qp = qconv::WeightQParams::per_tensor(QuantDType::QUInt8, 0.004, 128);
+            let mq = qconv::Conv2d::from_float(w, b, qp, o).unwrap();
+            check_code_storage(&mq, &[n, c, hw[0], hw[1]], &mut rng);
+            // set_weight re-uploads the codes.
+            let mut moved = mq.with_weight_storage(WeightStorage::Int8Codes).unwrap().to_device(CUDA).unwrap();
+            let w2 = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+            moved.set_weight(w2.clone()).unwrap();
+            let mut float = moved.clone().with_weight_storage(WeightStorage::Float).unwrap();
+            float.set_weight(w2).unwrap();
+            let x = make_input(&mut rng, &[n, c, hw[0], hw[1]], DType::F16).to_device(CUDA).unwrap();
+            let a = moved.forward(&x).unwrap().to_device(Device::Cpu).unwrap();
+            assert_eq!(a, float.forward(&x).unwrap().to_device(Device::Cpu).unwrap(), "after set_weight");
+        }
+    }
+    // Transposed: tensor-core tiles (128x128, 64x64, groups) and the CUDA-core fallback (C/groups 5).
+    for (c, k, groups, kernel, stride, n, hw) in [
+        (16usize, 136usize, 1usize, [4usize, 4usize], [2usize, 2usize], 4usize, [14usize, 14usize]),
+        (16, 40, 1, [4, 4], [2, 2], 1, [16, 16]),
+        (16, 16, 2, [3, 3], [2, 1], 2, [5, 7]),
+        (5, 12, 1, [3, 3], [2, 2], 2, [6, 5]),
+    ] {
+        let o =
+            ConvOptions::<2>::new(kernel).stride(stride).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
+        let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::ConvTranspose2d::from_float_observed(w.clone(), Some(b.clone()), o).unwrap();
+        check_code_storage(&m, &[n, c, hw[0], hw[1]], &mut rng);
+        // Per channel along axis 1 (the output channels of a transposed weight).
+        let qp = qconv::WeightQParams::per_channel_symmetric_from_weight(&w, 1, QuantDType::QInt8).unwrap();
+        let m = qconv::ConvTranspose2d::from_float(w, Some(b), qp, o).unwrap();
+        check_code_storage(&m, &[n, c, hw[0], hw[1]], &mut rng);
+    }
+    // 1-d and 3-d.
+    let o1 = ConvOptions::<1>::new([5]).padding(Padding::Explicit([2])).bias(false);
+    let s1 = qconv::Conv1d::weight_shape(8, 16, &o1);
+    let w1 = Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap();
+    let bytes = check_code_storage(&qconv::Conv1d::from_float_observed(w1, None, o1).unwrap(), &[3, 8, 100], &mut rng);
+    assert_eq!(bytes, 16 * 40 + 8 * 16);
+    let o3 = ConvOptions::<3>::new([3, 3, 3]).padding(Padding::Explicit([1, 1, 1])).bias(true);
+    let s3 = qconv::Conv3d::weight_shape(8, 8, &o3);
+    let w3 = Tensor::from_vec(rng.vec(s3.iter().product(), -0.5, 0.5), &s3).unwrap();
+    let b3 = Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap();
+    check_code_storage(&qconv::Conv3d::from_float_observed(w3, Some(b3), o3).unwrap(), &[2, 8, 6, 7, 8], &mut rng);
 }

@@ -506,3 +506,47 @@ fn channels_last_forward_on_the_cpu() {
     let yl = t.forward_channels_last(&common::channels_last(&x), None).unwrap();
     assert_eq!(common::channels_first(&yl), y);
 }
+
+/// `WeightStorage` is a device choice: on the CPU it changes nothing but is validated eagerly, and
+/// qparams that 8-bit codes cannot reproduce are refused (on the storage switch and on later
+/// changes), leaving the module as it was.
+#[test]
+fn weight_storage_is_validated_and_keeps_cpu_results() {
+    use qconv::WeightStorage;
+    let mut rng = Rng::new(31);
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
+    let shape = Conv2d::weight_shape(8, 16, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap();
+    let m = Conv2d::from_float_observed(w.clone(), Some(b.clone()), o).unwrap();
+    assert_eq!(m.weight_storage(), WeightStorage::Float);
+    let mut q = m.clone().with_weight_storage(WeightStorage::Int8Codes).unwrap();
+    assert_eq!(q.weight_storage(), WeightStorage::Int8Codes);
+    assert_eq!((q.device_weight_bytes(), m.device_weight_bytes()), (0, 0));
+    let x = Tensor::from_vec(rng.vec(2 * 8 * 9 * 9, -1.0, 1.0), &[2, 8, 9, 9]).unwrap();
+    assert_eq!(q.forward(&x).unwrap(), m.forward(&x).unwrap());
+    assert_eq!(q.get_weight(), m.get_weight());
+
+    // qint32 codes do not fit in 8 bits: refused when switching, and as a later change.
+    let wide = WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0);
+    let m32 = Conv2d::from_float(w.clone(), Some(b.clone()), wide.clone(), o).unwrap();
+    match m32.with_weight_storage(WeightStorage::Int8Codes) {
+        Err(qconv::Error::InvalidConfig { param: "weight_storage", rule, .. }) => {
+            assert!(rule.contains("8 bits"), "{rule}")
+        }
+        other => panic!("expected InvalidConfig on weight_storage, got {:?}", other.map(|_| ())),
+    }
+    let before = q.weight_qparams().clone();
+    let err = q.set_weight_qparams(wide).unwrap_err();
+    assert!(err.to_string().contains("weight_storage"), "{err}");
+    assert_eq!(q.weight_qparams(), &before);
+    assert_eq!(q.forward(&x).unwrap(), m.forward(&x).unwrap());
+    // Per-channel along the input channels: one scale per output channel is all codes keep.
+    let per_in = WeightQParams::per_channel(QuantDType::QInt8, vec![0.004; 8], vec![0; 8], 1);
+    let err = q.set_weight_qparams(per_in).unwrap_err();
+    assert!(err.to_string().contains("axis 1"), "{err}");
+    // Back to float storage: always possible.
+    let f = q.with_weight_storage(WeightStorage::Float).unwrap();
+    assert_eq!(f.weight_storage(), WeightStorage::Float);
+    assert_eq!(f.forward(&x).unwrap(), m.forward(&x).unwrap());
+}

@@ -28,8 +28,9 @@ USAGE:
   qconv bench [--device cpu|cuda[:N]] [--case NAME] [--batch N] [--min-time SECONDS]
       The CPU suite of BENCH.md (fields as bench/torch_cpu.py), or with --device cuda the GPU
       suite (f16, bf16, f32; channels-first and channels-last inputs; the default precision and,
-      for f16/bf16, exact; CUDA-event timing, median of >= 50 launches; fields as
-      bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
+      for f16/bf16, exact and channels-last with the weight stored as 8-bit codes (weights
+      int8_codes, with the device weight bytes); CUDA-event timing, median of >= 50 launches;
+      fields as bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
       --case g_fq runs the weight fake-quant case alone.
   qconv warmup [--arch sm_80,sm_90,...] [--cache-dir DIR]
       Compiles every CUDA kernel with NVRTC into the disk kernel cache (default
@@ -459,6 +460,12 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
         let built = c.build(batch)?;
         let module = built.module.to_device(Device::Cuda(ordinal))?;
         let exact = module.clone().with_precision(qconv::Precision::Exact);
+        // The same module with its weight kept as 8-bit codes (the suite's qparams allow it).
+        let codes = built
+            .module
+            .clone()
+            .with_weight_storage(qconv::WeightStorage::Int8Codes)?
+            .to_device(Device::Cuda(ordinal))?;
         let dims = built.input.shape().len() - 2;
         let last_name = match dims {
             1 => "nwc",
@@ -472,19 +479,26 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
             let xl = host.to_channels_last()?.to_device(Device::Cuda(ordinal))?;
             // (layout, precision, timed call); f32 is exact whatever the precision says.
             let mut runs: Vec<TimedRun> = vec![
-                ("nchw", "default", Box::new(|| module.forward(&x, None).map(|_| ()))),
-                (last_name, "default", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
+                ("nchw", "default", "float", Box::new(|| module.forward(&x, None).map(|_| ()))),
+                (last_name, "default", "float", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
             ];
             if dtype != DType::F32 {
-                runs.push(("nchw", "exact", Box::new(|| exact.forward(&x, None).map(|_| ()))));
+                runs.push(("nchw", "exact", "float", Box::new(|| exact.forward(&x, None).map(|_| ()))));
+                runs.push((
+                    last_name,
+                    "default",
+                    "int8_codes",
+                    Box::new(|| codes.forward_channels_last(&xl, None).map(|_| ())),
+                ));
             }
-            for (layout, precision, f) in runs {
+            for (layout, precision, weights, f) in runs {
                 let t = time_us(&*f, 50)?;
                 let row = serde_json::json!({
                     "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
                     "case": c.name, "op": "module_forward", "dtype": dtype.to_string(), "layout": layout,
-                    "precision": precision, "batch": batch, "median_us": round2(t),
+                    "precision": precision, "weights": weights, "batch": batch, "median_us": round2(t),
                     "tflops": round2(built.flops / t / 1e6),
+                    "weight_bytes": if weights == "float" { module.device_weight_bytes() } else { codes.device_weight_bytes() },
                 });
                 println!("{row}");
             }
@@ -514,8 +528,9 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
     Ok(())
 }
 
-/// One timed configuration of `bench --device cuda`: (layout, precision, the call).
-type TimedRun<'a> = (&'static str, &'static str, Box<dyn Fn() -> qconv::Result<()> + 'a>);
+/// One timed configuration of `bench --device cuda`: (layout, precision, weight storage, the
+/// call).
+type TimedRun<'a> = (&'static str, &'static str, &'static str, Box<dyn Fn() -> qconv::Result<()> + 'a>);
 
 fn bench_cmd(args: &Args) -> CliResult<()> {
     if let Some(d) = args.get("--device") {

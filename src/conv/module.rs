@@ -3,13 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::conv::codes::{self, PackedCodes};
 use crate::conv::options::{ConvOptions, Padding, PaddingMode};
 use crate::cpu::{self, ConvProblem, PackedWeight};
 use crate::error::{Error, Result};
 use crate::quant::{self, Plan, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use crate::cuda::runtime::Runtime;
+use crate::cuda::launch::{QcDequantLayout, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
+use crate::cuda::runtime::{DeviceCodes, Runtime, TcWeight};
 use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
 
 /// A reference quantized convolution with `D` spatial dimensions; `TRANSPOSED` selects
@@ -36,6 +38,7 @@ pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     cuda: Option<Arc<CudaWeights>>,
     device: Device,
     precision: Precision,
+    storage: WeightStorage,
 }
 
 /// How a CUDA forward pass multiplies f16/bf16 activations (the CPU path and f32 activations are
@@ -54,6 +57,31 @@ pub enum Precision {
     Exact,
 }
 
+/// How a module keeps its weight in CUDA device memory (the CPU path always uses the host's
+/// float32 `get_weight()`). Outputs do not depend on it: both forms hold the same values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightStorage {
+    /// The fake-quantized weight in float32, plus the binary16 and bfloat16 copies the tensor-core
+    /// kernels read (and a `[taps][C]` copy for depthwise modules): 4 to 8 bytes per weight
+    /// element, nothing to convert per call.
+    #[default]
+    Float,
+    /// The weight's 8-bit integer codes (`get_quantized_weight()`, packed for the kernels) and a
+    /// float32 scale and zero point per output channel: about 1 byte per weight element, 4× less
+    /// than float32. The tensor-core kernels dequantize the codes as they load them into shared
+    /// memory, with a formula that reproduces `get_weight()` bit for bit (checked on the host for
+    /// every element when the codes are built), so outputs are identical to `Float`'s. Every other
+    /// CUDA kernel (exact precision, f32 activations, depthwise, transposed convolutions outside
+    /// the tensor-core tiles) first expands the codes into a temporary float32 weight on the
+    /// call's stream, freed when the call's work completes.
+    ///
+    /// Needs integer codes of at most 8 bits (qint8, quint8, quint4x2, or a decomposed range
+    /// inside one of them), one scale per output channel (per tensor, or per channel along axis 0
+    /// for convolutions and axis 1 for transposed convolutions), and scales and zero points that
+    /// are float32 values; anything else is an [`Error::InvalidConfig`] on `weight_storage`.
+    Int8Codes,
+}
+
 /// Memory layout of a forward pass's input and output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
@@ -67,8 +95,8 @@ enum Layout {
 /// the weight, qparams or bias change).
 struct CudaWeights {
     runtime: Arc<Runtime>,
-    /// `get_weight()` in the module's weight layout, float32.
-    weight: CudaSlice<f32>,
+    /// `get_weight()` in the module's weight layout, float32 (`WeightStorage::Float` only).
+    weight: Option<CudaSlice<f32>>,
     bias: Option<CudaSlice<f32>>,
     /// For the tensor-core kernel: `get_weight()` packed `[K][row]` (tap-major, then channel, rows
     /// zero-padded to a multiple of 8) and rounded to binary16 / bfloat16 (bit patterns).
@@ -77,12 +105,44 @@ struct CudaWeights {
     /// For the channels-last depthwise kernel (`groups == C == K`, a multiple of 8):
     /// `get_weight()` packed `[taps][C]`, float32 (unrounded: that kernel is exact).
     dw: Option<CudaSlice<f32>>,
+    /// `WeightStorage::Int8Codes`: the codes, scales and zero points (then every other weight
+    /// field is `None`).
+    codes: Option<DeviceCodes>,
+}
+
+impl CudaWeights {
+    /// Bytes of device memory holding the weight (not the bias).
+    fn weight_bytes(&self) -> usize {
+        let n = |len: Option<usize>, size: usize| len.unwrap_or(0) * size;
+        n(self.weight.as_ref().map(|w| w.len()), 4)
+            + n(self.tc_f16.as_ref().map(|w| w.len()), 2)
+            + n(self.tc_bf16.as_ref().map(|w| w.len()), 2)
+            + n(self.dw.as_ref().map(|w| w.len()), 4)
+            + self.codes.as_ref().map_or(0, |c| c.codes.len() + 4 * (c.scale.len() + c.zero.len()))
+    }
+}
+
+/// A float32 weight a kernel reads: resident, or expanded from the codes for this call.
+enum FloatWeight<'a> {
+    Resident(&'a CudaSlice<f32>),
+    Temporary(CudaSlice<f32>),
+}
+
+impl FloatWeight<'_> {
+    fn get(&self) -> &CudaSlice<f32> {
+        match self {
+            FloatWeight::Resident(w) => w,
+            FloatWeight::Temporary(w) => w,
+        }
+    }
 }
 
 /// What is computed from weight + qparams once per change.
 struct Derived {
     weight_fq: Tensor,
     packed: PackedWeight,
+    /// The device codes under `WeightStorage::Int8Codes`, built (and checked) with the rest.
+    codes: Option<PackedCodes>,
 }
 
 /// `Conv1d` (`torch.ao.nn.quantized.reference.Conv1d`).
@@ -213,7 +273,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         if let Some(b) = &bias {
             Self::check_bias(b, out_channels)?;
         }
-        let derived = Arc::new(Self::derive(in_channels, out_channels, &options, &weight, &qparams)?);
+        let derived =
+            Arc::new(Self::derive(in_channels, out_channels, &options, &weight, &qparams, WeightStorage::Float)?);
         Ok(ConvModule {
             in_channels,
             out_channels,
@@ -225,6 +286,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             cuda: None,
             device: Device::Cpu,
             precision: Precision::default(),
+            storage: WeightStorage::default(),
         })
     }
 
@@ -248,6 +310,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         options: &ConvOptions<D>,
         weight: &Tensor,
         qparams: &WeightQParams,
+        storage: WeightStorage,
     ) -> Result<Derived> {
         let plan: Plan = qparams.plan(weight.shape())?;
         let w = weight.as_slice::<f32>()?;
@@ -260,15 +323,35 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             pad3(&options.kernel_size, 1),
             &fq,
         )?;
-        Ok(Derived { weight_fq: Tensor::from_vec(fq, weight.shape())?, packed })
+        let codes = match storage {
+            WeightStorage::Float => None,
+            WeightStorage::Int8Codes => Some(codes::pack_codes(
+                TRANSPOSED,
+                in_channels,
+                out_channels,
+                options.groups,
+                options.kernel_size.iter().product(),
+                w,
+                weight.shape(),
+                qparams,
+                &fq,
+            )?),
+        };
+        Ok(Derived { weight_fq: Tensor::from_vec(fq, weight.shape())?, packed, codes })
     }
 
     fn rederive(&mut self) -> Result<()> {
-        let derived =
-            Arc::new(Self::derive(self.in_channels, self.out_channels, &self.options, &self.weight, &self.qparams)?);
+        let derived = Arc::new(Self::derive(
+            self.in_channels,
+            self.out_channels,
+            &self.options,
+            &self.weight,
+            &self.qparams,
+            self.storage,
+        )?);
         let cuda = match self.device {
             Device::Cuda(n) => {
-                Some(Arc::new(Self::upload(n, &derived.weight_fq, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?))
+                Some(Arc::new(Self::upload(n, &derived, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?))
             }
             Device::Cpu => None,
         };
@@ -299,18 +382,35 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// `(K, C/groups, taps, groups)` and the depthwise copy when `dw` gives `(C, taps)`.
     fn upload(
         ordinal: usize,
-        weight_fq: &Tensor,
+        derived: &Derived,
         bias: Option<&Tensor>,
         tc: Option<(usize, usize, usize, usize)>,
         dw: Option<(usize, usize)>,
     ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
-        let fq = weight_fq.as_slice::<f32>()?;
-        let weight = runtime.htod(fq, None)?;
         let bias = match bias {
             Some(b) => Some(runtime.htod(b.as_slice::<f32>()?, None)?),
             None => None,
         };
+        if let Some(c) = &derived.codes {
+            let codes = DeviceCodes {
+                codes: runtime.htod(&c.codes, None)?,
+                scale: runtime.htod(&c.scale, None)?,
+                zero: runtime.htod(&c.zero, None)?,
+                signed: c.signed,
+            };
+            return Ok(CudaWeights {
+                runtime,
+                weight: None,
+                bias,
+                tc_f16: None,
+                tc_bf16: None,
+                dw: None,
+                codes: Some(codes),
+            });
+        }
+        let fq = derived.weight_fq.as_slice::<f32>()?;
+        let weight = Some(runtime.htod(fq, None)?);
         let (mut tc_f16, mut tc_bf16) = (None, None);
         if let Some((k, cg, taps, groups)) = tc {
             let kg = k / groups.max(1);
@@ -352,7 +452,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             }
             None => None,
         };
-        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw })
+        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw, codes: None })
     }
 
     /// How CUDA forward passes multiply f16/bf16 activations (see [`Precision`]).
@@ -364,6 +464,32 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
+    }
+
+    /// How the weight is (or will be, after [`to_device`](Self::to_device)) held on a CUDA device.
+    pub fn weight_storage(&self) -> WeightStorage {
+        self.storage
+    }
+
+    /// This module with its device weight held as `storage` (see [`WeightStorage`]). On a CUDA
+    /// module the weight is uploaded again in the new form; on a CPU module the choice applies
+    /// at `to_device` (and is checked now). Errors, leaving `self` consumed but nothing on the
+    /// device changed, when the weight's qparams cannot be stored as 8-bit codes exactly.
+    pub fn with_weight_storage(mut self, storage: WeightStorage) -> Result<Self> {
+        if storage == self.storage {
+            return Ok(self);
+        }
+        let old = std::mem::replace(&mut self.storage, storage);
+        if let Err(e) = self.rederive() {
+            self.storage = old;
+            return Err(e);
+        }
+        Ok(self)
+    }
+
+    /// Bytes of device memory the module's weight occupies (the bias excluded): 0 on the CPU.
+    pub fn device_weight_bytes(&self) -> usize {
+        self.cuda.as_ref().map_or(0, |c| c.weight_bytes())
     }
 
     // ---- accessors mirroring the PyTorch module ------------------------------------------------
@@ -483,7 +609,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         }
         let cuda = match self.device {
             Device::Cuda(n) => {
-                Some(Arc::new(Self::upload(n, &self.derived.weight_fq, bias.as_ref(), self.tc_dims(), self.dw_dims())?))
+                Some(Arc::new(Self::upload(n, &self.derived, bias.as_ref(), self.tc_dims(), self.dw_dims())?))
             }
             Device::Cpu => None,
         };
@@ -518,32 +644,68 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Device::Cpu => None,
             Device::Cuda(_) if self.device == device => self.cuda.clone(),
             Device::Cuda(n) => {
-                let w = Self::upload(n, &self.derived.weight_fq, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?;
-                Self::self_check(&w, &self.weight, &self.derived.weight_fq, &self.qparams)?;
+                let w = Self::upload(n, &self.derived, self.bias.as_ref(), self.tc_dims(), self.dw_dims())?;
+                self.self_check(&w)?;
                 Some(Arc::new(w))
             }
         };
         Ok(m)
     }
 
-    /// Runs the CUDA fake-quant kernel on the float weight and compares it with the CPU result.
-    fn self_check(w: &CudaWeights, weight: &Tensor, weight_fq: &Tensor, qparams: &WeightQParams) -> Result<()> {
+    /// Runs the CUDA fake-quant kernel on the float weight and compares it with the CPU result;
+    /// with 8-bit code storage, also expands the uploaded codes on the device and compares.
+    fn self_check(&self, w: &CudaWeights) -> Result<()> {
         let rt = &w.runtime;
-        let src = rt.htod(weight.as_slice::<f32>()?, None)?;
+        let src = rt.htod(self.weight.as_slice::<f32>()?, None)?;
         let mut dst = rt.zeros::<f32>(src.len(), None)?;
-        rt.fake_quantize_device(qparams, weight.shape(), &src, Some(&mut dst), None, None)?;
-        let gpu = rt.dtoh(&dst, None)?;
-        let cpu = weight_fq.as_slice::<f32>()?;
-        if let Some(i) = (0..cpu.len()).find(|&i| gpu[i].to_bits() != cpu[i].to_bits()) {
-            return Err(Error::Cuda {
-                call: "fake-quant self-check",
-                message: format!(
-                    "the CUDA fake-quant kernel gave {} for weight element {i} where the CPU path gives {} (a qconv bug: please report it)",
-                    gpu[i], cpu[i]
-                ),
-            });
+        rt.fake_quantize_device(&self.qparams, self.weight.shape(), &src, Some(&mut dst), None, None)?;
+        let cpu = self.derived.weight_fq.as_slice::<f32>()?;
+        let compare = |what: &'static str, gpu: Vec<f32>| -> Result<()> {
+            if let Some(i) = (0..cpu.len()).find(|&i| gpu[i].to_bits() != cpu[i].to_bits()) {
+                return Err(Error::Cuda {
+                    call: what,
+                    message: format!(
+                        "the CUDA kernel gave {} for weight element {i} where the CPU path gives {} (a qconv bug: please report it)",
+                        gpu[i], cpu[i]
+                    ),
+                });
+            }
+            Ok(())
+        };
+        compare("fake-quant self-check", rt.dtoh(&dst, None)?)?;
+        if let Some(c) = &w.codes {
+            let layout = if TRANSPOSED { QC_DQ_TRANSPOSED } else { QC_DQ_FORWARD };
+            let (cg, groups) = (self.in_channels / self.options.groups.max(1), self.options.groups.max(1));
+            let taps = self.options.kernel_size.iter().product();
+            rt.dequant_codes_device(c, self.out_channels, cg, groups, taps, layout, &mut dst, None)?;
+            compare("weight-code self-check", rt.dtoh(&dst, None)?)?;
         }
         Ok(())
+    }
+
+    /// The float32 weight for a kernel without a code loader: the resident one, or (8-bit code
+    /// storage) the codes expanded on `stream` into a temporary buffer in `layout`.
+    fn float_weight<'a>(
+        &self,
+        cw: &'a CudaWeights,
+        layout: QcDequantLayout,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<FloatWeight<'a>> {
+        let resident = if layout == QC_DQ_DEPTHWISE { cw.dw.as_ref() } else { cw.weight.as_ref() };
+        if let Some(w) = resident {
+            return Ok(FloatWeight::Resident(w));
+        }
+        let c = cw.codes.as_ref().ok_or_else(|| Error::Unsupported {
+            op: "forward".into(),
+            device: self.device.to_string(),
+            reason: "the module has neither a float nor a code weight on the device (internal error)".into(),
+        })?;
+        let groups = self.options.groups.max(1);
+        let cg = self.in_channels / groups;
+        let taps: usize = self.options.kernel_size.iter().product();
+        let mut w = cw.runtime.alloc_uninit::<f32>(self.weight.numel(), stream)?;
+        cw.runtime.dequant_codes_device(c, self.out_channels, cg, groups, taps, layout, &mut w, stream)?;
+        Ok(FloatWeight::Temporary(w))
     }
 
     // ---- forward -------------------------------------------------------------------------------
@@ -781,17 +943,22 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let in_sp: usize = problem.in_size.iter().product();
         let out_sp: usize = problem.out_size.iter().product();
         let (n, c, k) = (problem.batch, problem.in_channels, problem.out_channels);
-        let tc_weight = match (self.precision, dtype) {
-            (Precision::TensorCore, DType::F16) => cw.tc_f16.as_ref(),
-            (Precision::TensorCore, DType::BF16) => cw.tc_bf16.as_ref(),
+        let tc_weight = match (self.precision, dtype, &cw.codes) {
+            (Precision::TensorCore, DType::F16 | DType::BF16, Some(c)) if self.tc_dims().is_some() => {
+                Some(TcWeight::Codes(c))
+            }
+            (Precision::TensorCore, DType::F16, None) => cw.tc_f16.as_ref().map(TcWeight::Half),
+            (Precision::TensorCore, DType::BF16, None) => cw.tc_bf16.as_ref().map(TcWeight::Half),
             _ => None,
         };
         let bias = cw.bias.as_ref();
         // The depthwise kernel decodes its work items (outputs / 8) in 32 bits.
         let dw_items_ok = out_len / 8 <= i32::MAX as usize;
-        if let Some(wd) = cw.dw.as_ref().filter(|_| dw_items_ok) {
+        if self.dw_dims().is_some() && dw_items_ok {
             // Depthwise: the channels-last kernel (exact, any dtype), with transposes around it
             // for channels-first tensors.
+            let wd = self.float_weight(cw, QC_DQ_DEPTHWISE, stream)?;
+            let wd = wd.get();
             let y = match layout {
                 Layout::ChannelsLast => {
                     let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
@@ -810,6 +977,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             };
             return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
         }
+        let simt_layout = if TRANSPOSED { QC_DQ_TRANSPOSED } else { QC_DQ_FORWARD };
         let y = match (tc_weight, layout) {
             (Some(w), Layout::ChannelsLast) => {
                 let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
@@ -824,15 +992,17 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 y
             }
             (None, Layout::ChannelsFirst) => {
+                let w = self.float_weight(cw, simt_layout, stream)?;
                 let mut y = rt.zeros::<u8>(bytes, stream)?;
-                rt.conv_device(problem, dtype, &cw.weight, bias, &xs.bytes, &mut y, stream)?;
+                rt.conv_device(problem, dtype, w.get(), bias, &xs.bytes, &mut y, stream)?;
                 y
             }
             (None, Layout::ChannelsLast) => {
+                let w = self.float_weight(cw, simt_layout, stream)?;
                 let mut xt = rt.alloc_uninit::<u8>(in_bytes, stream)?;
                 rt.transpose_device(&xs.bytes, &mut xt, es, n, in_sp, c, stream)?;
                 let mut yt = rt.zeros::<u8>(bytes, stream)?;
-                rt.conv_device(problem, dtype, &cw.weight, bias, &xt, &mut yt, stream)?;
+                rt.conv_device(problem, dtype, w.get(), bias, &xt, &mut yt, stream)?;
                 let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
                 rt.transpose_device(&yt, &mut y, es, n, k, out_sp, stream)?;
                 y

@@ -535,6 +535,23 @@ impl AnyConv {
         }
     }
 
+    /// This module with its device weight held as `storage` (see [`crate::WeightStorage`]).
+    pub fn with_weight_storage(self, storage: crate::WeightStorage) -> Result<Self> {
+        Ok(match self {
+            AnyConv::Conv1d(m) => AnyConv::Conv1d(m.with_weight_storage(storage)?),
+            AnyConv::Conv2d(m) => AnyConv::Conv2d(m.with_weight_storage(storage)?),
+            AnyConv::Conv3d(m) => AnyConv::Conv3d(m.with_weight_storage(storage)?),
+            AnyConv::ConvTranspose1d(m) => AnyConv::ConvTranspose1d(m.with_weight_storage(storage)?),
+            AnyConv::ConvTranspose2d(m) => AnyConv::ConvTranspose2d(m.with_weight_storage(storage)?),
+            AnyConv::ConvTranspose3d(m) => AnyConv::ConvTranspose3d(m.with_weight_storage(storage)?),
+        })
+    }
+
+    /// Bytes of device memory holding the module's weight (0 on the CPU).
+    pub fn device_weight_bytes(&self) -> usize {
+        each!(self, m => m.device_weight_bytes())
+    }
+
     /// The PyTorch class name.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -53,11 +53,22 @@ pub enum KernelSource {
     ConvTcTransposeF16,
     /// `cuda/conv_tc.cu`: tensor-core transposed convolutions, bf16.
     ConvTcTransposeBf16,
+    /// `cuda/conv_tc.cu`: the f16 tiles of [`ConvTcF16`](Self::ConvTcF16) reading 8-bit weight
+    /// codes.
+    ConvTcQ8F16,
+    /// `cuda/conv_tc.cu`: the bf16 tiles reading 8-bit weight codes.
+    ConvTcQ8Bf16,
+    /// `cuda/conv_tc.cu`: the element-wise loader tiles reading 8-bit weight codes.
+    ConvTcQ8Gather,
+    /// `cuda/conv_tc.cu`: the transposed f16 tiles reading 8-bit weight codes.
+    ConvTcQ8TransposeF16,
+    /// `cuda/conv_tc.cu`: the transposed bf16 tiles reading 8-bit weight codes.
+    ConvTcQ8TransposeBf16,
 }
 
 impl KernelSource {
     /// Every program, in a fixed order.
-    pub const ALL: [KernelSource; 13] = [
+    pub const ALL: [KernelSource; 18] = [
         KernelSource::FakeQuant,
         KernelSource::ConvF32,
         KernelSource::ConvF16,
@@ -71,6 +82,11 @@ impl KernelSource {
         KernelSource::ConvTcMisc,
         KernelSource::ConvTcTransposeF16,
         KernelSource::ConvTcTransposeBf16,
+        KernelSource::ConvTcQ8F16,
+        KernelSource::ConvTcQ8Bf16,
+        KernelSource::ConvTcQ8Gather,
+        KernelSource::ConvTcQ8TransposeF16,
+        KernelSource::ConvTcQ8TransposeBf16,
     ];
 
     /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
@@ -89,6 +105,11 @@ impl KernelSource {
             KernelSource::ConvTcMisc => "conv_tc_misc",
             KernelSource::ConvTcTransposeF16 => "conv_tc_transpose_f16",
             KernelSource::ConvTcTransposeBf16 => "conv_tc_transpose_bf16",
+            KernelSource::ConvTcQ8F16 => "conv_tc_q8_f16",
+            KernelSource::ConvTcQ8Bf16 => "conv_tc_q8_bf16",
+            KernelSource::ConvTcQ8Gather => "conv_tc_q8_gather",
+            KernelSource::ConvTcQ8TransposeF16 => "conv_tc_q8_transpose_f16",
+            KernelSource::ConvTcQ8TransposeBf16 => "conv_tc_q8_transpose_bf16",
         }
     }
 
@@ -105,7 +126,12 @@ impl KernelSource {
             | KernelSource::ConvTcGather
             | KernelSource::ConvTcMisc
             | KernelSource::ConvTcTransposeF16
-            | KernelSource::ConvTcTransposeBf16 => "conv_tc.cu",
+            | KernelSource::ConvTcTransposeBf16
+            | KernelSource::ConvTcQ8F16
+            | KernelSource::ConvTcQ8Bf16
+            | KernelSource::ConvTcQ8Gather
+            | KernelSource::ConvTcQ8TransposeF16
+            | KernelSource::ConvTcQ8TransposeBf16 => "conv_tc.cu",
         }
     }
 
@@ -130,6 +156,11 @@ impl KernelSource {
             KernelSource::ConvTcMisc => &["-DQC_PART=4"],
             KernelSource::ConvTcTransposeF16 => &["-DQC_PART=5"],
             KernelSource::ConvTcTransposeBf16 => &["-DQC_PART=6"],
+            KernelSource::ConvTcQ8F16 => &["-DQC_PART=7"],
+            KernelSource::ConvTcQ8Bf16 => &["-DQC_PART=8"],
+            KernelSource::ConvTcQ8Gather => &["-DQC_PART=9"],
+            KernelSource::ConvTcQ8TransposeF16 => &["-DQC_PART=10"],
+            KernelSource::ConvTcQ8TransposeBf16 => &["-DQC_PART=11"],
         }
     }
 
@@ -314,6 +345,8 @@ pub enum KernelKind {
     /// The split-K reduction of the tensor-core kernels (sums the partials in order, adds the
     /// bias, rounds once).
     SplitKReduce,
+    /// `qc_dequant_codes`: 8-bit weight codes and per-channel scales to a float32 weight.
+    DequantCodes,
 }
 
 /// One kernel entry point.
@@ -329,12 +362,15 @@ pub struct KernelVariant {
     pub dtype: Option<DType>,
     /// Transposed convolution (gather form).
     pub transposed: bool,
+    /// Tensor-core convolutions only: the entry reads the weight as 8-bit codes with a scale
+    /// and zero point per output channel (`*_q8`), dequantizing while it loads.
+    pub weight_codes: bool,
     /// The C++ template instantiation behind the entry point.
     pub instantiation: &'static str,
 }
 
 macro_rules! conv_variants {
-    ($($name:literal, $src:ident, $tr:literal, $dt:ident, $algo:expr, $inst:literal;)*) => {
+    ($($name:literal, $src:ident, $tr:literal, $dt:ident, $algo:expr, $codes:literal, $inst:literal;)*) => {
         &[
             KernelVariant {
                 name: "qc_fakequant",
@@ -342,6 +378,7 @@ macro_rules! conv_variants {
                 kind: KernelKind::FakeQuant,
                 dtype: None,
                 transposed: false,
+                weight_codes: false,
                 instantiation: "qc_fq_dispatch<true>",
             },
             KernelVariant {
@@ -350,7 +387,17 @@ macro_rules! conv_variants {
                 kind: KernelKind::Quantize,
                 dtype: None,
                 transposed: false,
+                weight_codes: false,
                 instantiation: "qc_fq_dispatch<false>",
+            },
+            KernelVariant {
+                name: "qc_dequant_codes",
+                source: KernelSource::FakeQuant,
+                kind: KernelKind::DequantCodes,
+                dtype: None,
+                transposed: false,
+                weight_codes: true,
+                instantiation: "qc_dequant_codes",
             },
             $(KernelVariant {
                 name: $name,
@@ -358,6 +405,7 @@ macro_rules! conv_variants {
                 kind: KernelKind::Conv($algo),
                 dtype: Some(DType::$dt),
                 transposed: $tr,
+                weight_codes: $codes,
                 instantiation: $inst,
             },)*
         ]
@@ -366,45 +414,57 @@ macro_rules! conv_variants {
 
 /// Every kernel variant, grouped by source.
 pub static VARIANTS: &[KernelVariant] = conv_variants![
-    "qc_conv_fwd_f32_t128", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, false>";
-    "qc_conv_fwd_f32_t64", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, false>";
-    "qc_conv_fwd_f32_m32", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, false>";
-    "qc_conv_fwd_f16_t128", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, false>";
-    "qc_conv_fwd_f16_t64", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, false>";
-    "qc_conv_fwd_f16_m32", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, false>";
-    "qc_conv_fwd_bf16_t128", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, false>";
-    "qc_conv_fwd_bf16_t64", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, false>";
-    "qc_conv_fwd_bf16_m32", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, false>";
-    "qc_conv_fwd_f32_direct", ConvF32, false, F32, ConvAlgo::Direct, "qc_conv_direct<float, false>";
-    "qc_conv_fwd_f16_direct", ConvF16, false, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, false>";
-    "qc_conv_fwd_bf16_direct", ConvBf16, false, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, false>";
-    "qc_conv_tr_f32_t128", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<float, QcTileT128, true>";
-    "qc_conv_tr_f32_t64", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<float, QcTileT64, true>";
-    "qc_conv_tr_f32_m32", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<float, QcTileM32, true>";
-    "qc_conv_tr_f16_t128", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_half, QcTileT128, true>";
-    "qc_conv_tr_f16_t64", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_half, QcTileT64, true>";
-    "qc_conv_tr_f16_m32", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_half, QcTileM32, true>";
-    "qc_conv_tr_bf16_t128", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T128), "qc_igemm<qc_bf16, QcTileT128, true>";
-    "qc_conv_tr_bf16_t64", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T64), "qc_igemm<qc_bf16, QcTileT64, true>";
-    "qc_conv_tr_bf16_m32", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::M32), "qc_igemm<qc_bf16, QcTileM32, true>";
-    "qc_conv_tr_f32_direct", ConvTransposeF32, true, F32, ConvAlgo::Direct, "qc_conv_direct<float, true>";
-    "qc_conv_tr_f16_direct", ConvTransposeF16, true, F16, ConvAlgo::Direct, "qc_conv_direct<qc_half, true>";
-    "qc_conv_tr_bf16_direct", ConvTransposeBf16, true, BF16, ConvAlgo::Direct, "qc_conv_direct<qc_bf16, true>";
-    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false>";
-    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false>";
-    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false>";
-    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false>";
-    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false>";
-    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false>";
-    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false>";
-    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false>";
-    "qc_conv_tc_tr_f16_128x128", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true>";
-    "qc_conv_tc_tr_f16_64x64", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true>";
-    "qc_conv_tc_tr_bf16_128x128", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true>";
-    "qc_conv_tc_tr_bf16_64x64", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true>";
-    "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<float>";
-    "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_half>";
-    "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, "qc_dw_nhwc<qc_bf16>";
+    "qc_conv_fwd_f32_t128", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, false>";
+    "qc_conv_fwd_f32_t64", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, false>";
+    "qc_conv_fwd_f32_m32", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, false>";
+    "qc_conv_fwd_f16_t128", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, false>";
+    "qc_conv_fwd_f16_t64", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, false>";
+    "qc_conv_fwd_f16_m32", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, false>";
+    "qc_conv_fwd_bf16_t128", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, false>";
+    "qc_conv_fwd_bf16_t64", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, false>";
+    "qc_conv_fwd_bf16_m32", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, false>";
+    "qc_conv_fwd_f32_direct", ConvF32, false, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, false>";
+    "qc_conv_fwd_f16_direct", ConvF16, false, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, false>";
+    "qc_conv_fwd_bf16_direct", ConvBf16, false, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, false>";
+    "qc_conv_tr_f32_t128", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, true>";
+    "qc_conv_tr_f32_t64", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, true>";
+    "qc_conv_tr_f32_m32", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, true>";
+    "qc_conv_tr_f16_t128", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, true>";
+    "qc_conv_tr_f16_t64", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, true>";
+    "qc_conv_tr_f16_m32", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, true>";
+    "qc_conv_tr_bf16_t128", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, true>";
+    "qc_conv_tr_bf16_t64", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, true>";
+    "qc_conv_tr_bf16_m32", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, true>";
+    "qc_conv_tr_f32_direct", ConvTransposeF32, true, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, true>";
+    "qc_conv_tr_f16_direct", ConvTransposeF16, true, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, true>";
+    "qc_conv_tr_bf16_direct", ConvTransposeBf16, true, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, true>";
+    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, false>";
+    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, false>";
+    "qc_conv_tc_tr_f16_128x128", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_f16_64x64", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, false>";
+    "qc_conv_tc_tr_bf16_128x128", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_bf16_64x64", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, false>";
+    "qc_conv_tc_f16_128x128_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, true>";
+    "qc_conv_tc_f16_128x64_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_f16_64x64_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_bf16_128x128_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, true>";
+    "qc_conv_tc_bf16_128x64_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_bf16_64x64_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_f16_gather_q8", ConvTcQ8Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, true>";
+    "qc_conv_tc_bf16_gather_q8", ConvTcQ8Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, true>";
+    "qc_conv_tc_tr_f16_128x128_q8", ConvTcQ8TransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, true>";
+    "qc_conv_tc_tr_f16_64x64_q8", ConvTcQ8TransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, true>";
+    "qc_conv_tc_tr_bf16_128x128_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, true>";
+    "qc_conv_tc_tr_bf16_64x64_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, true>";
+    "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<float>";
+    "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_half>";
+    "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_bf16>";
 ];
 
 /// The layout kernels and the split-K reductions (`cuda/conv_tc.cu`).
@@ -415,6 +475,7 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
         kind: KernelKind::SplitKReduce,
         dtype: Some(DType::F16),
         transposed: false,
+        weight_codes: false,
         instantiation: "qc_splitk_reduce<qc_half>",
     },
     KernelVariant {
@@ -423,6 +484,7 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
         kind: KernelKind::SplitKReduce,
         dtype: Some(DType::BF16),
         transposed: false,
+        weight_codes: false,
         instantiation: "qc_splitk_reduce<qc_bf16>",
     },
     KernelVariant {
@@ -431,6 +493,7 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
         kind: KernelKind::Transpose(2),
         dtype: None,
         transposed: false,
+        weight_codes: false,
         instantiation: "qc_transpose<unsigned short>",
     },
     KernelVariant {
@@ -439,6 +502,7 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
         kind: KernelKind::Transpose(4),
         dtype: None,
         transposed: false,
+        weight_codes: false,
         instantiation: "qc_transpose<unsigned int>",
     },
 ];
@@ -453,10 +517,30 @@ pub fn variant(name: &str) -> Option<&'static KernelVariant> {
     all_variants().find(|v| v.name == name)
 }
 
-/// The convolution entry point for a direction, activation dtype and algorithm, or `None` where
-/// none exists (the tensor-core kernels: forward, f16/bf16 only).
+/// The convolution entry point for a direction, activation dtype and algorithm (reading the
+/// weight in the activation dtype, or float32), or `None` where none exists (the tensor-core
+/// kernels: f16/bf16 only, transposed with the 128×128 and 64×64 tiles).
 pub fn conv_variant(transposed: bool, dtype: DType, algo: ConvAlgo) -> Option<&'static KernelVariant> {
-    VARIANTS.iter().find(|v| v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo))
+    VARIANTS.iter().find(|v| {
+        v.transposed == transposed && v.dtype == Some(dtype) && v.kind == KernelKind::Conv(algo) && !v.weight_codes
+    })
+}
+
+/// The tensor-core entry point that reads 8-bit weight codes (`*_q8`) for a direction,
+/// activation dtype and tile, or `None` where [`conv_variant`] has no tensor-core entry either.
+pub fn conv_variant_codes(transposed: bool, dtype: DType, tile: TcTile) -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| {
+        v.transposed == transposed
+            && v.dtype == Some(dtype)
+            && v.kind == KernelKind::Conv(ConvAlgo::TensorCore(tile))
+            && v.weight_codes
+    })
+}
+
+/// `qc_dequant_codes` (always listed; `Option` so that callers handle a missing entry as an
+/// error rather than a panic).
+pub fn dequant_codes_variant() -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| v.kind == KernelKind::DequantCodes)
 }
 
 /// The split-K reduction for `dtype` (f16 or bf16).
@@ -509,7 +593,22 @@ mod tests {
             assert_eq!(conv_variant(false, dtype, ConvAlgo::DepthwiseNhwc).unwrap().source, KernelSource::ConvTcMisc);
             assert!(conv_variant(true, dtype, ConvAlgo::DepthwiseNhwc).is_none());
         }
-        assert_eq!(VARIANTS.len(), 2 + 2 * 3 * 4 + 2 * 4 + 2 * 2 + 3);
+        for transposed in [false, true] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                for tile in TcTile::ALL {
+                    let plain = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
+                    let codes = conv_variant_codes(transposed, dtype, tile);
+                    assert_eq!(plain.is_some(), codes.is_some(), "{transposed} {dtype} {tile:?}");
+                    if let (Some(p), Some(c)) = (plain, codes) {
+                        assert!(c.weight_codes && !p.weight_codes);
+                        assert_eq!(c.name, format!("{}_q8", p.name));
+                        assert_eq!(c.instantiation.strip_suffix(", true>"), p.instantiation.strip_suffix(", false>"));
+                    }
+                }
+            }
+        }
+        assert_eq!(dequant_codes_variant().unwrap().source, KernelSource::FakeQuant);
+        assert_eq!(VARIANTS.len(), 3 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 3);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());

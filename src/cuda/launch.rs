@@ -20,6 +20,7 @@ pub use super::params_sys::{
     QC_FQ_DECOMPOSED_F64, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY, QC_FQ_INT_PER_CHANNEL, QC_FQ_INT_PER_TENSOR,
     QC_PAD_CIRCULAR, QC_PAD_REFLECT, QC_PAD_REPLICATE, QC_PAD_ZEROS,
 };
+pub use super::params_sys::{QcDequantLayout, QcDequantParams, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
 
 use super::kernels::{ConvAlgo, ConvTile, TcTile};
 use crate::conv::PaddingMode;
@@ -195,7 +196,9 @@ pub fn conv_params(p: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
         out_nhwc: 0,
         partial: 0,
         splits: 1,
-        reserved: 0,
+        w_codes_signed: 0,
+        w_scale: 0,
+        w_zero: 0,
     })
 }
 
@@ -304,6 +307,66 @@ pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> 
     p.w_stride_tap = cg;
     p.out_nhwc = out_nhwc as i32;
     Ok(p)
+}
+
+/// Arguments of `qc_dequant_codes` for a weight of `out_channels` × `cg` input channels per group
+/// × `taps`, in `groups` groups, whose codes are packed `[K][row]` (`row` = [`tc_weight_row`]):
+/// the float32 weight is written in `layout` (the module's own layout for `QC_DQ_FORWARD` /
+/// `QC_DQ_TRANSPOSED`, `[taps][K]` for `QC_DQ_DEPTHWISE`). The runtime sets the pointers.
+pub fn dequant_params(
+    out_channels: usize,
+    cg: usize,
+    groups: usize,
+    taps: usize,
+    layout: QcDequantLayout,
+    signed: bool,
+) -> Result<QcDequantParams> {
+    if groups == 0 || !out_channels.is_multiple_of(groups) {
+        return Err(Error::config(
+            "groups",
+            groups,
+            format!("must be positive and divide out_channels ({out_channels})"),
+        ));
+    }
+    if layout == QC_DQ_DEPTHWISE && (cg != 1 || groups != out_channels) {
+        return Err(Error::config(
+            "QcDequantParams",
+            "(kernel arguments)",
+            format!("the depthwise layout needs one channel per group (cg {cg}, groups {groups}, K {out_channels})"),
+        ));
+    }
+    if layout > QC_DQ_DEPTHWISE {
+        return Err(Error::config("QcDequantParams", "(kernel arguments)", format!("unknown layout {layout}")));
+    }
+    let numel = mul("weight elements", &[out_channels as u64, cg as u64, taps as u64])?;
+    let row = cg.checked_mul(taps).map(|n| n.div_ceil(8) * 8).ok_or_else(|| Error::Overflow("weight row".into()))?;
+    Ok(QcDequantParams {
+        codes: 0,
+        scale: 0,
+        zero: 0,
+        dst: 0,
+        numel,
+        row: i64::try_from(row).map_err(|_| Error::Overflow("weight row".into()))?,
+        out_channels: to_i32("out_channels", out_channels)?,
+        cg: to_i32("in_channels / groups", cg)?,
+        kg: to_i32("out_channels / groups", out_channels / groups)?,
+        taps: to_i32("kernel taps", taps)?,
+        layout: layout as i32,
+        codes_signed: signed as i32,
+    })
+}
+
+/// Grid and block of `qc_dequant_codes` (grid-stride, 256 threads), or `None` for an empty
+/// weight.
+pub fn dequant_launch(p: &QcDequantParams) -> Result<Option<LaunchDims>> {
+    if p.numel < 0 {
+        return Err(Error::config("QcDequantParams", "(kernel arguments)", format!("numel {} < 0", p.numel)));
+    }
+    if p.numel == 0 {
+        return Ok(None);
+    }
+    let blocks = ceil_div(p.numel as u64, 256).min(MAX_GRID_STRIDE_BLOCKS);
+    Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 }))
 }
 
 /// Blocks of `tile` that fit on one multiprocessor at once (from the register caps of
@@ -1481,6 +1544,23 @@ mod tests {
             dilation: [1; 3],
             pad_mode: PaddingMode::Zeros,
         }
+    }
+
+    #[test]
+    fn dequant_params_fields_launch_and_errors() {
+        let p = dequant_params(12, 3, 2, 9, QC_DQ_TRANSPOSED, true).unwrap();
+        assert_eq!((p.numel, p.row, p.out_channels, p.cg, p.kg, p.taps), (12 * 27, 32, 12, 3, 6, 9));
+        assert_eq!((p.layout, p.codes_signed, p.codes, p.dst), (QC_DQ_TRANSPOSED as i32, 1, 0, 0));
+        let d = dequant_launch(&p).unwrap().unwrap();
+        assert_eq!((d.grid, d.block), ((2, 1, 1), (256, 1, 1)));
+        assert!(dequant_launch(&dequant_params(0, 3, 1, 9, QC_DQ_FORWARD, false).unwrap()).unwrap().is_none());
+        let dw = dequant_params(16, 1, 16, 9, QC_DQ_DEPTHWISE, false).unwrap();
+        assert_eq!((dw.row, dw.kg, dw.codes_signed), (16, 1, 0));
+        assert!(dequant_params(16, 2, 8, 9, QC_DQ_DEPTHWISE, false).is_err());
+        assert!(dequant_params(12, 3, 5, 9, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(12, 3, 0, 9, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(12, 3, 1, 9, 7, false).is_err());
+        assert!(dequant_params(1 << 40, 1 << 20, 1, 1 << 10, QC_DQ_FORWARD, false).is_err());
     }
 
     #[test]

@@ -167,12 +167,16 @@ pub struct QcConvParams {
     pub partial: u64,
     #[doc = " Tensor-core kernels only: the reduction is split into this many ranges along grid.z\n  (grid.z = groups * splits; forward convolutions only). Every other kernel requires 1."]
     pub splits: i32,
-    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
-    pub reserved: i32,
+    #[doc = " Tensor-core kernels reading 8-bit weight codes (the *_q8 entries) only: 1 when the codes\n  in `w` are signed (int8), 0 when unsigned (uint8). Every other kernel ignores it; set 0."]
+    pub w_codes_signed: i32,
+    #[doc = " *_q8 entries only: const float*: the scale of each output channel [out_channels]. Those\n  entries read `w` as one byte per element, packed like the 16-bit tensor-core weight, and\n  use f32((f32(code) - w_zero[k]) * w_scale[k]) rounded to the activation dtype, which is\n  the fake-quantized weight's value. 0 for every other kernel."]
+    pub w_scale: u64,
+    #[doc = " *_q8 entries only: const float*: the zero point of each output channel [out_channels],\n  as a float. 0 for every other kernel."]
+    pub w_zero: u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 256usize];
+    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 272usize];
     ["Alignment of QcConvParams"][::core::mem::align_of::<QcConvParams>() - 8usize];
     ["Offset of field: QcConvParams::x"][::core::mem::offset_of!(QcConvParams, x) - 0usize];
     ["Offset of field: QcConvParams::w"][::core::mem::offset_of!(QcConvParams, w) - 8usize];
@@ -208,7 +212,65 @@ const _: () = {
     ["Offset of field: QcConvParams::out_nhwc"][::core::mem::offset_of!(QcConvParams, out_nhwc) - 236usize];
     ["Offset of field: QcConvParams::partial"][::core::mem::offset_of!(QcConvParams, partial) - 240usize];
     ["Offset of field: QcConvParams::splits"][::core::mem::offset_of!(QcConvParams, splits) - 248usize];
-    ["Offset of field: QcConvParams::reserved"][::core::mem::offset_of!(QcConvParams, reserved) - 252usize];
+    ["Offset of field: QcConvParams::w_codes_signed"][::core::mem::offset_of!(QcConvParams, w_codes_signed) - 252usize];
+    ["Offset of field: QcConvParams::w_scale"][::core::mem::offset_of!(QcConvParams, w_scale) - 256usize];
+    ["Offset of field: QcConvParams::w_zero"][::core::mem::offset_of!(QcConvParams, w_zero) - 264usize];
+};
+#[doc = " A forward convolution's weight [out_channels][cg][taps]."]
+pub const QC_DQ_FORWARD: QcDequantLayout = 0;
+#[doc = " A transposed convolution's weight [in_channels][kg][taps] (output channel g*kg + m of\n  group g = input channel / cg)."]
+pub const QC_DQ_TRANSPOSED: QcDequantLayout = 1;
+#[doc = " The channels-last depthwise kernel's weight [taps][out_channels] (cg == kg == 1)."]
+pub const QC_DQ_DEPTHWISE: QcDequantLayout = 2;
+#[doc = " Which float32 layout `qc_dequant_codes` writes (value of QcDequantParams.layout)."]
+pub type QcDequantLayout = ::core::ffi::c_uint;
+#[doc = " Argument of `qc_dequant_codes`: dst[i] = f32((f32(code) - zero[k]) * scale[k]) for the\n  element i of `layout`, whose code is codes[k * row + t * cg + c]."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcDequantParams {
+    #[doc = " const uint8_t* (or int8_t* when codes_signed): the packed codes, out_channels * row bytes."]
+    pub codes: u64,
+    #[doc = " const float*: scale per output channel [out_channels]."]
+    pub scale: u64,
+    #[doc = " const float*: zero point per output channel [out_channels]."]
+    pub zero: u64,
+    #[doc = " float*: `numel` elements in `layout`."]
+    pub dst: u64,
+    #[doc = " out_channels * cg * taps."]
+    pub numel: i64,
+    #[doc = " Codes per output channel (taps * cg rounded up to 8)."]
+    pub row: i64,
+    #[doc = " Output channels K."]
+    pub out_channels: i32,
+    #[doc = " Input channels per group."]
+    pub cg: i32,
+    #[doc = " Output channels per group."]
+    pub kg: i32,
+    #[doc = " Kernel taps (kd * kh * kw)."]
+    pub taps: i32,
+    #[doc = " A QcDequantLayout value."]
+    pub layout: i32,
+    #[doc = " 1 for int8 codes, 0 for uint8."]
+    pub codes_signed: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcDequantParams"][::core::mem::size_of::<QcDequantParams>() - 72usize];
+    ["Alignment of QcDequantParams"][::core::mem::align_of::<QcDequantParams>() - 8usize];
+    ["Offset of field: QcDequantParams::codes"][::core::mem::offset_of!(QcDequantParams, codes) - 0usize];
+    ["Offset of field: QcDequantParams::scale"][::core::mem::offset_of!(QcDequantParams, scale) - 8usize];
+    ["Offset of field: QcDequantParams::zero"][::core::mem::offset_of!(QcDequantParams, zero) - 16usize];
+    ["Offset of field: QcDequantParams::dst"][::core::mem::offset_of!(QcDequantParams, dst) - 24usize];
+    ["Offset of field: QcDequantParams::numel"][::core::mem::offset_of!(QcDequantParams, numel) - 32usize];
+    ["Offset of field: QcDequantParams::row"][::core::mem::offset_of!(QcDequantParams, row) - 40usize];
+    ["Offset of field: QcDequantParams::out_channels"]
+        [::core::mem::offset_of!(QcDequantParams, out_channels) - 48usize];
+    ["Offset of field: QcDequantParams::cg"][::core::mem::offset_of!(QcDequantParams, cg) - 52usize];
+    ["Offset of field: QcDequantParams::kg"][::core::mem::offset_of!(QcDequantParams, kg) - 56usize];
+    ["Offset of field: QcDequantParams::taps"][::core::mem::offset_of!(QcDequantParams, taps) - 60usize];
+    ["Offset of field: QcDequantParams::layout"][::core::mem::offset_of!(QcDequantParams, layout) - 64usize];
+    ["Offset of field: QcDequantParams::codes_signed"]
+        [::core::mem::offset_of!(QcDequantParams, codes_signed) - 68usize];
 };
 #[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
 #[repr(C)]

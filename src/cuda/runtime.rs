@@ -32,14 +32,14 @@ use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
 use super::kernels::{
-    all_variants, conv_variant, splitk_reduce_variant, transpose_variant, ConvAlgo, KernelKind, KernelSource,
-    KernelVariant, VARIANTS,
+    all_variants, conv_variant, conv_variant_codes, dequant_codes_variant, splitk_reduce_variant, transpose_variant,
+    ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
 };
 use super::launch::{
-    check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dw_nhwc_params,
-    dw_nhwc_supported, fakequant_args, fakequant_launch, tc_conv_params, tc_supported, transpose_launch, LaunchDims,
-    QcConvParams, QcFakeQuantParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF,
-    QC_FQ_IDENTITY,
+    check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dequant_launch,
+    dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_launch, tc_conv_params, tc_supported,
+    transpose_launch, LaunchDims, QcConvParams, QcDequantLayout, QcDequantParams, QcFakeQuantParams, QcTransposeParams,
+    QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -56,6 +56,32 @@ unsafe impl DeviceRepr for QcConvParams {}
 unsafe impl DeviceRepr for QcFakeQuantParams {}
 // SAFETY: as above: `#[repr(C)]` plain data (three u64 and three i64) generated from params.h.
 unsafe impl DeviceRepr for QcTransposeParams {}
+// SAFETY: as above: `#[repr(C)]` plain data (u64, i64 and i32 fields) generated from params.h.
+unsafe impl DeviceRepr for QcDequantParams {}
+
+/// A convolution weight held on the device as 8-bit codes (`WeightStorage::Int8Codes`): the codes
+/// packed `[K][row]` like the tensor-core weight (`row` = `tc_weight_row(C/groups, taps)`), and a
+/// float32 scale and zero point per output channel. Dequantizing gives
+/// `f32((f32(code) − zero[k]) · scale[k])`, the fake-quantized weight.
+pub struct DeviceCodes {
+    /// `K * row` codes (int8 bit patterns when `signed`).
+    pub codes: CudaSlice<u8>,
+    /// `K` scales.
+    pub scale: CudaSlice<f32>,
+    /// `K` zero points.
+    pub zero: CudaSlice<f32>,
+    /// int8 codes (else uint8).
+    pub signed: bool,
+}
+
+/// The weight operand of [`Runtime::conv_device_tc`].
+#[derive(Clone, Copy)]
+pub enum TcWeight<'a> {
+    /// Packed `[K][row]` in the activation dtype (binary16 / bfloat16 bit patterns).
+    Half(&'a CudaSlice<u16>),
+    /// 8-bit codes packed the same way, dequantized by the `*_q8` entries while they load.
+    Codes(&'a DeviceCodes),
+}
 
 /// Converts a cudarc driver error into [`Error::Cuda`] without calling the driver (the raw
 /// `CUresult` name and code, DESIGN.md principle 4).
@@ -422,7 +448,8 @@ impl Runtime {
 impl Runtime {
     /// Enqueues the tensor-core convolution (`cuda/conv_tc.cu`): `x` channels-last
     /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][row]` (tap-major, then channel,
-    /// rows of `tc_weight_row` elements, zero-padded) as binary16 / bfloat16 bit patterns, optional float32 `bias`, into `y`
+    /// rows of `tc_weight_row` elements, zero-padded) as binary16 / bfloat16 bit patterns or as
+    /// 8-bit codes ([`TcWeight`]), optional float32 `bias`, into `y`
     /// (channels-last when `out_nhwc`, else `[N, K, *out_size]`). Errors (before any launch) when
     /// the problem is not one the kernel computes ([`tc_supported`]), a buffer is too short or
     /// misaligned, or the grid exceeds its limits. Returns without waiting.
@@ -431,7 +458,7 @@ impl Runtime {
         &self,
         problem: &ConvProblem,
         dtype: DType,
-        weight: &CudaSlice<u16>,
+        weight: TcWeight<'_>,
         bias: Option<&CudaSlice<f32>>,
         x: &CudaSlice<u8>,
         y: &mut CudaSlice<u8>,
@@ -453,7 +480,17 @@ impl Runtime {
         }
         check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
         check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
-        check_len("packed weight", weight.len(), &[p.out_channels as u64, p.w_stride_m as u64])?;
+        let w_len = match weight {
+            TcWeight::Half(w) => w.len(),
+            TcWeight::Codes(c) => {
+                check_len("weight scales", c.scale.len(), &[p.out_channels as u64])?;
+                check_len("weight zero points", c.zero.len(), &[p.out_channels as u64])?;
+                same_device(self.ordinal, "weight scales", c.scale.context())?;
+                same_device(self.ordinal, "weight zero points", c.zero.context())?;
+                c.codes.len()
+            }
+        };
+        check_len("packed weight", w_len, &[p.out_channels as u64, p.w_stride_m as u64])?;
         if let Some(b) = bias {
             check_len("bias", b.len(), &[p.out_channels as u64])?;
         }
@@ -461,9 +498,35 @@ impl Runtime {
         let algo = ConvAlgo::TensorCore(tile);
         p.splits = choose_tc_splits(&p, tile, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
-        let f = self.function(conv_variant_or_err(problem.transposed, dtype, algo)?)?;
+        let variant = match weight {
+            TcWeight::Half(_) => conv_variant_or_err(problem.transposed, dtype, algo)?,
+            TcWeight::Codes(_) => {
+                conv_variant_codes(problem.transposed, dtype, tile).ok_or_else(|| Error::Unsupported {
+                    op: format!("convolution with {algo:?} on 8-bit weight codes"),
+                    device: "CUDA".into(),
+                    reason: format!("no kernel for {dtype}"),
+                })?
+            }
+        };
+        let f = self.function(variant)?;
+        // The codes' scale and zero-point pointers (their guards live until the launches return).
+        let _code_guards = match weight {
+            TcWeight::Half(_) => None,
+            TcWeight::Codes(c) => {
+                let (sp, gs) = c.scale.device_ptr(s);
+                let (zp, gz) = c.zero.device_ptr(s);
+                p.w_scale = sp;
+                p.w_zero = zp;
+                p.w_codes_signed = c.signed as i32;
+                Some((gs, gz))
+            }
+        };
+        let mut launch_with = |p: &mut QcConvParams, body: &dyn Fn(&QcConvParams) -> Result<()>| match weight {
+            TcWeight::Half(w) => with_conv_ptrs(self.ordinal, s, x, w, bias, y, p, true, body),
+            TcWeight::Codes(c) => with_conv_ptrs(self.ordinal, s, x, &c.codes, bias, y, p, true, body),
+        };
         if p.splits == 1 {
-            return with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s));
+            return launch_with(&mut p, &|p| self.launch(&f, dims, p, s));
         }
         // Split-K: partial sums per reduction range, then the ordered reduction (+ bias).
         let parts = [p.splits as u64, p.batch as u64, p.out_spatial as u64, p.out_channels as u64]
@@ -483,7 +546,7 @@ impl Runtime {
         let total = (p.batch as u64) * (p.out_spatial as u64) * (p.out_channels as u64);
         let blocks = total.div_ceil(256).clamp(1, super::launch::MAX_GRID_STRIDE_BLOCKS);
         let rdims = LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 };
-        with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| {
+        launch_with(&mut p, &|p| {
             self.launch(&f, dims, p, s)?;
             self.launch(&fr, rdims, p, s)
         })
@@ -586,6 +649,52 @@ impl Runtime {
         // SAFETY: callers only hand the buffer to kernels that write every element before
         // anything reads it (conv / transpose outputs), or treat it as scratch.
         unsafe { s.alloc::<T>(len.max(1)) }.map_err(driver_err("cuMemAlloc"))
+    }
+
+    /// Enqueues `qc_dequant_codes`: the float32 weight of a module stored as [`DeviceCodes`]
+    /// (`out_channels` × `cg` × `taps` in `groups` groups) into `dst`, in `layout`
+    /// (`QC_DQ_FORWARD` / `QC_DQ_TRANSPOSED`: the module's weight layout; `QC_DQ_DEPTHWISE`:
+    /// `[taps][K]`). Bit-identical to `get_weight()` (the host checked the codes when it built
+    /// them). Errors before the launch when a buffer is too short. Returns without waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dequant_codes_device(
+        &self,
+        codes: &DeviceCodes,
+        out_channels: usize,
+        cg: usize,
+        groups: usize,
+        taps: usize,
+        layout: QcDequantLayout,
+        dst: &mut CudaSlice<f32>,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let s = self.pick(stream)?;
+        let mut p = dequant_params(out_channels, cg, groups, taps, layout, codes.signed)?;
+        check_len("weight codes", codes.codes.len(), &[out_channels as u64, p.row as u64])?;
+        check_len("weight scales", codes.scale.len(), &[out_channels as u64])?;
+        check_len("weight zero points", codes.zero.len(), &[out_channels as u64])?;
+        check_len("dequantized weight", dst.len(), &[p.numel as u64])?;
+        for (what, ctx) in [
+            ("weight codes", codes.codes.context()),
+            ("weight scales", codes.scale.context()),
+            ("weight zero points", codes.zero.context()),
+            ("dequantized weight", dst.context()),
+        ] {
+            same_device(self.ordinal, what, ctx)?;
+        }
+        let Some(dims) = dequant_launch(&p)? else { return Ok(()) };
+        let variant = dequant_codes_variant().ok_or_else(|| Error::Unsupported {
+            op: "dequantizing weight codes".into(),
+            device: "CUDA".into(),
+            reason: "qc_dequant_codes is not in the kernel list (internal error)".into(),
+        })?;
+        let f = self.function(variant)?;
+        let (cp, _gc) = codes.codes.device_ptr(s);
+        let (sp, _gs) = codes.scale.device_ptr(s);
+        let (zp, _gz) = codes.zero.device_ptr(s);
+        let (dp, _gd) = dst.device_ptr_mut(s);
+        (p.codes, p.scale, p.zero, p.dst) = (cp, sp, zp, dp);
+        self.launch(&f, dims, &p, s)
     }
 }
 

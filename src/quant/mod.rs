@@ -11,7 +11,7 @@ mod params;
 
 use half::f16;
 
-pub(crate) use params::Plan;
+pub(crate) use params::{DecScales, DecZeroPoints, Plan};
 pub use params::{QParamData, QParamTensor, QScheme, QuantDType, WeightQParams};
 
 use crate::error::{Error, Result};
@@ -58,6 +58,12 @@ pub fn fake_quantize(weight: &Tensor, qparams: &WeightQParams) -> Result<Tensor>
 /// Fake-quantizes a raw weight given a resolved plan (used by modules).
 pub(crate) fn fake_quantize_planned(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<Vec<f32>> {
     fakequant::fake_quantize(plan, shape, w)
+}
+
+/// The integer code and the dequantized value of every element of a float32 weight under a
+/// resolved plan (see [`WeightQParams::plan`]).
+pub(crate) fn quantize_codes_planned(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<(Vec<i32>, Vec<f32>)> {
+    fakequant::quantize_codes(plan, shape, w)
 }
 
 /// `get_quantized_weight()`: the quantize half.

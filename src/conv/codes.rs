@@ -1,0 +1,344 @@
+//! The 8-bit weight codes a module keeps on a CUDA device with [`WeightStorage::Int8Codes`]:
+//! the codes packed like the tensor-core weight, and a float scale and zero point per output
+//! channel, checked on the host to dequantize to `get_weight()` bit for bit.
+//!
+//! The device formula (the `*_q8` tensor-core loaders and `qc_dequant_codes`, `cuda/conv_tc.cu`
+//! and `cuda/fakequant.cu`) is `f32((f32(code) − zero[k]) · scale[k])`, two f32 operations
+//! rounded to nearest. It equals the CPU dequantization (SEMANTICS.md §4) whenever the scale
+//! is an f32 value and `code − zero` is exact in f32, which covers every 8-bit dtype with f32
+//! (or f32-exact f64) scales. Rather than reason about each qparams flavour, [`pack_codes`]
+//! evaluates the device formula for every element and compares it with the fake-quantized weight;
+//! any difference is an error that names the element, so what is stored always reproduces
+//! `get_weight()` exactly.
+//!
+//! [`WeightStorage::Int8Codes`]: crate::conv::WeightStorage::Int8Codes
+
+use crate::error::{Error, Result};
+use crate::quant::{self, Plan, WeightQParams};
+
+/// The device form of a module's weight under `WeightStorage::Int8Codes`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PackedCodes {
+    /// `[K][row]`: element (output channel `k`, tap `t`, input channel `c` of the group) at
+    /// `k * row + t * cg + c`, zero bytes past `taps * cg`. int8 bit patterns when `signed`.
+    pub codes: Vec<u8>,
+    /// Scale of each output channel.
+    pub scale: Vec<f32>,
+    /// Zero point of each output channel, as a float.
+    pub zero: Vec<f32>,
+    /// The codes are int8 (else uint8).
+    pub signed: bool,
+    /// Codes per output channel: `taps * cg` rounded up to 8.
+    pub row: usize,
+}
+
+/// The device formula, on the host: `f32((f32(code) − zero) · scale)`.
+pub(crate) fn dequant(code: i32, scale: f32, zero: f32) -> f32 {
+    (code as f32 - zero) * scale
+}
+
+fn refuse(rule: String) -> Error {
+    Error::config("weight_storage", "Int8Codes", rule)
+}
+
+/// A plan's quantization axis, per-channel scales and zero points (as f32) and code range.
+type Channels = (Option<usize>, Vec<f32>, Vec<f32>, i64, i64);
+
+/// The per-channel (scale, zero point) lists of `plan` with its axis and code range, or why the
+/// plan has no 8-bit codes.
+fn plan_channels(plan: &Plan) -> Result<Channels> {
+    let f32s = |v: &[f64]| v.iter().map(|&s| s as f32).collect::<Vec<f32>>();
+    Ok(match plan {
+        Plan::Identity | Plan::Half => return Err(refuse(
+            "the weight is not quantized to integer codes (qscheme None or dtype float16); keep WeightStorage::Float"
+                .into(),
+        )),
+        Plan::Int { axis, scales, zero_points, qmin, qmax } => {
+            (*axis, f32s(scales), zero_points.iter().map(|&z| z as f32).collect(), *qmin, *qmax)
+        }
+        Plan::FloatZp { axis, scales, zero_points, qmin, qmax } => {
+            (Some(*axis), scales.clone(), zero_points.clone(), *qmin, *qmax)
+        }
+        Plan::Decomposed { axis, scales, zero_points, qmin, qmax } => {
+            let s = match scales {
+                quant::DecScales::F32(v) | quant::DecScales::F64(v) => f32s(v),
+            };
+            let z = match zero_points {
+                quant::DecZeroPoints::Int(v) => v.iter().map(|&z| z as f32).collect(),
+                quant::DecZeroPoints::Float(v) => v.clone(),
+            };
+            (*axis, s, z, *qmin, *qmax)
+        }
+    })
+}
+
+/// Quantizes `weight` (module layout: forward `[K, C/g, *k]`, transposed `[C, K/g, *k]`) with
+/// `qparams` and packs the codes for the device; `weight_fq` is the module's `get_weight()`.
+///
+/// Errors (`InvalidConfig` on `weight_storage`) when the weight has no integer codes, when the
+/// codes do not fit in 8 bits (qint32, a wider quant range), when the scales vary along an axis
+/// other than the output channels, or when the device formula would not reproduce `weight_fq`
+/// exactly (e.g. float64 per-channel scales that are not float32 values).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_codes(
+    transposed: bool,
+    in_channels: usize,
+    out_channels: usize,
+    groups: usize,
+    taps: usize,
+    weight: &[f32],
+    shape: &[usize],
+    qparams: &WeightQParams,
+    weight_fq: &[f32],
+) -> Result<PackedCodes> {
+    let plan = qparams.plan(shape)?;
+    let (axis, scales, zeros, qmin, qmax) = plan_channels(&plan)?;
+    let signed = if qmin >= -128 && qmax <= 127 {
+        true
+    } else if qmin >= 0 && qmax <= 255 {
+        false
+    } else {
+        return Err(refuse(format!(
+            "the codes range over [{qmin}, {qmax}] ({}), which does not fit in 8 bits; keep WeightStorage::Float",
+            qparams.dtype
+        )));
+    };
+    let groups = groups.max(1);
+    let (cg, kg) = (in_channels / groups, out_channels / groups);
+    // The output channel's index along the quantization axis.
+    let channel_of: Box<dyn Fn(usize) -> usize> = match (axis, transposed) {
+        (None, _) => Box::new(|_| 0),
+        (Some(0), false) => Box::new(|k| k),
+        (Some(1), true) => Box::new(move |k| k % kg),
+        (Some(a), _) => {
+            return Err(refuse(format!(
+                "the weight is quantized per channel along axis {a}, and 8-bit code storage keeps one scale per output channel (axis {}); keep WeightStorage::Float",
+                if transposed { 1 } else { 0 }
+            )))
+        }
+    };
+    let (codes_all, _) = quant::quantize_codes_planned(&plan, shape, weight)?;
+    let row = crate::cuda::launch::tc_weight_row(cg, taps);
+    let mut codes = vec![0u8; out_channels * row];
+    let mut scale = Vec::with_capacity(out_channels);
+    let mut zero = Vec::with_capacity(out_channels);
+    for k in 0..out_channels {
+        let ch = channel_of(k);
+        scale.push(scales[ch]);
+        zero.push(zeros[ch]);
+    }
+    for k in 0..out_channels {
+        let (g, m) = (k / kg.max(1), k % kg.max(1));
+        for c in 0..cg {
+            for t in 0..taps {
+                let i = if transposed { ((g * cg + c) * kg + m) * taps + t } else { (k * cg + c) * taps + t };
+                let q = codes_all[i];
+                let v = dequant(q, scale[k], zero[k]);
+                if v.to_bits() != weight_fq[i].to_bits() {
+                    return Err(refuse(format!(
+                        "weight element {i} has code {q}, and f32((f32(code) - {}) * {}) = {v:e} differs from its fake-quantized value {:e} (the scales or zero points are not float32-exact); keep WeightStorage::Float",
+                        zero[k], scale[k], weight_fq[i]
+                    )));
+                }
+                // q lies in [qmin, qmax], inside the 8-bit range chosen above.
+                codes[k * row + t * cg + c] = if signed { q as i8 as u8 } else { q as u8 };
+            }
+        }
+    }
+    Ok(PackedCodes { codes, scale, zero, signed, row })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{QParamTensor, QuantDType, QuantizedValues, WeightQParams};
+    use crate::tensor::Tensor;
+    use half::{bf16, f16};
+
+    fn weight(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8
+            })
+            .collect()
+    }
+
+    /// `qc_dequant8` of cuda/conv_tc.cu, transcribed: byte e of the 8 is element e, sign- or
+    /// zero-extended, dequantized in f32, rounded to the 16-bit type; +0 from `valid` on.
+    fn dequant8(q: &[u8], scale: f32, zero: f32, valid: usize, signed: bool, round: fn(f32) -> u16) -> [u16; 8] {
+        let mut out = [0u16; 8];
+        for e in 0..8 {
+            let code = if signed { q[e] as i8 as i32 } else { q[e] as i32 };
+            let v = (code as f32 - zero) * scale;
+            out[e] = if e < valid { round(v) } else { 0 };
+        }
+        out
+    }
+
+    /// `qc_dequant_codes` of cuda/fakequant.cu for the module layouts, transcribed.
+    fn dequant_module_layout(
+        p: &PackedCodes,
+        transposed: bool,
+        k: usize,
+        cg: usize,
+        groups: usize,
+        taps: usize,
+    ) -> Vec<f32> {
+        let kg = k / groups;
+        let mut out = vec![0f32; k * cg * taps];
+        for (i, o) in out.iter_mut().enumerate() {
+            let t = i % taps;
+            let rest = i / taps;
+            let (kk, c) = if transposed {
+                let (m, ic) = (rest % kg, rest / kg);
+                ((ic / cg) * kg + m, ic % cg)
+            } else {
+                (rest / cg, rest % cg)
+            };
+            let b = p.codes[kk * p.row + t * cg + c];
+            let code = if p.signed { b as i8 as i32 } else { b as i32 };
+            *o = (code as f32 - p.zero[kk]) * p.scale[kk];
+        }
+        out
+    }
+
+    /// Packs a random weight with `qp` and checks, for every chunk the tensor-core loaders read,
+    /// that the decoded 16-bit values equal the float storage's packing of `get_weight()` (the
+    /// same loop as the module's upload), and that `qc_dequant_codes` gives `get_weight()`.
+    fn check(transposed: bool, c: usize, k: usize, groups: usize, taps: usize, qp: &WeightQParams) -> PackedCodes {
+        let shape = if transposed { vec![c, k / groups, taps] } else { vec![k, c / groups, taps] };
+        let w = weight(shape.iter().product(), (c * 31 + k * 7 + taps) as u64);
+        let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
+        let fq = quant::fake_quantize(&wt, qp).unwrap().to_vec_f32();
+        let p = pack_codes(transposed, c, k, groups, taps, &w, &shape, qp, &fq).unwrap();
+        let (cg, kg) = (c / groups, k / groups);
+        let row = crate::cuda::launch::tc_weight_row(cg, taps);
+        assert_eq!((p.row, p.codes.len(), p.scale.len(), p.zero.len()), (row, k * row, k, k));
+        // The float storage's tensor-core packing (module.rs upload), in f32.
+        let mut tc = vec![0f32; k * row];
+        for ko in 0..k {
+            for ci in 0..cg {
+                for t in 0..taps {
+                    let (g, m) = (ko / kg, ko % kg);
+                    let i = if transposed { ((g * cg + ci) * kg + m) * taps + t } else { (ko * cg + ci) * taps + t };
+                    tc[ko * row + t * cg + ci] = fq[i];
+                }
+            }
+        }
+        let rf16: fn(f32) -> u16 = |v| f16::from_f32(v).to_bits();
+        let rbf16: fn(f32) -> u16 = |v| bf16::from_f32(v).to_bits();
+        for ko in 0..k {
+            for chunk in 0..row / 8 {
+                let r = chunk * 8;
+                let valid = (cg * taps - r).min(8);
+                let bytes = &p.codes[ko * row + r..ko * row + r + 8];
+                for round in [rf16, rbf16] {
+                    let got = dequant8(bytes, p.scale[ko], p.zero[ko], valid, p.signed, round);
+                    let want: Vec<u16> = (0..8).map(|e| round(tc[ko * row + r + e])).collect();
+                    assert_eq!(got.to_vec(), want, "channel {ko}, chunk {chunk}");
+                }
+                assert!(bytes[valid..].iter().all(|&b| b == 0), "padding bytes are zero");
+            }
+        }
+        let back = dequant_module_layout(&p, transposed, k, cg, groups, taps);
+        assert_eq!(
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            fq.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // The stored codes are get_quantized_weight()'s.
+        let QuantizedValues::Codes(codes) = quant::quantize(&wt, qp).unwrap().values else { panic!("codes") };
+        for ko in 0..k {
+            for ci in 0..cg {
+                for t in 0..taps {
+                    let (g, m) = (ko / kg, ko % kg);
+                    let i = if transposed { ((g * cg + ci) * kg + m) * taps + t } else { (ko * cg + ci) * taps + t };
+                    let b = p.codes[ko * row + t * cg + ci];
+                    assert_eq!(if p.signed { b as i8 as i32 } else { b as i32 }, codes[i]);
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn codes_reproduce_the_fake_quantized_weight_in_every_loader() {
+        let sym = |k: usize, s: f32| {
+            WeightQParams::per_channel(
+                QuantDType::QInt8,
+                (0..k).map(|i| s * (1.0 + i as f32 / 7.0)).collect(),
+                vec![0; k],
+                0,
+            )
+        };
+        // Forward, per channel (signed), every chunk full.
+        assert!(check(false, 16, 8, 1, 9, &sym(8, 0.003)).signed);
+        // Groups and C/groups = 3: 27 codes per row, 5 padding bytes, a partial last chunk.
+        check(false, 6, 4, 2, 9, &sym(4, 0.004));
+        // Unsigned codes per tensor (zero point 128), 1-d taps.
+        let p = check(false, 8, 16, 1, 5, &WeightQParams::per_tensor(QuantDType::QUInt8, 0.0035, 128));
+        assert!(!p.signed && p.scale.iter().all(|&s| s == 0.0035) && p.zero.iter().all(|&z| z == 128.0));
+        // Transposed, per channel along axis 1 (output channels), 2 groups.
+        let kg = 6;
+        let qp = WeightQParams::per_channel(
+            QuantDType::QInt8,
+            (0..kg).map(|i| 0.002 + i as f32 * 1e-4).collect(),
+            vec![0, 1, -2, 3, 0, 5],
+            1,
+        );
+        check(true, 8, 12, 2, 4, &qp);
+        // Transposed per tensor.
+        check(true, 8, 12, 1, 9, &WeightQParams::per_tensor(QuantDType::QInt8, 0.004, -3));
+        // quint4x2, float zero points, the decomposed path with a narrow range.
+        check(
+            false,
+            8,
+            8,
+            1,
+            9,
+            &WeightQParams::per_channel_float(QuantDType::QUInt4x2, vec![0.06; 8], vec![7.5; 8], 0),
+        );
+        check(
+            false,
+            8,
+            4,
+            1,
+            9,
+            &WeightQParams::per_channel_float(
+                QuantDType::QUInt8,
+                vec![0.004, 0.003, 0.005, 0.0041],
+                vec![127.5, 100.25, 128.0, 90.0],
+                0,
+            ),
+        );
+        let dec = WeightQParams::per_channel(QuantDType::QInt8, vec![0.05; 8], vec![1; 8], 0)
+            .with_quant_range(-8, 7)
+            .decomposed(true);
+        check(false, 16, 8, 1, 9, &dec);
+    }
+
+    #[test]
+    fn unsupported_qparams_are_refused_with_the_rule() {
+        let shape = [8usize, 16, 9];
+        let w = weight(8 * 16 * 9, 5);
+        let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
+        let try_pack = |qp: WeightQParams| {
+            let fq = quant::fake_quantize(&wt, &qp).unwrap().to_vec_f32();
+            pack_codes(false, 16, 8, 1, 9, &w, &shape, &qp, &fq).unwrap_err().to_string()
+        };
+        let e = try_pack(WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0));
+        assert!(e.contains("weight_storage") && e.contains("does not fit in 8 bits"), "{e}");
+        let e = try_pack(WeightQParams::float16());
+        assert!(e.contains("not quantized to integer codes"), "{e}");
+        let e = try_pack(WeightQParams::none());
+        assert!(e.contains("not quantized to integer codes"), "{e}");
+        let e = try_pack(WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 16], vec![0; 16], 1));
+        assert!(e.contains("axis 1") && e.contains("(axis 0)"), "{e}");
+        // Decomposed, float64 per-channel scales that are not float32 values.
+        let mut qp = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 8], vec![0; 8], 0).decomposed(true);
+        qp.scale = QParamTensor::from_f64((0..8).map(|i| 0.003 + i as f64 * 1e-9 + 1e-12).collect());
+        let e = try_pack(qp);
+        assert!(e.contains("float32-exact"), "{e}");
+    }
+}

@@ -34,6 +34,7 @@
  */
 #include "conv_igemm.cuh" /* common.cuh, qc_phase, qc_tap_set */
 
+/* A shared-memory tile row per stage: 32 16-bit slots = 64 bytes (32 halves, or 16 floats for TF32). */
 #define QC_TC_BK 32
 
 __device__ __forceinline__ unsigned qc_smem_addr(const void* ptr) {
@@ -62,7 +63,8 @@ __device__ __forceinline__ void qc_ldmatrix_x4(unsigned addr, unsigned& r0, unsi
                  : "r"(addr));
 }
 
-/** The m16n8k16 product and the output conversion for one operand type. */
+/** The tensor-core product of one operand type (m16n8k16 for the 16-bit types, m16n8k8 for
+ *  TF32), the preparation of an A fragment register, and the output conversion. */
 template <typename T>
 struct QcMma;
 
@@ -75,6 +77,7 @@ struct QcMma<qc_half> {
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
+    static __device__ __forceinline__ unsigned prep_a(unsigned r) { return r; }
     static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_half(v); }
 };
 
@@ -87,7 +90,31 @@ struct QcMma<qc_bf16> {
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
+    static __device__ __forceinline__ unsigned prep_a(unsigned r) { return r; }
     static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_bf16(v); }
+};
+
+/* TF32 (opt-in precision for f32 activations): m16n8k8, f32 accumulation. Its fragments hold
+ * one 32-bit element per register in the same (row, column) pattern as two 16-bit elements of
+ * m16n8k16, and a 16-byte chunk holds 4 floats instead of 8 halves, so the same shared-memory
+ * tiles (64 bytes per row and stage) and the same ldmatrix addressing serve both. The weight is
+ * rounded to TF32 by the host; the activations are rounded here, to nearest with ties away from
+ * zero (cvt.rna), after ldmatrix. */
+template <>
+struct QcMma<float> {
+    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ unsigned prep_a(unsigned r) {
+        unsigned t;
+        asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(t) : "f"(__uint_as_float(r)));
+        return t;
+    }
+    static __device__ __forceinline__ float cvt(float v) { return v; }
 };
 
 /** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
@@ -120,7 +147,11 @@ __device__ __forceinline__ uint4 qc_dequant8(uint2 q, float scale, float zero, i
 template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A, bool TRANS, bool Q8>
 __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     constexpr int THREADS = WM * WN * 32;
-    constexpr int BK = QC_TC_BK;
+    /* A stage row is 64 bytes = four 16-byte chunks: EPC elements per chunk, BK per row (32
+     * halves or 16 floats); two tensor-core k-steps per stage (k16 or, TF32, k8). */
+    constexpr int EPC = 16 / (int)sizeof(T);
+    constexpr int BK = 4 * EPC;
+    static_assert(sizeof(T) == 2 || (VEC_A && !Q8), "TF32: vector loads and float weights only");
     constexpr int WTM = BM / WM;
     constexpr int WTN = BN / WN;
     constexpr int MI = WTM / 16;
@@ -131,8 +162,8 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     static_assert(A_CH >= 1 && B_CH >= 1 && A_CH * THREADS == BM * 4 && B_CH * THREADS == BN * 4, "tile/threads");
     static_assert(MI >= 1 && NI >= 2 && NI % 2 == 0 && WTM % 16 == 0 && WTN % 16 == 0, "warp tile");
     static_assert(STAGES >= 2, "pipeline");
-    __shared__ __align__(128) unsigned short smem_a[STAGES * BM * BK];
-    __shared__ __align__(128) unsigned short smem_b[STAGES * BN * BK];
+    __shared__ __align__(128) unsigned short smem_a[STAGES * BM * QC_TC_BK];
+    __shared__ __align__(128) unsigned short smem_b[STAGES * BN * QC_TC_BK];
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -234,7 +265,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     const int KT = kt_end > kt_begin ? kt_end - kt_begin : 0;
     /* Reduction position of this thread's chunk: r = a*Cg + c over the active taps a = (a0, a1,
      * a2) (row-major over ts.count); the kernel offsets are j_d = first_d + a_d*step_d. */
-    int r = kt_begin * BK + kc * 8;
+    int r = kt_begin * BK + kc * EPC;
     int c, j0, j1, j2;
     {
         const int a = cg > 0 ? r / cg : 0;
@@ -249,8 +280,8 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 
     auto load_stage = [&](int stage) {
         const bool rk = r < kred;
-        unsigned short* as = smem_a + stage * BM * BK;
-        unsigned short* bs = smem_b + stage * BN * BK;
+        unsigned short* as = smem_a + stage * BM * QC_TC_BK;
+        unsigned short* bs = smem_b + stage * BN * QC_TC_BK;
         /* Active-tap counters -> kernel offsets -> input offsets (forward j*dil; transposed
          * (r + pad - j*dil)/stride, exact for an active tap) and the weight's tap index. */
         const int k0 = ts.first[0] + j0 * ts.step[0];
@@ -351,7 +382,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 
     /* Q8: dequantize the codes load_stage left in registers into stage `stage` of B. */
     auto store_b = [&](int stage) {
-        unsigned short* bs = smem_b + stage * BN * BK;
+        unsigned short* bs = smem_b + stage * BN * QC_TC_BK;
 #pragma unroll
         for (int i = 0; i < B_CH; ++i) {
             *reinterpret_cast<uint4*>(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)) =
@@ -382,10 +413,10 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         const int nk = kt + STAGES - 1;
         if (nk < KT) load_stage(nk % STAGES);
         qc_cp_commit();
-        const unsigned short* as = smem_a + (kt % STAGES) * BM * BK;
-        const unsigned short* bs = smem_b + (kt % STAGES) * BN * BK;
+        const unsigned short* as = smem_a + (kt % STAGES) * BM * QC_TC_BK;
+        const unsigned short* bs = smem_b + (kt % STAGES) * BN * QC_TC_BK;
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
+        for (int kk = 0; kk < 2; ++kk) {
             unsigned af[MI][4];
             unsigned bf[NI][2];
 #pragma unroll
@@ -393,6 +424,8 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
                 const int row = warp_m * WTM + mi * 16 + (lane & 15);
                 qc_ldmatrix_x4(qc_smem_addr(as + qc_swz(row, kk * 2 + (lane >> 4))), af[mi][0], af[mi][1], af[mi][2],
                                af[mi][3]);
+#pragma unroll
+                for (int j = 0; j < 4; ++j) af[mi][j] = QcMma<T>::prep_a(af[mi][j]);
             }
 #pragma unroll
             for (int nj = 0; nj < NI / 2; ++nj) {
@@ -433,6 +466,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     /* Epilogue: bias in f32, one rounding, channels-last or NCHW stores. */
     const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
     unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
+    float* yf = reinterpret_cast<float*>(p.y);
     const long long K = p.out_channels;
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi) {
@@ -473,14 +507,23 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
                     if (n < kg) v0 = __fadd_rn(v0, bias[g * kg + n]);
                     if (n + 1 < kg) v1 = __fadd_rn(v1, bias[g * kg + n + 1]);
                 }
-                const unsigned short h0 = QcMma<T>::cvt(v0);
-                const unsigned short h1 = QcMma<T>::cvt(v1);
                 const long long i0 = base + n * kstride;
-                if (kstride == 1 && n + 1 < kg && (i0 & 1) == 0) {
-                    *reinterpret_cast<unsigned*>(y + i0) = (unsigned)h0 | ((unsigned)h1 << 16);
+                if constexpr (sizeof(T) == 2) {
+                    const unsigned short h0 = QcMma<T>::cvt(v0);
+                    const unsigned short h1 = QcMma<T>::cvt(v1);
+                    if (kstride == 1 && n + 1 < kg && (i0 & 1) == 0) {
+                        *reinterpret_cast<unsigned*>(y + i0) = (unsigned)h0 | ((unsigned)h1 << 16);
+                    } else {
+                        if (n < kg) y[i0] = h0;
+                        if (n + 1 < kg) y[i0 + kstride] = h1;
+                    }
                 } else {
-                    if (n < kg) y[i0] = h0;
-                    if (n + 1 < kg) y[i0 + kstride] = h1;
+                    if (kstride == 1 && n + 1 < kg && (i0 & 1) == 0) {
+                        *reinterpret_cast<float2*>(yf + i0) = make_float2(v0, v1);
+                    } else {
+                        if (n < kg) yf[i0] = v0;
+                        if (n + 1 < kg) yf[i0 + kstride] = v1;
+                    }
                 }
             }
         }
@@ -501,9 +544,10 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
  * 3 element-wise loader, 4 depthwise + layout + split-K reduction kernels, 5 transposed f16
  * tiles, 6 transposed bf16 tiles; 7-11 the same tiles as 1, 2, 3, 5, 6 reading 8-bit weight
  * codes (the *_q8 entries: `w` holds uint8/int8 codes packed like the 16-bit weight, dequantized
- * with the per-output-channel w_scale / w_zero while staged into shared memory). */
+ * with the per-output-channel w_scale / w_zero while staged into shared memory); 12 and 13 the
+ * forward and transposed TF32 tiles (f32 activations and weight, the weight pre-rounded to TF32). */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1..11 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1..13 (see src/cuda/kernels.rs)"
 #endif
 #if QC_PART == 1
 QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false, false)
@@ -541,6 +585,14 @@ QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, true,
 #elif QC_PART == 11
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true)
 QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true)
+#elif QC_PART == 12
+/* TF32 (Precision::Tf32, f32 activations, C/groups a multiple of 4). */
+QC_TC_ENTRY(qc_conv_tc_tf32_128x128, float, 128, 128, 2, 4, 3, 2, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_tf32_128x64, float, 128, 64, 2, 2, 4, 3, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, false, false)
+#elif QC_PART == 13
+QC_TC_ENTRY(qc_conv_tc_tr_tf32_128x128, float, 128, 128, 2, 4, 3, 1, true, true, false)
+QC_TC_ENTRY(qc_conv_tc_tr_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, true, false)
 #endif
 
 /* ---- split-K reduction ----------------------------------------------------------------------
@@ -552,6 +604,7 @@ __device__ __forceinline__ void qc_splitk_reduce(const QcConvParams& p) {
     const float* part = reinterpret_cast<const float*>(p.partial);
     const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
     unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
+    float* yf = reinterpret_cast<float*>(p.y);
     const long long m_total = (long long)p.batch * p.out_spatial;
     const long long K = p.out_channels;
     const long long total = m_total * K;
@@ -573,7 +626,11 @@ __device__ __forceinline__ void qc_splitk_reduce(const QcConvParams& p) {
             const long long b = m / p.out_spatial;
             out = (b * K + k) * p.out_spatial + (m - b * p.out_spatial);
         }
-        y[out] = QcMma<T>::cvt(v);
+        if constexpr (sizeof(T) == 2) {
+            y[out] = QcMma<T>::cvt(v);
+        } else {
+            yf[out] = v;
+        }
     }
 }
 
@@ -711,6 +768,9 @@ extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f16(const QcC
 }
 extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_bf16(const QcConvParams p) {
     qc_splitk_reduce<qc_bf16>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f32(const QcConvParams p) {
+    qc_splitk_reduce<float>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f32(const QcConvParams p) { qc_dw_nhwc<float>(p); }
 extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f16(const QcConvParams p) { qc_dw_nhwc<qc_half>(p); }

@@ -268,6 +268,19 @@ for (c, d, lay, prec), r in sorted(qq.items(), key=lambda kv: (kv[0][0], kv[0][1
           f"{r.get('weight_bytes', float('nan')) / 1e6:>7.2f}{(c8['weight_bytes'] / 1e6 if c8 else float('nan')):>9.3f}")
 for d, v in geo.items():
     print(f"geomean cuDNN/qconv, channels-last, {d}: {math.exp(sum(map(math.log, v)) / len(v)):.2f} over {len(v)} cases (min {min(v):.2f})")
+# Opt-in TF32 (qconv precision tf32) against cuDNN with allow_tf32 = True.
+tf = [(k, r) for k, r in sorted(qq.items()) if k[3] == "tf32"]
+if tf:
+    print(f"{'case':<15}{'layout':<7}{'tf32 us':>9}{'TFLOP/s':>8}{'cuDNN tf32 us':>14}{'ratio':>7}")
+    gt = []
+    for (c, d, lay, _), r in tf:
+        cu = tt.get((c, "float_conv", "f32_tf32", lay))
+        ratio = cu["median_us"] / r["median_us"] if cu else None
+        if ratio and lay != "nchw":
+            gt.append(ratio)
+        print(f"{c:<15}{lay:<7}{r['median_us']:>9.1f}{r['tflops']:>8.1f}{(cu['median_us'] if cu else float('nan')):>14.1f}{(ratio or float('nan')):>7.2f}")
+    if gt:
+        print(f"geomean cuDNN/qconv, channels-last, tf32: {math.exp(sum(map(math.log, gt)) / len(gt)):.2f} over {len(gt)} cases (min {min(gt):.2f})")
 for r in q:
     if r["op"] != "module_forward":
         print("qconv", json.dumps(r))

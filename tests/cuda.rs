@@ -1107,3 +1107,99 @@ fn int8_code_storage_is_bit_identical_to_float_storage() {
     let b3 = Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap();
     check_code_storage(&qconv::Conv3d::from_float_observed(w3, Some(b3), o3).unwrap(), &[2, 8, 6, 7, 8], &mut rng);
 }
+
+/// `Precision::Tf32` with f32 activations: forward (every tile, split-K, groups, padding modes,
+/// 1-d/3-d) and transposed convolutions on the TF32 tensor cores, against the f64 oracle over the
+/// TF32-rounded weight and input (round to nearest, ties away: a truncating kernel fails the
+/// tolerance, which only allows for f32 accumulation); channels-first and channels-last agree bit
+/// for bit; problems the TF32 tiles do not take (C/groups 12, depthwise) and 8-bit code storage
+/// give the exact path's output.
+#[test]
+fn tf32_precision_matches_the_tf32_rounded_oracle() {
+    use qconv::cuda::runtime::tf32_round;
+    if !gpu("tf32_precision_matches_the_tf32_rounded_oracle") {
+        return;
+    }
+    let mut rng = Rng::new(3232);
+    fn check<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Tensor, what: &str)
+    where
+        ConvModule<D, T>: Fwd + ClFwd,
+    {
+        let md = m.to_device(CUDA).unwrap().with_precision(Precision::Tf32);
+        let y = md.fwd(&x.to_device(CUDA).unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let y = y.to_device(Device::Cpu).unwrap();
+        let yl = md.fwd_last(&channels_last(x).to_device(CUDA).unwrap()).unwrap().to_device(Device::Cpu).unwrap();
+        assert_eq!(channels_first(&yl), y, "{what}: the two layouts differ");
+        let w: Vec<f32> = m.get_weight().to_vec_f32().into_iter().map(tf32_round).collect();
+        let xr = Tensor::from_vec(x.to_vec_f32().into_iter().map(tf32_round).collect(), x.shape()).unwrap();
+        let (want, mag) = oracle_with_weight(m, &xr, &w);
+        let got = y.to_vec_f32();
+        for i in 0..want.len() {
+            let tol = 8.0 * f32::EPSILON as f64 * mag[i] + 1e-30;
+            assert!(
+                (got[i] as f64 - want[i]).abs() <= tol,
+                "{what}: output[{i}] = {} want {} (tol {tol:e})",
+                got[i],
+                want[i]
+            );
+        }
+    }
+    // (C, K, groups, kernel, stride, padding, mode, batch, input)
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], PaddingMode, usize, [usize; 2]);
+    let cases: Vec<Case> = vec![
+        (16, 20, 1, [3, 3], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 11]),
+        (8, 136, 1, [3, 3], [1, 1], [1, 1], PaddingMode::Zeros, 4, [48, 48]), // 128x128
+        (16, 40, 1, [3, 3], [1, 1], [1, 1], PaddingMode::Zeros, 4, [40, 40]), // 128x64
+        (32, 48, 2, [3, 3], [2, 2], [2, 2], PaddingMode::Reflect, 2, [13, 10]),
+        (512, 64, 1, [3, 3], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]), // split-K
+        (24, 16, 1, [3, 2], [1, 2], [1, 1], PaddingMode::Circular, 3, [7, 9]),
+    ];
+    for (c, k, groups, kernel, stride, pad, mode, n, hw) in cases {
+        let o = ConvOptions::<2>::new(kernel)
+            .stride(stride)
+            .padding(Padding::Explicit(pad))
+            .groups(groups)
+            .padding_mode(mode)
+            .bias(true);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        check(&m, &make_input(&mut rng, &[n, c, hw[0], hw[1]], DType::F32), &format!("{m}"));
+    }
+    let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
+    for (c, k, n, hw) in [(16usize, 136usize, 4usize, [14usize, 14usize]), (16, 40, 1, [16, 16])] {
+        let shape = qconv::ConvTranspose2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let m = qconv::ConvTranspose2d::from_float_observed(w, Some(b), o).unwrap();
+        check(&m, &make_input(&mut rng, &[n, c, hw[0], hw[1]], DType::F32), &format!("{m}"));
+    }
+    let o1 = ConvOptions::<1>::new([5]).padding(Padding::Explicit([2])).bias(false);
+    let s1 = qconv::Conv1d::weight_shape(8, 16, &o1);
+    let w1 = Tensor::from_vec(rng.vec(s1.iter().product(), -0.5, 0.5), &s1).unwrap();
+    let m1 = qconv::Conv1d::from_float_observed(w1, None, o1).unwrap();
+    check(&m1, &make_input(&mut rng, &[3, 8, 100], DType::F32), "conv1d");
+    let o3 = ConvOptions::<3>::new([3, 3, 3]).padding(Padding::Explicit([1, 1, 1])).bias(true);
+    let s3 = qconv::Conv3d::weight_shape(8, 8, &o3);
+    let w3 = Tensor::from_vec(rng.vec(s3.iter().product(), -0.5, 0.5), &s3).unwrap();
+    let m3 = qconv::Conv3d::from_float_observed(w3, Some(Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap()), o3)
+        .unwrap();
+    check(&m3, &make_input(&mut rng, &[2, 8, 6, 7, 8], DType::F32), "conv3d");
+    // Not on the TF32 tiles: C/groups 12, depthwise, and code storage -> exactly the exact path.
+    for (c, k, groups) in [(12usize, 16usize, 1usize), (16, 16, 16), (16, 32, 1)] {
+        let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
+        let shape = qconv::Conv2d::weight_shape(c, k, &o);
+        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
+        let mut m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        if c == 16 && k == 32 {
+            m = m.with_weight_storage(WeightStorage::Int8Codes).unwrap();
+        }
+        let md = m.to_device(CUDA).unwrap();
+        let x = make_input(&mut rng, &[2, c, 9, 9], DType::F32).to_device(CUDA).unwrap();
+        let exact = md.clone().with_precision(Precision::Exact).forward(&x).unwrap().to_device(Device::Cpu).unwrap();
+        let tf32 = md.with_precision(Precision::Tf32).forward(&x).unwrap().to_device(Device::Cpu).unwrap();
+        assert_eq!(exact, tf32, "C {c} K {k} groups {groups}");
+    }
+}

@@ -27,10 +27,10 @@ USAGE:
       where defined) of the module.
   qconv bench [--device cpu|cuda[:N]] [--case NAME] [--batch N] [--min-time SECONDS]
       The CPU suite of BENCH.md (fields as bench/torch_cpu.py), or with --device cuda the GPU
-      suite (f16, bf16, f32; channels-first and channels-last inputs; the default precision and,
-      for f16/bf16, exact and channels-last with the weight stored as 8-bit codes (weights
-      int8_codes, with the device weight bytes); CUDA-event timing, median of >= 50 launches;
-      fields as bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
+      suite (f16, bf16, f32; channels-first and channels-last inputs; the default precision;
+      for f32 also tf32; for f16/bf16 also exact, and channels-last with the weight stored as
+      8-bit codes (weights int8_codes, with the device weight bytes); CUDA-event timing, median
+      of >= 50 launches; fields as bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
       --case g_fq runs the weight fake-quant case alone.
   qconv warmup [--arch sm_80,sm_90,...] [--cache-dir DIR]
       Compiles every CUDA kernel with NVRTC into the disk kernel cache (default
@@ -460,6 +460,7 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
         let built = c.build(batch)?;
         let module = built.module.to_device(Device::Cuda(ordinal))?;
         let exact = module.clone().with_precision(qconv::Precision::Exact);
+        let tf32 = module.clone().with_precision(qconv::Precision::Tf32);
         // The same module with its weight kept as 8-bit codes (the suite's qparams allow it).
         let codes = built
             .module
@@ -482,7 +483,10 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
                 ("nchw", "default", "float", Box::new(|| module.forward(&x, None).map(|_| ()))),
                 (last_name, "default", "float", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
             ];
-            if dtype != DType::F32 {
+            if dtype == DType::F32 {
+                runs.push(("nchw", "tf32", "float", Box::new(|| tf32.forward(&x, None).map(|_| ()))));
+                runs.push((last_name, "tf32", "float", Box::new(|| tf32.forward_channels_last(&xl, None).map(|_| ()))));
+            } else {
                 runs.push(("nchw", "exact", "float", Box::new(|| exact.forward(&x, None).map(|_| ()))));
                 runs.push((
                     last_name,

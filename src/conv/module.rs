@@ -41,8 +41,7 @@ pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     storage: WeightStorage,
 }
 
-/// How a CUDA forward pass multiplies f16/bf16 activations (the CPU path and f32 activations are
-/// always [`Precision::Exact`]).
+/// How a CUDA forward pass multiplies (the CPU path is always [`Precision::Exact`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// Tensor cores wherever the kernel applies — forward convolutions with f16 or bf16
@@ -55,6 +54,15 @@ pub enum Precision {
     /// The f32 fake-quantized weight and f32 fused multiply-adds for every activation dtype
     /// (f16/bf16 inputs widened exactly), one rounding of the output: the CPU path's numerics.
     Exact,
+    /// Opt-in TF32 for f32 activations (PyTorch's `torch.backends.cudnn.allow_tf32 = True`):
+    /// forward and transposed convolutions with `in_channels / groups` a multiple of 8 run on
+    /// tensor cores with both operands rounded to TF32 (10 mantissa bits, to nearest with ties
+    /// away from zero: the weight on the host, the activations in the kernel), products
+    /// accumulated in f32, bias added in f32. Relative error grows to about 2⁻¹¹ per product.
+    /// f16/bf16 activations run as [`TensorCore`](Precision::TensorCore); other problems and
+    /// modules stored as 8-bit codes run f32 as `Exact`. The TF32 copy of the weight is built
+    /// and uploaded on the first TF32 call (4 bytes per weight element, kept with the module).
+    Tf32,
 }
 
 /// How a module keeps its weight in CUDA device memory (the CPU path always uses the host's
@@ -108,6 +116,9 @@ struct CudaWeights {
     /// `WeightStorage::Int8Codes`: the codes, scales and zero points (then every other weight
     /// field is `None`).
     codes: Option<DeviceCodes>,
+    /// `Precision::Tf32`: `get_weight()` packed like `tc_f16` as float32 rounded to TF32, built on
+    /// the first TF32 call.
+    tc_tf32: std::sync::Mutex<Option<Arc<CudaSlice<f32>>>>,
 }
 
 impl CudaWeights {
@@ -119,6 +130,7 @@ impl CudaWeights {
             + n(self.tc_bf16.as_ref().map(|w| w.len()), 2)
             + n(self.dw.as_ref().map(|w| w.len()), 4)
             + self.codes.as_ref().map_or(0, |c| c.codes.len() + 4 * (c.scale.len() + c.zero.len()))
+            + self.tc_tf32.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |w| 4 * w.len())
     }
 }
 
@@ -407,35 +419,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 tc_bf16: None,
                 dw: None,
                 codes: Some(codes),
+                tc_tf32: Default::default(),
             });
         }
         let fq = derived.weight_fq.as_slice::<f32>()?;
         let weight = Some(runtime.htod(fq, None)?);
         let (mut tc_f16, mut tc_bf16) = (None, None);
-        if let Some((k, cg, taps, groups)) = tc {
-            let kg = k / groups.max(1);
-            // [K, Cg, taps] -> [K][row] with row = taps*Cg rounded up to 8 (zero-padded),
-            // tap-major then channel, rounded to nearest even.
-            let row = crate::cuda::launch::tc_weight_row(cg, taps);
-            let mut h = vec![0u16; k * row];
-            let mut b = vec![0u16; k * row];
-            for ko in 0..k {
-                for c in 0..cg {
-                    for t in 0..taps {
-                        // Forward weight [K, Cg, taps]; transposed [C, K/g, taps], where output
-                        // channel ko = g*Kg + m and input channel g*Cg + c.
-                        let v = if TRANSPOSED {
-                            let (g, m) = (ko / kg, ko % kg);
-                            fq[((g * cg + c) * kg + m) * taps + t]
-                        } else {
-                            fq[(ko * cg + c) * taps + t]
-                        };
-                        let i = ko * row + t * cg + c;
-                        h[i] = half::f16::from_f32(v).to_bits();
-                        b[i] = half::bf16::from_f32(v).to_bits();
-                    }
-                }
-            }
+        if let Some(dims) = tc {
+            // Rounded to nearest even.
+            let h = Self::pack_tc(fq, dims, |v| half::f16::from_f32(v).to_bits());
+            let b = Self::pack_tc(fq, dims, |v| half::bf16::from_f32(v).to_bits());
             tc_f16 = Some(runtime.htod(&h, None)?);
             tc_bf16 = Some(runtime.htod(&b, None)?);
         }
@@ -452,10 +445,57 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             }
             None => None,
         };
-        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw, codes: None })
+        Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw, codes: None, tc_tf32: Default::default() })
     }
 
-    /// How CUDA forward passes multiply f16/bf16 activations (see [`Precision`]).
+    /// `get_weight()` (module layout) packed for the tensor-core kernels, `dims` =
+    /// `(K, C/groups, taps, groups)`: `[K][row]` with row = taps·Cg rounded up to 8
+    /// (zero-padded), tap-major then channel, each value converted by `conv`.
+    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: (usize, usize, usize, usize), conv: impl Fn(f32) -> E) -> Vec<E> {
+        let (k, cg, taps, groups) = dims;
+        let kg = k / groups.max(1);
+        let row = crate::cuda::launch::tc_weight_row(cg, taps);
+        let mut out = vec![E::default(); k * row];
+        for ko in 0..k {
+            for c in 0..cg {
+                for t in 0..taps {
+                    // Forward weight [K, Cg, taps]; transposed [C, K/g, taps], where output
+                    // channel ko = g*Kg + m and input channel g*Cg + c.
+                    let v = if TRANSPOSED {
+                        let (g, m) = (ko / kg, ko % kg);
+                        fq[((g * cg + c) * kg + m) * taps + t]
+                    } else {
+                        fq[(ko * cg + c) * taps + t]
+                    };
+                    out[ko * row + t * cg + c] = conv(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// `(K, C/groups, taps, groups)` when the TF32 tiles can run this module (`C/groups` a
+    /// multiple of 8, forward or transposed), else `None`.
+    fn tf32_dims(&self) -> Option<(usize, usize, usize, usize)> {
+        let groups = self.options.groups.max(1);
+        let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
+        (cg > 0 && kg > 0 && cg.is_multiple_of(8))
+            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product(), groups))
+    }
+
+    /// The TF32 weight of `cw`, built and uploaded (on `stream`) on first use.
+    fn tf32_weight(&self, cw: &CudaWeights, stream: Option<&Arc<CudaStream>>) -> Result<Option<Arc<CudaSlice<f32>>>> {
+        let Some(dims) = self.tf32_dims() else { return Ok(None) };
+        let mut slot = cw.tc_tf32.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let fq = self.derived.weight_fq.as_slice::<f32>()?;
+            let packed = Self::pack_tc(fq, dims, crate::cuda::runtime::tf32_round);
+            *slot = Some(Arc::new(cw.runtime.htod(&packed, stream)?));
+        }
+        Ok(slot.clone())
+    }
+
+    /// How CUDA forward passes multiply (see [`Precision`]).
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -943,12 +983,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let in_sp: usize = problem.in_size.iter().product();
         let out_sp: usize = problem.out_size.iter().product();
         let (n, c, k) = (problem.batch, problem.in_channels, problem.out_channels);
-        let tc_weight = match (self.precision, dtype, &cw.codes) {
-            (Precision::TensorCore, DType::F16 | DType::BF16, Some(c)) if self.tc_dims().is_some() => {
-                Some(TcWeight::Codes(c))
-            }
-            (Precision::TensorCore, DType::F16, None) => cw.tc_f16.as_ref().map(TcWeight::Half),
-            (Precision::TensorCore, DType::BF16, None) => cw.tc_bf16.as_ref().map(TcWeight::Half),
+        let tensor_cores = matches!(self.precision, Precision::TensorCore | Precision::Tf32);
+        let tf32 = match (self.precision, dtype, &cw.codes) {
+            (Precision::Tf32, DType::F32, None) => self.tf32_weight(cw, stream)?,
+            _ => None,
+        };
+        let tc_weight = match (tensor_cores, dtype, &cw.codes) {
+            (true, DType::F16 | DType::BF16, Some(c)) if self.tc_dims().is_some() => Some(TcWeight::Codes(c)),
+            (true, DType::F16, None) => cw.tc_f16.as_ref().map(TcWeight::Half),
+            (true, DType::BF16, None) => cw.tc_bf16.as_ref().map(TcWeight::Half),
+            (true, DType::F32, None) => tf32.as_deref().map(TcWeight::Tf32),
             _ => None,
         };
         let bias = cw.bias.as_ref();

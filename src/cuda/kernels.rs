@@ -64,11 +64,15 @@ pub enum KernelSource {
     ConvTcQ8TransposeF16,
     /// `cuda/conv_tc.cu`: the transposed bf16 tiles reading 8-bit weight codes.
     ConvTcQ8TransposeBf16,
+    /// `cuda/conv_tc.cu`: TF32 tensor-core tiles for f32 activations (`Precision::Tf32`).
+    ConvTcTf32,
+    /// `cuda/conv_tc.cu`: TF32 tensor-core transposed tiles.
+    ConvTcTf32Transpose,
 }
 
 impl KernelSource {
     /// Every program, in a fixed order.
-    pub const ALL: [KernelSource; 18] = [
+    pub const ALL: [KernelSource; 20] = [
         KernelSource::FakeQuant,
         KernelSource::ConvF32,
         KernelSource::ConvF16,
@@ -87,6 +91,8 @@ impl KernelSource {
         KernelSource::ConvTcQ8Gather,
         KernelSource::ConvTcQ8TransposeF16,
         KernelSource::ConvTcQ8TransposeBf16,
+        KernelSource::ConvTcTf32,
+        KernelSource::ConvTcTf32Transpose,
     ];
 
     /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
@@ -110,6 +116,8 @@ impl KernelSource {
             KernelSource::ConvTcQ8Gather => "conv_tc_q8_gather",
             KernelSource::ConvTcQ8TransposeF16 => "conv_tc_q8_transpose_f16",
             KernelSource::ConvTcQ8TransposeBf16 => "conv_tc_q8_transpose_bf16",
+            KernelSource::ConvTcTf32 => "conv_tc_tf32",
+            KernelSource::ConvTcTf32Transpose => "conv_tc_tf32_transpose",
         }
     }
 
@@ -131,7 +139,9 @@ impl KernelSource {
             | KernelSource::ConvTcQ8Bf16
             | KernelSource::ConvTcQ8Gather
             | KernelSource::ConvTcQ8TransposeF16
-            | KernelSource::ConvTcQ8TransposeBf16 => "conv_tc.cu",
+            | KernelSource::ConvTcQ8TransposeBf16
+            | KernelSource::ConvTcTf32
+            | KernelSource::ConvTcTf32Transpose => "conv_tc.cu",
         }
     }
 
@@ -161,6 +171,8 @@ impl KernelSource {
             KernelSource::ConvTcQ8Gather => &["-DQC_PART=9"],
             KernelSource::ConvTcQ8TransposeF16 => &["-DQC_PART=10"],
             KernelSource::ConvTcQ8TransposeBf16 => &["-DQC_PART=11"],
+            KernelSource::ConvTcTf32 => &["-DQC_PART=12"],
+            KernelSource::ConvTcTf32Transpose => &["-DQC_PART=13"],
         }
     }
 
@@ -462,13 +474,18 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
     "qc_conv_tc_tr_f16_64x64_q8", ConvTcQ8TransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, true>";
     "qc_conv_tc_tr_bf16_128x128_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, true>";
     "qc_conv_tc_tr_bf16_64x64_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, true>";
+    "qc_conv_tc_tf32_128x128", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_tf32_128x64", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<float, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_tf32_64x64", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_tr_tf32_128x128", ConvTcTf32Transpose, true, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_tf32_64x64", ConvTcTf32Transpose, true, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, true, false>";
     "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<float>";
     "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_half>";
     "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_bf16>";
 ];
 
 /// The layout kernels and the split-K reductions (`cuda/conv_tc.cu`).
-pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
+pub static TRANSPOSE_VARIANTS: [KernelVariant; 5] = [
     KernelVariant {
         name: "qc_splitk_reduce_f16",
         source: KernelSource::ConvTcMisc,
@@ -486,6 +503,15 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 4] = [
         transposed: false,
         weight_codes: false,
         instantiation: "qc_splitk_reduce<qc_bf16>",
+    },
+    KernelVariant {
+        name: "qc_splitk_reduce_f32",
+        source: KernelSource::ConvTcMisc,
+        kind: KernelKind::SplitKReduce,
+        dtype: Some(DType::F32),
+        transposed: false,
+        weight_codes: false,
+        instantiation: "qc_splitk_reduce<float>",
     },
     KernelVariant {
         name: "qc_transpose_b16",
@@ -543,7 +569,7 @@ pub fn dequant_codes_variant() -> Option<&'static KernelVariant> {
     VARIANTS.iter().find(|v| v.kind == KernelKind::DequantCodes)
 }
 
-/// The split-K reduction for `dtype` (f16 or bf16).
+/// The split-K reduction for `dtype` (f16, bf16, or f32 for the TF32 tiles).
 pub fn splitk_reduce_variant(dtype: DType) -> Option<&'static KernelVariant> {
     TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
 }
@@ -579,8 +605,9 @@ mod tests {
                 }
                 for tile in TcTile::ALL {
                     let v = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
-                    let exists =
-                        dtype != DType::F32 && (!transposed || matches!(tile, TcTile::T128x128 | TcTile::T64x64));
+                    // f32: the TF32 tiles (vector loads only).
+                    let exists = (dtype != DType::F32 || tile != TcTile::Gather128x64)
+                        && (!transposed || matches!(tile, TcTile::T128x128 | TcTile::T64x64));
                     assert_eq!(v.is_some(), exists, "{transposed} {dtype} {tile:?}");
                     if let Some(v) = v {
                         assert_eq!(v.source.file_name(), "conv_tc.cu");
@@ -598,7 +625,11 @@ mod tests {
                 for tile in TcTile::ALL {
                     let plain = conv_variant(transposed, dtype, ConvAlgo::TensorCore(tile));
                     let codes = conv_variant_codes(transposed, dtype, tile);
-                    assert_eq!(plain.is_some(), codes.is_some(), "{transposed} {dtype} {tile:?}");
+                    assert_eq!(
+                        plain.is_some() && dtype != DType::F32,
+                        codes.is_some(),
+                        "{transposed} {dtype} {tile:?}"
+                    );
                     if let (Some(p), Some(c)) = (plain, codes) {
                         assert!(c.weight_codes && !p.weight_codes);
                         assert_eq!(c.name, format!("{}_q8", p.name));
@@ -608,12 +639,12 @@ mod tests {
             }
         }
         assert_eq!(dequant_codes_variant().unwrap().source, KernelSource::FakeQuant);
-        assert_eq!(VARIANTS.len(), 3 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 3);
+        assert_eq!(VARIANTS.len(), 3 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());
         assert_eq!(splitk_reduce_variant(DType::BF16).unwrap().name, "qc_splitk_reduce_bf16");
-        assert!(splitk_reduce_variant(DType::F32).is_none());
+        assert_eq!(splitk_reduce_variant(DType::F32).unwrap().name, "qc_splitk_reduce_f32");
     }
 
     #[test]

@@ -281,12 +281,14 @@ pub fn choose_tc_splits(p: &QcConvParams, tile: TcTile, sm_count: u32) -> i32 {
 /// Whether the tensor-core kernel (`cuda/conv_tc.cu`) computes `p` in `dtype`: f16 or bf16
 /// activations, and either `C/groups` a multiple of 8 (16-byte channel vectors; forward or
 /// transposed) or, forward only, at least 16 output channels per group (the element-wise loader,
-/// e.g. a 3-channel stem). Depthwise convolutions are not.
+/// e.g. a 3-channel stem); or f32 activations on the TF32 tiles, which have only the vector
+/// loader: `C/groups` a multiple of 8. Depthwise convolutions are not.
 pub fn tc_supported(p: &QcConvParams, dtype: DType) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16)
-        && p.cg > 0
-        && p.kg > 0
-        && (p.cg % 8 == 0 || (p.transposed == 0 && p.kg >= 16))
+    let shape_ok = p.cg > 0 && p.kg > 0;
+    match dtype {
+        DType::F16 | DType::BF16 => shape_ok && (p.cg % 8 == 0 || (p.transposed == 0 && p.kg >= 16)),
+        DType::F32 => shape_ok && p.cg % 8 == 0,
+    }
 }
 
 /// Elements per row of the packed tensor-core weight: `taps * C/groups` rounded up to 8.
@@ -1699,7 +1701,9 @@ mod tests {
         assert!(conv_launch(&bad, ConvAlgo::TensorCore(TcTile::T128x64)).is_err());
         // out_nhwc only for the channels-last kernels.
         assert!(conv_launch(&g_3x3_64, ConvAlgo::Tiled(ConvTile::T64)).is_err());
-        assert!(tc_supported(&g_3x3_64, DType::F16) && !tc_supported(&g_3x3_64, DType::F32));
+        assert!(tc_supported(&g_3x3_64, DType::F16) && tc_supported(&g_3x3_64, DType::F32));
+        // TF32 has no element-wise loader: the stem stays on the f16/bf16 tiles only.
+        assert!(tc_supported(&stem, DType::BF16) && !tc_supported(&stem, DType::F32));
         // Depthwise channels-last geometry and its 32-bit item bound.
         let dw = dw_nhwc_params(&problem_2d(false, 64, 64, 64, 56, 3, 1), true).unwrap();
         assert!(dw_nhwc_supported(&dw));

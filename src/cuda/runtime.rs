@@ -79,6 +79,9 @@ pub struct DeviceCodes {
 pub enum TcWeight<'a> {
     /// Packed `[K][row]` in the activation dtype (binary16 / bfloat16 bit patterns).
     Half(&'a CudaSlice<u16>),
+    /// Packed `[K][row]` float32 values already rounded to TF32 ([`tf32_round`]), for f32
+    /// activations on the TF32 tiles.
+    Tf32(&'a CudaSlice<f32>),
     /// 8-bit codes packed the same way, dequantized by the `*_q8` entries while they load.
     Codes(&'a DeviceCodes),
 }
@@ -473,15 +476,28 @@ impl Runtime {
                 op: format!("the tensor-core convolution of {problem:?}"),
                 device: "CUDA".into(),
                 reason: format!(
-                    "it needs f16 or bf16 activations (got {dtype}), and in_channels/groups a multiple of 8 (got {}) or, forward only, at least 16 output channels per group (got {})",
+                    "it needs f16/bf16 activations with in_channels/groups a multiple of 8 or, forward only, at least 16 output channels per group, or f32 activations (TF32) with in_channels/groups a multiple of 8 (got {dtype}, in_channels/groups {}, output channels per group {})",
                     p.cg, p.kg
                 ),
             });
         }
-        check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, 2])?;
-        check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, 2])?;
+        let es = dtype.size_in_bytes() as u64;
+        check_len("input", x.len(), &[p.batch as u64, p.in_channels as u64, p.in_spatial as u64, es])?;
+        check_len("output", y.len(), &[p.batch as u64, p.out_channels as u64, p.out_spatial as u64, es])?;
+        let operand_ok = match weight {
+            TcWeight::Half(_) | TcWeight::Codes(_) => dtype != DType::F32,
+            TcWeight::Tf32(_) => dtype == DType::F32,
+        };
+        if !operand_ok {
+            return Err(Error::Unsupported {
+                op: "the tensor-core convolution".into(),
+                device: "CUDA".into(),
+                reason: format!("{dtype} activations need a TF32 weight, f16/bf16 a 16-bit or code weight"),
+            });
+        }
         let w_len = match weight {
             TcWeight::Half(w) => w.len(),
+            TcWeight::Tf32(w) => w.len(),
             TcWeight::Codes(c) => {
                 check_len("weight scales", c.scale.len(), &[p.out_channels as u64])?;
                 check_len("weight zero points", c.zero.len(), &[p.out_channels as u64])?;
@@ -499,7 +515,7 @@ impl Runtime {
         p.splits = choose_tc_splits(&p, tile, self.sm_count);
         let Some(dims) = conv_launch(&p, algo)? else { return Ok(()) };
         let variant = match weight {
-            TcWeight::Half(_) => conv_variant_or_err(problem.transposed, dtype, algo)?,
+            TcWeight::Half(_) | TcWeight::Tf32(_) => conv_variant_or_err(problem.transposed, dtype, algo)?,
             TcWeight::Codes(_) => {
                 conv_variant_codes(problem.transposed, dtype, tile).ok_or_else(|| Error::Unsupported {
                     op: format!("convolution with {algo:?} on 8-bit weight codes"),
@@ -511,7 +527,7 @@ impl Runtime {
         let f = self.function(variant)?;
         // The codes' scale and zero-point pointers (their guards live until the launches return).
         let _code_guards = match weight {
-            TcWeight::Half(_) => None,
+            TcWeight::Half(_) | TcWeight::Tf32(_) => None,
             TcWeight::Codes(c) => {
                 let (sp, gs) = c.scale.device_ptr(s);
                 let (zp, gz) = c.zero.device_ptr(s);
@@ -523,6 +539,7 @@ impl Runtime {
         };
         let mut launch_with = |p: &mut QcConvParams, body: &dyn Fn(&QcConvParams) -> Result<()>| match weight {
             TcWeight::Half(w) => with_conv_ptrs(self.ordinal, s, x, w, bias, y, p, true, body),
+            TcWeight::Tf32(w) => with_conv_ptrs(self.ordinal, s, x, w, bias, y, p, true, body),
             TcWeight::Codes(c) => with_conv_ptrs(self.ordinal, s, x, &c.codes, bias, y, p, true, body),
         };
         if p.splits == 1 {
@@ -696,6 +713,17 @@ impl Runtime {
         (p.codes, p.scale, p.zero, p.dst) = (cp, sp, zp, dp);
         self.launch(&f, dims, &p, s)
     }
+}
+
+/// `v` rounded to TF32 (10 explicit mantissa bits) to nearest, ties away from zero: the
+/// rounding of PTX `cvt.rna.tf32.f32`, which the TF32 tiles apply to the activations. Non-finite
+/// values are returned unchanged; values within half a TF32 ulp of the largest finite f32 round
+/// to infinity, as the instruction does.
+pub fn tf32_round(v: f32) -> f32 {
+    if !v.is_finite() {
+        return v;
+    }
+    f32::from_bits(v.to_bits().wrapping_add(0x1000) & !0x1fff)
 }
 
 /// Errors unless a device buffer of `have` elements holds the product of `dims`.
@@ -933,5 +961,31 @@ mod tests {
     fn pad_nonempty_never_returns_an_empty_vector() {
         assert_eq!(pad_nonempty::<f64>(&[]), vec![0.0]);
         assert_eq!(pad_nonempty(&[1i64, 2]), vec![1, 2]);
+    }
+
+    #[test]
+    fn tf32_rounding_is_to_nearest_ties_away() {
+        let ulp = 2f32.powi(-10); // TF32 spacing in [1, 2)
+        assert_eq!(tf32_round(1.0), 1.0);
+        assert_eq!(tf32_round(1.0 + ulp), 1.0 + ulp);
+        assert_eq!(tf32_round(1.0 + 0.49 * ulp), 1.0);
+        assert_eq!(tf32_round(1.0 + 0.51 * ulp), 1.0 + ulp);
+        // Ties go away from zero (not to even): 1 + ulp/2 -> 1 + ulp, 1 + 1.5 ulp -> 1 + 2 ulp.
+        assert_eq!(tf32_round(1.0 + 0.5 * ulp), 1.0 + ulp);
+        assert_eq!(tf32_round(1.0 + 1.5 * ulp), 1.0 + 2.0 * ulp);
+        assert_eq!(tf32_round(-(1.0 + 0.5 * ulp)), -(1.0 + ulp));
+        assert_eq!(tf32_round(-0.0).to_bits(), (-0.0f32).to_bits());
+        // Carry into the exponent, overflow to infinity, subnormals, non-finite values.
+        assert_eq!(tf32_round(2.0 - 0.25 * ulp), 2.0);
+        assert_eq!(tf32_round(f32::MAX), f32::INFINITY);
+        assert_eq!(tf32_round(f32::from_bits(0x0000_1000)), f32::from_bits(0x0000_2000));
+        assert_eq!(tf32_round(f32::from_bits(0x0000_0fff)), 0.0);
+        assert!(tf32_round(f32::NAN).is_nan());
+        assert_eq!(tf32_round(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        for v in [0.1f32, -3.7, 1234.567, 1e-20] {
+            let r = tf32_round(v);
+            assert_eq!(r.to_bits() & 0x1fff, 0);
+            assert!(((r - v) / v).abs() <= 2f32.powi(-11));
+        }
     }
 }

@@ -540,58 +540,74 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
  * and 4 blocks fit per multiprocessor (16, 12 and 16 warps; measured on an H200, the uncapped
  * 128x64 tile ran 2 blocks = 8 warps, 12% occupancy); the runtime raises the shared-memory
  * carveout so that their shared memory fits too. */
-/* One NVRTC program per part (src/cuda/kernels.rs): -DQC_PART=1 f16 tiles, 2 bf16 tiles,
- * 3 element-wise loader, 4 depthwise + layout + split-K reduction kernels, 5 transposed f16
- * tiles, 6 transposed bf16 tiles; 7-11 the same tiles as 1, 2, 3, 5, 6 reading 8-bit weight
- * codes (the *_q8 entries: `w` holds uint8/int8 codes packed like the 16-bit weight, dequantized
- * with the per-output-channel w_scale / w_zero while staged into shared memory); 12 and 13 the
- * forward and transposed TF32 tiles (f32 activations and weight, the weight pre-rounded to TF32). */
+/* One NVRTC program per tile (src/cuda/kernels.rs), so that no program holds more than one
+ * tensor-core kernel and a cold compilation of everything is bounded by the slowest tile:
+ * -DQC_PART=1-3 the f16 tiles, 4-6 bf16, 7-8 the element-wise loader (f16, bf16), 9-12 the
+ * transposed f16 and bf16 tiles; 13-24 the same twelve reading 8-bit weight codes (the *_q8
+ * entries: `w` holds uint8/int8 codes packed like the 16-bit weight, dequantized with the
+ * per-output-channel w_scale / w_zero while staged into shared memory); 25-27 the forward and
+ * 28-29 the transposed TF32 tiles (f32 activations and weight, the weight pre-rounded to TF32);
+ * 30 the depthwise, layout and split-K reduction kernels. */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1..13 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1..30 (see src/cuda/kernels.rs)"
 #endif
 #if QC_PART == 1
 QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 3, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, false, false)
 #elif QC_PART == 2
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 3, true, false, false)
 #elif QC_PART == 3
-/* Any C/groups (e.g. the 3-channel stem): element-wise A loads, 128x64. */
-QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 3, false, false, false)
-QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, false)
+QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, false, false)
+#elif QC_PART == 4
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, false)
 #elif QC_PART == 5
-/* Transposed convolutions (gather form, one phase of o mod stride per block). */
-QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true, false)
-QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, false)
 #elif QC_PART == 6
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, false)
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, false)
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, false)
 #elif QC_PART == 7
-QC_TC_ENTRY(qc_conv_tc_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 2, true, false, true)
-QC_TC_ENTRY(qc_conv_tc_f16_128x64_q8, qc_half, 128, 64, 2, 2, 4, 3, true, false, true)
-QC_TC_ENTRY(qc_conv_tc_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 3, false, false, false)
 #elif QC_PART == 8
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, true)
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64_q8, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, true)
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, true)
+QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, false)
 #elif QC_PART == 9
-QC_TC_ENTRY(qc_conv_tc_f16_gather_q8, qc_half, 128, 64, 2, 2, 4, 3, false, false, true)
-QC_TC_ENTRY(qc_conv_tc_bf16_gather_q8, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, true)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true, false)
 #elif QC_PART == 10
-QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 1, true, true, true)
-QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true, false)
 #elif QC_PART == 11
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true)
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, false)
 #elif QC_PART == 12
-/* TF32 (Precision::Tf32, f32 activations, C/groups a multiple of 4). */
-QC_TC_ENTRY(qc_conv_tc_tf32_128x128, float, 128, 128, 2, 4, 3, 2, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_tf32_128x64, float, 128, 64, 2, 2, 4, 3, true, false, false)
-QC_TC_ENTRY(qc_conv_tc_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, false, false)
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, false)
 #elif QC_PART == 13
+QC_TC_ENTRY(qc_conv_tc_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 2, true, false, true)
+#elif QC_PART == 14
+QC_TC_ENTRY(qc_conv_tc_f16_128x64_q8, qc_half, 128, 64, 2, 2, 4, 3, true, false, true)
+#elif QC_PART == 15
+QC_TC_ENTRY(qc_conv_tc_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, false, true)
+#elif QC_PART == 16
+QC_TC_ENTRY(qc_conv_tc_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, true)
+#elif QC_PART == 17
+QC_TC_ENTRY(qc_conv_tc_bf16_128x64_q8, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, true)
+#elif QC_PART == 18
+QC_TC_ENTRY(qc_conv_tc_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, true)
+#elif QC_PART == 19
+QC_TC_ENTRY(qc_conv_tc_f16_gather_q8, qc_half, 128, 64, 2, 2, 4, 3, false, false, true)
+#elif QC_PART == 20
+QC_TC_ENTRY(qc_conv_tc_bf16_gather_q8, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, true)
+#elif QC_PART == 21
+QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 1, true, true, true)
+#elif QC_PART == 22
+QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, true, true)
+#elif QC_PART == 23
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true)
+#elif QC_PART == 24
+QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true)
+#elif QC_PART == 25
+QC_TC_ENTRY(qc_conv_tc_tf32_128x128, float, 128, 128, 2, 4, 3, 2, true, false, false)
+#elif QC_PART == 26
+QC_TC_ENTRY(qc_conv_tc_tf32_128x64, float, 128, 64, 2, 2, 4, 3, true, false, false)
+#elif QC_PART == 27
+QC_TC_ENTRY(qc_conv_tc_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, false, false)
+#elif QC_PART == 28
 QC_TC_ENTRY(qc_conv_tc_tr_tf32_128x128, float, 128, 128, 2, 4, 3, 1, true, true, false)
+#elif QC_PART == 29
 QC_TC_ENTRY(qc_conv_tc_tr_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, true, false)
 #endif
 
@@ -762,7 +778,7 @@ __device__ __forceinline__ void qc_dw_nhwc(const QcConvParams& p) {
     }
 }
 
-#if QC_PART == 4
+#if QC_PART == 30
 extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f16(const QcConvParams p) {
     qc_splitk_reduce<qc_half>(p);
 }
@@ -805,7 +821,7 @@ __device__ __forceinline__ void qc_transpose(const QcTransposeParams& p) {
     }
 }
 
-#if QC_PART == 4
+#if QC_PART == 30
 extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTransposeParams p) {
     qc_transpose<unsigned short>(p);
 }

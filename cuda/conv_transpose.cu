@@ -16,24 +16,28 @@
  */
 #include "conv_igemm.cuh"
 
-/* One NVRTC program per activation dtype (src/cuda/kernels.rs): -DQC_PART=1 f32, 2 f16, 3 bf16. */
+/* Two kernels per NVRTC program (src/cuda/kernels.rs): -DQC_PART=1, 3, 5 the t128 and m32 tiles of
+ * f32, f16, bf16; 2, 4, 6 their t64 tile and direct kernel. */
 #ifndef QC_PART
-#error "compile with -DQC_PART=1|2|3 (see src/cuda/kernels.rs)"
+#error "compile with -DQC_PART=1..6 (see src/cuda/kernels.rs)"
 #endif
 
 #if QC_PART == 1
 QC_IGEMM_ENTRY(qc_conv_tr_f32_t128, float, QcTileT128, true)
-QC_IGEMM_ENTRY(qc_conv_tr_f32_t64, float, QcTileT64, true)
 QC_IGEMM_ENTRY(qc_conv_tr_f32_m32, float, QcTileM32, true)
-QC_DIRECT_ENTRY(qc_conv_tr_f32_direct, float, true)
 #elif QC_PART == 2
-QC_IGEMM_ENTRY(qc_conv_tr_f16_t128, qc_half, QcTileT128, true)
-QC_IGEMM_ENTRY(qc_conv_tr_f16_t64, qc_half, QcTileT64, true)
-QC_IGEMM_ENTRY(qc_conv_tr_f16_m32, qc_half, QcTileM32, true)
-QC_DIRECT_ENTRY(qc_conv_tr_f16_direct, qc_half, true)
+QC_IGEMM_ENTRY(qc_conv_tr_f32_t64, float, QcTileT64, true)
+QC_DIRECT_ENTRY(qc_conv_tr_f32_direct, float, true)
 #elif QC_PART == 3
+QC_IGEMM_ENTRY(qc_conv_tr_f16_t128, qc_half, QcTileT128, true)
+QC_IGEMM_ENTRY(qc_conv_tr_f16_m32, qc_half, QcTileM32, true)
+#elif QC_PART == 4
+QC_IGEMM_ENTRY(qc_conv_tr_f16_t64, qc_half, QcTileT64, true)
+QC_DIRECT_ENTRY(qc_conv_tr_f16_direct, qc_half, true)
+#elif QC_PART == 5
 QC_IGEMM_ENTRY(qc_conv_tr_bf16_t128, qc_bf16, QcTileT128, true)
-QC_IGEMM_ENTRY(qc_conv_tr_bf16_t64, qc_bf16, QcTileT64, true)
 QC_IGEMM_ENTRY(qc_conv_tr_bf16_m32, qc_bf16, QcTileM32, true)
+#elif QC_PART == 6
+QC_IGEMM_ENTRY(qc_conv_tr_bf16_t64, qc_bf16, QcTileT64, true)
 QC_DIRECT_ENTRY(qc_conv_tr_bf16_direct, qc_bf16, true)
 #endif

@@ -358,20 +358,31 @@ __device__ __forceinline__ void qc_fq_dispatch(const QcFakeQuantParams& p) {
 }
 
 /** get_weight(): dequantized weight to p.dst (and codes to p.codes when non-zero). */
+/* Two NVRTC programs (src/cuda/kernels.rs): -DQC_PART=1 qc_fakequant and qc_dequant_codes,
+ * 2 qc_quantize. */
+#ifndef QC_PART
+#error "compile with -DQC_PART=1|2 (see src/cuda/kernels.rs)"
+#endif
+
+#if QC_PART == 1
 extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_fakequant(const QcFakeQuantParams p) {
     qc_fq_dispatch<true>(p);
 }
+#endif
 
 /** get_quantized_weight(): codes only (p.dst is ignored). */
+#if QC_PART == 2
 extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_quantize(const QcFakeQuantParams p) {
     qc_fq_dispatch<false>(p);
 }
+#endif
 
 /* ---- 8-bit weight codes -> float32 weight (QcDequantParams, cuda/params.h) ------------------
  * For the kernels without a code-reading loader (exact precision, f32 activations, depthwise,
  * the CUDA-core fallbacks) of a module whose device weight is stored as codes: one thread per
  * element, grid-stride, the same formula as the *_q8 loaders, which the host checked reproduces
  * get_weight() bit for bit. */
+#if QC_PART == 1
 extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(const QcDequantParams p) {
     const unsigned char* codes = reinterpret_cast<const unsigned char*>(p.codes);
     const float* scale = reinterpret_cast<const float*>(p.scale);
@@ -403,3 +414,4 @@ extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(con
         dst[i] = __fmul_rn(__fsub_rn((float)code, zero[k]), scale[k]);
     }
 }
+#endif

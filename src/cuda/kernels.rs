@@ -21,130 +21,145 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("conv_igemm.cuh", include_str!("../../cuda/conv_igemm.cuh")),
 ];
 
-/// One NVRTC program: a source file of `cuda/`, or one part of it selected by a `QC_PART`
-/// define (the convolution files are split by dtype or kernel family so that the programs are
-/// small and compile in parallel). Each program is compiled once per architecture into one CUBIN
-/// holding all of its entry points.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KernelSource {
-    /// `cuda/fakequant.cu`: fake-quant and quantize-only kernels.
-    FakeQuant,
-    /// `cuda/conv.cu`, f32 activations: forward convolution (implicit GEMM and direct).
-    ConvF32,
-    /// `cuda/conv.cu`, f16 activations.
-    ConvF16,
-    /// `cuda/conv.cu`, bf16 activations.
-    ConvBf16,
-    /// `cuda/conv_transpose.cu`, f32 activations: transposed convolution in gather form.
-    ConvTransposeF32,
-    /// `cuda/conv_transpose.cu`, f16 activations.
-    ConvTransposeF16,
-    /// `cuda/conv_transpose.cu`, bf16 activations.
-    ConvTransposeBf16,
-    /// `cuda/conv_tc.cu`: tensor-core tiles with 16-byte loads, f16.
-    ConvTcF16,
-    /// `cuda/conv_tc.cu`: tensor-core tiles with 16-byte loads, bf16.
-    ConvTcBf16,
-    /// `cuda/conv_tc.cu`: tensor-core tiles with the element-wise loader, f16 and bf16.
-    ConvTcGather,
-    /// `cuda/conv_tc.cu`: channels-last depthwise kernels and the layout transposes.
-    ConvTcMisc,
-    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions, f16.
-    ConvTcTransposeF16,
-    /// `cuda/conv_tc.cu`: tensor-core transposed convolutions, bf16.
-    ConvTcTransposeBf16,
-    /// `cuda/conv_tc.cu`: the f16 tiles of [`ConvTcF16`](Self::ConvTcF16) reading 8-bit weight
-    /// codes.
-    ConvTcQ8F16,
-    /// `cuda/conv_tc.cu`: the bf16 tiles reading 8-bit weight codes.
-    ConvTcQ8Bf16,
-    /// `cuda/conv_tc.cu`: the element-wise loader tiles reading 8-bit weight codes.
-    ConvTcQ8Gather,
-    /// `cuda/conv_tc.cu`: the transposed f16 tiles reading 8-bit weight codes.
-    ConvTcQ8TransposeF16,
-    /// `cuda/conv_tc.cu`: the transposed bf16 tiles reading 8-bit weight codes.
-    ConvTcQ8TransposeBf16,
-    /// `cuda/conv_tc.cu`: TF32 tensor-core tiles for f32 activations (`Precision::Tf32`).
-    ConvTcTf32,
-    /// `cuda/conv_tc.cu`: TF32 tensor-core transposed tiles.
-    ConvTcTf32Transpose,
+macro_rules! kernel_sources {
+    ($($(#[doc = $doc:literal])* $var:ident = ($name:literal, $file:literal, $define:literal);)*) => {
+        /// One NVRTC program: one part of a source file of `cuda/`, selected by a `QC_PART`
+        /// define. Each tensor-core tile is a program of its own and the CUDA-core kernels come
+        /// two to a program, so that the programs are small, compile in parallel, and the longest
+        /// one bounds a cold compilation of everything. Each program is compiled once per
+        /// architecture into one CUBIN holding all of its entry points.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum KernelSource {
+            $($(#[doc = $doc])* $var,)*
+        }
+
+        impl KernelSource {
+            /// Number of programs.
+            pub const COUNT: usize = [$(KernelSource::$var),*].len();
+
+            /// Every program, in a fixed order.
+            pub const ALL: [KernelSource; KernelSource::COUNT] = [$(KernelSource::$var),*];
+
+            /// Short name (`"fakequant"`, `"conv_f32_t128_m32"`, …, `"conv_tc_misc"`), used in
+            /// cache file names.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(KernelSource::$var => $name,)*
+                }
+            }
+
+            /// File name inside `cuda/` (also the NVRTC program name, so compiler messages name
+            /// it).
+            pub fn file_name(&self) -> &'static str {
+                match self {
+                    $(KernelSource::$var => $file,)*
+                }
+            }
+
+            /// Compiler options specific to this program, added after
+            /// [`crate::cuda::nvrtc::BASE_OPTIONS`]: the `QC_PART` define that selects its entry
+            /// points.
+            pub fn options(&self) -> &'static [&'static str] {
+                match self {
+                    $(KernelSource::$var => &[$define],)*
+                }
+            }
+        }
+    };
+}
+
+kernel_sources! {
+    /// `cuda/fakequant.cu`: the fake-quant kernel and the 8-bit code expansion.
+    FakeQuant = ("fakequant", "fakequant.cu", "-DQC_PART=1");
+    /// `cuda/fakequant.cu`: the quantize-only kernel (`get_quantized_weight()`).
+    Quantize = ("quantize", "fakequant.cu", "-DQC_PART=2");
+    /// `cuda/conv.cu`, f32 activations: the 128×128 and 32×128 tiles.
+    ConvF32T128M32 = ("conv_f32_t128_m32", "conv.cu", "-DQC_PART=1");
+    /// `cuda/conv.cu`, f32 activations: the 64×64 tile and the direct kernel.
+    ConvF32T64Direct = ("conv_f32_t64_direct", "conv.cu", "-DQC_PART=2");
+    /// `cuda/conv.cu`, f16 activations: the 128×128 and 32×128 tiles.
+    ConvF16T128M32 = ("conv_f16_t128_m32", "conv.cu", "-DQC_PART=3");
+    /// `cuda/conv.cu`, f16 activations: the 64×64 tile and the direct kernel.
+    ConvF16T64Direct = ("conv_f16_t64_direct", "conv.cu", "-DQC_PART=4");
+    /// `cuda/conv.cu`, bf16 activations: the 128×128 and 32×128 tiles.
+    ConvBf16T128M32 = ("conv_bf16_t128_m32", "conv.cu", "-DQC_PART=5");
+    /// `cuda/conv.cu`, bf16 activations: the 64×64 tile and the direct kernel.
+    ConvBf16T64Direct = ("conv_bf16_t64_direct", "conv.cu", "-DQC_PART=6");
+    /// `cuda/conv_transpose.cu`, f32 activations: the 128×128 and 32×128 tiles.
+    ConvTransposeF32T128M32 = ("conv_transpose_f32_t128_m32", "conv_transpose.cu", "-DQC_PART=1");
+    /// `cuda/conv_transpose.cu`, f32 activations: the 64×64 tile and the direct kernel.
+    ConvTransposeF32T64Direct = ("conv_transpose_f32_t64_direct", "conv_transpose.cu", "-DQC_PART=2");
+    /// `cuda/conv_transpose.cu`, f16 activations: the 128×128 and 32×128 tiles.
+    ConvTransposeF16T128M32 = ("conv_transpose_f16_t128_m32", "conv_transpose.cu", "-DQC_PART=3");
+    /// `cuda/conv_transpose.cu`, f16 activations: the 64×64 tile and the direct kernel.
+    ConvTransposeF16T64Direct = ("conv_transpose_f16_t64_direct", "conv_transpose.cu", "-DQC_PART=4");
+    /// `cuda/conv_transpose.cu`, bf16 activations: the 128×128 and 32×128 tiles.
+    ConvTransposeBf16T128M32 = ("conv_transpose_bf16_t128_m32", "conv_transpose.cu", "-DQC_PART=5");
+    /// `cuda/conv_transpose.cu`, bf16 activations: the 64×64 tile and the direct kernel.
+    ConvTransposeBf16T64Direct = ("conv_transpose_bf16_t64_direct", "conv_transpose.cu", "-DQC_PART=6");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, f16.
+    ConvTcF16T128x128 = ("conv_tc_f16_128x128", "conv_tc.cu", "-DQC_PART=1");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, f16.
+    ConvTcF16T128x64 = ("conv_tc_f16_128x64", "conv_tc.cu", "-DQC_PART=2");
+    /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, f16.
+    ConvTcF16T64x64 = ("conv_tc_f16_64x64", "conv_tc.cu", "-DQC_PART=3");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, bf16.
+    ConvTcBf16T128x128 = ("conv_tc_bf16_128x128", "conv_tc.cu", "-DQC_PART=4");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, bf16.
+    ConvTcBf16T128x64 = ("conv_tc_bf16_128x64", "conv_tc.cu", "-DQC_PART=5");
+    /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, bf16.
+    ConvTcBf16T64x64 = ("conv_tc_bf16_64x64", "conv_tc.cu", "-DQC_PART=6");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, f16.
+    ConvTcF16Gather = ("conv_tc_f16_gather", "conv_tc.cu", "-DQC_PART=7");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, bf16.
+    ConvTcBf16Gather = ("conv_tc_bf16_gather", "conv_tc.cu", "-DQC_PART=8");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, f16.
+    ConvTcTrF16T128x128 = ("conv_tc_tr_f16_128x128", "conv_tc.cu", "-DQC_PART=9");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, f16.
+    ConvTcTrF16T64x64 = ("conv_tc_tr_f16_64x64", "conv_tc.cu", "-DQC_PART=10");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, bf16.
+    ConvTcTrBf16T128x128 = ("conv_tc_tr_bf16_128x128", "conv_tc.cu", "-DQC_PART=11");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, bf16.
+    ConvTcTrBf16T64x64 = ("conv_tc_tr_bf16_64x64", "conv_tc.cu", "-DQC_PART=12");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, f16, reading 8-bit weight codes.
+    ConvTcQ8F16T128x128 = ("conv_tc_f16_128x128_q8", "conv_tc.cu", "-DQC_PART=13");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, f16, reading 8-bit weight codes.
+    ConvTcQ8F16T128x64 = ("conv_tc_f16_128x64_q8", "conv_tc.cu", "-DQC_PART=14");
+    /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, f16, reading 8-bit weight codes.
+    ConvTcQ8F16T64x64 = ("conv_tc_f16_64x64_q8", "conv_tc.cu", "-DQC_PART=15");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, bf16, reading 8-bit weight codes.
+    ConvTcQ8Bf16T128x128 = ("conv_tc_bf16_128x128_q8", "conv_tc.cu", "-DQC_PART=16");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, bf16, reading 8-bit weight codes.
+    ConvTcQ8Bf16T128x64 = ("conv_tc_bf16_128x64_q8", "conv_tc.cu", "-DQC_PART=17");
+    /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, bf16, reading 8-bit weight codes.
+    ConvTcQ8Bf16T64x64 = ("conv_tc_bf16_64x64_q8", "conv_tc.cu", "-DQC_PART=18");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, f16, reading 8-bit weight codes.
+    ConvTcQ8F16Gather = ("conv_tc_f16_gather_q8", "conv_tc.cu", "-DQC_PART=19");
+    /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, bf16, reading 8-bit weight codes.
+    ConvTcQ8Bf16Gather = ("conv_tc_bf16_gather_q8", "conv_tc.cu", "-DQC_PART=20");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, f16, reading 8-bit weight codes.
+    ConvTcQ8TrF16T128x128 = ("conv_tc_tr_f16_128x128_q8", "conv_tc.cu", "-DQC_PART=21");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, f16, reading 8-bit weight codes.
+    ConvTcQ8TrF16T64x64 = ("conv_tc_tr_f16_64x64_q8", "conv_tc.cu", "-DQC_PART=22");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, bf16, reading 8-bit weight codes.
+    ConvTcQ8TrBf16T128x128 = ("conv_tc_tr_bf16_128x128_q8", "conv_tc.cu", "-DQC_PART=23");
+    /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, bf16, reading 8-bit weight codes.
+    ConvTcQ8TrBf16T64x64 = ("conv_tc_tr_bf16_64x64_q8", "conv_tc.cu", "-DQC_PART=24");
+    /// `cuda/conv_tc.cu`: the TF32 tensor-core 128×128 tile.
+    ConvTcTf32T128x128 = ("conv_tc_tf32_128x128", "conv_tc.cu", "-DQC_PART=25");
+    /// `cuda/conv_tc.cu`: the TF32 tensor-core 128×64 tile.
+    ConvTcTf32T128x64 = ("conv_tc_tf32_128x64", "conv_tc.cu", "-DQC_PART=26");
+    /// `cuda/conv_tc.cu`: the TF32 tensor-core 64×64 tile.
+    ConvTcTf32T64x64 = ("conv_tc_tf32_64x64", "conv_tc.cu", "-DQC_PART=27");
+    /// `cuda/conv_tc.cu`: the TF32 tensor-core transposed 128×128 tile.
+    ConvTcTrTf32T128x128 = ("conv_tc_tr_tf32_128x128", "conv_tc.cu", "-DQC_PART=28");
+    /// `cuda/conv_tc.cu`: the TF32 tensor-core transposed 64×64 tile.
+    ConvTcTrTf32T64x64 = ("conv_tc_tr_tf32_64x64", "conv_tc.cu", "-DQC_PART=29");
+    /// `cuda/conv_tc.cu`: the channels-last depthwise kernels, the layout transposes and the split-K reductions.
+    ConvTcMisc = ("conv_tc_misc", "conv_tc.cu", "-DQC_PART=30");
 }
 
 impl KernelSource {
-    /// Every program, in a fixed order.
-    pub const ALL: [KernelSource; 20] = [
-        KernelSource::FakeQuant,
-        KernelSource::ConvF32,
-        KernelSource::ConvF16,
-        KernelSource::ConvBf16,
-        KernelSource::ConvTransposeF32,
-        KernelSource::ConvTransposeF16,
-        KernelSource::ConvTransposeBf16,
-        KernelSource::ConvTcF16,
-        KernelSource::ConvTcBf16,
-        KernelSource::ConvTcGather,
-        KernelSource::ConvTcMisc,
-        KernelSource::ConvTcTransposeF16,
-        KernelSource::ConvTcTransposeBf16,
-        KernelSource::ConvTcQ8F16,
-        KernelSource::ConvTcQ8Bf16,
-        KernelSource::ConvTcQ8Gather,
-        KernelSource::ConvTcQ8TransposeF16,
-        KernelSource::ConvTcQ8TransposeBf16,
-        KernelSource::ConvTcTf32,
-        KernelSource::ConvTcTf32Transpose,
-    ];
-
-    /// Short name (`"fakequant"`, `"conv_f32"`, …, `"conv_tc_misc"`), used in cache file names.
-    pub fn name(&self) -> &'static str {
-        match self {
-            KernelSource::FakeQuant => "fakequant",
-            KernelSource::ConvF32 => "conv_f32",
-            KernelSource::ConvF16 => "conv_f16",
-            KernelSource::ConvBf16 => "conv_bf16",
-            KernelSource::ConvTransposeF32 => "conv_transpose_f32",
-            KernelSource::ConvTransposeF16 => "conv_transpose_f16",
-            KernelSource::ConvTransposeBf16 => "conv_transpose_bf16",
-            KernelSource::ConvTcF16 => "conv_tc_f16",
-            KernelSource::ConvTcBf16 => "conv_tc_bf16",
-            KernelSource::ConvTcGather => "conv_tc_gather",
-            KernelSource::ConvTcMisc => "conv_tc_misc",
-            KernelSource::ConvTcTransposeF16 => "conv_tc_transpose_f16",
-            KernelSource::ConvTcTransposeBf16 => "conv_tc_transpose_bf16",
-            KernelSource::ConvTcQ8F16 => "conv_tc_q8_f16",
-            KernelSource::ConvTcQ8Bf16 => "conv_tc_q8_bf16",
-            KernelSource::ConvTcQ8Gather => "conv_tc_q8_gather",
-            KernelSource::ConvTcQ8TransposeF16 => "conv_tc_q8_transpose_f16",
-            KernelSource::ConvTcQ8TransposeBf16 => "conv_tc_q8_transpose_bf16",
-            KernelSource::ConvTcTf32 => "conv_tc_tf32",
-            KernelSource::ConvTcTf32Transpose => "conv_tc_tf32_transpose",
-        }
-    }
-
-    /// File name inside `cuda/` (also the NVRTC program name, so compiler messages name it).
-    pub fn file_name(&self) -> &'static str {
-        match self {
-            KernelSource::FakeQuant => "fakequant.cu",
-            KernelSource::ConvF32 | KernelSource::ConvF16 | KernelSource::ConvBf16 => "conv.cu",
-            KernelSource::ConvTransposeF32 | KernelSource::ConvTransposeF16 | KernelSource::ConvTransposeBf16 => {
-                "conv_transpose.cu"
-            }
-            KernelSource::ConvTcF16
-            | KernelSource::ConvTcBf16
-            | KernelSource::ConvTcGather
-            | KernelSource::ConvTcMisc
-            | KernelSource::ConvTcTransposeF16
-            | KernelSource::ConvTcTransposeBf16
-            | KernelSource::ConvTcQ8F16
-            | KernelSource::ConvTcQ8Bf16
-            | KernelSource::ConvTcQ8Gather
-            | KernelSource::ConvTcQ8TransposeF16
-            | KernelSource::ConvTcQ8TransposeBf16
-            | KernelSource::ConvTcTf32
-            | KernelSource::ConvTcTf32Transpose => "conv_tc.cu",
-        }
-    }
-
     /// The source text, embedded at build time.
     pub fn source(&self) -> &'static str {
         match self.file_name() {
@@ -152,27 +167,6 @@ impl KernelSource {
             "conv.cu" => include_str!("../../cuda/conv.cu"),
             "conv_transpose.cu" => include_str!("../../cuda/conv_transpose.cu"),
             _ => include_str!("../../cuda/conv_tc.cu"),
-        }
-    }
-
-    /// Compiler options specific to this program, added after
-    /// [`crate::cuda::nvrtc::BASE_OPTIONS`]: the `QC_PART` define that selects its entry points.
-    pub fn options(&self) -> &'static [&'static str] {
-        match self {
-            KernelSource::FakeQuant => &[],
-            KernelSource::ConvF32 | KernelSource::ConvTransposeF32 | KernelSource::ConvTcF16 => &["-DQC_PART=1"],
-            KernelSource::ConvF16 | KernelSource::ConvTransposeF16 | KernelSource::ConvTcBf16 => &["-DQC_PART=2"],
-            KernelSource::ConvBf16 | KernelSource::ConvTransposeBf16 | KernelSource::ConvTcGather => &["-DQC_PART=3"],
-            KernelSource::ConvTcMisc => &["-DQC_PART=4"],
-            KernelSource::ConvTcTransposeF16 => &["-DQC_PART=5"],
-            KernelSource::ConvTcTransposeBf16 => &["-DQC_PART=6"],
-            KernelSource::ConvTcQ8F16 => &["-DQC_PART=7"],
-            KernelSource::ConvTcQ8Bf16 => &["-DQC_PART=8"],
-            KernelSource::ConvTcQ8Gather => &["-DQC_PART=9"],
-            KernelSource::ConvTcQ8TransposeF16 => &["-DQC_PART=10"],
-            KernelSource::ConvTcQ8TransposeBf16 => &["-DQC_PART=11"],
-            KernelSource::ConvTcTf32 => &["-DQC_PART=12"],
-            KernelSource::ConvTcTf32Transpose => &["-DQC_PART=13"],
         }
     }
 
@@ -395,7 +389,7 @@ macro_rules! conv_variants {
             },
             KernelVariant {
                 name: "qc_quantize",
-                source: KernelSource::FakeQuant,
+                source: KernelSource::Quantize,
                 kind: KernelKind::Quantize,
                 dtype: None,
                 transposed: false,
@@ -426,59 +420,59 @@ macro_rules! conv_variants {
 
 /// Every kernel variant, grouped by source.
 pub static VARIANTS: &[KernelVariant] = conv_variants![
-    "qc_conv_fwd_f32_t128", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, false>";
-    "qc_conv_fwd_f32_t64", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, false>";
-    "qc_conv_fwd_f32_m32", ConvF32, false, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, false>";
-    "qc_conv_fwd_f16_t128", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, false>";
-    "qc_conv_fwd_f16_t64", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, false>";
-    "qc_conv_fwd_f16_m32", ConvF16, false, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, false>";
-    "qc_conv_fwd_bf16_t128", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, false>";
-    "qc_conv_fwd_bf16_t64", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, false>";
-    "qc_conv_fwd_bf16_m32", ConvBf16, false, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, false>";
-    "qc_conv_fwd_f32_direct", ConvF32, false, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, false>";
-    "qc_conv_fwd_f16_direct", ConvF16, false, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, false>";
-    "qc_conv_fwd_bf16_direct", ConvBf16, false, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, false>";
-    "qc_conv_tr_f32_t128", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, true>";
-    "qc_conv_tr_f32_t64", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, true>";
-    "qc_conv_tr_f32_m32", ConvTransposeF32, true, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, true>";
-    "qc_conv_tr_f16_t128", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, true>";
-    "qc_conv_tr_f16_t64", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, true>";
-    "qc_conv_tr_f16_m32", ConvTransposeF16, true, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, true>";
-    "qc_conv_tr_bf16_t128", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, true>";
-    "qc_conv_tr_bf16_t64", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, true>";
-    "qc_conv_tr_bf16_m32", ConvTransposeBf16, true, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, true>";
-    "qc_conv_tr_f32_direct", ConvTransposeF32, true, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, true>";
-    "qc_conv_tr_f16_direct", ConvTransposeF16, true, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, true>";
-    "qc_conv_tr_bf16_direct", ConvTransposeBf16, true, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, true>";
-    "qc_conv_tc_f16_128x128", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_f16_128x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_f16_64x64", ConvTcF16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_bf16_128x128", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_bf16_128x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_bf16_64x64", ConvTcBf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_f16_gather", ConvTcGather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, false>";
-    "qc_conv_tc_bf16_gather", ConvTcGather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, false>";
-    "qc_conv_tc_tr_f16_128x128", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_f16_64x64", ConvTcTransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, false>";
-    "qc_conv_tc_tr_bf16_128x128", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_bf16_64x64", ConvTcTransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, false>";
-    "qc_conv_tc_f16_128x128_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, true>";
-    "qc_conv_tc_f16_128x64_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_f16_64x64_q8", ConvTcQ8F16, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_bf16_128x128_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, true>";
-    "qc_conv_tc_bf16_128x64_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_bf16_64x64_q8", ConvTcQ8Bf16, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_f16_gather_q8", ConvTcQ8Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, true>";
-    "qc_conv_tc_bf16_gather_q8", ConvTcQ8Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, true>";
-    "qc_conv_tc_tr_f16_128x128_q8", ConvTcQ8TransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, true>";
-    "qc_conv_tc_tr_f16_64x64_q8", ConvTcQ8TransposeF16, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, true>";
-    "qc_conv_tc_tr_bf16_128x128_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, true>";
-    "qc_conv_tc_tr_bf16_64x64_q8", ConvTcQ8TransposeBf16, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, true>";
-    "qc_conv_tc_tf32_128x128", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_tf32_128x64", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<float, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_tf32_64x64", ConvTcTf32, false, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_tr_tf32_128x128", ConvTcTf32Transpose, true, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_tf32_64x64", ConvTcTf32Transpose, true, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, true, false>";
+    "qc_conv_fwd_f32_t128", ConvF32T128M32, false, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, false>";
+    "qc_conv_fwd_f32_t64", ConvF32T64Direct, false, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, false>";
+    "qc_conv_fwd_f32_m32", ConvF32T128M32, false, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, false>";
+    "qc_conv_fwd_f16_t128", ConvF16T128M32, false, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, false>";
+    "qc_conv_fwd_f16_t64", ConvF16T64Direct, false, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, false>";
+    "qc_conv_fwd_f16_m32", ConvF16T128M32, false, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, false>";
+    "qc_conv_fwd_bf16_t128", ConvBf16T128M32, false, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, false>";
+    "qc_conv_fwd_bf16_t64", ConvBf16T64Direct, false, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, false>";
+    "qc_conv_fwd_bf16_m32", ConvBf16T128M32, false, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, false>";
+    "qc_conv_fwd_f32_direct", ConvF32T64Direct, false, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, false>";
+    "qc_conv_fwd_f16_direct", ConvF16T64Direct, false, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, false>";
+    "qc_conv_fwd_bf16_direct", ConvBf16T64Direct, false, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, false>";
+    "qc_conv_tr_f32_t128", ConvTransposeF32T128M32, true, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, true>";
+    "qc_conv_tr_f32_t64", ConvTransposeF32T64Direct, true, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, true>";
+    "qc_conv_tr_f32_m32", ConvTransposeF32T128M32, true, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, true>";
+    "qc_conv_tr_f16_t128", ConvTransposeF16T128M32, true, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, true>";
+    "qc_conv_tr_f16_t64", ConvTransposeF16T64Direct, true, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, true>";
+    "qc_conv_tr_f16_m32", ConvTransposeF16T128M32, true, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, true>";
+    "qc_conv_tr_bf16_t128", ConvTransposeBf16T128M32, true, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, true>";
+    "qc_conv_tr_bf16_t64", ConvTransposeBf16T64Direct, true, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, true>";
+    "qc_conv_tr_bf16_m32", ConvTransposeBf16T128M32, true, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, true>";
+    "qc_conv_tr_f32_direct", ConvTransposeF32T64Direct, true, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, true>";
+    "qc_conv_tr_f16_direct", ConvTransposeF16T64Direct, true, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, true>";
+    "qc_conv_tr_bf16_direct", ConvTransposeBf16T64Direct, true, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, true>";
+    "qc_conv_tc_f16_128x128", ConvTcF16T128x128, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_f16_128x64", ConvTcF16T128x64, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_f16_64x64", ConvTcF16T64x64, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_bf16_128x128", ConvTcBf16T128x128, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_bf16_128x64", ConvTcBf16T128x64, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_bf16_64x64", ConvTcBf16T64x64, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_f16_gather", ConvTcF16Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, false>";
+    "qc_conv_tc_bf16_gather", ConvTcBf16Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, false>";
+    "qc_conv_tc_tr_f16_128x128", ConvTcTrF16T128x128, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_f16_64x64", ConvTcTrF16T64x64, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, false>";
+    "qc_conv_tc_tr_bf16_128x128", ConvTcTrBf16T128x128, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_bf16_64x64", ConvTcTrBf16T64x64, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, false>";
+    "qc_conv_tc_f16_128x128_q8", ConvTcQ8F16T128x128, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, true>";
+    "qc_conv_tc_f16_128x64_q8", ConvTcQ8F16T128x64, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_f16_64x64_q8", ConvTcQ8F16T64x64, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_bf16_128x128_q8", ConvTcQ8Bf16T128x128, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, true>";
+    "qc_conv_tc_bf16_128x64_q8", ConvTcQ8Bf16T128x64, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_bf16_64x64_q8", ConvTcQ8Bf16T64x64, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, true>";
+    "qc_conv_tc_f16_gather_q8", ConvTcQ8F16Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, true>";
+    "qc_conv_tc_bf16_gather_q8", ConvTcQ8Bf16Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, true>";
+    "qc_conv_tc_tr_f16_128x128_q8", ConvTcQ8TrF16T128x128, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, true>";
+    "qc_conv_tc_tr_f16_64x64_q8", ConvTcQ8TrF16T64x64, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, true>";
+    "qc_conv_tc_tr_bf16_128x128_q8", ConvTcQ8TrBf16T128x128, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, true>";
+    "qc_conv_tc_tr_bf16_64x64_q8", ConvTcQ8TrBf16T64x64, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, true>";
+    "qc_conv_tc_tf32_128x128", ConvTcTf32T128x128, false, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, false, false>";
+    "qc_conv_tc_tf32_128x64", ConvTcTf32T128x64, false, F32, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<float, 128, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_tf32_64x64", ConvTcTf32T64x64, false, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, false, false>";
+    "qc_conv_tc_tr_tf32_128x128", ConvTcTrTf32T128x128, true, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, true, false>";
+    "qc_conv_tc_tr_tf32_64x64", ConvTcTrTf32T64x64, true, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, true, false>";
     "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<float>";
     "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_half>";
     "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_bf16>";

@@ -459,7 +459,7 @@ ptxas info    : Used 32 registers, used 0 barriers, 464 bytes cmem[0], 24 bytes 
 
     #[test]
     fn options_end_with_the_arch() {
-        let o = full_options(KernelSource::ConvF32, Arch::new(9, 0), &["-lineinfo"]);
+        let o = full_options(KernelSource::ConvF32T128M32, Arch::new(9, 0), &["-lineinfo"]);
         assert_eq!(o.first().map(String::as_str), Some("--std=c++17"));
         assert!(o.iter().any(|s| s == "--fmad=false"));
         assert_eq!(o[o.len() - 2], "-lineinfo");

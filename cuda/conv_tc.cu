@@ -358,9 +358,16 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
             if (Q8) {
                 /* 8 codes (8 bytes, aligned: rows and chunk offsets are multiples of 8); the
                  * element-wise loader's last chunk may pass the reduction's end (kred is not a
-                 * multiple of 8 there): those elements become zeros in store_b. */
+                 * multiple of 8 there), and with padded input channels a chunk may pass the
+                 * tap's codes: those elements become zeros in store_b. */
                 q_pend[i] = ok ? __ldg(reinterpret_cast<const uint2*>(q_row[i] + off)) : make_uint2(0u, 0u);
-                q_valid[i] = !ok ? 0 : (VEC_A || kred - r >= 8) ? 8 : kred - r;
+                if (VEC_A) {
+                    /* Padded input channels: the slots past w_cg_valid of the tap are +0. */
+                    const int left = p.w_cg_valid - c;
+                    q_valid[i] = !ok ? 0 : left >= 8 ? 8 : left;
+                } else {
+                    q_valid[i] = !ok ? 0 : kred - r >= 8 ? 8 : kred - r;
+                }
             } else {
                 qc_cp_async16(qc_smem_addr(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)), ok ? b_row[i] + off : w, ok);
             }
@@ -821,6 +828,37 @@ __device__ __forceinline__ void qc_transpose(const QcTransposeParams& p) {
     }
 }
 
+/* ---- channel padding for the tensor-core tiles (QcPadChannelsParams) ------------------------
+ * One thread per pixel (grid-stride): consecutive threads read consecutive pixels of each NCHW
+ * channel plane (coalesced) and write their pixel's groups * cg_pad channels. */
+template <typename E>
+__device__ __forceinline__ void qc_pad_channels(const QcPadChannelsParams& p) {
+    const E* src = reinterpret_cast<const E*>(p.src);
+    E* dst = reinterpret_cast<E*>(p.dst);
+    const long long cin = (long long)p.groups * p.cg;
+    const long long cout = (long long)p.groups * p.cg_pad;
+    const long long total = p.batch * p.pixels;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long px = (long long)blockIdx.x * blockDim.x + threadIdx.x; px < total; px += stride) {
+        const long long b = px / p.pixels;
+        /* Source element of channel ch: base + ch * step (NCHW: planes apart; NHWC: adjacent). */
+        const E* base = p.src_nhwc ? src + px * cin : src + b * cin * p.pixels + (px - b * p.pixels);
+        const long long step = p.src_nhwc ? 1 : p.pixels;
+        E* d = dst + px * cout;
+        long long ch = 0;
+        for (int g = 0; g < p.groups; ++g) {
+            for (int c = 0; c < p.cg_pad; ++c) {
+                E v = 0;
+                if (c < p.cg) {
+                    v = base[ch * step];
+                    ++ch;
+                }
+                *d++ = v;
+            }
+        }
+    }
+}
+
 #if QC_PART == 30
 extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTransposeParams p) {
     qc_transpose<unsigned short>(p);
@@ -828,5 +866,13 @@ extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTrans
 
 extern "C" __global__ void __launch_bounds__(256) qc_transpose_b32(const QcTransposeParams p) {
     qc_transpose<unsigned int>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(256) qc_pad_channels_b16(const QcPadChannelsParams p) {
+    qc_pad_channels<unsigned short>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(256) qc_pad_channels_b32(const QcPadChannelsParams p) {
+    qc_pad_channels<unsigned int>(p);
 }
 #endif

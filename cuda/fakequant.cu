@@ -409,7 +409,7 @@ extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(con
             c = rest % p.cg;
             k = rest / p.cg;
         }
-        const unsigned char b = codes[k * p.row + t * p.cg + c];
+        const unsigned char b = codes[k * p.row + t * p.cg_pad + c];
         const int code = p.codes_signed ? (int)(signed char)b : (int)b;
         dst[i] = __fmul_rn(__fsub_rn((float)code, zero[k]), scale[k]);
     }

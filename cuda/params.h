@@ -194,6 +194,13 @@ typedef struct QcConvParams {
     /** *_q8 entries only: const float*: the zero point of each output channel [out_channels],
      *  as a float. 0 for every other kernel. */
     uint64_t w_zero;
+    /** *_q8 entries with 16-byte loads only: the channels per group that hold codes (<= cg). When
+     *  the input's channels were padded (QcPadChannelsParams), the code slots from w_cg_valid to
+     *  cg of each tap are padding and load as +0, like the zeros of the 16-bit weight. Set cg
+     *  otherwise (0 for the other kernels). */
+    int32_t w_cg_valid;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved2;
 } QcConvParams;
 
 /* ---------------------------------------------------------------------------------------------
@@ -243,7 +250,37 @@ typedef struct QcDequantParams {
     int32_t layout;
     /** 1 for int8 codes, 0 for uint8. */
     int32_t codes_signed;
+    /** Channel slots per tap in a row of codes: cg, or cg rounded up to 8 when the tensor-core
+     *  path pads the input channels (QcPadChannelsParams); the code of (k, t, c) is at
+     *  k * row + t * cg_pad + c. */
+    int32_t cg_pad;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
 } QcDequantParams;
+
+/** Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/conv_tc.cu): copies an input
+ *  with `groups` groups of `cg` channels (NCHW when src_nhwc is 0, channels-last when 1) into a
+ *  channels-last buffer with `cg_pad` >= cg channel slots per group, the extra slots zero:
+ *  dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : 0. The tensor-core tiles then read
+ *  C/groups = cg_pad, a multiple of 8, with 16-byte loads (a 3-channel stem becomes 8 channels). */
+typedef struct QcPadChannelsParams {
+    /** const element*: batch * pixels * groups * cg elements of 2 (b16) or 4 (b32) bytes. */
+    uint64_t src;
+    /** element*: batch * pixels * groups * cg_pad elements. */
+    uint64_t dst;
+    /** Images N. */
+    int64_t batch;
+    /** Spatial positions per image (D * H * W). */
+    int64_t pixels;
+    /** Channel groups. */
+    int32_t groups;
+    /** Channels per group in the source. */
+    int32_t cg;
+    /** Channel slots per group in the destination (>= cg). */
+    int32_t cg_pad;
+    /** 1 when the source is channels-last, 0 when NCHW. */
+    int32_t src_nhwc;
+} QcPadChannelsParams;
 
 /** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):
  *  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.

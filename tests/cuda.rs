@@ -473,12 +473,12 @@ fn sanitizer_smoke() {
     let b = Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap();
     let sk = qconv::Conv2d::from_float_observed(wt, Some(b), o).unwrap();
     check_tensor_core(&sk, &make_input(&mut rng, &[1, 256, 3, 3], DType::F16), "tensor cores, split-K");
-    // The element-wise loader (3 channels), the transposed tiles, the depthwise kernel.
+    // The channel padding (3 channels), the transposed tiles, the depthwise kernel.
     let o = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
     let shape = qconv::Conv2d::weight_shape(3, 16, &o);
     let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
     let stem = qconv::Conv2d::from_float_observed(wt, None, o).unwrap();
-    check_tensor_core(&stem, &make_input(&mut rng, &[2, 3, 9, 8], DType::F16), "tensor cores, element-wise loader");
+    check_tensor_core(&stem, &make_input(&mut rng, &[2, 3, 9, 8], DType::F16), "tensor cores, padded channels");
     let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
     let shape = qconv::ConvTranspose2d::weight_shape(8, 12, &o);
     let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
@@ -498,6 +498,27 @@ fn sanitizer_smoke() {
             qconv::ConvTranspose2d::from_float_observed(wt, Some(Tensor::zeros(&[k], DType::F32).unwrap()), o).unwrap();
         let x = make_input(&mut rng, &[2, c, 5, 6], DType::F32);
         check_module(&m, &x, &format!("{m}"));
+    }
+    // One input channel per group: the element-wise loader.
+    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(4).bias(true);
+    let shape = qconv::Conv2d::weight_shape(4, 64, &o);
+    let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let el = qconv::Conv2d::from_float_observed(wt, None, o).unwrap();
+    check_tensor_core(&el, &make_input(&mut rng, &[2, 4, 5, 6], DType::F16), "tensor cores, element-wise loader");
+    // 8-bit weight codes: the *_q8 loaders (padded and not, element-wise) and, for f32, the
+    // code expansion before the CUDA-core kernel.
+    for (name, m) in [("stem", &stem), ("3x3", &m), ("element-wise", &el)] {
+        let q = m.clone().with_weight_storage(WeightStorage::Int8Codes).unwrap();
+        let c = m.in_channels();
+        check_tensor_core(&q, &make_input(&mut rng, &[2, c, 7, 6], DType::BF16), &format!("codes, {name}"));
+        check_module(&q, &make_input(&mut rng, &[2, c, 7, 6], DType::F32), &format!("codes, exact, {name}"));
+    }
+    // TF32 (padded stem and 16 channels) and its split-K reduction.
+    for t in [&stem, &m, &sk] {
+        let td = t.to_device(CUDA).unwrap().with_precision(Precision::Tf32);
+        let c = t.in_channels();
+        let x = make_input(&mut rng, &[1, c, 3, 3], DType::F32).to_device(CUDA).unwrap();
+        td.forward(&x).unwrap().to_device(Device::Cpu).unwrap();
     }
 }
 
@@ -771,10 +792,13 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
         // Few output positions, long reductions: split-K (partial sums + ordered reduction).
         (512, 64, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]),
         (256, 96, 2, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [5, 5]),
-        // C/groups not a multiple of 8: the element-wise loader (a stem; C/groups 12; reflect).
+        // C/groups not a multiple of 8: the input's channels padded to 8 (qc_pad_channels) for the
+        // 16-byte loader (a stem; C/groups 12; reflect; circular).
         (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]),
         (24, 40, 2, [3, 3], [1, 1], [1, 1], [1, 2], PaddingMode::Reflect, 2, [9, 12]),
         (5, 70, 1, [2, 3], [1, 1], [0, 1], [1, 1], PaddingMode::Circular, 3, [6, 5]),
+        // One input channel per group (16 outputs each): the element-wise loader.
+        (4, 64, 4, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Reflect, 2, [9, 12]),
     ];
     for (c, k, groups, kernel, stride, pad, dil, mode, n, hw) in cases {
         let o = ConvOptions::<2>::new(kernel)
@@ -1017,7 +1041,11 @@ where
         }
     }
     let (k, numel) = (m.out_channels(), m.weight().numel());
-    let row = (numel / k).div_ceil(8) * 8;
+    let cg = m.in_channels() / m.groups();
+    let taps = numel / (k * cg);
+    // Forward convolutions with C/groups not a multiple of 8 pad their channel slots to 8.
+    let cg_pad = qconv::cuda::launch::tc_padded_cg(T, cg, k / m.groups()).unwrap_or(cg);
+    let row = (taps * cg_pad).div_ceil(8) * 8;
     assert_eq!(codes.device_weight_bytes(), k * row + 8 * k, "{what}");
     assert!(float.device_weight_bytes() >= 4 * numel, "{what}");
     codes.device_weight_bytes()
@@ -1041,8 +1069,10 @@ fn int8_code_storage_is_bit_identical_to_float_storage() {
         (16, 40, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 4, [40, 40]), // 128x64
         (32, 48, 2, [3, 3], [2, 2], [2, 2], [2, 2], PaddingMode::Reflect, 2, [13, 10]),
         (512, 64, 1, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]), // split-K
-        (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]), // gather, 147
-        (5, 70, 1, [2, 3], [1, 1], [0, 1], [1, 1], PaddingMode::Circular, 3, [6, 5]), // gather, 30
+        (3, 16, 1, [7, 7], [2, 2], [3, 3], [1, 1], PaddingMode::Zeros, 2, [30, 27]), // padded to 8
+        (5, 70, 1, [2, 3], [1, 1], [0, 1], [1, 1], PaddingMode::Circular, 3, [6, 5]), // padded to 8
+        (24, 32, 2, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Reflect, 2, [9, 8]), // 12 -> 16
+        (4, 64, 4, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 12]),  // gather, 9
         (16, 16, 16, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 10]), // depthwise kernel
         (16, 32, 16, [3, 3], [2, 1], [1, 1], [1, 1], PaddingMode::Zeros, 2, [9, 10]), // CUDA cores
         (6, 4, 2, [3, 3], [1, 1], [1, 1], [1, 1], PaddingMode::Replicate, 2, [8, 8]), // CUDA cores
@@ -1112,7 +1142,7 @@ fn int8_code_storage_is_bit_identical_to_float_storage() {
 /// 1-d/3-d) and transposed convolutions on the TF32 tensor cores, against the f64 oracle over the
 /// TF32-rounded weight and input (round to nearest, ties away: a truncating kernel fails the
 /// tolerance, which only allows for f32 accumulation); channels-first and channels-last agree bit
-/// for bit; problems the TF32 tiles do not take (C/groups 12, depthwise) and 8-bit code storage
+/// for bit; problems the TF32 tiles do not take (C/groups 12 with 8 outputs, depthwise) and code storage
 /// give the exact path's output.
 #[test]
 fn tf32_precision_matches_the_tf32_rounded_oracle() {
@@ -1153,6 +1183,9 @@ fn tf32_precision_matches_the_tf32_rounded_oracle() {
         (32, 48, 2, [3, 3], [2, 2], [2, 2], PaddingMode::Reflect, 2, [13, 10]),
         (512, 64, 1, [3, 3], [1, 1], [1, 1], PaddingMode::Zeros, 1, [7, 7]), // split-K
         (24, 16, 1, [3, 2], [1, 2], [1, 1], PaddingMode::Circular, 3, [7, 9]),
+        // Channels padded to 8 / 16 for the TF32 tiles (no element-wise loader there).
+        (3, 16, 1, [7, 7], [2, 2], [3, 3], PaddingMode::Zeros, 2, [30, 27]),
+        (24, 40, 2, [3, 3], [1, 1], [1, 1], PaddingMode::Reflect, 2, [9, 12]),
     ];
     for (c, k, groups, kernel, stride, pad, mode, n, hw) in cases {
         let o = ConvOptions::<2>::new(kernel)
@@ -1186,8 +1219,9 @@ fn tf32_precision_matches_the_tf32_rounded_oracle() {
     let m3 = qconv::Conv3d::from_float_observed(w3, Some(Tensor::from_vec(rng.vec(8, -0.5, 0.5), &[8]).unwrap()), o3)
         .unwrap();
     check(&m3, &make_input(&mut rng, &[2, 8, 6, 7, 8], DType::F32), "conv3d");
-    // Not on the TF32 tiles: C/groups 12, depthwise, and code storage -> exactly the exact path.
-    for (c, k, groups) in [(12usize, 16usize, 1usize), (16, 16, 16), (16, 32, 1)] {
+    // Not on the TF32 tiles: C/groups 12 with 8 output channels (not padded), depthwise, and
+    // code storage -> exactly the exact path.
+    for (c, k, groups) in [(12usize, 8usize, 1usize), (16, 16, 16), (16, 32, 1)] {
         let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
         let shape = qconv::Conv2d::weight_shape(c, k, &o);
         let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();

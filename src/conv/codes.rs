@@ -20,7 +20,8 @@ use crate::quant::{self, Plan, WeightQParams};
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PackedCodes {
     /// `[K][row]`: element (output channel `k`, tap `t`, input channel `c` of the group) at
-    /// `k * row + t * cg + c`, zero bytes past `taps * cg`. int8 bit patterns when `signed`.
+    /// `k * row + t * cg_pad + c`, zero bytes in the slots past `cg` and past the taps. int8
+    /// bit patterns when `signed`.
     pub codes: Vec<u8>,
     /// Scale of each output channel.
     pub scale: Vec<f32>,
@@ -28,8 +29,10 @@ pub(crate) struct PackedCodes {
     pub zero: Vec<f32>,
     /// The codes are int8 (else uint8).
     pub signed: bool,
-    /// Codes per output channel: `taps * cg` rounded up to 8.
+    /// Codes per output channel: `taps * cg_pad` rounded up to 8.
     pub row: usize,
+    /// Input channels per group (the slots from `cg` to `cg_pad` are padding).
+    pub cg: usize,
 }
 
 /// The device formula, on the host: `f32((f32(code) − zero) · scale)`.
@@ -73,7 +76,8 @@ fn plan_channels(plan: &Plan) -> Result<Channels> {
 }
 
 /// Quantizes `weight` (module layout: forward `[K, C/g, *k]`, transposed `[C, K/g, *k]`) with
-/// `qparams` and packs the codes for the device; `weight_fq` is the module's `get_weight()`.
+/// `qparams` and packs the codes for the device with `cg_pad` channel slots per tap (≥ C/g; the
+/// tensor-core layout); `weight_fq` is the module's `get_weight()`.
 ///
 /// Errors (`InvalidConfig` on `weight_storage`) when the weight has no integer codes, when the
 /// codes do not fit in 8 bits (qint32, a wider quant range), when the scales vary along an axis
@@ -85,6 +89,7 @@ pub(crate) fn pack_codes(
     in_channels: usize,
     out_channels: usize,
     groups: usize,
+    cg_pad: usize,
     taps: usize,
     weight: &[f32],
     shape: &[usize],
@@ -118,7 +123,7 @@ pub(crate) fn pack_codes(
         }
     };
     let (codes_all, _) = quant::quantize_codes_planned(&plan, shape, weight)?;
-    let row = crate::cuda::launch::tc_weight_row(cg, taps);
+    let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
     let mut codes = vec![0u8; out_channels * row];
     let mut scale = Vec::with_capacity(out_channels);
     let mut zero = Vec::with_capacity(out_channels);
@@ -141,11 +146,11 @@ pub(crate) fn pack_codes(
                     )));
                 }
                 // q lies in [qmin, qmax], inside the 8-bit range chosen above.
-                codes[k * row + t * cg + c] = if signed { q as i8 as u8 } else { q as u8 };
+                codes[k * row + t * cg_pad + c] = if signed { q as i8 as u8 } else { q as u8 };
             }
         }
     }
-    Ok(PackedCodes { codes, scale, zero, signed, row })
+    Ok(PackedCodes { codes, scale, zero, signed, row, cg })
 }
 
 #[cfg(test)]
@@ -182,7 +187,7 @@ mod tests {
         p: &PackedCodes,
         transposed: bool,
         k: usize,
-        cg: usize,
+        (cg, cg_pad): (usize, usize),
         groups: usize,
         taps: usize,
     ) -> Vec<f32> {
@@ -197,24 +202,38 @@ mod tests {
             } else {
                 (rest / cg, rest % cg)
             };
-            let b = p.codes[kk * p.row + t * cg + c];
+            let b = p.codes[kk * p.row + t * cg_pad + c];
             let code = if p.signed { b as i8 as i32 } else { b as i32 };
             *o = (code as f32 - p.zero[kk]) * p.scale[kk];
         }
         out
     }
 
-    /// Packs a random weight with `qp` and checks, for every chunk the tensor-core loaders read,
-    /// that the decoded 16-bit values equal the float storage's packing of `get_weight()` (the
-    /// same loop as the module's upload), and that `qc_dequant_codes` gives `get_weight()`.
+    /// Packs a random weight with `qp` (`cg_pad` channel slots per tap) and checks, for every
+    /// chunk the tensor-core loaders read, that the decoded 16-bit values equal the float
+    /// storage's packing of `get_weight()` (the same loop as the module's upload, zeros in the
+    /// padding), and that `qc_dequant_codes` gives `get_weight()`.
     fn check(transposed: bool, c: usize, k: usize, groups: usize, taps: usize, qp: &WeightQParams) -> PackedCodes {
+        check_padded(transposed, c, k, groups, c / groups, taps, qp)
+    }
+
+    fn check_padded(
+        transposed: bool,
+        c: usize,
+        k: usize,
+        groups: usize,
+        cg_pad: usize,
+        taps: usize,
+        qp: &WeightQParams,
+    ) -> PackedCodes {
         let shape = if transposed { vec![c, k / groups, taps] } else { vec![k, c / groups, taps] };
         let w = weight(shape.iter().product(), (c * 31 + k * 7 + taps) as u64);
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
         let fq = quant::fake_quantize(&wt, qp).unwrap().to_vec_f32();
-        let p = pack_codes(transposed, c, k, groups, taps, &w, &shape, qp, &fq).unwrap();
+        let p = pack_codes(transposed, c, k, groups, cg_pad, taps, &w, &shape, qp, &fq).unwrap();
         let (cg, kg) = (c / groups, k / groups);
-        let row = crate::cuda::launch::tc_weight_row(cg, taps);
+        let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
+        assert_eq!(p.cg, cg);
         assert_eq!((p.row, p.codes.len(), p.scale.len(), p.zero.len()), (row, k * row, k, k));
         // The float storage's tensor-core packing (module.rs upload), in f32.
         let mut tc = vec![0f32; k * row];
@@ -223,16 +242,22 @@ mod tests {
                 for t in 0..taps {
                     let (g, m) = (ko / kg, ko % kg);
                     let i = if transposed { ((g * cg + ci) * kg + m) * taps + t } else { (ko * cg + ci) * taps + t };
-                    tc[ko * row + t * cg + ci] = fq[i];
+                    tc[ko * row + t * cg_pad + ci] = fq[i];
                 }
             }
         }
         let rf16: fn(f32) -> u16 = |v| f16::from_f32(v).to_bits();
         let rbf16: fn(f32) -> u16 = |v| bf16::from_f32(v).to_bits();
+        // The chunks a loader reads and how many of their elements hold codes: 16-byte loader
+        // (cg_pad a multiple of 8): chunks within a tap, `w_cg_valid = cg` masking the padded
+        // slots; element-wise loader: the row read contiguously up to cg * taps.
+        let chunks: Vec<(usize, usize)> = if cg_pad.is_multiple_of(8) {
+            (0..taps).flat_map(|t| (0..cg_pad / 8).map(move |j| (t * cg_pad + 8 * j, (cg - 8 * j).min(8)))).collect()
+        } else {
+            (0..row / 8).map(|j| (8 * j, (cg * taps - 8 * j).min(8))).collect()
+        };
         for ko in 0..k {
-            for chunk in 0..row / 8 {
-                let r = chunk * 8;
-                let valid = (cg * taps - r).min(8);
+            for (chunk, &(r, valid)) in chunks.iter().enumerate() {
                 let bytes = &p.codes[ko * row + r..ko * row + r + 8];
                 for round in [rf16, rbf16] {
                     let got = dequant8(bytes, p.scale[ko], p.zero[ko], valid, p.signed, round);
@@ -242,7 +267,7 @@ mod tests {
                 assert!(bytes[valid..].iter().all(|&b| b == 0), "padding bytes are zero");
             }
         }
-        let back = dequant_module_layout(&p, transposed, k, cg, groups, taps);
+        let back = dequant_module_layout(&p, transposed, k, (cg, cg_pad), groups, taps);
         assert_eq!(
             back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             fq.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -254,7 +279,7 @@ mod tests {
                 for t in 0..taps {
                     let (g, m) = (ko / kg, ko % kg);
                     let i = if transposed { ((g * cg + ci) * kg + m) * taps + t } else { (ko * cg + ci) * taps + t };
-                    let b = p.codes[ko * row + t * cg + ci];
+                    let b = p.codes[ko * row + t * cg_pad + ci];
                     assert_eq!(if p.signed { b as i8 as i32 } else { b as i32 }, codes[i]);
                 }
             }
@@ -316,6 +341,12 @@ mod tests {
             .with_quant_range(-8, 7)
             .decomposed(true);
         check(false, 16, 8, 1, 9, &dec);
+        // Input channels padded for the 16-byte loader: a 3-channel stem (8 slots) and 2 groups
+        // of 12 (16 slots), with unsigned codes whose zero point is not 0 (padding must still
+        // load as +0).
+        let stem = check_padded(false, 3, 16, 1, 8, 49, &WeightQParams::per_tensor(QuantDType::QUInt8, 0.004, 120));
+        assert_eq!((stem.row, stem.cg), (392, 3));
+        check_padded(false, 24, 32, 2, 16, 9, &sym(32, 0.002));
     }
 
     #[test]
@@ -325,7 +356,7 @@ mod tests {
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
         let try_pack = |qp: WeightQParams| {
             let fq = quant::fake_quantize(&wt, &qp).unwrap().to_vec_f32();
-            pack_codes(false, 16, 8, 1, 9, &w, &shape, &qp, &fq).unwrap_err().to_string()
+            pack_codes(false, 16, 8, 1, 16, 9, &w, &shape, &qp, &fq).unwrap_err().to_string()
         };
         let e = try_pack(WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0));
         assert!(e.contains("weight_storage") && e.contains("does not fit in 8 bits"), "{e}");

@@ -44,19 +44,23 @@ pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
 /// How a CUDA forward pass multiplies (the CPU path is always [`Precision::Exact`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
-    /// Tensor cores wherever the kernel applies — forward convolutions with f16 or bf16
-    /// activations and `in_channels / groups` a multiple of 8: both operands in the activation
-    /// dtype (the fake-quantized weight rounded to nearest even, as PyTorch's `module.half()` /
-    /// `.bfloat16()` gives cuDNN), products accumulated in f32, bias added in f32, one rounding
-    /// of the output. Other problems (depthwise, a 3-channel stem, transposed) run as `Exact`.
+    /// Tensor cores wherever the kernels apply, for f16 and bf16 activations: forward and
+    /// transposed convolutions with `in_channels / groups` a multiple of 8, and forward ones with
+    /// at least 16 output channels per group (the input's channels padded with zeros to a
+    /// multiple of 8 first, e.g. a 3-channel stem; one channel per group uses an element-wise
+    /// loader). Both operands in the activation dtype (the fake-quantized weight rounded to
+    /// nearest even, as PyTorch's `module.half()` / `.bfloat16()` gives cuDNN), products
+    /// accumulated in f32, bias added in f32, one rounding of the output. Other problems
+    /// (depthwise, few output channels per group) and f32 activations run as `Exact`.
     #[default]
     TensorCore,
     /// The f32 fake-quantized weight and f32 fused multiply-adds for every activation dtype
     /// (f16/bf16 inputs widened exactly), one rounding of the output: the CPU path's numerics.
     Exact,
     /// Opt-in TF32 for f32 activations (PyTorch's `torch.backends.cudnn.allow_tf32 = True`):
-    /// forward and transposed convolutions with `in_channels / groups` a multiple of 8 run on
-    /// tensor cores with both operands rounded to TF32 (10 mantissa bits, to nearest with ties
+    /// forward and transposed convolutions with `in_channels / groups` a multiple of 8, and
+    /// forward ones with 2 to 7 (mod 8) input and at least 16 output channels per group (input
+    /// channels padded to a multiple of 8), run on tensor cores with both operands rounded to TF32 (10 mantissa bits, to nearest with ties
     /// away from zero: the weight on the host, the activations in the kernel), products
     /// accumulated in f32, bias added in f32. Relative error grows to about 2⁻¹¹ per product.
     /// f16/bf16 activations run as [`TensorCore`](Precision::TensorCore); other problems and
@@ -147,6 +151,22 @@ impl FloatWeight<'_> {
             FloatWeight::Temporary(w) => w,
         }
     }
+}
+
+/// The geometry of a module's tensor-core weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TcDims {
+    /// Output channels K.
+    k: usize,
+    /// Input channels per group.
+    cg: usize,
+    /// Channel slots per tap in a packed row: `cg`, or `cg` rounded up to 8 when the input is
+    /// padded for the 16-byte loader (`tc_padded_cg`).
+    cg_pad: usize,
+    /// Kernel taps.
+    taps: usize,
+    /// Groups.
+    groups: usize,
 }
 
 /// What is computed from weight + qparams once per change.
@@ -342,6 +362,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 in_channels,
                 out_channels,
                 options.groups,
+                crate::cuda::launch::tc_padded_cg(
+                    TRANSPOSED,
+                    in_channels / options.groups.max(1),
+                    out_channels / options.groups.max(1),
+                )
+                .unwrap_or(in_channels / options.groups.max(1)),
                 options.kernel_size.iter().product(),
                 w,
                 weight.shape(),
@@ -372,13 +398,32 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
-    /// `(K, C/groups, taps, groups)` when the tensor-core kernel can run this module (`C/groups`
-    /// a multiple of 8, or forward with at least 16 output channels per group), else `None`.
-    fn tc_dims(&self) -> Option<(usize, usize, usize, usize)> {
+    /// Channel slots per tap of the tensor-core weight: `C/groups`, rounded up to 8 where the
+    /// forward tensor-core path pads the input's channels (see `tc_padded_cg`).
+    fn tc_cg_pad(&self) -> usize {
         let groups = self.options.groups.max(1);
         let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
-        (cg > 0 && kg > 0 && (cg.is_multiple_of(8) || (!TRANSPOSED && kg >= 16)))
-            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product(), groups))
+        crate::cuda::launch::tc_padded_cg(TRANSPOSED, cg, kg).unwrap_or(cg)
+    }
+
+    fn dims(&self) -> TcDims {
+        let groups = self.options.groups.max(1);
+        TcDims {
+            k: self.out_channels,
+            cg: self.in_channels / groups,
+            cg_pad: self.tc_cg_pad(),
+            taps: self.options.kernel_size.iter().product(),
+            groups,
+        }
+    }
+
+    /// The tensor-core weight geometry when the f16/bf16 tensor-core kernels can run this module
+    /// (`C/groups` a multiple of 8, or forward with at least 16 output channels per group:
+    /// padded to 8 channels, or the element-wise loader for one channel per group), else `None`.
+    fn tc_dims(&self) -> Option<TcDims> {
+        let d = self.dims();
+        let kg = d.k / d.groups;
+        (d.cg > 0 && kg > 0 && (d.cg.is_multiple_of(8) || (!TRANSPOSED && kg >= 16))).then_some(d)
     }
 
     /// `(C, taps)` when the channels-last depthwise kernel can run this module (forward,
@@ -396,7 +441,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         ordinal: usize,
         derived: &Derived,
         bias: Option<&Tensor>,
-        tc: Option<(usize, usize, usize, usize)>,
+        tc: Option<TcDims>,
         dw: Option<(usize, usize)>,
     ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
@@ -410,6 +455,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 scale: runtime.htod(&c.scale, None)?,
                 zero: runtime.htod(&c.zero, None)?,
                 signed: c.signed,
+                cg_valid: c.cg,
             };
             return Ok(CudaWeights {
                 runtime,
@@ -448,13 +494,13 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw, codes: None, tc_tf32: Default::default() })
     }
 
-    /// `get_weight()` (module layout) packed for the tensor-core kernels, `dims` =
-    /// `(K, C/groups, taps, groups)`: `[K][row]` with row = taps·Cg rounded up to 8
-    /// (zero-padded), tap-major then channel, each value converted by `conv`.
-    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: (usize, usize, usize, usize), conv: impl Fn(f32) -> E) -> Vec<E> {
-        let (k, cg, taps, groups) = dims;
+    /// `get_weight()` (module layout) packed for the tensor-core kernels: `[K][row]` with row =
+    /// taps·cg_pad rounded up to 8, element (k, tap, c) at `k·row + tap·cg_pad + c`, the slots
+    /// past `cg` and past the taps zero; each value converted by `conv`.
+    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: TcDims, conv: impl Fn(f32) -> E) -> Vec<E> {
+        let TcDims { k, cg, cg_pad, taps, groups } = dims;
         let kg = k / groups.max(1);
-        let row = crate::cuda::launch::tc_weight_row(cg, taps);
+        let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
         let mut out = vec![E::default(); k * row];
         for ko in 0..k {
             for c in 0..cg {
@@ -467,20 +513,19 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                     } else {
                         fq[(ko * cg + c) * taps + t]
                     };
-                    out[ko * row + t * cg + c] = conv(v);
+                    out[ko * row + t * cg_pad + c] = conv(v);
                 }
             }
         }
         out
     }
 
-    /// `(K, C/groups, taps, groups)` when the TF32 tiles can run this module (`C/groups` a
-    /// multiple of 8, forward or transposed), else `None`.
-    fn tf32_dims(&self) -> Option<(usize, usize, usize, usize)> {
-        let groups = self.options.groups.max(1);
-        let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
-        (cg > 0 && kg > 0 && cg.is_multiple_of(8))
-            .then(|| (self.out_channels, cg, self.options.kernel_size.iter().product(), groups))
+    /// The tensor-core weight geometry when the TF32 tiles can run this module (`C/groups` a
+    /// multiple of 8, forward or transposed, or padded to one: they have no element-wise
+    /// loader), else `None`.
+    fn tf32_dims(&self) -> Option<TcDims> {
+        let d = self.dims();
+        (d.cg > 0 && d.k / d.groups > 0 && d.cg_pad.is_multiple_of(8)).then_some(d)
     }
 
     /// The TF32 weight of `cw`, built and uploaded (on `stream`) on first use.
@@ -717,7 +762,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             let layout = if TRANSPOSED { QC_DQ_TRANSPOSED } else { QC_DQ_FORWARD };
             let (cg, groups) = (self.in_channels / self.options.groups.max(1), self.options.groups.max(1));
             let taps = self.options.kernel_size.iter().product();
-            rt.dequant_codes_device(c, self.out_channels, cg, groups, taps, layout, &mut dst, None)?;
+            rt.dequant_codes_device(c, self.out_channels, cg, self.tc_cg_pad(), groups, taps, layout, &mut dst, None)?;
             compare("weight-code self-check", rt.dtoh(&dst, None)?)?;
         }
         Ok(())
@@ -744,7 +789,17 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let cg = self.in_channels / groups;
         let taps: usize = self.options.kernel_size.iter().product();
         let mut w = cw.runtime.alloc_uninit::<f32>(self.weight.numel(), stream)?;
-        cw.runtime.dequant_codes_device(c, self.out_channels, cg, groups, taps, layout, &mut w, stream)?;
+        cw.runtime.dequant_codes_device(
+            c,
+            self.out_channels,
+            cg,
+            self.tc_cg_pad(),
+            groups,
+            taps,
+            layout,
+            &mut w,
+            stream,
+        )?;
         Ok(FloatWeight::Temporary(w))
     }
 
@@ -1022,6 +1077,23 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
         }
         let simt_layout = if TRANSPOSED { QC_DQ_TRANSPOSED } else { QC_DQ_FORWARD };
+        let groups = self.options.groups.max(1);
+        let (cg, cg_pad) = (c / groups, self.tc_cg_pad());
+        if let (Some(w), true) = (tc_weight, cg_pad != cg) {
+            // C/groups not a multiple of 8: copy the input channels-last with cg_pad channel
+            // slots per group (zeros past cg), then the 16-byte tensor-core loader.
+            let padded_bytes = [n, in_sp, groups, cg_pad, es]
+                .iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .ok_or_else(|| Error::Overflow(format!("the channel-padded input of {problem:?}")))?;
+            let mut xp = rt.alloc_uninit::<u8>(padded_bytes, stream)?;
+            let nhwc = layout == Layout::ChannelsLast;
+            rt.pad_channels_device(&xs.bytes, &mut xp, es, n, in_sp, groups, cg, cg_pad, nhwc, stream)?;
+            let padded = ConvProblem { in_channels: groups * cg_pad, ..problem.clone() };
+            let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+            rt.conv_device_tc(&padded, dtype, w, bias, &xp, &mut y, nhwc, stream)?;
+            return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
+        }
         let y = match (tc_weight, layout) {
             (Some(w), Layout::ChannelsLast) => {
                 let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;

@@ -353,6 +353,9 @@ pub enum KernelKind {
     SplitKReduce,
     /// `qc_dequant_codes`: 8-bit weight codes and per-channel scales to a float32 weight.
     DequantCodes,
+    /// Channel padding of elements of this many bytes (2 or 4) for the tensor-core tiles
+    /// (`qc_pad_channels_b16` / `_b32`).
+    PadChannels(u32),
 }
 
 /// One kernel entry point.
@@ -479,7 +482,7 @@ pub static VARIANTS: &[KernelVariant] = conv_variants![
 ];
 
 /// The layout kernels and the split-K reductions (`cuda/conv_tc.cu`).
-pub static TRANSPOSE_VARIANTS: [KernelVariant; 5] = [
+pub static TRANSPOSE_VARIANTS: [KernelVariant; 7] = [
     KernelVariant {
         name: "qc_splitk_reduce_f16",
         source: KernelSource::ConvTcMisc,
@@ -525,6 +528,24 @@ pub static TRANSPOSE_VARIANTS: [KernelVariant; 5] = [
         weight_codes: false,
         instantiation: "qc_transpose<unsigned int>",
     },
+    KernelVariant {
+        name: "qc_pad_channels_b16",
+        source: KernelSource::ConvTcMisc,
+        kind: KernelKind::PadChannels(2),
+        dtype: None,
+        transposed: false,
+        weight_codes: false,
+        instantiation: "qc_pad_channels<unsigned short>",
+    },
+    KernelVariant {
+        name: "qc_pad_channels_b32",
+        source: KernelSource::ConvTcMisc,
+        kind: KernelKind::PadChannels(4),
+        dtype: None,
+        transposed: false,
+        weight_codes: false,
+        instantiation: "qc_pad_channels<unsigned int>",
+    },
 ];
 
 /// Every entry point: [`VARIANTS`] (weights and convolutions) then [`TRANSPOSE_VARIANTS`].
@@ -566,6 +587,11 @@ pub fn dequant_codes_variant() -> Option<&'static KernelVariant> {
 /// The split-K reduction for `dtype` (f16, bf16, or f32 for the TF32 tiles).
 pub fn splitk_reduce_variant(dtype: DType) -> Option<&'static KernelVariant> {
     TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
+}
+
+/// The channel-padding kernel for elements of `bytes` bytes (2 or 4).
+pub fn pad_channels_variant(bytes: u32) -> Option<&'static KernelVariant> {
+    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::PadChannels(bytes))
 }
 
 /// The layout kernel for elements of `bytes` bytes (2 or 4).
@@ -637,6 +663,9 @@ mod tests {
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());
+        assert_eq!(pad_channels_variant(2).unwrap().name, "qc_pad_channels_b16");
+        assert_eq!(pad_channels_variant(4).unwrap().source, KernelSource::ConvTcMisc);
+        assert!(pad_channels_variant(1).is_none());
         assert_eq!(splitk_reduce_variant(DType::BF16).unwrap().name, "qc_splitk_reduce_bf16");
         assert_eq!(splitk_reduce_variant(DType::F32).unwrap().name, "qc_splitk_reduce_f32");
     }

@@ -20,7 +20,9 @@ pub use super::params_sys::{
     QC_FQ_DECOMPOSED_F64, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY, QC_FQ_INT_PER_CHANNEL, QC_FQ_INT_PER_TENSOR,
     QC_PAD_CIRCULAR, QC_PAD_REFLECT, QC_PAD_REPLICATE, QC_PAD_ZEROS,
 };
-pub use super::params_sys::{QcDequantLayout, QcDequantParams, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
+pub use super::params_sys::{
+    QcDequantLayout, QcDequantParams, QcPadChannelsParams, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED,
+};
 
 use super::kernels::{ConvAlgo, ConvTile, TcTile};
 use crate::conv::PaddingMode;
@@ -199,6 +201,8 @@ pub fn conv_params(p: &ConvProblem, has_bias: bool) -> Result<QcConvParams> {
         w_codes_signed: 0,
         w_scale: 0,
         w_zero: 0,
+        w_cg_valid: 0,
+        reserved2: 0,
     })
 }
 
@@ -315,14 +319,19 @@ pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> 
 /// × `taps`, in `groups` groups, whose codes are packed `[K][row]` (`row` = [`tc_weight_row`]):
 /// the float32 weight is written in `layout` (the module's own layout for `QC_DQ_FORWARD` /
 /// `QC_DQ_TRANSPOSED`, `[taps][K]` for `QC_DQ_DEPTHWISE`). The runtime sets the pointers.
+#[allow(clippy::too_many_arguments)]
 pub fn dequant_params(
     out_channels: usize,
     cg: usize,
+    cg_pad: usize,
     groups: usize,
     taps: usize,
     layout: QcDequantLayout,
     signed: bool,
 ) -> Result<QcDequantParams> {
+    if cg_pad < cg {
+        return Err(Error::config("cg_pad", cg_pad, format!("must be at least C/groups ({cg})")));
+    }
     if groups == 0 || !out_channels.is_multiple_of(groups) {
         return Err(Error::config(
             "groups",
@@ -341,7 +350,8 @@ pub fn dequant_params(
         return Err(Error::config("QcDequantParams", "(kernel arguments)", format!("unknown layout {layout}")));
     }
     let numel = mul("weight elements", &[out_channels as u64, cg as u64, taps as u64])?;
-    let row = cg.checked_mul(taps).map(|n| n.div_ceil(8) * 8).ok_or_else(|| Error::Overflow("weight row".into()))?;
+    let row =
+        cg_pad.checked_mul(taps).map(|n| n.div_ceil(8) * 8).ok_or_else(|| Error::Overflow("weight row".into()))?;
     Ok(QcDequantParams {
         codes: 0,
         scale: 0,
@@ -355,7 +365,63 @@ pub fn dequant_params(
         taps: to_i32("kernel taps", taps)?,
         layout: layout as i32,
         codes_signed: signed as i32,
+        cg_pad: to_i32("padded C/groups", cg_pad)?,
+        reserved: 0,
     })
+}
+
+/// C/groups as the tensor-core tiles see a forward convolution: `cg` itself when it is a
+/// multiple of 8, else (forward convolutions with at least 2 channels per group and 16 output
+/// channels per group) `cg` rounded up to 8, the input being copied with zero channels by
+/// `qc_pad_channels` first: the 16-byte loader on 8/3 of the work beats the element-wise loader
+/// for a 3-channel stem. `None` when no padding applies (the element-wise loader or the CUDA-core
+/// kernels take the problem).
+pub fn tc_padded_cg(transposed: bool, cg: usize, kg: usize) -> Option<usize> {
+    (!transposed && cg >= 2 && !cg.is_multiple_of(8) && kg >= 16).then(|| cg.div_ceil(8) * 8)
+}
+
+/// Arguments of `qc_pad_channels_*` (the runtime sets the pointers).
+pub fn pad_channels_params(
+    batch: usize,
+    pixels: usize,
+    groups: usize,
+    cg: usize,
+    cg_pad: usize,
+    src_nhwc: bool,
+) -> Result<QcPadChannelsParams> {
+    if cg_pad < cg || groups == 0 {
+        return Err(Error::config(
+            "QcPadChannelsParams",
+            "(kernel arguments)",
+            format!("groups ({groups}) must be positive and cg_pad ({cg_pad}) at least cg ({cg})"),
+        ));
+    }
+    mul("padded input elements", &[batch as u64, pixels as u64, groups as u64, cg_pad as u64])?;
+    let as_i64 = |what: &'static str, v: usize| i64::try_from(v).map_err(|_| Error::Overflow(what.into()));
+    Ok(QcPadChannelsParams {
+        src: 0,
+        dst: 0,
+        batch: as_i64("batch", batch)?,
+        pixels: as_i64("pixels", pixels)?,
+        groups: to_i32("groups", groups)?,
+        cg: to_i32("in_channels / groups", cg)?,
+        cg_pad: to_i32("padded C/groups", cg_pad)?,
+        src_nhwc: src_nhwc as i32,
+    })
+}
+
+/// Grid and block of `qc_pad_channels_*` (one thread per pixel, grid-stride), or `None` when
+/// there is nothing to copy.
+pub fn pad_channels_launch(p: &QcPadChannelsParams) -> Result<Option<LaunchDims>> {
+    if p.batch < 0 || p.pixels < 0 {
+        return Err(Error::config("QcPadChannelsParams", "(kernel arguments)", "negative size"));
+    }
+    let total = (p.batch as u64).saturating_mul(p.pixels as u64);
+    if total == 0 {
+        return Ok(None);
+    }
+    let blocks = ceil_div(total, 256).min(MAX_GRID_STRIDE_BLOCKS);
+    Ok(Some(LaunchDims { grid: (blocks as u32, 1, 1), block: (256, 1, 1), dynamic_shared_bytes: 0 }))
 }
 
 /// Grid and block of `qc_dequant_codes` (grid-stride, 256 threads), or `None` for an empty
@@ -1550,19 +1616,93 @@ mod tests {
 
     #[test]
     fn dequant_params_fields_launch_and_errors() {
-        let p = dequant_params(12, 3, 2, 9, QC_DQ_TRANSPOSED, true).unwrap();
+        let p = dequant_params(12, 3, 3, 2, 9, QC_DQ_TRANSPOSED, true).unwrap();
         assert_eq!((p.numel, p.row, p.out_channels, p.cg, p.kg, p.taps), (12 * 27, 32, 12, 3, 6, 9));
         assert_eq!((p.layout, p.codes_signed, p.codes, p.dst), (QC_DQ_TRANSPOSED as i32, 1, 0, 0));
         let d = dequant_launch(&p).unwrap().unwrap();
         assert_eq!((d.grid, d.block), ((2, 1, 1), (256, 1, 1)));
-        assert!(dequant_launch(&dequant_params(0, 3, 1, 9, QC_DQ_FORWARD, false).unwrap()).unwrap().is_none());
-        let dw = dequant_params(16, 1, 16, 9, QC_DQ_DEPTHWISE, false).unwrap();
+        assert!(dequant_launch(&dequant_params(0, 3, 3, 1, 9, QC_DQ_FORWARD, false).unwrap()).unwrap().is_none());
+        let dw = dequant_params(16, 1, 1, 16, 9, QC_DQ_DEPTHWISE, false).unwrap();
         assert_eq!((dw.row, dw.kg, dw.codes_signed), (16, 1, 0));
-        assert!(dequant_params(16, 2, 8, 9, QC_DQ_DEPTHWISE, false).is_err());
-        assert!(dequant_params(12, 3, 5, 9, QC_DQ_FORWARD, false).is_err());
-        assert!(dequant_params(12, 3, 0, 9, QC_DQ_FORWARD, false).is_err());
-        assert!(dequant_params(12, 3, 1, 9, 7, false).is_err());
-        assert!(dequant_params(1 << 40, 1 << 20, 1, 1 << 10, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(16, 2, 2, 8, 9, QC_DQ_DEPTHWISE, false).is_err());
+        assert!(dequant_params(12, 3, 3, 5, 9, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(12, 3, 3, 0, 9, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(12, 3, 3, 1, 9, 7, false).is_err());
+        // Padded channel slots: rows of taps * cg_pad codes.
+        let padded = dequant_params(16, 3, 8, 1, 49, QC_DQ_FORWARD, true).unwrap();
+        assert_eq!((padded.row, padded.cg, padded.cg_pad), (392, 3, 8));
+        assert!(dequant_params(16, 3, 2, 1, 49, QC_DQ_FORWARD, true).is_err());
+        assert!(dequant_params(1 << 40, 1 << 20, 1 << 20, 1, 1 << 10, QC_DQ_FORWARD, false).is_err());
+    }
+
+    /// `qc_pad_channels` of cuda/conv_tc.cu, transcribed (one pixel per iteration).
+    fn emulate_pad_channels(p: &QcPadChannelsParams, src: &[u32]) -> Vec<u32> {
+        let (groups, cg, cgp) = (p.groups as i64, p.cg as i64, p.cg_pad as i64);
+        let (cin, cout) = (groups * cg, groups * cgp);
+        let mut dst = vec![u32::MAX; (p.batch * p.pixels * cout) as usize];
+        for px in 0..p.batch * p.pixels {
+            let b = px / p.pixels;
+            let base = if p.src_nhwc != 0 { px * cin } else { b * cin * p.pixels + (px - b * p.pixels) };
+            let step = if p.src_nhwc != 0 { 1 } else { p.pixels };
+            let mut d = px * cout;
+            let mut ch = 0;
+            for _g in 0..groups {
+                for c in 0..cgp {
+                    let mut v = 0;
+                    if c < cg {
+                        v = src[(base + ch * step) as usize];
+                        ch += 1;
+                    }
+                    dst[d as usize] = v;
+                    d += 1;
+                }
+            }
+        }
+        dst
+    }
+
+    #[test]
+    fn pad_channels_params_and_kernel_transcription() {
+        assert_eq!(tc_padded_cg(false, 3, 64), Some(8));
+        assert_eq!(tc_padded_cg(false, 12, 16), Some(16));
+        assert_eq!(tc_padded_cg(false, 16, 64), None); // already a multiple of 8
+        assert_eq!(tc_padded_cg(false, 1, 64), None); // 8x the work: element-wise loader
+        assert_eq!(tc_padded_cg(false, 3, 8), None); // few output channels: CUDA cores
+        assert_eq!(tc_padded_cg(true, 3, 64), None); // transposed
+                                                     // (batch, pixels, groups, cg, cg_pad) with NCHW and channels-last sources.
+        for (n, px, groups, cg, cgp) in [(2usize, 5usize, 1usize, 3usize, 8usize), (1, 7, 2, 12, 16), (3, 1, 3, 5, 8)] {
+            for nhwc in [false, true] {
+                let p = pad_channels_params(n, px, groups, cg, cgp, nhwc).unwrap();
+                let d = pad_channels_launch(&p).unwrap().unwrap();
+                assert!(d.grid.0 as u64 * 256 >= (n * px) as u64);
+                // x(b, channel, s) = b*1000 + channel*10 + s, laid out as the source says.
+                let cin = groups * cg;
+                let mut src = vec![0u32; n * px * cin];
+                for b in 0..n {
+                    for ch in 0..cin {
+                        for s in 0..px {
+                            let i = if nhwc { (b * px + s) * cin + ch } else { (b * cin + ch) * px + s };
+                            src[i] = (b * 1000 + ch * 10 + s) as u32 + 1;
+                        }
+                    }
+                }
+                let dst = emulate_pad_channels(&p, &src);
+                for b in 0..n {
+                    for s in 0..px {
+                        for g in 0..groups {
+                            for c in 0..cgp {
+                                let got = dst[((b * px + s) * groups + g) * cgp + c];
+                                let want = if c < cg { (b * 1000 + (g * cg + c) * 10 + s) as u32 + 1 } else { 0 };
+                                assert_eq!(got, want, "b {b} s {s} g {g} c {c} nhwc {nhwc}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(pad_channels_params(1, 1, 1, 9, 8, false).is_err());
+        assert!(pad_channels_params(1, 1, 0, 3, 8, false).is_err());
+        assert!(pad_channels_launch(&pad_channels_params(0, 5, 1, 3, 8, true).unwrap()).unwrap().is_none());
     }
 
     #[test]

@@ -173,10 +173,14 @@ pub struct QcConvParams {
     pub w_scale: u64,
     #[doc = " *_q8 entries only: const float*: the zero point of each output channel [out_channels],\n  as a float. 0 for every other kernel."]
     pub w_zero: u64,
+    #[doc = " *_q8 entries with 16-byte loads only: the channels per group that hold codes (<= cg). When\n  the input's channels were padded (QcPadChannelsParams), the code slots from w_cg_valid to\n  cg of each tap are padding and load as +0, like the zeros of the 16-bit weight. Set cg\n  otherwise (0 for the other kernels)."]
+    pub w_cg_valid: i32,
+    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
+    pub reserved2: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 272usize];
+    ["Size of QcConvParams"][::core::mem::size_of::<QcConvParams>() - 280usize];
     ["Alignment of QcConvParams"][::core::mem::align_of::<QcConvParams>() - 8usize];
     ["Offset of field: QcConvParams::x"][::core::mem::offset_of!(QcConvParams, x) - 0usize];
     ["Offset of field: QcConvParams::w"][::core::mem::offset_of!(QcConvParams, w) - 8usize];
@@ -215,6 +219,8 @@ const _: () = {
     ["Offset of field: QcConvParams::w_codes_signed"][::core::mem::offset_of!(QcConvParams, w_codes_signed) - 252usize];
     ["Offset of field: QcConvParams::w_scale"][::core::mem::offset_of!(QcConvParams, w_scale) - 256usize];
     ["Offset of field: QcConvParams::w_zero"][::core::mem::offset_of!(QcConvParams, w_zero) - 264usize];
+    ["Offset of field: QcConvParams::w_cg_valid"][::core::mem::offset_of!(QcConvParams, w_cg_valid) - 272usize];
+    ["Offset of field: QcConvParams::reserved2"][::core::mem::offset_of!(QcConvParams, reserved2) - 276usize];
 };
 #[doc = " A forward convolution's weight [out_channels][cg][taps]."]
 pub const QC_DQ_FORWARD: QcDequantLayout = 0;
@@ -252,10 +258,14 @@ pub struct QcDequantParams {
     pub layout: i32,
     #[doc = " 1 for int8 codes, 0 for uint8."]
     pub codes_signed: i32,
+    #[doc = " Channel slots per tap in a row of codes: cg, or cg rounded up to 8 when the tensor-core\n  path pads the input channels (QcPadChannelsParams); the code of (k, t, c) is at\n  k * row + t * cg_pad + c."]
+    pub cg_pad: i32,
+    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
+    pub reserved: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of QcDequantParams"][::core::mem::size_of::<QcDequantParams>() - 72usize];
+    ["Size of QcDequantParams"][::core::mem::size_of::<QcDequantParams>() - 80usize];
     ["Alignment of QcDequantParams"][::core::mem::align_of::<QcDequantParams>() - 8usize];
     ["Offset of field: QcDequantParams::codes"][::core::mem::offset_of!(QcDequantParams, codes) - 0usize];
     ["Offset of field: QcDequantParams::scale"][::core::mem::offset_of!(QcDequantParams, scale) - 8usize];
@@ -271,6 +281,43 @@ const _: () = {
     ["Offset of field: QcDequantParams::layout"][::core::mem::offset_of!(QcDequantParams, layout) - 64usize];
     ["Offset of field: QcDequantParams::codes_signed"]
         [::core::mem::offset_of!(QcDequantParams, codes_signed) - 68usize];
+    ["Offset of field: QcDequantParams::cg_pad"][::core::mem::offset_of!(QcDequantParams, cg_pad) - 72usize];
+    ["Offset of field: QcDequantParams::reserved"][::core::mem::offset_of!(QcDequantParams, reserved) - 76usize];
+};
+#[doc = " Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/conv_tc.cu): copies an input\n  with `groups` groups of `cg` channels (NCHW when src_nhwc is 0, channels-last when 1) into a\n  channels-last buffer with `cg_pad` >= cg channel slots per group, the extra slots zero:\n  dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : 0. The tensor-core tiles then read\n  C/groups = cg_pad, a multiple of 8, with 16-byte loads (a 3-channel stem becomes 8 channels)."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcPadChannelsParams {
+    #[doc = " const element*: batch * pixels * groups * cg elements of 2 (b16) or 4 (b32) bytes."]
+    pub src: u64,
+    #[doc = " element*: batch * pixels * groups * cg_pad elements."]
+    pub dst: u64,
+    #[doc = " Images N."]
+    pub batch: i64,
+    #[doc = " Spatial positions per image (D * H * W)."]
+    pub pixels: i64,
+    #[doc = " Channel groups."]
+    pub groups: i32,
+    #[doc = " Channels per group in the source."]
+    pub cg: i32,
+    #[doc = " Channel slots per group in the destination (>= cg)."]
+    pub cg_pad: i32,
+    #[doc = " 1 when the source is channels-last, 0 when NCHW."]
+    pub src_nhwc: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcPadChannelsParams"][::core::mem::size_of::<QcPadChannelsParams>() - 48usize];
+    ["Alignment of QcPadChannelsParams"][::core::mem::align_of::<QcPadChannelsParams>() - 8usize];
+    ["Offset of field: QcPadChannelsParams::src"][::core::mem::offset_of!(QcPadChannelsParams, src) - 0usize];
+    ["Offset of field: QcPadChannelsParams::dst"][::core::mem::offset_of!(QcPadChannelsParams, dst) - 8usize];
+    ["Offset of field: QcPadChannelsParams::batch"][::core::mem::offset_of!(QcPadChannelsParams, batch) - 16usize];
+    ["Offset of field: QcPadChannelsParams::pixels"][::core::mem::offset_of!(QcPadChannelsParams, pixels) - 24usize];
+    ["Offset of field: QcPadChannelsParams::groups"][::core::mem::offset_of!(QcPadChannelsParams, groups) - 32usize];
+    ["Offset of field: QcPadChannelsParams::cg"][::core::mem::offset_of!(QcPadChannelsParams, cg) - 36usize];
+    ["Offset of field: QcPadChannelsParams::cg_pad"][::core::mem::offset_of!(QcPadChannelsParams, cg_pad) - 40usize];
+    ["Offset of field: QcPadChannelsParams::src_nhwc"]
+        [::core::mem::offset_of!(QcPadChannelsParams, src_nhwc) - 44usize];
 };
 #[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
 #[repr(C)]

@@ -32,14 +32,15 @@ use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
 use super::kernels::{
-    all_variants, conv_variant, conv_variant_codes, dequant_codes_variant, splitk_reduce_variant, transpose_variant,
-    ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
+    all_variants, conv_variant, conv_variant_codes, dequant_codes_variant, pad_channels_variant, splitk_reduce_variant,
+    transpose_variant, ConvAlgo, KernelKind, KernelSource, KernelVariant, VARIANTS,
 };
 use super::launch::{
     check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dequant_launch,
-    dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_launch, tc_conv_params, tc_supported,
-    transpose_launch, LaunchDims, QcConvParams, QcDequantLayout, QcDequantParams, QcFakeQuantParams, QcTransposeParams,
-    QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
+    dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_launch, pad_channels_launch,
+    pad_channels_params, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams, QcDequantLayout,
+    QcDequantParams, QcFakeQuantParams, QcPadChannelsParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP,
+    QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -58,6 +59,8 @@ unsafe impl DeviceRepr for QcFakeQuantParams {}
 unsafe impl DeviceRepr for QcTransposeParams {}
 // SAFETY: as above: `#[repr(C)]` plain data (u64, i64 and i32 fields) generated from params.h.
 unsafe impl DeviceRepr for QcDequantParams {}
+// SAFETY: as above: `#[repr(C)]` plain data (two u64, two i64, four i32) generated from params.h.
+unsafe impl DeviceRepr for QcPadChannelsParams {}
 
 /// A convolution weight held on the device as 8-bit codes (`WeightStorage::Int8Codes`): the codes
 /// packed `[K][row]` like the tensor-core weight (`row` = `tc_weight_row(C/groups, taps)`), and a
@@ -72,6 +75,9 @@ pub struct DeviceCodes {
     pub zero: CudaSlice<f32>,
     /// int8 codes (else uint8).
     pub signed: bool,
+    /// Input channels per group that hold codes; the packed rows may have more channel slots
+    /// per tap (padding for the 16-byte loader, see `tc_padded_cg`), which load as zeros.
+    pub cg_valid: usize,
 }
 
 /// The weight operand of [`Runtime::conv_device_tc`].
@@ -534,6 +540,9 @@ impl Runtime {
                 p.w_scale = sp;
                 p.w_zero = zp;
                 p.w_codes_signed = c.signed as i32;
+                p.w_cg_valid = i32::try_from(c.cg_valid).ok().filter(|&v| v <= p.cg).ok_or_else(|| {
+                    Error::config("cg_valid", c.cg_valid, format!("must be at most C/groups ({})", p.cg))
+                })?;
                 Some((gs, gz))
             }
         };
@@ -608,6 +617,43 @@ impl Runtime {
         with_conv_ptrs(self.ordinal, s, x, weight, bias, y, &mut p, true, |p| self.launch(&f, dims, p, s))
     }
 
+    /// Enqueues `qc_pad_channels_*`: `src` (`batch` images of `pixels` positions and `groups`
+    /// groups of `cg` channels, NCHW or channels-last per `src_nhwc`, elements of `elem_bytes`
+    /// bytes) into the channels-last `dst` with `cg_pad` channel slots per group, the extra
+    /// ones zero. Returns without waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pad_channels_device(
+        &self,
+        src: &CudaSlice<u8>,
+        dst: &mut CudaSlice<u8>,
+        elem_bytes: usize,
+        batch: usize,
+        pixels: usize,
+        groups: usize,
+        cg: usize,
+        cg_pad: usize,
+        src_nhwc: bool,
+        stream: Option<&Arc<CudaStream>>,
+    ) -> Result<()> {
+        let s = self.pick(stream)?;
+        let variant = pad_channels_variant(elem_bytes as u32).ok_or_else(|| {
+            Error::config("element size", elem_bytes, "the channel-padding kernels move 2- or 4-byte elements")
+        })?;
+        let mut p = pad_channels_params(batch, pixels, groups, cg, cg_pad, src_nhwc)?;
+        let e = elem_bytes as u64;
+        check_len("input", src.len(), &[batch as u64, pixels as u64, groups as u64, cg as u64, e])?;
+        check_len("padded input", dst.len(), &[batch as u64, pixels as u64, groups as u64, cg_pad as u64, e])?;
+        same_device(self.ordinal, "input", src.context())?;
+        same_device(self.ordinal, "padded input", dst.context())?;
+        let Some(dims) = pad_channels_launch(&p)? else { return Ok(()) };
+        let f = self.function(variant)?;
+        let (src_ptr, _gs) = src.device_ptr(s);
+        let (dst_ptr, _gd) = dst.device_ptr_mut(s);
+        p.src = src_ptr;
+        p.dst = dst_ptr;
+        self.launch(&f, dims, &p, s)
+    }
+
     /// Enqueues a batched transpose of `batch` row-major `rows × cols` matrices of
     /// `elem_bytes`-byte elements (2 or 4): `dst[b][j][i] = src[b][i][j]`. NCHW → channels-last
     /// is `(batch, C, spatial)`, channels-last → NCHW `(batch, spatial, C)`. Returns without
@@ -669,7 +715,8 @@ impl Runtime {
     }
 
     /// Enqueues `qc_dequant_codes`: the float32 weight of a module stored as [`DeviceCodes`]
-    /// (`out_channels` × `cg` × `taps` in `groups` groups) into `dst`, in `layout`
+    /// (`out_channels` × `cg` × `taps` in `groups` groups, the codes packed with `cg_pad` channel
+    /// slots per tap) into `dst`, in `layout`
     /// (`QC_DQ_FORWARD` / `QC_DQ_TRANSPOSED`: the module's weight layout; `QC_DQ_DEPTHWISE`:
     /// `[taps][K]`). Bit-identical to `get_weight()` (the host checked the codes when it built
     /// them). Errors before the launch when a buffer is too short. Returns without waiting.
@@ -679,6 +726,7 @@ impl Runtime {
         codes: &DeviceCodes,
         out_channels: usize,
         cg: usize,
+        cg_pad: usize,
         groups: usize,
         taps: usize,
         layout: QcDequantLayout,
@@ -686,7 +734,7 @@ impl Runtime {
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
         let s = self.pick(stream)?;
-        let mut p = dequant_params(out_channels, cg, groups, taps, layout, codes.signed)?;
+        let mut p = dequant_params(out_channels, cg, cg_pad, groups, taps, layout, codes.signed)?;
         check_len("weight codes", codes.codes.len(), &[out_channels as u64, p.row as u64])?;
         check_len("weight scales", codes.scale.len(), &[out_channels as u64])?;
         check_len("weight zero points", codes.zero.len(), &[out_channels as u64])?;

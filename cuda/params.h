@@ -206,10 +206,11 @@ typedef struct QcConvParams {
 /* ---------------------------------------------------------------------------------------------
  * 8-bit weight codes (WeightStorage::Int8Codes in src/conv/module.rs). A module stored this way
  * keeps on the device only its codes, packed [out_channels][row] like the tensor-core weight
- * (row = taps * C/groups rounded up to 8; element (output channel k, tap t, input channel c of the
- * group) at k * row + t * cg + c), and a float scale and zero point per output channel. The
- * tensor-core *_q8 entries dequantize while loading; the other kernels get a float32 weight from
- * `qc_dequant_codes` (cuda/fakequant.cu) first.
+ * (row = taps * cg_pad rounded up to 8, where cg_pad is C/groups, or C/groups rounded up to 8 when
+ * the tensor-core path pads the input's channels; element (output channel k, tap t, input channel
+ * c of the group) at k * row + t * cg_pad + c), and a float scale and zero point per output
+ * channel. The tensor-core *_q8 entries dequantize while loading; the other kernels get a float32
+ * weight from `qc_dequant_codes` (cuda/fakequant.cu) first.
  * ------------------------------------------------------------------------------------------- */
 
 /** Which float32 layout `qc_dequant_codes` writes (value of QcDequantParams.layout). */
@@ -224,7 +225,7 @@ enum QcDequantLayout {
 };
 
 /** Argument of `qc_dequant_codes`: dst[i] = f32((f32(code) - zero[k]) * scale[k]) for the
- *  element i of `layout`, whose code is codes[k * row + t * cg + c]. */
+ *  element i of `layout`, whose code is codes[k * row + t * cg_pad + c]. */
 typedef struct QcDequantParams {
     /** const uint8_t* (or int8_t* when codes_signed): the packed codes, out_channels * row bytes. */
     uint64_t codes;

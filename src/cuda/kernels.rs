@@ -343,6 +343,10 @@ pub enum KernelKind {
     FakeQuant,
     /// `qc_quantize`: integer codes only (`get_quantized_weight()`).
     Quantize,
+    /// `qc_fakequant_fast`: [`FakeQuant`](KernelKind::FakeQuant) for the integer modes when the
+    /// host has checked that every channel takes the f32 fast path (fewer registers, more bytes
+    /// in flight).
+    FakeQuantFast,
     /// A convolution (forward or transposed, see [`KernelVariant::transposed`]).
     Conv(ConvAlgo),
     /// A batched 2-d transpose of elements of this many bytes (2 or 4): the layout changes
@@ -389,6 +393,15 @@ macro_rules! conv_variants {
                 transposed: false,
                 weight_codes: false,
                 instantiation: "qc_fq_dispatch<true>",
+            },
+            KernelVariant {
+                name: "qc_fakequant_fast",
+                source: KernelSource::FakeQuant,
+                kind: KernelKind::FakeQuantFast,
+                dtype: None,
+                transposed: false,
+                weight_codes: false,
+                instantiation: "qc_fq_fast_entry<QC_FQ_INT_PER_TENSOR | QC_FQ_INT_PER_CHANNEL>",
             },
             KernelVariant {
                 name: "qc_quantize",
@@ -659,7 +672,7 @@ mod tests {
             }
         }
         assert_eq!(dequant_codes_variant().unwrap().source, KernelSource::FakeQuant);
-        assert_eq!(VARIANTS.len(), 3 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3);
+        assert_eq!(VARIANTS.len(), 4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());

@@ -768,6 +768,29 @@ pub fn fakequant_args(qparams: &WeightQParams, shape: &[usize]) -> Result<FakeQu
     Ok(args)
 }
 
+/// Whether `qc_fakequant_fast` computes `args` (the runtime also needs 16-byte aligned buffers):
+/// an integer mode (per tensor or per channel) where every channel takes the f32 fast path — codes
+/// and zero points within ±2²³ and every scale exactly a float32, the conditions `qc_channel` of
+/// `cuda/fakequant.cu` checks per channel — with `numel` and `inner` multiples of 4 and `numel`
+/// below 2³² (32-bit indices).
+pub fn fakequant_fast_ok(args: &FakeQuantArgs) -> bool {
+    let p = &args.params;
+    let mode_ok = p.mode == QC_FQ_INT_PER_TENSOR as i32 || p.mode == QC_FQ_INT_PER_CHANNEL as i32;
+    let lim = 1i64 << 23;
+    mode_ok
+        && p.numel > 0
+        && p.numel.is_multiple_of(4)
+        && p.inner.is_multiple_of(4)
+        && p.numel < 1u64 << 32
+        && p.channels >= 1
+        && p.qmin >= -lim
+        && p.qmax <= lim
+        && args.scales.len() as u64 >= p.channels
+        && args.zero_points_i64.len() as u64 >= p.channels
+        && args.scales.iter().take(p.channels as usize).all(|&s| (s as f32) as f64 == s)
+        && args.zero_points_i64.iter().take(p.channels as usize).all(|&z| (-lim..=lim).contains(&z))
+}
+
 /// Grid and block of `qc_fakequant` / `qc_quantize`, or `None` for an empty weight. Errors when
 /// the struct is inconsistent (unknown mode, channels/inner not dividing numel, an empty range,
 /// codes outside int32).
@@ -1094,6 +1117,88 @@ mod tests {
             }
         }
         assert!(seen_fast > 1000, "{seen_fast}");
+    }
+
+    /// The vector walk of `qc_fq_fast_entry` (cuda/fakequant.cu), transcribed: every block,
+    /// thread and step, with the channel tracked by addition. Returns how often each vector was
+    /// visited and whether the tracked (channel, position) was right at every visit.
+    fn emulate_fast_walk(items: u32, inner4: u32, channels: u32, grid: u32, bd: u32) -> (Vec<u32>, bool) {
+        let mut seen = vec![0u32; items as usize];
+        let mut right = true;
+        let chunk = FAKEQUANT_CHUNK as u32 * bd;
+        let one_wrap = inner4 >= bd;
+        for block in 0..grid {
+            for tid in 0..bd {
+                let mut base = block * chunk;
+                while base < items {
+                    let end = if items - base > chunk { base + chunk } else { items };
+                    let mut v = base + tid;
+                    if v < end {
+                        let mut q = v / inner4;
+                        let mut rem = v - q * inner4;
+                        let mut c = q % channels;
+                        'outer: while v < end {
+                            for u in 0..4 {
+                                let vu = v + u * bd;
+                                if vu >= end {
+                                    break 'outer;
+                                }
+                                seen[vu as usize] += 1;
+                                right &= c == (vu / inner4) % channels && rem == vu % inner4;
+                                if one_wrap {
+                                    rem += bd;
+                                    if rem >= inner4 {
+                                        rem -= inner4;
+                                        c = if c + 1 == channels { 0 } else { c + 1 };
+                                    }
+                                } else {
+                                    let nv = vu + bd;
+                                    q = nv / inner4;
+                                    rem = nv - q * inner4;
+                                    c = q % channels;
+                                }
+                            }
+                            v += 4 * bd;
+                        }
+                    }
+                    base += grid * chunk;
+                }
+            }
+        }
+        (seen, right)
+    }
+
+    #[test]
+    fn fakequant_fast_entry_walk_and_selection() {
+        // (items = numel/4, inner/4, channels, outer repeats): per channel along axis 0 (short
+        // and long runs), along an inner axis (several outer repeats), per tensor; grids smaller
+        // than the work and block sizes on both sides of inner/4.
+        for (items, inner4, channels, outer) in
+            [(2048u32 * 9, 9u32, 2048u32, 1u32), (4 * 36 * 8, 36, 8, 4), (5000, 5000, 1, 1), (3 * 300 * 10, 300, 3, 10)]
+        {
+            assert_eq!(items, inner4 * channels * outer);
+            for (grid, bd) in [(3u32, 256u32), (1, 64), (40, 32), (7, 1024)] {
+                let (seen, right) = emulate_fast_walk(items, inner4, channels, grid, bd);
+                assert!(seen.iter().all(|&n| n == 1), "{items} {inner4} {channels}: every vector once");
+                assert!(right, "{items} {inner4} {channels} grid {grid} block {bd}: tracked channel");
+            }
+        }
+        // Selection: the integer modes with f32-exact scales only.
+        let w = Tensor::from_vec(vec![0.5f32; 8 * 4 * 3 * 3], &[8, 4, 3, 3]).unwrap();
+        let pc = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 8], vec![0; 8], 0);
+        assert!(fakequant_fast_ok(&fakequant_args(&pc, w.shape()).unwrap()));
+        let pt = WeightQParams::per_tensor(QuantDType::QUInt8, 0.02, 128);
+        assert!(fakequant_fast_ok(&fakequant_args(&pt, w.shape()).unwrap()));
+        assert!(!fakequant_fast_ok(&fakequant_args(&pt, &[7, 5, 3]).unwrap()), "numel % 4");
+        let mut f64s = pc.clone();
+        f64s.scale = QParamTensor::from_f64(vec![0.1; 8]); // 0.1 is not a float32
+        assert!(!fakequant_fast_ok(&fakequant_args(&f64s, w.shape()).unwrap()));
+        let q32 = WeightQParams::per_tensor(QuantDType::QInt32, 0.01, 0);
+        assert!(!fakequant_fast_ok(&fakequant_args(&q32, w.shape()).unwrap()), "qint32 range");
+        let fzp = WeightQParams::per_channel_float(QuantDType::QUInt8, vec![0.01; 8], vec![1.5; 8], 0);
+        assert!(!fakequant_fast_ok(&fakequant_args(&fzp, w.shape()).unwrap()), "float zero points");
+        let inner3 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 3], vec![0; 3], 2);
+        assert!(!fakequant_fast_ok(&fakequant_args(&inner3, w.shape()).unwrap()), "inner 3");
     }
 
     #[test]

@@ -230,7 +230,7 @@ pub const QC_DQ_TRANSPOSED: QcDequantLayout = 1;
 pub const QC_DQ_DEPTHWISE: QcDequantLayout = 2;
 #[doc = " Which float32 layout `qc_dequant_codes` writes (value of QcDequantParams.layout)."]
 pub type QcDequantLayout = ::core::ffi::c_uint;
-#[doc = " Argument of `qc_dequant_codes`: dst[i] = f32((f32(code) - zero[k]) * scale[k]) for the\n  element i of `layout`, whose code is codes[k * row + t * cg + c]."]
+#[doc = " Argument of `qc_dequant_codes`: dst[i] = f32((f32(code) - zero[k]) * scale[k]) for the\n  element i of `layout`, whose code is codes[k * row + t * cg_pad + c]."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct QcDequantParams {

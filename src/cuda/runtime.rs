@@ -37,10 +37,10 @@ use super::kernels::{
 };
 use super::launch::{
     check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dequant_launch,
-    dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_launch, pad_channels_launch,
-    pad_channels_params, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams, QcDequantLayout,
-    QcDequantParams, QcFakeQuantParams, QcPadChannelsParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP,
-    QC_FQ_HALF, QC_FQ_IDENTITY,
+    dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_fast_ok, fakequant_launch,
+    pad_channels_launch, pad_channels_params, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams,
+    QcDequantLayout, QcDequantParams, QcFakeQuantParams, QcPadChannelsParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32,
+    QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -404,8 +404,10 @@ impl Runtime {
                 short("weight_zero_point", args.zero_points_i64.len())?;
             }
         }
+        let fast = fakequant_fast_ok(&args);
         Ok(FakeQuantJob {
             rt: Arc::clone(self),
+            fast,
             params: p,
             numel,
             dims,
@@ -883,6 +885,9 @@ pub struct FakeQuantJob {
     zp_i64: CudaSlice<i64>,
     zp_f32: CudaSlice<f32>,
     flag: CudaSlice<u64>,
+    /// `qc_fakequant_fast` computes these qparams (`fakequant_fast_ok`); used when the buffers
+    /// are 16-byte aligned.
+    fast: bool,
 }
 
 impl FakeQuantJob {
@@ -922,13 +927,6 @@ impl FakeQuantJob {
         if dst.is_none() && codes.is_none() {
             return Ok(());
         }
-        let kind = if dst.is_some() { KernelKind::FakeQuant } else { KernelKind::Quantize };
-        let variant = VARIANTS.iter().find(|v| v.kind == kind).ok_or_else(|| Error::Unsupported {
-            op: "fake-quant".into(),
-            device: "CUDA".into(),
-            reason: "no kernel variant".into(),
-        })?;
-        let f = rt.function(variant)?;
         rt.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
         s.memcpy_htod(&[u64::MAX], &mut self.flag).map_err(driver_err("cuMemcpyHtoDAsync"))?;
         let mut p = self.params;
@@ -958,6 +956,20 @@ impl FakeQuantJob {
         p.zero_points_i64 = if self.has_zp_i64 { zi_ptr } else { 0 };
         p.zero_points_f32 = if self.has_zp_f32 { zf_ptr } else { 0 };
         p.first_nonfinite = flag_ptr;
+        // The fast entry reads and writes 16-byte vectors: every buffer must be aligned (whole
+        // allocations are; a view into one may not be).
+        let aligned = [p.src, p.dst, p.codes].iter().all(|&a| a % 16 == 0);
+        let kind = match (p.dst != 0, self.fast && aligned) {
+            (true, true) => KernelKind::FakeQuantFast,
+            (true, false) => KernelKind::FakeQuant,
+            (false, _) => KernelKind::Quantize,
+        };
+        let variant = VARIANTS.iter().find(|v| v.kind == kind).ok_or_else(|| Error::Unsupported {
+            op: "fake-quant".into(),
+            device: "CUDA".into(),
+            reason: "no kernel variant".into(),
+        })?;
+        let f = rt.function(variant)?;
         rt.launch(&f, dims, &p, s)
     }
 

@@ -184,6 +184,15 @@ where
 /// `tests/fixtures/modules.safetensors`, relative to the working directory when it is there (test
 /// executables copied to another machine by scripts/gpu-check.sh run from the repository root),
 /// else in the source tree the tests were built from.
+/// A Conv2d from `c` to `k` channels with a random weight in [-0.5, 0.5] (and bias, when `o`
+/// has one), quantized by the default observer (per-channel symmetric qint8).
+fn observed_conv2d(rng: &mut Rng, c: usize, k: usize, o: ConvOptions<2>) -> qconv::Conv2d {
+    let shape = qconv::Conv2d::weight_shape(c, k, &o);
+    let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
+    let b = o.bias.then(|| Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap());
+    qconv::Conv2d::from_float_observed(w, b, o).unwrap()
+}
+
 fn fixture_path() -> String {
     fixture("modules.safetensors")
 }
@@ -323,10 +332,7 @@ fn large_tiles_and_empty_inputs() {
     // columns, 64 output channels per group.
     for (c, k) in [(8, 64), (16, 160)] {
         let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
-        let shape = qconv::Conv2d::weight_shape(c, k, &o);
-        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
-        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
-        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        let m = observed_conv2d(&mut rng, c, k, o.bias(true));
         let sp = if k == 64 { 136 } else { 40 };
         for dtype in [DType::F32, DType::BF16] {
             let x = make_input(&mut rng, &[2, c, sp, sp], dtype);
@@ -448,10 +454,7 @@ fn sanitizer_smoke() {
     }
     for (c, k, groups) in [(4, 4, 4), (6, 10, 1), (9, 40, 1)] {
         let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
-        let shape = qconv::Conv2d::weight_shape(c, k, &o);
-        let wt = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
-        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
-        let m = qconv::Conv2d::from_float_observed(wt, Some(b), o).unwrap();
+        let m = observed_conv2d(&mut rng, c, k, o.bias(true));
         for dtype in [DType::F32, DType::F16] {
             let x = make_input(&mut rng, &[2, c, 7, 9], dtype);
             check_module(&m, &x, &format!("{m}"));
@@ -808,10 +811,7 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
             .groups(groups)
             .padding_mode(mode)
             .bias(true);
-        let shape = qconv::Conv2d::weight_shape(c, k, &o);
-        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
-        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
-        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        let m = observed_conv2d(&mut rng, c, k, o.bias(true));
         for dtype in [DType::F16, DType::BF16] {
             let x = make_input(&mut rng, &[n, c, hw[0], hw[1]], dtype);
             check_tensor_core(&m, &x, &format!("{m}"));
@@ -1194,10 +1194,7 @@ fn tf32_precision_matches_the_tf32_rounded_oracle() {
             .groups(groups)
             .padding_mode(mode)
             .bias(true);
-        let shape = qconv::Conv2d::weight_shape(c, k, &o);
-        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
-        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
-        let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        let m = observed_conv2d(&mut rng, c, k, o.bias(true));
         check(&m, &make_input(&mut rng, &[n, c, hw[0], hw[1]], DType::F32), &format!("{m}"));
     }
     let o = ConvOptions::<2>::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1])).bias(true);
@@ -1223,10 +1220,7 @@ fn tf32_precision_matches_the_tf32_rounded_oracle() {
     // code storage -> exactly the exact path.
     for (c, k, groups) in [(12usize, 8usize, 1usize), (16, 16, 16), (16, 32, 1)] {
         let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).groups(groups).bias(true);
-        let shape = qconv::Conv2d::weight_shape(c, k, &o);
-        let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
-        let b = Tensor::from_vec(rng.vec(k, -0.5, 0.5), &[k]).unwrap();
-        let mut m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
+        let mut m = observed_conv2d(&mut rng, c, k, o.bias(true));
         if c == 16 && k == 32 {
             m = m.with_weight_storage(WeightStorage::Int8Codes).unwrap();
         }

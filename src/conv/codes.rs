@@ -13,6 +13,7 @@
 //!
 //! [`WeightStorage::Int8Codes`]: crate::conv::WeightStorage::Int8Codes
 
+use crate::cuda::launch::WeightGeometry;
 use crate::error::{Error, Result};
 use crate::quant::{self, Plan, WeightQParams};
 
@@ -76,21 +77,16 @@ fn plan_channels(plan: &Plan) -> Result<Channels> {
 }
 
 /// Quantizes `weight` (module layout: forward `[K, C/g, *k]`, transposed `[C, K/g, *k]`) with
-/// `qparams` and packs the codes for the device with `cg_pad` channel slots per tap (≥ C/g; the
-/// tensor-core layout); `weight_fq` is the module's `get_weight()`.
+/// `qparams` and packs the codes for the device as `g` says (the tensor-core layout);
+/// `weight_fq` is the module's `get_weight()`.
 ///
 /// Errors (`InvalidConfig` on `weight_storage`) when the weight has no integer codes, when the
 /// codes do not fit in 8 bits (qint32, a wider quant range), when the scales vary along an axis
 /// other than the output channels, or when the device formula would not reproduce `weight_fq`
 /// exactly (e.g. float64 per-channel scales that are not float32 values).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_codes(
     transposed: bool,
-    in_channels: usize,
-    out_channels: usize,
-    groups: usize,
-    cg_pad: usize,
-    taps: usize,
+    g: WeightGeometry,
     weight: &[f32],
     shape: &[usize],
     qparams: &WeightQParams,
@@ -108,8 +104,8 @@ pub(crate) fn pack_codes(
             qparams.dtype
         )));
     };
-    let groups = groups.max(1);
-    let (cg, kg) = (in_channels / groups, out_channels / groups);
+    let WeightGeometry { out_channels, cg, cg_pad, taps, groups } = g;
+    let kg = out_channels / groups.max(1);
     // The output channel's index along the quantization axis.
     let channel_of: Box<dyn Fn(usize) -> usize> = match (axis, transposed) {
         (None, _) => Box::new(|_| 0),
@@ -123,7 +119,7 @@ pub(crate) fn pack_codes(
         }
     };
     let (codes_all, _) = quant::quantize_codes_planned(&plan, shape, weight)?;
-    let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
+    let row = g.row();
     let mut codes = vec![0u8; out_channels * row];
     let mut scale = Vec::with_capacity(out_channels);
     let mut zero = Vec::with_capacity(out_channels);
@@ -230,7 +226,8 @@ mod tests {
         let w = weight(shape.iter().product(), (c * 31 + k * 7 + taps) as u64);
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
         let fq = quant::fake_quantize(&wt, qp).unwrap().to_vec_f32();
-        let p = pack_codes(transposed, c, k, groups, cg_pad, taps, &w, &shape, qp, &fq).unwrap();
+        let geo = WeightGeometry { out_channels: k, cg: c / groups, cg_pad, taps, groups };
+        let p = pack_codes(transposed, geo, &w, &shape, qp, &fq).unwrap();
         let (cg, kg) = (c / groups, k / groups);
         let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
         assert_eq!(p.cg, cg);
@@ -356,7 +353,8 @@ mod tests {
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
         let try_pack = |qp: WeightQParams| {
             let fq = quant::fake_quantize(&wt, &qp).unwrap().to_vec_f32();
-            pack_codes(false, 16, 8, 1, 16, 9, &w, &shape, &qp, &fq).unwrap_err().to_string()
+            let geo = WeightGeometry { out_channels: 8, cg: 16, cg_pad: 16, taps: 9, groups: 1 };
+            pack_codes(false, geo, &w, &shape, &qp, &fq).unwrap_err().to_string()
         };
         let e = try_pack(WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0));
         assert!(e.contains("weight_storage") && e.contains("does not fit in 8 bits"), "{e}");

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::quant::{self, Plan, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use crate::cuda::launch::{QcDequantLayout, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
+use crate::cuda::launch::{QcDequantLayout, WeightGeometry, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
 use crate::cuda::runtime::{DeviceCodes, Runtime, TcWeight};
 use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
 
@@ -151,22 +151,6 @@ impl FloatWeight<'_> {
             FloatWeight::Temporary(w) => w,
         }
     }
-}
-
-/// The geometry of a module's tensor-core weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TcDims {
-    /// Output channels K.
-    k: usize,
-    /// Input channels per group.
-    cg: usize,
-    /// Channel slots per tap in a packed row: `cg`, or `cg` rounded up to 8 when the input is
-    /// padded for the 16-byte loader (`tc_padded_cg`).
-    cg_pad: usize,
-    /// Kernel taps.
-    taps: usize,
-    /// Groups.
-    groups: usize,
 }
 
 /// What is computed from weight + qparams once per change.
@@ -359,16 +343,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             WeightStorage::Float => None,
             WeightStorage::Int8Codes => Some(codes::pack_codes(
                 TRANSPOSED,
-                in_channels,
-                out_channels,
-                options.groups,
-                crate::cuda::launch::tc_padded_cg(
-                    TRANSPOSED,
-                    in_channels / options.groups.max(1),
-                    out_channels / options.groups.max(1),
-                )
-                .unwrap_or(in_channels / options.groups.max(1)),
-                options.kernel_size.iter().product(),
+                Self::weight_geometry(in_channels, out_channels, options),
                 w,
                 weight.shape(),
                 qparams,
@@ -398,31 +373,35 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(())
     }
 
-    /// Channel slots per tap of the tensor-core weight: `C/groups`, rounded up to 8 where the
-    /// forward tensor-core path pads the input's channels (see `tc_padded_cg`).
-    fn tc_cg_pad(&self) -> usize {
-        let groups = self.options.groups.max(1);
-        let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
-        crate::cuda::launch::tc_padded_cg(TRANSPOSED, cg, kg).unwrap_or(cg)
-    }
-
-    fn dims(&self) -> TcDims {
-        let groups = self.options.groups.max(1);
-        TcDims {
-            k: self.out_channels,
-            cg: self.in_channels / groups,
-            cg_pad: self.tc_cg_pad(),
-            taps: self.options.kernel_size.iter().product(),
+    /// The geometry of the packed tensor-core weight (and codes): `cg_pad` is `C/groups`, rounded
+    /// up to 8 where the forward tensor-core path pads the input's channels (`tc_padded_cg`).
+    fn weight_geometry(in_channels: usize, out_channels: usize, options: &ConvOptions<D>) -> WeightGeometry {
+        let groups = options.groups.max(1);
+        let (cg, kg) = (in_channels / groups, out_channels / groups);
+        WeightGeometry {
+            out_channels,
+            cg,
+            cg_pad: crate::cuda::launch::tc_padded_cg(TRANSPOSED, cg, kg).unwrap_or(cg),
+            taps: options.kernel_size.iter().product(),
             groups,
         }
+    }
+
+    fn dims(&self) -> WeightGeometry {
+        Self::weight_geometry(self.in_channels, self.out_channels, &self.options)
+    }
+
+    /// Channel slots per tap of the tensor-core weight (see [`Self::weight_geometry`]).
+    fn tc_cg_pad(&self) -> usize {
+        self.dims().cg_pad
     }
 
     /// The tensor-core weight geometry when the f16/bf16 tensor-core kernels can run this module
     /// (`C/groups` a multiple of 8, or forward with at least 16 output channels per group:
     /// padded to 8 channels, or the element-wise loader for one channel per group), else `None`.
-    fn tc_dims(&self) -> Option<TcDims> {
+    fn tc_dims(&self) -> Option<WeightGeometry> {
         let d = self.dims();
-        let kg = d.k / d.groups;
+        let kg = d.out_channels / d.groups;
         (d.cg > 0 && kg > 0 && (d.cg.is_multiple_of(8) || (!TRANSPOSED && kg >= 16))).then_some(d)
     }
 
@@ -441,7 +420,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         ordinal: usize,
         derived: &Derived,
         bias: Option<&Tensor>,
-        tc: Option<TcDims>,
+        tc: Option<WeightGeometry>,
         dw: Option<(usize, usize)>,
     ) -> Result<CudaWeights> {
         let runtime = Runtime::get(ordinal)?;
@@ -497,10 +476,10 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// `get_weight()` (module layout) packed for the tensor-core kernels: `[K][row]` with row =
     /// taps·cg_pad rounded up to 8, element (k, tap, c) at `k·row + tap·cg_pad + c`, the slots
     /// past `cg` and past the taps zero; each value converted by `conv`.
-    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: TcDims, conv: impl Fn(f32) -> E) -> Vec<E> {
-        let TcDims { k, cg, cg_pad, taps, groups } = dims;
+    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: WeightGeometry, conv: impl Fn(f32) -> E) -> Vec<E> {
+        let WeightGeometry { out_channels: k, cg, cg_pad, taps, groups } = dims;
         let kg = k / groups.max(1);
-        let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
+        let row = dims.row();
         let mut out = vec![E::default(); k * row];
         for ko in 0..k {
             for c in 0..cg {
@@ -523,9 +502,9 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// The tensor-core weight geometry when the TF32 tiles can run this module (`C/groups` a
     /// multiple of 8, forward or transposed, or padded to one: they have no element-wise
     /// loader), else `None`.
-    fn tf32_dims(&self) -> Option<TcDims> {
+    fn tf32_dims(&self) -> Option<WeightGeometry> {
         let d = self.dims();
-        (d.cg > 0 && d.k / d.groups > 0 && d.cg_pad.is_multiple_of(8)).then_some(d)
+        (d.cg > 0 && d.out_channels / d.groups > 0 && d.cg_pad.is_multiple_of(8)).then_some(d)
     }
 
     /// The TF32 weight of `cw`, built and uploaded (on `stream`) on first use.
@@ -760,9 +739,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         compare("fake-quant self-check", rt.dtoh(&dst, None)?)?;
         if let Some(c) = &w.codes {
             let layout = if TRANSPOSED { QC_DQ_TRANSPOSED } else { QC_DQ_FORWARD };
-            let (cg, groups) = (self.in_channels / self.options.groups.max(1), self.options.groups.max(1));
-            let taps = self.options.kernel_size.iter().product();
-            rt.dequant_codes_device(c, self.out_channels, cg, self.tc_cg_pad(), groups, taps, layout, &mut dst, None)?;
+            rt.dequant_codes_device(c, self.dims(), layout, &mut dst, None)?;
             compare("weight-code self-check", rt.dtoh(&dst, None)?)?;
         }
         Ok(())
@@ -785,21 +762,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             device: self.device.to_string(),
             reason: "the module has neither a float nor a code weight on the device (internal error)".into(),
         })?;
-        let groups = self.options.groups.max(1);
-        let cg = self.in_channels / groups;
-        let taps: usize = self.options.kernel_size.iter().product();
         let mut w = cw.runtime.alloc_uninit::<f32>(self.weight.numel(), stream)?;
-        cw.runtime.dequant_codes_device(
-            c,
-            self.out_channels,
-            cg,
-            self.tc_cg_pad(),
-            groups,
-            taps,
-            layout,
-            &mut w,
-            stream,
-        )?;
+        cw.runtime.dequant_codes_device(c, self.dims(), layout, &mut w, stream)?;
         Ok(FloatWeight::Temporary(w))
     }
 

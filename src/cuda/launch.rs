@@ -315,20 +315,36 @@ pub fn tc_conv_params(problem: &ConvProblem, has_bias: bool, out_nhwc: bool) -> 
     Ok(p)
 }
 
-/// Arguments of `qc_dequant_codes` for a weight of `out_channels` × `cg` input channels per group
-/// × `taps`, in `groups` groups, whose codes are packed `[K][row]` (`row` = [`tc_weight_row`]):
-/// the float32 weight is written in `layout` (the module's own layout for `QC_DQ_FORWARD` /
-/// `QC_DQ_TRANSPOSED`, `[taps][K]` for `QC_DQ_DEPTHWISE`). The runtime sets the pointers.
-#[allow(clippy::too_many_arguments)]
-pub fn dequant_params(
-    out_channels: usize,
-    cg: usize,
-    cg_pad: usize,
-    groups: usize,
-    taps: usize,
-    layout: QcDequantLayout,
-    signed: bool,
-) -> Result<QcDequantParams> {
+/// The geometry of a weight packed for the tensor-core kernels (16-bit values, TF32 values or
+/// 8-bit codes): `[out_channels][row]` with row = `taps · cg_pad` rounded up to 8 ([`tc_weight_row`]),
+/// element (output channel k, tap t, input channel c of the group) at `k·row + t·cg_pad + c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightGeometry {
+    /// Output channels K.
+    pub out_channels: usize,
+    /// Input channels per group.
+    pub cg: usize,
+    /// Channel slots per tap: `cg`, or more when the input's channels are padded
+    /// ([`tc_padded_cg`]); the slots past `cg` hold zeros.
+    pub cg_pad: usize,
+    /// Kernel taps.
+    pub taps: usize,
+    /// Groups.
+    pub groups: usize,
+}
+
+impl WeightGeometry {
+    /// Elements (or codes) per packed row.
+    pub fn row(&self) -> usize {
+        tc_weight_row(self.cg_pad, self.taps)
+    }
+}
+
+/// Arguments of `qc_dequant_codes` for codes packed as `g` says: the float32 weight is written in
+/// `layout` (the module's own layout for `QC_DQ_FORWARD` / `QC_DQ_TRANSPOSED`, `[taps][K]` for
+/// `QC_DQ_DEPTHWISE`). The runtime sets the pointers.
+pub fn dequant_params(g: WeightGeometry, layout: QcDequantLayout, signed: bool) -> Result<QcDequantParams> {
+    let WeightGeometry { out_channels, cg, cg_pad, taps, groups } = g;
     if cg_pad < cg {
         return Err(Error::config("cg_pad", cg_pad, format!("must be at least C/groups ({cg})")));
     }
@@ -1719,25 +1735,29 @@ mod tests {
         }
     }
 
+    fn geo(out_channels: usize, cg: usize, cg_pad: usize, groups: usize, taps: usize) -> WeightGeometry {
+        WeightGeometry { out_channels, cg, cg_pad, taps, groups }
+    }
+
     #[test]
     fn dequant_params_fields_launch_and_errors() {
-        let p = dequant_params(12, 3, 3, 2, 9, QC_DQ_TRANSPOSED, true).unwrap();
+        let p = dequant_params(geo(12, 3, 3, 2, 9), QC_DQ_TRANSPOSED, true).unwrap();
         assert_eq!((p.numel, p.row, p.out_channels, p.cg, p.kg, p.taps), (12 * 27, 32, 12, 3, 6, 9));
         assert_eq!((p.layout, p.codes_signed, p.codes, p.dst), (QC_DQ_TRANSPOSED as i32, 1, 0, 0));
         let d = dequant_launch(&p).unwrap().unwrap();
         assert_eq!((d.grid, d.block), ((2, 1, 1), (256, 1, 1)));
-        assert!(dequant_launch(&dequant_params(0, 3, 3, 1, 9, QC_DQ_FORWARD, false).unwrap()).unwrap().is_none());
-        let dw = dequant_params(16, 1, 1, 16, 9, QC_DQ_DEPTHWISE, false).unwrap();
+        assert!(dequant_launch(&dequant_params(geo(0, 3, 3, 1, 9), QC_DQ_FORWARD, false).unwrap()).unwrap().is_none());
+        let dw = dequant_params(geo(16, 1, 1, 16, 9), QC_DQ_DEPTHWISE, false).unwrap();
         assert_eq!((dw.row, dw.kg, dw.codes_signed), (16, 1, 0));
-        assert!(dequant_params(16, 2, 2, 8, 9, QC_DQ_DEPTHWISE, false).is_err());
-        assert!(dequant_params(12, 3, 3, 5, 9, QC_DQ_FORWARD, false).is_err());
-        assert!(dequant_params(12, 3, 3, 0, 9, QC_DQ_FORWARD, false).is_err());
-        assert!(dequant_params(12, 3, 3, 1, 9, 7, false).is_err());
+        assert!(dequant_params(geo(16, 2, 2, 8, 9), QC_DQ_DEPTHWISE, false).is_err());
+        assert!(dequant_params(geo(12, 3, 3, 5, 9), QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(geo(12, 3, 3, 0, 9), QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(geo(12, 3, 3, 1, 9), 7, false).is_err());
         // Padded channel slots: rows of taps * cg_pad codes.
-        let padded = dequant_params(16, 3, 8, 1, 49, QC_DQ_FORWARD, true).unwrap();
+        let padded = dequant_params(geo(16, 3, 8, 1, 49), QC_DQ_FORWARD, true).unwrap();
         assert_eq!((padded.row, padded.cg, padded.cg_pad), (392, 3, 8));
-        assert!(dequant_params(16, 3, 2, 1, 49, QC_DQ_FORWARD, true).is_err());
-        assert!(dequant_params(1 << 40, 1 << 20, 1 << 20, 1, 1 << 10, QC_DQ_FORWARD, false).is_err());
+        assert!(dequant_params(geo(16, 3, 2, 1, 49), QC_DQ_FORWARD, true).is_err());
+        assert!(dequant_params(geo(1 << 40, 1 << 20, 1 << 20, 1, 1 << 10), QC_DQ_FORWARD, false).is_err());
     }
 
     /// `qc_pad_channels` of cuda/conv_tc.cu, transcribed (one pixel per iteration).

@@ -39,8 +39,8 @@ use super::launch::{
     check_conv_params, choose_conv_algo, choose_tc_splits, choose_tc_tile, conv_launch, conv_params, dequant_launch,
     dequant_params, dw_nhwc_params, dw_nhwc_supported, fakequant_args, fakequant_fast_ok, fakequant_launch,
     pad_channels_launch, pad_channels_params, tc_conv_params, tc_supported, transpose_launch, LaunchDims, QcConvParams,
-    QcDequantLayout, QcDequantParams, QcFakeQuantParams, QcPadChannelsParams, QcTransposeParams, QC_FQ_DECOMPOSED_F32,
-    QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
+    QcDequantLayout, QcDequantParams, QcFakeQuantParams, QcPadChannelsParams, QcTransposeParams, WeightGeometry,
+    QC_FQ_DECOMPOSED_F32, QC_FQ_FLOAT_ZP, QC_FQ_HALF, QC_FQ_IDENTITY,
 };
 use super::nvrtc::Arch;
 use super::CudaDeviceInfo;
@@ -645,15 +645,31 @@ impl Runtime {
         let e = elem_bytes as u64;
         check_len("input", src.len(), &[batch as u64, pixels as u64, groups as u64, cg as u64, e])?;
         check_len("padded input", dst.len(), &[batch as u64, pixels as u64, groups as u64, cg_pad as u64, e])?;
-        same_device(self.ordinal, "input", src.context())?;
-        same_device(self.ordinal, "padded input", dst.context())?;
         let Some(dims) = pad_channels_launch(&p)? else { return Ok(()) };
+        let set = |p: &mut QcPadChannelsParams, a, b| (p.src, p.dst) = (a, b);
+        self.launch_copy(variant, dims, s, (src, "input"), (dst, "padded input"), set, &mut p)
+    }
+
+    /// Launches a layout kernel that reads `src` and writes `dst`: checks that both are on this
+    /// device, stores their addresses into the kernel argument with `set`, launches.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_copy<P: DeviceRepr>(
+        &self,
+        variant: &'static KernelVariant,
+        dims: LaunchDims,
+        s: &Arc<CudaStream>,
+        src: (&CudaSlice<u8>, &str),
+        dst: (&mut CudaSlice<u8>, &str),
+        set: impl FnOnce(&mut P, u64, u64),
+        params: &mut P,
+    ) -> Result<()> {
+        same_device(self.ordinal, src.1, src.0.context())?;
+        same_device(self.ordinal, dst.1, dst.0.context())?;
         let f = self.function(variant)?;
-        let (src_ptr, _gs) = src.device_ptr(s);
-        let (dst_ptr, _gd) = dst.device_ptr_mut(s);
-        p.src = src_ptr;
-        p.dst = dst_ptr;
-        self.launch(&f, dims, &p, s)
+        let (src_ptr, _gs) = src.0.device_ptr(s);
+        let (dst_ptr, _gd) = dst.0.device_ptr_mut(s);
+        set(params, src_ptr, dst_ptr);
+        self.launch(&f, dims, params, s)
     }
 
     /// Enqueues a batched transpose of `batch` row-major `rows × cols` matrices of
@@ -696,14 +712,15 @@ impl Runtime {
                 format!("both must hold {bytes} bytes"),
             ));
         }
-        same_device(self.ordinal, "transpose source", src.context())?;
-        same_device(self.ordinal, "transpose destination", dst.context())?;
-        let f = self.function(variant)?;
-        let (src_ptr, _gs) = src.device_ptr(s);
-        let (dst_ptr, _gd) = dst.device_ptr_mut(s);
-        p.src = src_ptr;
-        p.dst = dst_ptr;
-        self.launch(&f, dims, &p, s)
+        self.launch_copy(
+            variant,
+            dims,
+            s,
+            (src, "transpose source"),
+            (dst, "transpose destination"),
+            |p: &mut QcTransposeParams, a, b| (p.src, p.dst) = (a, b),
+            &mut p,
+        )
     }
 
     /// An uninitialised device buffer of `len` elements (at least one), enqueued on `stream`: for
@@ -717,26 +734,21 @@ impl Runtime {
     }
 
     /// Enqueues `qc_dequant_codes`: the float32 weight of a module stored as [`DeviceCodes`]
-    /// (`out_channels` × `cg` × `taps` in `groups` groups, the codes packed with `cg_pad` channel
-    /// slots per tap) into `dst`, in `layout`
+    /// (packed as `geometry` says) into `dst`, in `layout`
     /// (`QC_DQ_FORWARD` / `QC_DQ_TRANSPOSED`: the module's weight layout; `QC_DQ_DEPTHWISE`:
     /// `[taps][K]`). Bit-identical to `get_weight()` (the host checked the codes when it built
     /// them). Errors before the launch when a buffer is too short. Returns without waiting.
-    #[allow(clippy::too_many_arguments)]
     pub fn dequant_codes_device(
         &self,
         codes: &DeviceCodes,
-        out_channels: usize,
-        cg: usize,
-        cg_pad: usize,
-        groups: usize,
-        taps: usize,
+        geometry: WeightGeometry,
         layout: QcDequantLayout,
         dst: &mut CudaSlice<f32>,
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
         let s = self.pick(stream)?;
-        let mut p = dequant_params(out_channels, cg, cg_pad, groups, taps, layout, codes.signed)?;
+        let out_channels = geometry.out_channels;
+        let mut p = dequant_params(geometry, layout, codes.signed)?;
         check_len("weight codes", codes.codes.len(), &[out_channels as u64, p.row as u64])?;
         check_len("weight scales", codes.scale.len(), &[out_channels as u64])?;
         check_len("weight zero points", codes.zero.len(), &[out_channels as u64])?;

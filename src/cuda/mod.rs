@@ -26,6 +26,8 @@ pub mod launch;
 pub mod nvrtc;
 mod params_sys;
 pub mod runtime;
+#[cfg(test)]
+mod tc_emulation;
 
 /// One CUDA device seen by the probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,9 @@
-//! `qc_conv_tc` of `cuda/conv_tc.cu` (forward convolutions), transcribed to run on the CPU:
+//! `qc_conv_tc` of `cuda/conv_tc.cu` (forward and transposed convolutions), transcribed to run
+//! on the CPU:
 //! every thread's loaders (16-byte and element-wise A loads, the 16-bit / TF32 / 8-bit-code B
 //! loads with their masking), the XOR swizzle, `ldmatrix.x4` and the PTX fragment layouts of
-//! `mma.m16n8k16` (f16) and `mma.m16n8k8` (TF32), split-K and the epilogue's output positions.
+//! `mma.m16n8k16` (f16) and `mma.m16n8k8` (TF32), the transposed phases and their active taps,
+//! split-K and the epilogue's output positions.
 //! Threads and warps run one after another, so this checks indexing and data movement, not the
 //! pipeline's timing (the barriers are reviewed by reading). With small integer data every
 //! product and sum is exact, so the emulated kernel must reproduce `conv_naive` exactly; a swapped
@@ -80,12 +82,13 @@ fn emulate(
     let c_all = p.in_channels as i64;
     let kdim = p.kernel.map(|v| v as i64);
     let (d_in, h_in, w_in) = (p.in_size[0] as i64, p.in_size[1] as i64, p.in_size[2] as i64);
-    let m_total = p.batch as i64 * p.out_spatial;
-    let kred = kdim.iter().product::<i64>() * cg;
+    let trans = p.transposed != 0;
+    // Rows: forward, output positions; transposed, positions of one phase's sub-grid.
+    let (per, sz) = if trans { (p.sub_spatial, p.sub_size) } else { (p.out_spatial, p.out_size) };
+    let m_total = p.batch as i64 * per;
+    let out_total = p.batch as i64 * p.out_spatial;
     let wrow = p.w_stride_m;
-    let kt_all = (kred + bk as i64 - 1) / bk as i64;
-    let per_split = (kt_all + splits as i64 - 1) / splits as i64;
-    let mut part = vec![0f64; splits * groups * m_total as usize * kg as usize];
+    let mut part = vec![0f64; splits * groups * out_total as usize * kg as usize];
     let swz = |row: usize, chunk: usize| row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); // bytes
     let put = |smem: &mut [u8], off: usize, vals: &[f32]| {
         for (e, &v) in vals.iter().enumerate() {
@@ -98,200 +101,275 @@ fn emulate(
         }
     };
     let word = |smem: &[u8], byte: usize| u32::from_le_bytes(smem[byte..byte + 4].try_into().unwrap());
-    for g in 0..groups as i64 {
-        for split in 0..splits as i64 {
-            for m0 in (0..m_total).step_by(bm) {
-                for n0 in (0..kg).step_by(bn) {
-                    let kt_begin = split * per_split;
-                    let kt_end = (kt_begin + per_split).min(kt_all);
-                    let kt_n = (kt_end - kt_begin).max(0);
-                    // Per-thread reduction position (r, c, j0, j1, j2).
-                    let mut st: Vec<[i64; 5]> = (0..threads)
-                        .map(|tid| {
-                            let r = kt_begin * bk as i64 + (tid & 3) as i64 * epc as i64;
-                            let a = r / cg;
-                            let c = r - a * cg;
-                            [r, c, a / kdim[2] / kdim[1], (a / kdim[2]) % kdim[1], a % kdim[2]]
-                        })
-                        .collect();
-                    let mut acc = vec![[0f64; 4]; wm * wn * 32 * mi_n * ni_n];
-                    for _ in 0..kt_n {
-                        let mut a_s = vec![0u8; bm * 64];
-                        let mut b_s = vec![0u8; bn * 64];
-                        for (tid, s) in st.iter_mut().enumerate() {
-                            let kc = tid & 3;
-                            let [r, c, j0, j1, j2] = *s;
-                            let rk = r < kred;
-                            for i in 0..a_ch {
-                                let row = (tid >> 2) + i * row_step;
-                                let m = m0 + row as i64;
-                                let ok = m < m_total;
-                                let mm = if ok { m } else { 0 };
-                                let bidx = mm / p.out_spatial;
-                                let sp = mm - bidx * p.out_spatial;
-                                let o = [
-                                    sp / (p.out_size[1] as i64 * p.out_size[2] as i64),
-                                    (sp / p.out_size[2] as i64) % p.out_size[1] as i64,
-                                    sp % p.out_size[2] as i64,
-                                ];
-                                let base = [0, 1, 2].map(|d| o[d] * p.stride[d] as i64 - p.pad[d] as i64);
-                                let read = |j: [i64; 3], ch: i64| -> f32 {
-                                    let idx = [0, 1, 2].map(|d| base[d] + j[d] * p.dilation[d] as i64);
-                                    let id = source_index(p.pad_mode, idx[0], d_in);
-                                    let ih = source_index(p.pad_mode, idx[1], h_in);
-                                    let iw = source_index(p.pad_mode, idx[2], w_in);
-                                    if id < 0 || ih < 0 || iw < 0 {
-                                        return 0.0;
-                                    }
-                                    x[((((bidx * d_in + id) * h_in + ih) * w_in + iw) * c_all + g * cg + ch) as usize]
-                                };
-                                let mut vals = vec![0f32; epc];
-                                if vec_a {
-                                    if rk && ok {
-                                        for (e, v) in vals.iter_mut().enumerate() {
-                                            *v = read([j0, j1, j2], c + e as i64);
+    for phase in 0..p.num_phases {
+        // qc_phase and qc_tap_set: the phase's residues and its active taps per dimension
+        // (first, step, count); forward: every tap.
+        let ph = [phase / p.phases[2] / p.phases[1], (phase / p.phases[2]) % p.phases[1], phase % p.phases[2]]
+            .map(|v| v as i64);
+        let mut tap_first = [0i64; 3];
+        let mut tap_step = [1i64; 3];
+        let mut count = kdim;
+        if trans {
+            for d in 0..3 {
+                let hits: Vec<i64> = (0..kdim[d])
+                    .filter(|&j| (ph[d] + p.pad[d] as i64 - j * p.dilation[d] as i64) % p.stride[d] as i64 == 0)
+                    .take(2)
+                    .collect();
+                tap_first[d] = hits.first().copied().unwrap_or(0);
+                tap_step[d] = if hits.len() == 2 { hits[1] - hits[0] } else { 1 };
+                count[d] = match hits.len() {
+                    0 => 0,
+                    1 => 1,
+                    _ => (kdim[d] - 1 - hits[0]) / (hits[1] - hits[0]) + 1,
+                };
+            }
+        }
+        let kred = count.iter().product::<i64>() * cg;
+        let kt_all = (kred + bk as i64 - 1) / bk as i64;
+        let per_split = (kt_all + splits as i64 - 1) / splits as i64;
+        for g in 0..groups as i64 {
+            for split in 0..splits as i64 {
+                for m0 in (0..m_total).step_by(bm) {
+                    for n0 in (0..kg).step_by(bn) {
+                        let kt_begin = split * per_split;
+                        let kt_end = (kt_begin + per_split).min(kt_all);
+                        let kt_n = (kt_end - kt_begin).max(0);
+                        // Per-thread reduction position (r, c, j0, j1, j2) over the active taps.
+                        let (cnt1, cnt2) = (count[1].max(1), count[2].max(1));
+                        let mut st: Vec<[i64; 5]> = (0..threads)
+                            .map(|tid| {
+                                let r = kt_begin * bk as i64 + (tid & 3) as i64 * epc as i64;
+                                let a = r / cg;
+                                let c = r - a * cg;
+                                [r, c, a / cnt2 / cnt1, (a / cnt2) % cnt1, a % cnt2]
+                            })
+                            .collect();
+                        let mut acc = vec![[0f64; 4]; wm * wn * 32 * mi_n * ni_n];
+                        for _ in 0..kt_n {
+                            let mut a_s = vec![0u8; bm * 64];
+                            let mut b_s = vec![0u8; bn * 64];
+                            for (tid, s) in st.iter_mut().enumerate() {
+                                let kc = tid & 3;
+                                let [r, c, j0, j1, j2] = *s;
+                                let rk = r < kred;
+                                for i in 0..a_ch {
+                                    let row = (tid >> 2) + i * row_step;
+                                    let m = m0 + row as i64;
+                                    let ok = m < m_total;
+                                    let mm = if ok { m } else { 0 };
+                                    let bidx = mm / per;
+                                    let sp = mm - bidx * per;
+                                    let o = [
+                                        sp / (sz[1] as i64 * sz[2] as i64),
+                                        (sp / sz[2] as i64) % sz[1] as i64,
+                                        sp % sz[2] as i64,
+                                    ];
+                                    // Transposed rows past the output (r + q*stride >= out) are padding.
+                                    let ok = ok
+                                        && (!trans
+                                            || (0..3)
+                                                .all(|d| ph[d] + o[d] * (p.stride[d] as i64) < (p.out_size[d] as i64)));
+                                    let base = [0, 1, 2].map(|d| {
+                                        if trans {
+                                            o[d]
+                                        } else {
+                                            o[d] * p.stride[d] as i64 - p.pad[d] as i64
+                                        }
+                                    });
+                                    // j: kernel offsets (forward) or active-tap counters (transposed).
+                                    let read = |j: [i64; 3], ch: i64| -> f32 {
+                                        let idx = [0, 1, 2].map(|d| {
+                                            if trans {
+                                                let k = tap_first[d] + j[d] * tap_step[d];
+                                                base[d]
+                                                    + (ph[d] + p.pad[d] as i64 - k * p.dilation[d] as i64)
+                                                        / p.stride[d] as i64
+                                            } else {
+                                                base[d] + j[d] * p.dilation[d] as i64
+                                            }
+                                        });
+                                        let id = source_index(p.pad_mode, idx[0], d_in);
+                                        let ih = source_index(p.pad_mode, idx[1], h_in);
+                                        let iw = source_index(p.pad_mode, idx[2], w_in);
+                                        if id < 0 || ih < 0 || iw < 0 {
+                                            return 0.0;
+                                        }
+                                        x[((((bidx * d_in + id) * h_in + ih) * w_in + iw) * c_all + g * cg + ch)
+                                            as usize]
+                                    };
+                                    let mut vals = vec![0f32; epc];
+                                    if vec_a {
+                                        if rk && ok {
+                                            for (e, v) in vals.iter_mut().enumerate() {
+                                                *v = read([j0, j1, j2], c + e as i64);
+                                            }
+                                        }
+                                    } else {
+                                        let (mut rr, mut cc, mut q) = (r, c, [j0, j1, j2]);
+                                        for v in vals.iter_mut() {
+                                            if rr < kred && ok {
+                                                *v = read(q, cc);
+                                            }
+                                            rr += 1;
+                                            cc += 1;
+                                            if cc == cg {
+                                                cc = 0;
+                                                q[2] += 1;
+                                                if q[2] == kdim[2] {
+                                                    q[2] = 0;
+                                                    q[1] += 1;
+                                                    if q[1] == kdim[1] {
+                                                        q[1] = 0;
+                                                        q[0] += 1;
+                                                    }
+                                                }
+                                            }
                                         }
                                     }
-                                } else {
-                                    let (mut rr, mut cc, mut q) = (r, c, [j0, j1, j2]);
-                                    for v in vals.iter_mut() {
-                                        if rr < kred && ok {
-                                            *v = read(q, cc);
+                                    put(&mut a_s, swz(row, kc), &vals);
+                                }
+                                let k = [0, 1, 2].map(|d| tap_first[d] + [j0, j1, j2][d] * tap_step[d]);
+                                let w_off = ((k[0] * kdim[1] + k[1]) * kdim[2] + k[2]) * cg + c;
+                                for i in 0..b_ch {
+                                    let row = (tid >> 2) + i * row_step;
+                                    let k = n0 + row as i64;
+                                    let ok = rk && k < kg;
+                                    let ko = g * kg + if k < kg { k } else { 0 };
+                                    let off = if vec_a { w_off } else { r };
+                                    let vals: Vec<f32> = match b {
+                                        BOperand::Values(w) => (0..epc)
+                                            .map(|e| if ok { w[(ko * wrow + off) as usize + e] } else { 0.0 })
+                                            .collect(),
+                                        BOperand::Codes { codes, signed, scale, zero, cg_valid } => {
+                                            let valid = if !ok {
+                                                0
+                                            } else if vec_a {
+                                                (cg_valid - c).min(8)
+                                            } else {
+                                                (kred - r).min(8)
+                                            };
+                                            (0..8)
+                                                .map(|e| {
+                                                    let byte =
+                                                        if ok { codes[(ko * wrow + off) as usize + e] } else { 0 };
+                                                    let code = if *signed { byte as i8 as i32 } else { byte as i32 };
+                                                    let v = (code as f32 - zero[ko as usize]) * scale[ko as usize];
+                                                    if (e as i64) < valid {
+                                                        v
+                                                    } else {
+                                                        0.0
+                                                    }
+                                                })
+                                                .collect()
                                         }
-                                        rr += 1;
-                                        cc += 1;
-                                        if cc == cg {
-                                            cc = 0;
-                                            q[2] += 1;
-                                            if q[2] == kdim[2] {
-                                                q[2] = 0;
-                                                q[1] += 1;
-                                                if q[1] == kdim[1] {
-                                                    q[1] = 0;
-                                                    q[0] += 1;
+                                    };
+                                    put(&mut b_s, swz(row, kc), &vals);
+                                }
+                                // Advance by BK along the reduction.
+                                let (r, mut c, mut j0, mut j1, mut j2) = (r + bk as i64, c + bk as i64, j0, j1, j2);
+                                while c >= cg {
+                                    c -= cg;
+                                    j2 += 1;
+                                    if j2 >= count[2] {
+                                        j2 = 0;
+                                        j1 += 1;
+                                        if j1 >= count[1] {
+                                            j1 = 0;
+                                            j0 += 1;
+                                        }
+                                    }
+                                }
+                                *s = [r, c, j0, j1, j2];
+                            }
+                            b_trace.extend_from_slice(&b_s);
+                            // ldmatrix.x4: matrix j's rows come from lanes 8j..8j+7; lane l gets
+                            // word l%4 of row l/4 of each matrix.
+                            let ldm = |smem: &[u8], addr: &dyn Fn(usize) -> usize| -> Vec<[u32; 4]> {
+                                (0..32)
+                                    .map(|lane| {
+                                        std::array::from_fn(|j| word(smem, addr(8 * j + lane / 4) + 4 * (lane % 4)))
+                                    })
+                                    .collect()
+                            };
+                            for warp in 0..wm * wn {
+                                let (wmi, wni) = (warp % wm, warp / wm);
+                                for kk in 0..2 {
+                                    let af: Vec<Vec<[u32; 4]>> = (0..mi_n)
+                                        .map(|mi| {
+                                            let regs =
+                                                ldm(&a_s, &|l| swz(wmi * wtm + mi * 16 + (l & 15), kk * 2 + (l >> 4)));
+                                            match op {
+                                                Operand::F16 => regs,
+                                                Operand::Tf32 => regs
+                                                    .iter()
+                                                    .map(|r| r.map(|w| tf32_round(f32::from_bits(w)).to_bits()))
+                                                    .collect(),
+                                            }
+                                        })
+                                        .collect();
+                                    let mut bf: Vec<Vec<[u32; 2]>> = Vec::new();
+                                    for nj in 0..ni_n / 2 {
+                                        let regs = ldm(&b_s, &|l| {
+                                            swz(
+                                                wni * wtn + nj * 16 + (l & 7) + ((l >> 4) << 3),
+                                                kk * 2 + ((l >> 3) & 1),
+                                            )
+                                        });
+                                        bf.push(regs.iter().map(|r| [r[0], r[1]]).collect());
+                                        bf.push(regs.iter().map(|r| [r[2], r[3]]).collect());
+                                    }
+                                    for mi in 0..mi_n {
+                                        for ni in 0..ni_n {
+                                            let d = mma(op, &af[mi], &bf[ni]);
+                                            for lane in 0..32 {
+                                                let a = &mut acc[((warp * 32 + lane) * mi_n + mi) * ni_n + ni];
+                                                for e in 0..4 {
+                                                    a[e] += d[lane][e];
                                                 }
                                             }
                                         }
                                     }
                                 }
-                                put(&mut a_s, swz(row, kc), &vals);
                             }
-                            let w_off = ((j0 * kdim[1] + j1) * kdim[2] + j2) * cg + c;
-                            for i in 0..b_ch {
-                                let row = (tid >> 2) + i * row_step;
-                                let k = n0 + row as i64;
-                                let ok = rk && k < kg;
-                                let ko = g * kg + if k < kg { k } else { 0 };
-                                let off = if vec_a { w_off } else { r };
-                                let vals: Vec<f32> = match b {
-                                    BOperand::Values(w) => (0..epc)
-                                        .map(|e| if ok { w[(ko * wrow + off) as usize + e] } else { 0.0 })
-                                        .collect(),
-                                    BOperand::Codes { codes, signed, scale, zero, cg_valid } => {
-                                        let valid = if !ok {
-                                            0
-                                        } else if vec_a {
-                                            (cg_valid - c).min(8)
-                                        } else {
-                                            (kred - r).min(8)
-                                        };
-                                        (0..8)
-                                            .map(|e| {
-                                                let byte = if ok { codes[(ko * wrow + off) as usize + e] } else { 0 };
-                                                let code = if *signed { byte as i8 as i32 } else { byte as i32 };
-                                                let v = (code as f32 - zero[ko as usize]) * scale[ko as usize];
-                                                if (e as i64) < valid {
-                                                    v
-                                                } else {
-                                                    0.0
-                                                }
-                                            })
-                                            .collect()
-                                    }
-                                };
-                                put(&mut b_s, swz(row, kc), &vals);
-                            }
-                            // Advance by BK along the reduction.
-                            let (r, mut c, mut j0, mut j1, mut j2) = (r + bk as i64, c + bk as i64, j0, j1, j2);
-                            while c >= cg {
-                                c -= cg;
-                                j2 += 1;
-                                if j2 >= kdim[2] {
-                                    j2 = 0;
-                                    j1 += 1;
-                                    if j1 >= kdim[1] {
-                                        j1 = 0;
-                                        j0 += 1;
-                                    }
-                                }
-                            }
-                            *s = [r, c, j0, j1, j2];
                         }
-                        b_trace.extend_from_slice(&b_s);
-                        // ldmatrix.x4: matrix j's rows come from lanes 8j..8j+7; lane l gets
-                        // word l%4 of row l/4 of each matrix.
-                        let ldm = |smem: &[u8], addr: &dyn Fn(usize) -> usize| -> Vec<[u32; 4]> {
-                            (0..32)
-                                .map(|lane| {
-                                    std::array::from_fn(|j| word(smem, addr(8 * j + lane / 4) + 4 * (lane % 4)))
-                                })
-                                .collect()
-                        };
+                        // Epilogue: the accumulators' output positions.
                         for warp in 0..wm * wn {
                             let (wmi, wni) = (warp % wm, warp / wm);
-                            for kk in 0..2 {
-                                let af: Vec<Vec<[u32; 4]>> = (0..mi_n)
-                                    .map(|mi| {
-                                        let regs =
-                                            ldm(&a_s, &|l| swz(wmi * wtm + mi * 16 + (l & 15), kk * 2 + (l >> 4)));
-                                        match op {
-                                            Operand::F16 => regs,
-                                            Operand::Tf32 => regs
-                                                .iter()
-                                                .map(|r| r.map(|w| tf32_round(f32::from_bits(w)).to_bits()))
-                                                .collect(),
-                                        }
-                                    })
-                                    .collect();
-                                let mut bf: Vec<Vec<[u32; 2]>> = Vec::new();
-                                for nj in 0..ni_n / 2 {
-                                    let regs = ldm(&b_s, &|l| {
-                                        swz(wni * wtn + nj * 16 + (l & 7) + ((l >> 4) << 3), kk * 2 + ((l >> 3) & 1))
-                                    });
-                                    bf.push(regs.iter().map(|r| [r[0], r[1]]).collect());
-                                    bf.push(regs.iter().map(|r| [r[2], r[3]]).collect());
-                                }
+                            for lane in 0..32 {
                                 for mi in 0..mi_n {
-                                    for ni in 0..ni_n {
-                                        let d = mma(op, &af[mi], &bf[ni]);
-                                        for lane in 0..32 {
-                                            let a = &mut acc[((warp * 32 + lane) * mi_n + mi) * ni_n + ni];
-                                            for e in 0..4 {
-                                                a[e] += d[lane][e];
-                                            }
+                                    for h in 0..2 {
+                                        let m = m0 + (wmi * wtm + mi * 16 + (lane >> 2) + h * 8) as i64;
+                                        if m >= m_total {
+                                            continue;
                                         }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // Epilogue: the accumulators' output positions.
-                    for warp in 0..wm * wn {
-                        let (wmi, wni) = (warp % wm, warp / wm);
-                        for lane in 0..32 {
-                            for mi in 0..mi_n {
-                                for h in 0..2 {
-                                    let m = m0 + (wmi * wtm + mi * 16 + (lane >> 2) + h * 8) as i64;
-                                    if m >= m_total {
-                                        continue;
-                                    }
-                                    for ni in 0..ni_n {
-                                        let n = n0 + (wni * wtn + ni * 8 + (lane & 3) * 2) as i64;
-                                        for e in 0..2 {
-                                            if n + (e as i64) < kg {
-                                                let v = acc[((warp * 32 + lane) * mi_n + mi) * ni_n + ni][h * 2 + e];
-                                                let i = ((split * groups as i64 + g) * m_total + m) * kg + n + e as i64;
-                                                part[i as usize] = v;
+                                        // The output position of row m.
+                                        let bidx = m / per;
+                                        let sp = m - bidx * per;
+                                        let q = [
+                                            sp / (sz[1] as i64 * sz[2] as i64),
+                                            (sp / sz[2] as i64) % sz[1] as i64,
+                                            sp % sz[2] as i64,
+                                        ];
+                                        let o =
+                                            [0, 1, 2]
+                                                .map(|d| if trans { ph[d] + q[d] * p.stride[d] as i64 } else { q[d] });
+                                        if (0..3).any(|d| o[d] >= p.out_size[d] as i64) {
+                                            continue;
+                                        }
+                                        let m_out = bidx * p.out_spatial
+                                            + (o[0] * p.out_size[1] as i64 + o[1]) * p.out_size[2] as i64
+                                            + o[2];
+                                        for ni in 0..ni_n {
+                                            let n = n0 + (wni * wtn + ni * 8 + (lane & 3) * 2) as i64;
+                                            for e in 0..2 {
+                                                if n + (e as i64) < kg {
+                                                    let v =
+                                                        acc[((warp * 32 + lane) * mi_n + mi) * ni_n + ni][h * 2 + e];
+                                                    let i = ((split * groups as i64 + g) * out_total + m_out) * kg
+                                                        + n
+                                                        + e as i64;
+                                                    part[i as usize] = v;
+                                                }
                                             }
                                         }
                                     }
@@ -305,11 +383,11 @@ fn emulate(
     }
     // The split-K reduction: sum over splits, channels-last [m][g*kg + n].
     let kk = p.out_channels as i64;
-    let mut y = vec![0f64; (m_total * kk) as usize];
+    let mut y = vec![0f64; (out_total * kk) as usize];
     for (i, v) in y.iter_mut().enumerate() {
         let (m, k) = (i as i64 / kk, i as i64 % kk);
         let (g, n) = (k / kg, k % kg);
-        *v = (0..splits as i64).map(|s| part[(((s * groups as i64 + g) * m_total + m) * kg + n) as usize]).sum();
+        *v = (0..splits as i64).map(|s| part[(((s * groups as i64 + g) * out_total + m) * kg + n) as usize]).sum();
     }
     (y, b_trace)
 }
@@ -394,13 +472,43 @@ fn problem(
     }
 }
 
+/// A transposed 2-d problem: (C, K, groups, kernel, stride, pad, dilation, batch, input).
+#[allow(clippy::too_many_arguments)]
+fn problem_tr(
+    c: usize,
+    k: usize,
+    groups: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: usize,
+    dil: usize,
+    n: usize,
+    hw: [usize; 2],
+) -> ConvProblem {
+    let out = [0, 1].map(|d| (hw[d] - 1) * stride[d] + dil * (kernel[d] - 1) + 1 - 2 * pad);
+    ConvProblem {
+        transposed: true,
+        batch: n,
+        in_channels: c,
+        out_channels: k,
+        groups,
+        in_size: [1, hw[0], hw[1]],
+        out_size: [1, out[0], out[1]],
+        kernel: [1, kernel[0], kernel[1]],
+        stride: [1, stride[0], stride[1]],
+        pad: [0, pad, pad],
+        dilation: [1, dil, dil],
+        pad_mode: PaddingMode::Zeros,
+    }
+}
+
 /// Runs one case: random small integers for x and the weight (or codes), the emulated kernel
 /// (with `cg_pad` channel slots: the input padded as `qc_pad_channels` does) against
 /// `conv_naive` on the unpadded problem.
 #[allow(clippy::too_many_arguments)]
 fn check(pr: &ConvProblem, cg_pad: usize, tile: Tile, vec_a: bool, op: Operand, q8: bool, splits: usize, seed: u64) {
     let mut rng = Ints(seed);
-    let cg = pr.in_channels / pr.groups;
+    let (cg, kg) = (pr.in_channels / pr.groups, pr.out_channels / pr.groups);
     let taps: usize = pr.kernel.iter().product();
     let in_sp: usize = pr.in_size.iter().product();
     let x: Vec<f32> = (0..pr.batch * pr.in_channels * in_sp).map(|_| rng.next(-3, 3) as f32).collect(); // NCHW
@@ -423,7 +531,13 @@ fn check(pr: &ConvProblem, cg_pad: usize, tile: Tile, vec_a: bool, op: Operand, 
                 } else {
                     (rng.next(-3, 3) as f32, 0)
                 };
-                w[(ko * cg + ci) * taps + t] = v;
+                // Module layout: forward [K][cg][taps]; transposed [C][kg][taps].
+                let wi = if pr.transposed {
+                    (((ko / kg) * cg + ci) * kg + ko % kg) * taps + t
+                } else {
+                    (ko * cg + ci) * taps + t
+                };
+                w[wi] = v;
                 packed[ko * row + t * cg_pad + ci] = v;
                 codes[ko * row + t * cg_pad + ci] = q as u8;
             }
@@ -503,4 +617,21 @@ fn code_tiles_reproduce_the_oracle_and_mask_the_padding() {
     // Element-wise loader: the row's tail past cg * taps holds garbage.
     check(&problem(3, 20, 1, [3, 3], 1, 1, 1, Reflect, 2, [5, 5]), 3, T128X64, false, Operand::F16, true, 2, 24);
     check(&problem(2, 32, 2, [3, 3], 1, 1, 1, Zeros, 1, [5, 5]), 1, T128X64, false, Operand::F16, true, 1, 25);
+}
+
+#[test]
+fn transposed_tiles_reproduce_the_oracle() {
+    // Phases with 1, 2 or no active taps per dimension, dilation, groups; f16, TF32 and codes.
+    let cases = [
+        problem_tr(16, 24, 1, [4, 4], [2, 2], 1, 1, 2, [4, 3]),
+        problem_tr(16, 20, 2, [3, 3], [2, 1], 1, 2, 1, [4, 5]),
+        problem_tr(8, 12, 1, [2, 2], [3, 3], 0, 1, 2, [3, 4]),
+    ];
+    for (i, pr) in cases.iter().enumerate() {
+        let cg = pr.in_channels / pr.groups;
+        let seed = 31 + i as u64;
+        check(pr, cg, T64, true, Operand::F16, false, 1, seed);
+        check(pr, cg, T128, true, Operand::F16, true, 1, seed);
+        check(pr, cg, T64, true, Operand::Tf32, false, 1, seed);
+    }
 }

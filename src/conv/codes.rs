@@ -129,10 +129,9 @@ pub(crate) fn pack_codes(
         zero.push(zeros[ch]);
     }
     for k in 0..out_channels {
-        let (g, m) = (k / kg.max(1), k % kg.max(1));
         for c in 0..cg {
             for t in 0..taps {
-                let i = if transposed { ((g * cg + c) * kg + m) * taps + t } else { (k * cg + c) * taps + t };
+                let i = g.module_index(transposed, k, c, t);
                 let q = codes_all[i];
                 let v = dequant(q, scale[k], zero[k]);
                 if v.to_bits() != weight_fq[i].to_bits() {

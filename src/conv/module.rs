@@ -452,8 +452,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let (mut tc_f16, mut tc_bf16) = (None, None);
         if let Some(dims) = tc {
             // Rounded to nearest even.
-            let h = Self::pack_tc(fq, dims, |v| half::f16::from_f32(v).to_bits());
-            let b = Self::pack_tc(fq, dims, |v| half::bf16::from_f32(v).to_bits());
+            let h = dims.pack(TRANSPOSED, fq, |v| half::f16::from_f32(v).to_bits());
+            let b = dims.pack(TRANSPOSED, fq, |v| half::bf16::from_f32(v).to_bits());
             tc_f16 = Some(runtime.htod(&h, None)?);
             tc_bf16 = Some(runtime.htod(&b, None)?);
         }
@@ -473,32 +473,6 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(CudaWeights { runtime, weight, bias, tc_f16, tc_bf16, dw, codes: None, tc_tf32: Default::default() })
     }
 
-    /// `get_weight()` (module layout) packed for the tensor-core kernels: `[K][row]` with row =
-    /// taps·cg_pad rounded up to 8, element (k, tap, c) at `k·row + tap·cg_pad + c`, the slots
-    /// past `cg` and past the taps zero; each value converted by `conv`.
-    fn pack_tc<E: Copy + Default>(fq: &[f32], dims: WeightGeometry, conv: impl Fn(f32) -> E) -> Vec<E> {
-        let WeightGeometry { out_channels: k, cg, cg_pad, taps, groups } = dims;
-        let kg = k / groups.max(1);
-        let row = dims.row();
-        let mut out = vec![E::default(); k * row];
-        for ko in 0..k {
-            for c in 0..cg {
-                for t in 0..taps {
-                    // Forward weight [K, Cg, taps]; transposed [C, K/g, taps], where output
-                    // channel ko = g*Kg + m and input channel g*Cg + c.
-                    let v = if TRANSPOSED {
-                        let (g, m) = (ko / kg, ko % kg);
-                        fq[((g * cg + c) * kg + m) * taps + t]
-                    } else {
-                        fq[(ko * cg + c) * taps + t]
-                    };
-                    out[ko * row + t * cg_pad + c] = conv(v);
-                }
-            }
-        }
-        out
-    }
-
     /// The tensor-core weight geometry when the TF32 tiles can run this module (`C/groups` a
     /// multiple of 8, forward or transposed, or padded to one: they have no element-wise
     /// loader), else `None`.
@@ -513,7 +487,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let mut slot = cw.tc_tf32.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             let fq = self.derived.weight_fq.as_slice::<f32>()?;
-            let packed = Self::pack_tc(fq, dims, crate::cuda::runtime::tf32_round);
+            let packed = dims.pack(TRANSPOSED, fq, crate::cuda::runtime::tf32_round);
             *slot = Some(Arc::new(cw.runtime.htod(&packed, stream)?));
         }
         Ok(slot.clone())

@@ -338,6 +338,35 @@ impl WeightGeometry {
     pub fn row(&self) -> usize {
         tc_weight_row(self.cg_pad, self.taps)
     }
+
+    /// Index, in the module's own weight layout, of output channel `k`, input channel `c` of its
+    /// group and tap `t`: forward `[K][cg][taps]`; transposed `[C][K/groups][taps]`, where output
+    /// channel k = g·kg + m reads input channel g·cg + c.
+    pub fn module_index(&self, transposed: bool, k: usize, c: usize, t: usize) -> usize {
+        let kg = self.out_channels / self.groups.max(1);
+        if transposed {
+            let (g, m) = (k / kg, k % kg);
+            ((g * self.cg + c) * kg + m) * self.taps + t
+        } else {
+            (k * self.cg + c) * self.taps + t
+        }
+    }
+
+    /// A weight in the module's layout (`src`) packed `[K][row]`, element (k, t, c) at
+    /// `k·row + t·cg_pad + c`, each value converted by `conv`; the padding slots hold
+    /// `E::default()`.
+    pub fn pack<S: Copy, E: Copy + Default>(&self, transposed: bool, src: &[S], conv: impl Fn(S) -> E) -> Vec<E> {
+        let row = self.row();
+        let mut out = vec![E::default(); self.out_channels * row];
+        for k in 0..self.out_channels {
+            for c in 0..self.cg {
+                for t in 0..self.taps {
+                    out[k * row + t * self.cg_pad + c] = conv(src[self.module_index(transposed, k, c, t)]);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Arguments of `qc_dequant_codes` for codes packed as `g` says: the float32 weight is written in

@@ -37,10 +37,14 @@ pub mod bench;
 pub mod conv;
 pub mod cpu;
 pub mod cuda;
+pub mod dtype;
 pub mod error;
 pub mod io;
+pub mod oracle;
+pub mod problem;
 pub mod quant;
 pub mod tensor;
+mod transfer;
 
 pub use conv::{
     AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d,
@@ -52,5 +56,6 @@ pub use error::{Error, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+pub use dtype::DType;
 pub use quant::{QScheme, QuantDType, QuantizedWeight, WeightQParams};
-pub use tensor::{DType, Device, Element, Tensor};
+pub use tensor::{Device, Element, Tensor};

@@ -8,6 +8,8 @@ use half::{bf16, f16};
 
 use cudarc::driver::CudaSlice;
 
+/// The dtype moved to [`crate::dtype`]; this re-export keeps `qconv::tensor::DType`.
+pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// Where a tensor lives and where a module computes.
@@ -20,18 +22,6 @@ pub enum Device {
 }
 
 impl Device {
-    /// The best device on this machine: `Cuda(0)` when the CUDA probe succeeds, otherwise `Cpu`.
-    ///
-    /// Never panics, also on machines without a driver. The reason CUDA was not chosen is
-    /// available from [`crate::cuda::probe`] (see [`crate::cuda::Probe::unusable_reason`]).
-    pub fn best() -> Device {
-        if crate::cuda::probe().usable() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }
-    }
-
     /// `true` for [`Device::Cpu`].
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
@@ -61,37 +51,6 @@ impl FromStr for Device {
                 n.parse::<usize>().map(Device::Cuda).map_err(|_| bad())
             }
         }
-    }
-}
-
-/// Element type of an activation tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// IEEE binary32.
-    F32,
-    /// IEEE binary16.
-    F16,
-    /// bfloat16.
-    BF16,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size_in_bytes(&self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-        })
     }
 }
 
@@ -186,7 +145,7 @@ pub enum CpuStorage {
 }
 
 impl CpuStorage {
-    fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         match self {
             CpuStorage::F32(_) => DType::F32,
             CpuStorage::F16(_) => DType::F16,
@@ -244,7 +203,7 @@ impl PartialEq for Tensor {
 }
 
 /// The raw bytes of host elements, in memory order (what the device buffer holds).
-fn host_bytes(s: &CpuStorage) -> Vec<u8> {
+pub(crate) fn host_bytes(s: &CpuStorage) -> Vec<u8> {
     match s {
         CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
         CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_bits().to_ne_bytes()).collect(),
@@ -253,7 +212,7 @@ fn host_bytes(s: &CpuStorage) -> Vec<u8> {
 }
 
 /// The inverse of [`host_bytes`].
-fn from_host_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
+pub(crate) fn from_host_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
     match dtype {
         DType::F32 => {
             CpuStorage::F32(b.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -499,39 +458,6 @@ impl Tensor {
         Tensor::from_vec(out, &new_shape)?.try_to_dtype(self.dtype())
     }
 
-    /// Copies the tensor to `device` (a clone sharing the storage when it already lives there).
-    ///
-    /// `Device::Cpu` always works for host tensors; a device tensor is downloaded, which waits
-    /// for the work queued on its stream. `Device::Cuda(n)` uploads (enqueued on the device's
-    /// default stream, without waiting) and fails with [`Error::CudaUnavailable`] and the
-    /// probe's reason when CUDA device `n` is not usable here, or [`Error::Cuda`] when the copy
-    /// fails.
-    pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        if device == self.device() {
-            return Ok(self.clone());
-        }
-        match (&*self.storage, device) {
-            (Storage::Cuda(c), Device::Cpu) => {
-                let rt = crate::cuda::runtime::Runtime::get(c.ordinal)?;
-                let mut bytes = rt.dtoh(&c.bytes, Some(c.bytes.stream()))?;
-                // The buffer may be longer (an empty tensor still owns one placeholder element).
-                bytes.truncate(self.numel() * c.dtype.size_in_bytes());
-                Ok(Tensor {
-                    shape: self.shape.clone(),
-                    storage: Arc::new(Storage::Cpu(from_host_bytes(c.dtype, &bytes))),
-                })
-            }
-            (Storage::Cpu(host), Device::Cuda(n)) => {
-                let rt = crate::cuda::runtime::Runtime::get(n)?;
-                let bytes = rt.htod(&host_bytes(host), None)?;
-                Ok(Tensor::from_cuda(self.shape.clone(), host.dtype(), n, bytes))
-            }
-            // Between two CUDA devices: through the host.
-            (Storage::Cuda(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
-            (Storage::Cpu(_), Device::Cpu) => Ok(self.clone()),
-        }
-    }
-
     /// The device buffer of a CUDA tensor (the elements' raw bytes in row-major order, native
     /// endianness), for interoperating with other cudarc code; `None` for a host tensor. The
     /// buffer holds at least `numel() * dtype().size_in_bytes()` bytes (an empty tensor owns a
@@ -541,6 +467,11 @@ impl Tensor {
             Storage::Cuda(c) => Some(&c.bytes),
             Storage::Cpu(_) => None,
         }
+    }
+
+    /// Wraps host elements in a tensor of `shape` (the caller guarantees the element count).
+    pub(crate) fn from_host(shape: Vec<usize>, host: CpuStorage) -> Tensor {
+        Tensor { shape, storage: Arc::new(Storage::Cpu(host)) }
     }
 
     /// Wraps a device buffer holding `shape` elements of `dtype` on CUDA device `ordinal`.

@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use qconv::bench::Rng;
-use qconv::cpu::conv_naive;
+use qconv::oracle::conv_naive;
 use qconv::io::StateDict;
 use qconv::quant::{fake_quantize, QParamData, QParamTensor};
 use qconv::{

@@ -1,7 +1,7 @@
 //! Helpers shared by the qconv fuzz targets: error-message checks, a work cap, and the
 //! properties every built module must satisfy.
 
-use qconv::cpu::ConvProblem;
+use qconv::problem::ConvProblem;
 use qconv::io::StateDict;
 use qconv::{AnyConv, Tensor};
 

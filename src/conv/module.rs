@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use crate::conv::codes::{self, PackedCodes};
 use crate::conv::options::{ConvOptions, Padding, PaddingMode};
-use crate::cpu::{self, ConvProblem, PackedWeight};
+use crate::cpu::{self, PackedWeight};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::problem::ConvProblem;
 use crate::quant::{self, Plan, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
 use cudarc::driver::{CudaSlice, CudaStream};
 
 use crate::cuda::launch::{QcDequantLayout, WeightGeometry, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
 use crate::cuda::runtime::{DeviceCodes, Runtime, TcWeight};
-use crate::tensor::{checked_numel, CpuStorage, DType, Device, Tensor};
+use crate::tensor::{checked_numel, CpuStorage, Device, Tensor};
 
 /// A reference quantized convolution with `D` spatial dimensions; `TRANSPOSED` selects
 /// `ConvTransposeNd`. Use the aliases [`Conv1d`] … [`ConvTranspose3d`].
@@ -764,7 +766,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
 
     /// The normalised 3-d [`ConvProblem`] this module runs for an input of shape `input_shape`
     /// (batched or unbatched), with the same validation as `forward`. `output_size` is only valid
-    /// for transposed convolutions. Useful to drive [`crate::cpu::conv_naive`] or to size buffers.
+    /// for transposed convolutions. Useful to drive [`crate::oracle::conv_naive`] or to size buffers.
     pub fn conv_problem(&self, input_shape: &[usize], output_size: Option<&[usize]>) -> Result<ConvProblem> {
         let (batched, batch, spatial) = self.input_geometry(input_shape)?;
         let out = if TRANSPOSED {

@@ -1,62 +1,7 @@
 //! [`ConvOptions<D>`]: one options type for every dimension count, and the shape rules.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::error::{Error, Result};
-
-/// How a forward convolution reads outside its input (PyTorch's `padding_mode`).
-///
-/// PyTorch's *reference* quantized convolutions ignore this setting and always pad with zeros
-/// (SEMANTICS.md §7); qconv honours it the way `torch.nn.ConvNd` does. Transposed convolutions
-/// accept only [`PaddingMode::Zeros`], like PyTorch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum PaddingMode {
-    /// Read zeros (the default).
-    #[default]
-    Zeros,
-    /// Mirror without repeating the edge (`x[-1] = x[1]`); padding must be smaller than the input.
-    Reflect,
-    /// Repeat the edge element.
-    Replicate,
-    /// Wrap around (`x[-1] = x[L-1]`); padding must not exceed the input.
-    Circular,
-}
-
-impl PaddingMode {
-    /// PyTorch's spelling: `zeros`, `reflect`, `replicate`, `circular`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PaddingMode::Zeros => "zeros",
-            PaddingMode::Reflect => "reflect",
-            PaddingMode::Replicate => "replicate",
-            PaddingMode::Circular => "circular",
-        }
-    }
-}
-
-impl fmt::Display for PaddingMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PaddingMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "zeros" => Ok(PaddingMode::Zeros),
-            "reflect" => Ok(PaddingMode::Reflect),
-            "replicate" => Ok(PaddingMode::Replicate),
-            "circular" => Ok(PaddingMode::Circular),
-            _ => Err(Error::Parse {
-                what: "padding_mode",
-                value: s.to_string(),
-                expected: "zeros, reflect, replicate or circular".into(),
-            }),
-        }
-    }
-}
+pub use crate::problem::PaddingMode;
 
 /// Padding of a convolution: explicit per-dimension amounts, or PyTorch's `"same"` / `"valid"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -104,9 +104,8 @@
 
 use rayon::prelude::*;
 
-use super::ConvProblem;
-use crate::conv::PaddingMode;
 use crate::error::{Error, Result};
+use crate::problem::{ConvProblem, PaddingMode};
 
 /// Rows (output channels) of the micro-kernel tile when the CPU has AVX2 (or less): 6 rows of
 /// two `ymm` accumulators each (12 of the 16 registers).
@@ -1191,44 +1190,6 @@ impl Geometry {
     }
 }
 
-/// Input index `i` of a dimension of length `len` under `mode`, or `None` for a zero.
-#[inline]
-fn remap(mode: PaddingMode, i: isize, len: usize) -> Option<usize> {
-    let l = len as isize;
-    if (0..l).contains(&i) {
-        return Some(i as usize);
-    }
-    let j = match mode {
-        PaddingMode::Zeros => return None,
-        PaddingMode::Reflect => {
-            if i < 0 {
-                -i
-            } else {
-                2 * (l - 1) - i
-            }
-        }
-        PaddingMode::Replicate => {
-            if i < 0 {
-                0
-            } else {
-                l - 1
-            }
-        }
-        PaddingMode::Circular => {
-            if i < 0 {
-                i + l
-            } else {
-                i - l
-            }
-        }
-    };
-    if (0..l).contains(&j) {
-        Some(j as usize)
-    } else {
-        None
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // Entry point
 // ------------------------------------------------------------------------------------------------
@@ -1522,8 +1483,8 @@ fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
             let g = bi * block + r;
             let (nc, v) = (g / rows_per_plane, g % rows_per_plane);
             let (v0, v1) = (v / dims[1], v % dims[1]);
-            let i0 = remap(mode, lo[0] + v0 as isize, l0);
-            let i1 = remap(mode, lo[1] + v1 as isize, l1);
+            let i0 = mode.source_index(lo[0] + v0 as isize, l0);
+            let i1 = mode.source_index(lo[1] + v1 as isize, l1);
             let (Some(i0), Some(i1)) = (i0, i1) else {
                 if !zeros_in_place {
                     row.fill(0.0);
@@ -2171,8 +2132,8 @@ impl Ctx<'_> {
             let (tap0, tap1, tap2) = (&ph[0].taps[t0], &ph[1].taps[t1], &ph[2].taps[t2]);
             let st2 = ph[2].in_step;
             for s in segs {
-                let i0 = remap(mode, (s.m0 * ph[0].in_step) as isize + tap0.off, l0);
-                let i1 = remap(mode, (s.m1 * ph[1].in_step) as isize + tap1.off, l1);
+                let i0 = mode.source_index((s.m0 * ph[0].in_step) as isize + tap0.off, l0);
+                let i1 = mode.source_index((s.m1 * ph[1].in_step) as isize + tap1.off, l1);
                 let (Some(i0), Some(i1)) = (i0, i1) else {
                     for c in 0..ncc {
                         fill_run(col, kc, (t - taps.0) * ncc + c, s.col, s.len, 0.0);
@@ -2186,7 +2147,7 @@ impl Ctx<'_> {
                     let r = (t - taps.0) * ncc + c;
                     let base = ((chan_base + chans.0 + c) * l0 + i0) * l1 + i1;
                     let xrow = &self.x[base * l2..(base + 1) * l2];
-                    let edge = |m: usize| remap(mode, (m * st2) as isize + tap2.off, l2).map_or(0.0, |i| xrow[i]);
+                    let edge = |m: usize| mode.source_index((m * st2) as isize + tap2.off, l2).map_or(0.0, |i| xrow[i]);
                     let mut at = s.col;
                     for m in s.m2..in_lo.min(m_end) {
                         put(col, kc, r, at, edge(m));
@@ -2460,7 +2421,7 @@ impl Ctx<'_> {
                 let chan = n * p.in_channels + g * cg + c;
                 for tap0 in &ph0.taps {
                     let Some(block) = blocks.next() else { return };
-                    let Some(i0) = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0) else { continue };
+                    let Some(i0) = mode.source_index((m0 * ph0.in_step) as isize + tap0.off, l0) else { continue };
                     for v in va..vb {
                         let i1 = (i1_start + v as isize) as usize;
                         let base = ((chan * l0 + i0) * l1 + i1) * l2 + src_a;
@@ -2474,10 +2435,10 @@ impl Ctx<'_> {
         for c in 0..cg {
             let chan = n * p.in_channels + g * cg + c;
             for tap0 in &ph0.taps {
-                let i0 = remap(mode, (m0 * ph0.in_step) as isize + tap0.off, l0);
+                let i0 = mode.source_index((m0 * ph0.in_step) as isize + tap0.off, l0);
                 for v in 0..v_rows {
                     let Some(dst) = rows.next() else { return };
-                    let i1 = remap(mode, rows_map.input_row(v), l1);
+                    let i1 = mode.source_index(rows_map.input_row(v), l1);
                     let (Some(i0), Some(i1)) = (i0, i1) else {
                         dst.fill(0.0);
                         continue;
@@ -2545,7 +2506,7 @@ fn fill_decimated(dst: &mut [f32], xrow: &[f32], tap: &Tap, step: usize, mode: P
         m.checked_mul(step)
             .and_then(|v| isize::try_from(v).ok())
             .and_then(|v| v.checked_add(tap.off))
-            .and_then(|i| remap(mode, i, xrow.len()))
+            .and_then(|i| mode.source_index(i, xrow.len()))
             .map_or(0.0, |i| xrow[i])
     };
     for (m, d) in dst[..lo].iter_mut().enumerate() {
@@ -2587,7 +2548,7 @@ fn fill_padded(xpad: &mut [f32], xrow: &[f32], lo: isize, mode: PaddingMode) {
         xpad[b..].fill(0.0);
     } else {
         for u in (0..a).chain(b..len) {
-            xpad[u] = remap(mode, lo + u as isize, xrow.len()).map_or(0.0, |i| xrow[i]);
+            xpad[u] = mode.source_index(lo + u as isize, xrow.len()).map_or(0.0, |i| xrow[i]);
         }
     }
 }
@@ -2706,7 +2667,7 @@ fn fill_run(col: &mut [f32], kc: usize, r: usize, c0: usize, n: usize, v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv_naive;
+    use crate::oracle::conv_naive;
 
     /// xorshift64* — a tiny deterministic PRNG for the randomised tests.
     struct Rng(u64);

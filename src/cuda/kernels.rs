@@ -10,8 +10,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 /// The headers every kernel source may include, as `(include name, contents)`; passed to NVRTC
 /// as named headers (no file system access at compile time).

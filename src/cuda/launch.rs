@@ -25,11 +25,10 @@ pub use super::params_sys::{
 };
 
 use super::kernels::{ConvAlgo, ConvTile, TcTile};
-use crate::conv::PaddingMode;
-use crate::cpu::ConvProblem;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::problem::{ConvProblem, PaddingMode};
 use crate::quant::{Plan, QParamData, WeightQParams};
-use crate::tensor::DType;
 
 /// Largest `gridDim.x`.
 pub const MAX_GRID_X: u64 = (1 << 31) - 1;
@@ -1728,7 +1727,7 @@ mod tests {
             let x: Vec<f32> = (0..prob.input_len()).map(|_| rng.f32()).collect();
             let w: Vec<f32> = (0..prob.weight_len()).map(|_| rng.f32()).collect();
             let bias: Vec<f32> = (0..prob.out_channels).map(|_| rng.f32()).collect();
-            let want = crate::cpu::conv_naive(&prob, &w, has_bias.then_some(&bias[..]), &x);
+            let want = crate::oracle::conv_naive(&prob, &w, has_bias.then_some(&bias[..]), &x);
             for tile in ConvTile::ALL {
                 let (got, writes) = emulate_igemm(&params, tile, &x, &w, &bias);
                 check_close(tile.suffix(), &prob, &got, &writes, &want);

@@ -16,8 +16,8 @@ use half::f16;
 
 use super::launch::{tc_conv_params, tc_weight_row, QcConvParams};
 use super::runtime::tf32_round;
-use crate::conv::PaddingMode;
-use crate::cpu::{conv_naive, ConvProblem};
+use crate::oracle::conv_naive;
+use crate::problem::{ConvProblem, PaddingMode};
 
 /// The operand type of the tile (`T` of the template).
 #[derive(Clone, Copy, PartialEq)]

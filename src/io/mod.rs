@@ -13,8 +13,9 @@ use std::path::Path;
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// Element data of a stored tensor, in the file's dtype.
 #[derive(Clone, Debug, PartialEq)]

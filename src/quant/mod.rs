@@ -14,8 +14,9 @@ use half::f16;
 pub(crate) use params::{DecScales, DecZeroPoints, Plan};
 pub use params::{QParamData, QParamTensor, QScheme, QuantDType, WeightQParams};
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// The result of [`quantize`] (`get_quantized_weight()`).
 #[derive(Clone, Debug, PartialEq)]

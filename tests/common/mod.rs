@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use qconv::cpu::conv_naive;
+use qconv::oracle::conv_naive;
 use qconv::io::StoredData;
 use qconv::{AnyConv, ConvModule, Tensor};
 

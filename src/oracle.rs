@@ -1,52 +1,13 @@
-//! The naive direct convolution: the test oracle of the fast path.
+//! The f64 oracle: the naive direct convolution every backend is tested against.
 //!
 //! [`conv_naive`] evaluates the formulas of [`ConvProblem`] literally — one output element at a
 //! time, every input channel of its group, every kernel tap — with the unpacked weight and `f64`
 //! accumulation. It is slow and meant for tests only; its sole virtue is being obviously right.
+//! It sits on the floor beside [`crate::problem`], so the CPU engine's tests, the CUDA backend's
+//! tests and emulations, and the integration tests in `tests/` all use it without one backend
+//! importing the other.
 
-use super::ConvProblem;
-use crate::conv::PaddingMode;
-
-/// Where a forward convolution reads index `i` of a dimension of length `len`, or `None` when it
-/// reads a zero.
-///
-/// zeros: `i` itself when inside, else zero; reflect: `-i` before the start, `2(len-1) - i` after
-/// the end; replicate: `i` clamped to `[0, len-1]`; circular: `i + len` before the start,
-/// `i - len` after the end. An index that is still outside after the remap (only possible when the
-/// caller's padding exceeds what the mode allows) also reads a zero, so the oracle never panics.
-fn source_index(mode: PaddingMode, i: i64, len: usize) -> Option<usize> {
-    let l = len as i64;
-    if l == 0 {
-        return None;
-    }
-    let j = match mode {
-        PaddingMode::Zeros => i,
-        PaddingMode::Reflect => {
-            if i < 0 {
-                -i
-            } else if i >= l {
-                2 * (l - 1) - i
-            } else {
-                i
-            }
-        }
-        PaddingMode::Replicate => i.clamp(0, l - 1),
-        PaddingMode::Circular => {
-            if i < 0 {
-                i + l
-            } else if i >= l {
-                i - l
-            } else {
-                i
-            }
-        }
-    };
-    if (0..l).contains(&j) {
-        Some(j as usize)
-    } else {
-        None
-    }
-}
+use crate::problem::ConvProblem;
 
 /// The input index that output index `o` reads through kernel tap `j` along one dimension.
 ///
@@ -67,7 +28,7 @@ fn input_index(p: &ConvProblem, dim: usize, o: usize, j: usize) -> Option<usize>
             None
         }
     } else {
-        source_index(p.pad_mode, o * s + j * d - pad, len)
+        p.pad_mode.source_index((o * s + j * d - pad) as isize, len)
     }
 }
 
@@ -75,7 +36,8 @@ fn input_index(p: &ConvProblem, dim: usize, o: usize, j: usize) -> Option<usize>
 /// unpacked weight (forward `[K, C/g, k0, k1, k2]`, transposed `[C, K/g, k0, k1, k2]`), output
 /// `[batch, out_channels, out_size...]` as `f64` (`p.output_len()` elements).
 ///
-/// This is the test oracle of [`conv`](super::conv); it is far too slow for production use.
+/// This is the test oracle of both backends ([`crate::cpu::conv`] and the CUDA kernels); it is
+/// far too slow for production use.
 ///
 /// # Panics
 ///
@@ -143,6 +105,7 @@ pub fn conv_naive(p: &ConvProblem, weight: &[f32], bias: Option<&[f32]>, x: &[f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::PaddingMode;
 
     /// A 1-d problem (`[1, 1, len]` after normalisation).
     #[allow(clippy::too_many_arguments)]

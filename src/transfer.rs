@@ -1,0 +1,55 @@
+//! Moving tensors between the host and CUDA devices, and choosing the best device.
+//!
+//! [`Tensor`] and [`Device`] are plain data (`tensor.rs`); the two operations that need the CUDA
+//! runtime live here, above both, so that `tensor.rs` imports nothing of `cuda/` and the
+//! top-level modules form no import cycle (`quant/` → `tensor.rs`, `cuda/` → `quant/`,
+//! this file → `cuda/` and `tensor.rs`).
+
+use crate::error::Result;
+use crate::tensor::{from_host_bytes, host_bytes, Device, Tensor};
+
+impl Device {
+    /// The best device on this machine: `Cuda(0)` when the CUDA probe succeeds, otherwise `Cpu`.
+    ///
+    /// Never panics, also on machines without a driver. The reason CUDA was not chosen is
+    /// available from [`crate::cuda::probe`] (see [`crate::cuda::Probe::unusable_reason`]).
+    pub fn best() -> Device {
+        if crate::cuda::probe().usable() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
+}
+
+impl Tensor {
+    /// Copies the tensor to `device` (a clone sharing the storage when it already lives there).
+    ///
+    /// `Device::Cpu` always works for host tensors; a device tensor is downloaded, which waits
+    /// for the work queued on its stream. `Device::Cuda(n)` uploads (enqueued on the device's
+    /// default stream, without waiting) and fails with [`Error::CudaUnavailable`] and the
+    /// probe's reason when CUDA device `n` is not usable here, or [`Error::Cuda`] when the copy
+    /// fails.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        match (self.host_storage(), self.cuda_storage(), device) {
+            (_, Some(c), Device::Cpu) => {
+                let rt = crate::cuda::runtime::Runtime::get(c.ordinal)?;
+                let mut bytes = rt.dtoh(&c.bytes, Some(c.bytes.stream()))?;
+                // The buffer may be longer (an empty tensor still owns one placeholder element).
+                bytes.truncate(self.numel() * c.dtype.size_in_bytes());
+                Ok(Tensor::from_host(self.shape().to_vec(), from_host_bytes(c.dtype, &bytes)))
+            }
+            (Some(host), _, Device::Cuda(n)) => {
+                let rt = crate::cuda::runtime::Runtime::get(n)?;
+                let bytes = rt.htod(&host_bytes(host), None)?;
+                Ok(Tensor::from_cuda(self.shape().to_vec(), host.dtype(), n, bytes))
+            }
+            // Between two CUDA devices: through the host.
+            (None, Some(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
+            _ => Ok(self.clone()),
+        }
+    }
+}

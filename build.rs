@@ -4,7 +4,7 @@
 //! With the `bindgen` feature it also regenerates the Rust bindings of the kernel argument structs
 //! (`cuda/params.h`) into `$OUT_DIR/params_sys.rs`. The crate itself always compiles the committed
 //! copy, `src/cuda/params_sys.rs`, so a plain build needs no libclang; `scripts/check-bindgen.sh`
-//! compares the two (DESIGN.md principle 7).
+//! compares the two (docs/design.md principle 7).
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());

@@ -1,4 +1,4 @@
-//! Criterion benches over the CPU suite of BENCH.md: module forward (cached fake-quantized
+//! Criterion benches over the CPU suite of docs/benchmarks.md: module forward (cached fake-quantized
 //! weight) and weight fake-quant alone, per case.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -1,7 +1,7 @@
 /*
  * qconv device helpers shared by every kernel source: activation dtypes and their conversions.
  *
- * No CUDA toolkit header is included anywhere (DESIGN.md principle 6): the kernels must compile
+ * No CUDA toolkit header is included anywhere (docs/design.md principle 6): the kernels must compile
  * with nothing but libnvrtc. Half-precision conversions therefore use inline PTX, and the dtype
  * "types" are plain 16-bit wrappers.
  *
@@ -32,7 +32,7 @@ __device__ __forceinline__ float qc_half_to_float(unsigned short h) {
 }
 
 /** binary32 -> binary16, round to nearest even; |x| >= 65520 gives +-inf (PTX cvt.rn.f16.f32).
- *  Same result as half::f16::from_f32 for every non-NaN input (SEMANTICS.md 4.4). */
+ *  Same result as half::f16::from_f32 for every non-NaN input (docs/numerics.md 4.4). */
 __device__ __forceinline__ unsigned short qc_float_to_half(float f) {
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));

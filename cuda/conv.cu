@@ -2,7 +2,7 @@
  * Forward convolution (Conv1d/2d/3d after normalisation to 3-d, ConvProblem in src/cpu/mod.rs):
  *   y[b,k,o] = bias[k] + sum_{c in group(k), j} w[k, c', j] * x~[b, c, o*stride + j*dilation - pad]
  * where x~ reads outside the input according to the padding mode (zeros, reflect, replicate,
- * circular; SEMANTICS.md section 7 and DESIGN.md: the mode is honoured, unlike PyTorch's
+ * circular; docs/numerics.md section 7 and docs/design.md: the mode is honoured, unlike PyTorch's
  * reference module). Weight f32 (the fake-quantized weight), activations f32/f16/bf16 converted
  * to f32 on load, f32 accumulation, output in the activation dtype.
  *

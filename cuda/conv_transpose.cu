@@ -1,11 +1,11 @@
 /*
  * Transposed convolution (ConvTranspose1d/2d/3d), GATHER form: every output element is computed
  * by exactly one thread, which sums the inputs that scatter into it, so there are no atomics and
- * the result is deterministic (DESIGN.md principle 1). From ConvProblem (src/cpu/mod.rs):
+ * the result is deterministic (docs/design.md principle 1). From ConvProblem (src/cpu/mod.rs):
  *   y[b,k,o] = bias[k] + sum_{c in group(k), j, i : i*stride = o + pad - j*dilation, 0 <= i < in}
  *              w[c, k', j] * x[b, c, i]
  * with the weight stored [C, K/groups, taps] (QcConvParams weight strides), out_size chosen by the
- * host (output_padding / output_size already applied, SEMANTICS.md section 6), padding mode zeros.
+ * host (output_padding / output_size already applied, docs/numerics.md section 6), padding mode zeros.
  *
  * Phase decomposition (cuda/conv_igemm.cuh): outputs are grouped by o mod stride, so that within
  * a block every output has the same set of contributing taps; inactive taps are skipped for the

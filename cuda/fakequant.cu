@@ -1,6 +1,6 @@
 /*
  * Fake-quantization of a float32 weight on the GPU, bit-identical to the CPU path
- * (src/quant/fakequant.rs) and therefore to PyTorch CPU (SEMANTICS.md section 4).
+ * (src/quant/fakequant.rs) and therefore to PyTorch CPU (docs/numerics.md section 4).
  *
  * Entry points (argument: QcFakeQuantParams, cuda/params.h):
  *   qc_fakequant  writes the dequantized weight to p.dst and, when p.codes != 0, the codes;
@@ -38,7 +38,7 @@ __device__ __forceinline__ long long qc_clamp_f64_to_i64(double v, long long lo,
     return (long long)v;
 }
 
-/** `quant_int` (SEMANTICS 4.1/4.2): t = f32(x * inv); NaN t -> nan_code;
+/** `quant_int` (docs/numerics.md §4.1/4.2): t = f32(x * inv); NaN t -> nan_code;
  *  q = clamp(f32(zp) + rne(t)) with the sum rounded to f32 and clamped in f64. */
 __device__ __forceinline__ long long qc_quant_int(float x, float inv, long long zp, long long lo, long long hi,
                                                   long long nan_code) {
@@ -208,7 +208,7 @@ __device__ __forceinline__ bool qc_is_nonfinite(float x) {
 }
 
 /** Grid-stride loop over all elements for one integer/decomposed mode. */
-/* Channel of element i: (i / inner) % channels (row-major weight, SEMANTICS 4.2). 64-bit
+/* Channel of element i: (i / inner) % channels (row-major weight, docs/numerics.md §4.2). 64-bit
  * division is slow on the GPU, so indices below 2^32 (every realistic weight) use 32-bit. */
 __device__ __forceinline__ unsigned long long qc_fq_channel(const QcFakeQuantParams& p, unsigned long long i) {
     if (p.channels == 1) return 0;

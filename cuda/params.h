@@ -27,20 +27,20 @@ typedef unsigned long long uint64_t;
 
 /* ---------------------------------------------------------------------------------------------
  * Fake-quant (cuda/fakequant.cu). Modes map one to one onto `Plan` in src/quant/params.rs; the
- * formulas are SEMANTICS.md section 4 and src/quant/fakequant.rs.
+ * formulas are docs/numerics.md section 4 and src/quant/fakequant.rs.
  * ------------------------------------------------------------------------------------------- */
 
 /** Which fake-quant formula runs (value of QcFakeQuantParams.mode). */
 enum QcFakeQuantMode {
     /** qscheme None: dst = src (Plan::Identity). */
     QC_FQ_IDENTITY = 0,
-    /** float16: dst = f32(f16(src)), round to nearest even (Plan::Half, SEMANTICS 4.4). */
+    /** float16: dst = f32(f16(src)), round to nearest even (Plan::Half, docs/numerics.md §4.4). */
     QC_FQ_HALF = 1,
-    /** Integer zero point, per tensor (Plan::Int { axis: None }, SEMANTICS 4.1). */
+    /** Integer zero point, per tensor (Plan::Int { axis: None }, docs/numerics.md §4.1). */
     QC_FQ_INT_PER_TENSOR = 2,
     /** Integer zero points, per channel; dequant multiplies by the f64 scale (Plan::Int, 4.2). */
     QC_FQ_INT_PER_CHANNEL = 3,
-    /** Float zero points, per channel (Plan::FloatZp, SEMANTICS 4.3). */
+    /** Float zero points, per channel (Plan::FloatZp, docs/numerics.md §4.3). */
     QC_FQ_FLOAT_ZP = 4,
     /** quantized_decomposed ops with float32 arithmetic (Plan::Decomposed + DecScales::F32, 4.5). */
     QC_FQ_DECOMPOSED_F32 = 5,

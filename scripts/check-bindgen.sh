@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that src/cuda/params_sys.rs (committed) matches a fresh bindgen run on cuda/params.h
-# (DESIGN.md principle 7). Needs libclang (Debian/Ubuntu: apt-get install -y libclang-dev);
+# (docs/design.md principle 7). Needs libclang (Debian/Ubuntu: apt-get install -y libclang-dev);
 # installs nothing itself.
 #
 #   scripts/check-bindgen.sh           compare; exit 1 with a diff when they differ

@@ -51,7 +51,7 @@ same hyper-parameters (including ``padding_mode``) is converted to double, its w
 ``get_weight().double()`` and its bias to ``bias.double()``, and run on ``input.double()``
 (with ``output_size=`` for transposed cases that have one); the result is rounded to f32.
 This is what a *correct* reference module computes.  It differs from PyTorch's reference
-module in two places where that module is buggy (SEMANTICS.md §6, §7):
+module in two places where that module is buggy (docs/numerics.md §6, §7):
   * padding_mode reflect/replicate/circular: the reference ignores it (pads with zeros); the
     fixtures honour it;
   * ConvTranspose ``forward(x, output_size=...)``: the reference raises; the fixtures use the
@@ -61,7 +61,7 @@ output to a tight tolerance.  Compare Rust outputs against ``output`` with a tol
 f32 ulps of ``sum |x||w|`` (the f32 conv rounding), while ``weight_fq`` must match bit for bit.
 
 The script also re-derives ``weight_fq``/``weight_q`` with an independent numpy model of
-SEMANTICS.md §4 and fails if anything differs (skip with ``--no-check``).
+docs/numerics.md §4 and fails if anything differs (skip with ``--no-check``).
 """
 
 from __future__ import annotations
@@ -457,11 +457,11 @@ def define_cases():
     case("pcfq_int_zp", C2, (2, 3, (2, 3)), qp=pc(torch.quint8, [0.01, 0.02, 0.005], [100, 1, 255],
                                                   zp_dtype=torch.int32, qscheme=PCFQ),
          w=sat(-1.0, 1.0), x=(1, 2, 4, 5),
-         note="per_channel_affine_float_qparams with INTEGER zp -> integer formula (SEMANTICS 4.2)")
+         note="per_channel_affine_float_qparams with INTEGER zp -> integer formula (docs/numerics.md §4.2)")
     case("pca_float_zp", C2, (2, 3, (2, 3)), qp=pc(torch.qint8, [0.01, 0.02, 0.25], [0.5, -3.25, 1.0],
                                                    zp_dtype=torch.float32, qscheme=PCA),
          w=sat(-1.5, 1.5), x=(1, 2, 4, 5),
-         note="per_channel_affine with FLOAT zp -> float formula (SEMANTICS 4.3), qint8 range")
+         note="per_channel_affine with FLOAT zp -> float formula (docs/numerics.md §4.3), qint8 range")
     fp16w = lambda shape, g: torch.cat([torch.tensor([1e-6, 2049.0, -3.0e-5, 0.1, 65519.0, 1.0 / 3]),  # noqa: E731
                                         torch.randn(int(np.prod(shape)) - 6, generator=g)]).reshape(shape)
     case("fp16_per_tensor", C2, (2, 3, (2, 3)), qp=dict(qscheme=PTA, dtype=torch.float16), w=fp16w, x=(1, 2, 4, 5),
@@ -678,7 +678,7 @@ def define_cases():
        "negative per-channel scales")
 
 
-# expected values from SEMANTICS.md §10b / §4 (q codes, w_hat); checked after generation
+# expected values from docs/numerics.md §10b / §4 (q codes, w_hat); checked after generation
 GOLDEN = {
     "golden_reciprocal_quint8": ([128], [0.2750142216682434]),
     "golden_reciprocal_qint8": ([127], None),

@@ -1,6 +1,6 @@
-//! The CPU benchmark suite of BENCH.md, shared by `qconv bench` and the criterion benches.
+//! The CPU benchmark suite of docs/benchmarks.md, shared by `qconv bench` and the criterion benches.
 //!
-//! Each case builds its module the way `bench/torch_cpu.py` does: uniform weights in
+//! Each case builds its module the way `scripts/bench/torch_cpu.py` does: uniform weights in
 //! `±1/sqrt(fan_in)` (PyTorch's default initialisation range), per-channel affine qint8 qparams with
 //! zero point 0 and `scale = max|w| / 127` along the output-channel axis (0 for convolutions, 1 for
 //! transposed ones), and an input uniform in `[-1, 1)`. Data comes from a fixed-seed generator, so
@@ -16,7 +16,7 @@ use crate::tensor::Tensor;
 /// One benchmark case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchCase {
-    /// Case name, as in BENCH.md (`c2d_3x3`, ...).
+    /// Case name, as in docs/benchmarks.md (`c2d_3x3`, ...).
     pub name: &'static str,
     /// Transposed convolution.
     pub transposed: bool,
@@ -83,8 +83,8 @@ pub const CPU_SUITE: [BenchCase; 10] = [
     case("ct3d", true, 3, 32, 16, [8, 16, 16], 4, 2, 1, 1, 1),
 ];
 
-/// The GPU suite of BENCH.md (f32 module weights, all with bias), with each case's batch size
-/// (32, except `g_c1d` 16 and `g_c3d` 4), as in `bench/torch_gpu.py`.
+/// The GPU suite of docs/benchmarks.md (f32 module weights, all with bias), with each case's batch size
+/// (32, except `g_c1d` 16 and `g_c3d` 4), as in `scripts/bench/torch_gpu.py`.
 pub const GPU_SUITE: [(BenchCase, usize); 11] = [
     (case("g_3x3_64", false, 2, 64, 64, [56, 56, 0], 3, 1, 1, 1, 1), 32),
     (case("g_3x3_128", false, 2, 128, 128, [28, 28, 0], 3, 1, 1, 1, 1), 32),
@@ -149,7 +149,7 @@ impl Rng {
 }
 
 /// Per-channel affine qint8 qparams with zero point 0 and `scale = max|w| / 127` along `axis`
-/// (what `bench/torch_cpu.py` uses).
+/// (what `scripts/bench/torch_cpu.py` uses).
 pub fn absmax_qparams(weight: &Tensor, axis: usize) -> Result<WeightQParams> {
     let w = weight.as_slice::<f32>()?;
     let shape = weight.shape();
@@ -175,7 +175,7 @@ pub struct BuiltCase {
     pub weight: Tensor,
     /// The qparams.
     pub qparams: WeightQParams,
-    /// FLOPs of one forward (BENCH.md's formula).
+    /// FLOPs of one forward (docs/benchmarks.md's formula).
     pub flops: f64,
 }
 
@@ -239,7 +239,7 @@ impl BenchCase {
     }
 }
 
-/// Median wall time of `f` in microseconds, measured like `bench/torch_cpu.py`: 3 warm-up calls,
+/// Median wall time of `f` in microseconds, measured like `scripts/bench/torch_cpu.py`: 3 warm-up calls,
 /// then at least `min_iters` calls and at least `min_secs` seconds (at most 2000 calls).
 pub fn time_median_us(mut f: impl FnMut() -> Result<()>, min_iters: usize, min_secs: f64) -> Result<f64> {
     for _ in 0..3 {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// How a forward convolution reads outside its input (PyTorch's `padding_mode`).
 ///
 /// PyTorch's *reference* quantized convolutions ignore this setting and always pad with zeros
-/// (SEMANTICS.md §7); qconv honours it the way `torch.nn.ConvNd` does. Transposed convolutions
+/// (docs/numerics.md §7); qconv honours it the way `torch.nn.ConvNd` does. Transposed convolutions
 /// accept only [`PaddingMode::Zeros`], like PyTorch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum PaddingMode {
@@ -178,7 +178,7 @@ impl ConvProblem {
         sat_product(&lead, &self.kernel)
     }
 
-    /// Multiply-adds × 2 (BENCH.md's FLOP count).
+    /// Multiply-adds × 2 (docs/benchmarks.md's FLOP count).
     pub fn flops(&self) -> f64 {
         let k: f64 = self.kernel.iter().map(|&v| v as f64).product();
         if self.transposed {

@@ -5,7 +5,7 @@
 //! * Outputs must match PyTorch's float64 convolution of the fake-quantized weight within
 //!   `8 · eps32 · (Σ|x|·|ŵ| + |b|)` per element (`eps32 = 2^-23`), i.e. a few float32 roundings of
 //!   the magnitude of the sum; PyTorch's own float32 convolution stays within ~2.3 of these units
-//!   (SEMANTICS.md §5).
+//!   (docs/numerics.md §5).
 
 use std::collections::BTreeSet;
 

@@ -305,7 +305,7 @@ fn decomposed_flag_and_quant_range_are_persisted() {
 
 #[test]
 fn loading_refreshes_the_axis_from_the_file() {
-    // PyTorch keeps a stale weight_axis_int (SEMANTICS.md §8); here the stored axis wins.
+    // PyTorch keeps a stale weight_axis_int (docs/numerics.md §8); here the stored axis wins.
     let w = Tensor::from_vec((0..2 * 3 * 2).map(|i| i as f32 / 10.0).collect(), &[2, 3, 2]).unwrap();
     let axis1 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2, 0.3], vec![0, 0, 0], 1);
     let mut m = Conv1d::from_float(w.clone(), None, axis1, ConvOptions::new([2])).unwrap();

@@ -19,7 +19,7 @@ fn conv2d(opts: ConvOptions<2>, weight_shape: &[usize]) -> qconv::Result<Conv2d>
     Conv2d::from_float(w(weight_shape), None, qp(), opts)
 }
 
-// ---- quantization parameters (SEMANTICS.md §11 item 8) -------------------------------------------
+// ---- quantization parameters (docs/numerics.md §11 item 8) -------------------------------------------
 
 #[test]
 fn per_tensor_quint4x2_is_rejected() {

@@ -26,11 +26,11 @@ USAGE:
       Writes `weight_fq` (f32, get_weight()) and `weight_q` (i32 codes of get_quantized_weight(),
       where defined) of the module.
   qconv bench [--device cpu|cuda[:N]] [--case NAME] [--batch N] [--min-time SECONDS]
-      The CPU suite of BENCH.md (fields as bench/torch_cpu.py), or with --device cuda the GPU
+      The CPU suite of docs/benchmarks.md (fields as scripts/bench/torch_cpu.py), or with --device cuda the GPU
       suite (f16, bf16, f32; channels-first and channels-last inputs; the default precision;
       for f32 also tf32; for f16/bf16 also exact, and channels-last with the weight stored as
       8-bit codes (weights int8_codes, with the device weight bytes); CUDA-event timing, median
-      of >= 50 launches; fields as bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
+      of >= 50 launches; fields as scripts/bench/torch_gpu.py). One JSON line per case, dtype, layout, precision and op;
       --case g_fq runs the weight fake-quant case alone.
   qconv warmup [--arch sm_80,sm_90,...] [--cache-dir DIR]
       Compiles every CUDA kernel with NVRTC into the disk kernel cache (default
@@ -409,7 +409,7 @@ fn warmup(args: &Args) -> CliResult<()> {
     Ok(())
 }
 
-/// `qconv bench --device cuda`: the GPU suite of BENCH.md, timed with CUDA events.
+/// `qconv bench --device cuda`: the GPU suite of docs/benchmarks.md, timed with CUDA events.
 fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
     use qconv::cuda::runtime::Runtime;
     use qconv::DType;

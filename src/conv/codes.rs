@@ -4,7 +4,7 @@
 //!
 //! The device formula (the `*_q8` tensor-core loaders and `qc_dequant_codes`, `cuda/conv_tc.cu`
 //! and `cuda/fakequant.cu`) is `f32((f32(code) − zero[k]) · scale[k])`, two f32 operations
-//! rounded to nearest. It equals the CPU dequantization (SEMANTICS.md §4) whenever the scale
+//! rounded to nearest. It equals the CPU dequantization (docs/numerics.md §4) whenever the scale
 //! is an f32 value and `code − zero` is exact in f32, which covers every 8-bit dtype with f32
 //! (or f32-exact f64) scales. Rather than reason about each qparams flavour, [`pack_codes`]
 //! evaluates the device formula for every element and compares it with the fake-quantized weight;

@@ -1134,7 +1134,7 @@ impl<const D: usize> ConvModule<D, true> {
     /// Transposed convolution producing `output_size` (spatial, or with the leading batch/channel
     /// entries), which must lie within `[min, min + stride − 1]` per dimension; it overrides the
     /// module's `output_padding`, as in `torch.nn.ConvTransposeNd` (PyTorch's reference module
-    /// crashes here; SEMANTICS.md §6).
+    /// crashes here; docs/numerics.md §6).
     pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
         let (batched, batch, spatial) = self.input_geometry(x.shape())?;
         let (out, _) = self.options.transposed_output_size(&spatial, batched, output_size)?;

@@ -1,6 +1,6 @@
 //! State dicts with PyTorch's keys, and [`AnyConv`] for modules whose type is read from a file.
 //!
-//! Keys under a prefix `p` (SEMANTICS.md §8, fixed per §12 items 3–5):
+//! Keys under a prefix `p` (docs/numerics.md §8, fixed per §12 items 3–5):
 //! tensors `p.weight`, `p.bias` (when the module has one), `p.weight_scale`, `p.weight_zero_point`,
 //! `p.weight_axis`; string metadata `p.weight_qscheme`, `p.weight_dtype`, `p.module` (the
 //! hyper-parameters as JSON), and, when set, `p.is_decomposed`, `p.weight_quant_min`,

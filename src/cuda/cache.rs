@@ -1,7 +1,7 @@
 //! The compiled-kernel cache: in memory and on disk.
 //!
 //! A [`KernelCache`] returns the CUBIN of a kernel source for an architecture, compiling it with
-//! NVRTC only when neither cache has it (DESIGN.md principle 6):
+//! NVRTC only when neither cache has it (docs/design.md principle 6):
 //!
 //! * **in memory**, keyed like the disk entries, so one cache serves every device of a process
 //!   (devices of the same architecture share entries);

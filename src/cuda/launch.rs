@@ -747,7 +747,7 @@ pub struct FakeQuantArgs {
 ///
 /// Validation is [`WeightQParams::validate`]'s (the CPU path's plan), so both devices accept and
 /// reject the same parameters; the arrays hold exactly the values the CPU formulas use
-/// (SEMANTICS.md §4 and `src/quant/fakequant.rs`).
+/// (docs/numerics.md §4 and `src/quant/fakequant.rs`).
 pub fn fakequant_args(qparams: &WeightQParams, shape: &[usize]) -> Result<FakeQuantArgs> {
     let plan = qparams.plan(shape)?;
     let numel = mul("weight elements", &shape.iter().map(|&v| v as u64).collect::<Vec<_>>())? as u64;
@@ -1246,7 +1246,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::excessive_precision)] // the golden values as SEMANTICS.md prints them
+    #[allow(clippy::excessive_precision)] // the golden values as docs/numerics.md prints them
     fn fakequant_golden_vectors_of_semantics_md() {
         // §10b: reciprocal vs division, quint8 → 128.
         let x = f32::from_bits(0x3e8c41db);

@@ -1,7 +1,7 @@
 //! CUDA discovery: a probe that never panics, also on machines without a driver or toolkit.
 //!
 //! cudarc loads `libcuda` and `libnvrtc` dynamically and panics when a symbol is missing, so the
-//! probe goes step by step (DESIGN.md principle 4): is the driver library loadable
+//! probe goes step by step (docs/design.md principle 4): is the driver library loadable
 //! (`is_culib_present`), does `cuInit` succeed, how many devices are there, can a context be
 //! created on device 0 — and, separately, is NVRTC loadable and which version is it. Each step
 //! runs under `catch_unwind` as a second line of defence, raw CUDA error codes are stored as

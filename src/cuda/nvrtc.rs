@@ -8,7 +8,7 @@
 //! (registers, spills, shared memory).
 //!
 //! Nothing here panics on a machine without NVRTC: [`compile`] checks the crate's probe and every
-//! NVRTC symbol it calls first, and returns a typed [`Error`] instead (DESIGN.md principle 4).
+//! NVRTC symbol it calls first, and returns a typed [`Error`] instead (docs/design.md principle 4).
 //! Most callers want [`crate::cuda::cache::KernelCache`], which adds the in-memory and on-disk
 //! caches on top of [`compile`].
 

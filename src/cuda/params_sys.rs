@@ -8,13 +8,13 @@
 
 #[doc = " qscheme None: dst = src (Plan::Identity)."]
 pub const QC_FQ_IDENTITY: QcFakeQuantMode = 0;
-#[doc = " float16: dst = f32(f16(src)), round to nearest even (Plan::Half, SEMANTICS 4.4)."]
+#[doc = " float16: dst = f32(f16(src)), round to nearest even (Plan::Half, docs/numerics.md §4.4)."]
 pub const QC_FQ_HALF: QcFakeQuantMode = 1;
-#[doc = " Integer zero point, per tensor (Plan::Int { axis: None }, SEMANTICS 4.1)."]
+#[doc = " Integer zero point, per tensor (Plan::Int { axis: None }, docs/numerics.md §4.1)."]
 pub const QC_FQ_INT_PER_TENSOR: QcFakeQuantMode = 2;
 #[doc = " Integer zero points, per channel; dequant multiplies by the f64 scale (Plan::Int, 4.2)."]
 pub const QC_FQ_INT_PER_CHANNEL: QcFakeQuantMode = 3;
-#[doc = " Float zero points, per channel (Plan::FloatZp, SEMANTICS 4.3)."]
+#[doc = " Float zero points, per channel (Plan::FloatZp, docs/numerics.md §4.3)."]
 pub const QC_FQ_FLOAT_ZP: QcFakeQuantMode = 4;
 #[doc = " quantized_decomposed ops with float32 arithmetic (Plan::Decomposed + DecScales::F32, 4.5)."]
 pub const QC_FQ_DECOMPOSED_F32: QcFakeQuantMode = 5;

@@ -1,7 +1,7 @@
 //! The per-device CUDA runtime: context, default stream, compiled kernels, launches.
 //!
 //! A [`Runtime`] is created lazily per device by [`Runtime::get`] and shared by the whole process
-//! (it is `Send + Sync`; DESIGN.md principle 5). It owns
+//! (it is `Send + Sync`; docs/design.md principle 5). It owns
 //!
 //! * the cudarc context (the device's primary context) and a default stream (a non-blocking
 //!   stream of its own, not the legacy NULL stream);
@@ -93,7 +93,7 @@ pub enum TcWeight<'a> {
 }
 
 /// Converts a cudarc driver error into [`Error::Cuda`] without calling the driver (the raw
-/// `CUresult` name and code, DESIGN.md principle 4).
+/// `CUresult` name and code, docs/design.md principle 4).
 pub(crate) fn driver_err(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
     move |e| Error::Cuda { call, message: format!("{:?} (code {})", e.0, e.0 as i32) }
 }

@@ -1,6 +1,6 @@
 //! The fake-quant rule, bit-identical to PyTorch CPU (x86, FBGEMM build) for finite weights.
 //!
-//! Every formula is spelled out in SEMANTICS.md §4; the comments name the section. Rust never
+//! Every formula is spelled out in docs/numerics.md §4; the comments name the section. Rust never
 //! contracts `a * b + c` into an FMA, so each `f32` expression below rounds exactly where PyTorch's
 //! does.
 //!

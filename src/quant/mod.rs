@@ -1,7 +1,7 @@
 //! Weight quantization: schemes, dtypes, parameters, observers and the exact fake-quant rule.
 //!
 //! [`fake_quantize`] is PyTorch's `get_weight()` and [`quantize`] its `get_quantized_weight()`,
-//! bit-identical to PyTorch CPU for finite weights (SEMANTICS.md §3–§4). Non-finite weights are
+//! bit-identical to PyTorch CPU for finite weights (docs/numerics.md §3–§4). Non-finite weights are
 //! rejected with [`crate::Error::NonFiniteWeight`] whenever the weight is actually quantized
 //! (qscheme `None` passes the weight through untouched).
 

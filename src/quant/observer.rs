@@ -1,5 +1,5 @@
 //! Observers that compute weight qparams the way PyTorch's `MinMaxObserver` and
-//! `PerChannelMinMaxObserver` do (`torch/ao/quantization/observer.py`, SEMANTICS.md §4.8).
+//! `PerChannelMinMaxObserver` do (`torch/ao/quantization/observer.py`, docs/numerics.md §4.8).
 //!
 //! All arithmetic is float32, in PyTorch's order of operations, so the scales and zero points come
 //! out bit-identical. [`Observer::weight_qparams`] turns the result into [`WeightQParams`] the way
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn golden_symmetric_and_affine() {
-        // SEMANTICS.md §10b.
+        // docs/numerics.md §10b.
         let mut o = Observer::new(QuantDType::QInt8, ObserverScheme::PerChannelSymmetric).unwrap();
         o.observe_slice(&[1.0, -1.0, 0.5, 0.25]);
         assert_eq!(o.calculate_qparams().0, vec![0.007843137718737125f64 as f32]);

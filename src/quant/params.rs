@@ -260,7 +260,7 @@ impl QParamTensor {
 /// reports any broken rule as a typed [`Error`].
 ///
 /// There is deliberately no default: PyTorch's default (quint8, scale 1, zero point 0) maps every
-/// typical weight to zero (SEMANTICS.md §2). Use an observer to derive qparams from a weight.
+/// typical weight to zero (docs/numerics.md §2). Use an observer to derive qparams from a weight.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightQParams {
     /// The quantization scheme.
@@ -369,7 +369,7 @@ impl WeightQParams {
 
     /// Checks every rule against a weight of shape `weight_shape` and resolves the exact formula.
     ///
-    /// The rules are PyTorch's (SEMANTICS.md §3 and §11 item 8) plus a few that PyTorch leaves to
+    /// The rules are PyTorch's (docs/numerics.md §3 and §11 item 8) plus a few that PyTorch leaves to
     /// undefined behaviour: scales and float zero points must be finite, the axis must be
     /// non-negative, and `quant_min`/`quant_max` must be set together and lie within the dtype.
     pub fn validate(&self, weight_shape: &[usize]) -> Result<()> {
@@ -599,7 +599,7 @@ pub(crate) enum DecZeroPoints {
     Float(Vec<f32>),
 }
 
-/// The resolved fake-quant formula (see SEMANTICS.md §3–§4).
+/// The resolved fake-quant formula (see docs/numerics.md §3–§4).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Plan {
     /// qscheme None: the weight unchanged.

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 
-use qconv::oracle::conv_naive;
 use qconv::io::StoredData;
+use qconv::oracle::conv_naive;
 use qconv::{AnyConv, ConvModule, Tensor};
 
 /// Σ|x|·|ŵ| + |b| per output element: the same module with absolute weights and bias, no

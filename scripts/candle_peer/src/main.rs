@@ -1,5 +1,5 @@
-//! Times candle-core's CPU convolutions on the CPU suite of `../shared/BENCH.md` (f32, batch 1,
-//! with bias) and prints one JSON line per case, with the fields of `bench/torch_cpu.py`
+//! Times candle-core's CPU convolutions on the CPU suite of `docs/benchmarks.md` (f32, batch 1,
+//! with bias) and prints one JSON line per case, with the fields of `scripts/bench/torch_cpu.py`
 //! (`peer`, `case`, `op`, `median_us`, `gflops`, `threads`). Candle has no 3-d convolutions; those
 //! cases print `"unsupported": true`. Threads: candle's default (all cores, `RAYON_NUM_THREADS`).
 

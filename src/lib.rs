@@ -44,6 +44,8 @@ pub mod oracle;
 pub mod problem;
 pub mod quant;
 pub mod tensor;
+#[doc(hidden)]
+pub mod testing;
 mod transfer;
 
 pub use conv::{

@@ -15,10 +15,10 @@ use common::{channels_first, channels_last, magnitude, oracle, oracle_with_weigh
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use qconv::bench::Rng;
 use qconv::cuda::runtime::Runtime;
 use qconv::io::StateDict;
 use qconv::quant::observer::{Observer, ObserverScheme};
+use qconv::testing::Rng;
 use qconv::{
     AnyConv, ConvModule, ConvOptions, DType, Device, Error, Padding, PaddingMode, Precision, QuantDType, Tensor,
     WeightStorage,

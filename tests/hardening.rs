@@ -3,10 +3,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use qconv::bench::Rng;
 use qconv::io::StateDict;
 use qconv::oracle::conv_naive;
 use qconv::quant::{fake_quantize, QParamData, QParamTensor};
+use qconv::testing::Rng;
 use qconv::{
     Conv1d, Conv2d, ConvModule, ConvOptions, Error, Padding, PaddingMode, QScheme, QuantDType, Tensor, WeightQParams,
 };

@@ -5,9 +5,9 @@ mod common;
 
 use common::oracle;
 use half::{bf16, f16};
-use qconv::bench::Rng;
 use qconv::io::{StateDict, StoredData, StoredTensor};
 use qconv::quant::observer::{Observer, ObserverScheme};
+use qconv::testing::Rng;
 use qconv::{
     AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, DType,
     Error, Padding, PaddingMode, QuantDType, Tensor, WeightQParams,

@@ -1,0 +1,194 @@
+//! Test support shared by every test of the crate: one deterministic PRNG and one generator of
+//! random convolution problems.
+//!
+//! Unit tests of both backends, the CPU transcriptions of the CUDA kernels, the integration tests
+//! in `tests/`, the examples and the benchmark data all draw from [`Rng`], so a seed means the
+//! same stream everywhere. [`random_problem`] draws [`ConvProblem`]s that cover what the kernels
+//! branch on (dimensions, groups and depthwise, channel counts across tile sizes, every padding
+//! mode, strides, dilations, output padding) and that the f64 oracle can evaluate quickly.
+//!
+//! Not part of the documented API: it is public (hidden) only so that `tests/`, `examples/` and
+//! `fuzz/` can use it.
+
+use crate::problem::{ConvProblem, PaddingMode};
+
+/// A small deterministic generator (SplitMix64).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator with the given seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (`lo <= hi`).
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// `true` with the given probability in percent.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    /// One of `items` (non-empty), uniformly.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.range(0, items.len() - 1)]
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    /// `n` values uniform in `[lo, hi)`.
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+
+    /// `n` values uniform in `[-1, 1)`.
+    pub fn signed(&mut self, n: usize) -> Vec<f32> {
+        self.vec(n, -1.0, 1.0)
+    }
+}
+
+/// Size limits of [`random_problem`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemBudget {
+    /// Largest multiply-add count (keeps the f64 oracle cheap).
+    pub max_macs: f64,
+    /// Largest output element count.
+    pub max_output: usize,
+}
+
+impl ProblemBudget {
+    /// What a unit test can afford per problem against the oracle.
+    pub const SMALL: ProblemBudget = ProblemBudget { max_macs: 4e6, max_output: 200_000 };
+}
+
+/// A random valid problem, or `None` when the drawn sizes give an empty output or exceed `budget`
+/// (callers draw again).
+///
+/// Channels come from six families: small dense, grouped, depthwise, depthwise with a channel
+/// multiplier, one output channel per group, and dense with channel counts that cross the CPU
+/// micro-kernel rows (6, 8) and the GPU tiles' 16- and 32-row steps. Forward problems use every
+/// padding mode (with the largest padding each mode allows, and one extra trailing element now
+/// and then, as `padding='same'` with an even kernel gives); transposed ones zeros padding and
+/// output padding.
+pub fn random_problem(rng: &mut Rng, transposed: bool, budget: ProblemBudget) -> Option<ConvProblem> {
+    let ndim = rng.range(1, 3);
+    let (groups, cg, kg) = match rng.range(0, 6) {
+        0 => (1, rng.range(1, 5), rng.range(1, 5)),
+        1 => (rng.range(2, 3), rng.range(1, 4), rng.range(1, 8)),
+        2 => {
+            let c = rng.range(1, 6);
+            (c, 1, 1)
+        }
+        3 => (rng.range(2, 4), 1, rng.range(2, 3)),
+        4 => (rng.range(1, 2), rng.range(1, 3), 1),
+        5 => (rng.range(1, 2), rng.pick(&[3, 5, 9, 17]), rng.pick(&[33, 70])),
+        _ => (1, rng.range(8, 40), rng.range(7, 20)),
+    };
+    let pad_mode = if transposed {
+        PaddingMode::Zeros
+    } else {
+        rng.pick(&[PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular])
+    };
+    let mut p = ConvProblem {
+        transposed,
+        batch: rng.range(1, 3),
+        in_channels: groups * cg,
+        out_channels: groups * kg,
+        groups,
+        in_size: [1; 3],
+        out_size: [1; 3],
+        kernel: [1; 3],
+        stride: [1; 3],
+        pad: [0; 3],
+        dilation: [1; 3],
+        pad_mode,
+    };
+    for d in 3 - ndim..3 {
+        let big = ndim == 1 && rng.chance(30);
+        let len = if big { rng.range(20, 300) } else { rng.range(1, if ndim == 3 { 7 } else { 12 }) };
+        let k = rng.range(1, if ndim == 3 { 3 } else { 5 });
+        let s = rng.range(1, 3);
+        let dil = rng.range(1, 3);
+        let span = (k - 1) * dil;
+        if transposed {
+            let pad = rng.range(0, span);
+            let out_pad = rng.range(0, s.max(dil) - 1);
+            let full = (len - 1) * s + span + out_pad + 1;
+            if full <= 2 * pad {
+                return None;
+            }
+            p.out_size[d] = full - 2 * pad;
+            p.pad[d] = pad;
+        } else {
+            let max_pad = match pad_mode {
+                PaddingMode::Zeros => span + 1,
+                PaddingMode::Replicate => 3,
+                PaddingMode::Reflect => len - 1,
+                PaddingMode::Circular => len,
+            };
+            let pad = rng.range(0, max_pad.min(span + 1));
+            // Trailing padding may exceed the leading one by 1 ('same' with an even kernel).
+            let extra = usize::from(pad < max_pad && rng.chance(30));
+            let padded = len + 2 * pad + extra;
+            if padded < span + 1 {
+                return None;
+            }
+            p.out_size[d] = (padded - span - 1) / s + 1;
+            p.pad[d] = pad;
+        }
+        p.in_size[d] = len;
+        p.kernel[d] = k;
+        p.stride[d] = s;
+        p.dilation[d] = dil;
+    }
+    (p.flops() / 2.0 < budget.max_macs && p.output_len() < budget.max_output).then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_splitmix64() {
+        // The first outputs of SplitMix64 seeded with 0 (published reference values).
+        let mut r = Rng::new(0);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn random_problems_are_valid_and_varied() {
+        let mut rng = Rng::new(1);
+        let (mut fwd, mut tr, mut modes) = (0, 0, std::collections::BTreeSet::new());
+        for i in 0..2000 {
+            let Some(p) = random_problem(&mut rng, i % 3 == 0, ProblemBudget::SMALL) else { continue };
+            assert!(p.in_channels.is_multiple_of(p.groups) && p.out_channels.is_multiple_of(p.groups));
+            assert!(p.output_len() > 0 && p.input_len() > 0);
+            if p.transposed {
+                tr += 1;
+                assert_eq!(p.pad_mode, PaddingMode::Zeros);
+            } else {
+                fwd += 1;
+                modes.insert(p.pad_mode.as_str());
+            }
+        }
+        assert!(fwd > 500 && tr > 300, "{fwd} forward, {tr} transposed");
+        assert_eq!(modes.len(), 4);
+    }
+}

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Pair `qconv bench` with PyTorch's CPU baseline (`bench/torch_cpu.py`) in one run.
+"""Pair `qconv bench` with PyTorch's CPU baseline (`scripts/bench/torch_cpu.py`) in one run.
 
 Runs the two sides alternately (ROUNDS times each, qconv first), takes the median of each side's
 per-run medians, and prints a Markdown ratio table:
 
-    python scripts/bench_compare.py [--torch-script ../shared/bench/torch_cpu.py] [--rounds 2]
+    python scripts/bench_compare.py [--torch-script scripts/bench/torch_cpu.py] [--rounds 2]
                                     [--qconv target/release/qconv] [--json out.jsonl]
                                     [--candle scripts/candle_peer/target/release/candle_peer]
 
@@ -47,7 +47,8 @@ def cpu_name():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--torch-script", default=os.path.join(ROOT, "..", "shared", "bench", "torch_cpu.py"))
+    ap.add_argument("--torch-script", default=os.path.join(HERE, "bench", "torch_cpu.py"),
+                    help="PyTorch CPU baseline (default: scripts/bench/torch_cpu.py)")
     ap.add_argument("--qconv", default=os.path.join(ROOT, "target", "release", "qconv"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="also write every raw row to this file")

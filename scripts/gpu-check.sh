@@ -3,14 +3,14 @@
 # compute-sanitizer) and PyTorch, without network access and possibly without a Rust toolchain.
 #
 #   scripts/gpu-check.sh [--bin-dir DIR] [--torch-bench PATH/torch_gpu.py] [--report DIR]
-#                        [--budget SECONDS] [--skip-torch]
+#                        [--budget SECONDS] [--skip-torch] [--ncu]
 #
 # --bin-dir DIR   prebuilt binaries: the release `qconv` and the test executables `cuda-<hash>`
 #                 and `nvrtc-<hash>` (from `cargo build --release && cargo test --release --no-run`,
 #                 target/release/deps/). Without it, cargo builds them (needs a toolchain and the
 #                 vendored dependencies already in ~/.cargo).
-# --torch-bench   the PyTorch baseline script (default: ../shared/bench/torch_gpu.py next to the
-#                 repository, or torch_gpu.py in --bin-dir).
+# --torch-bench   the PyTorch baseline script (default: scripts/bench/torch_gpu.py in this
+#                 repository, else torch_gpu.py in --bin-dir).
 # --report DIR    where everything is written (default: $OUT if set, else ./gpu-check-report).
 # --budget S      overall time limit in seconds (default 540); every step gets at most what is left.
 # --ncu           also profile one launch of the tensor-core kernel (g_3x3_128) and of the
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET="$2"; shift 2 ;;
     --skip-torch) SKIP_TORCH=1; shift ;;
     --ncu) NCU=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -224,7 +224,7 @@ grep -E "shape|exit [^0]" "$REPORT/run-cuda-vs-cpu.log" | sed 's/^/      /' >> "
 step bench-qconv 150 "$QCONV" bench --device cuda
 if [ "$SKIP_TORCH" = 0 ]; then
   if [ -z "$TORCH_BENCH" ]; then
-    for c in "$ROOT/../shared/bench/torch_gpu.py" "$BIN_DIR/torch_gpu.py"; do [ -f "$c" ] && TORCH_BENCH="$c" && break; done
+    for c in "$ROOT/scripts/bench/torch_gpu.py" "$BIN_DIR/torch_gpu.py"; do [ -f "$c" ] && TORCH_BENCH="$c" && break; done
   fi
   if [ -n "$TORCH_BENCH" ] && [ -f "$TORCH_BENCH" ]; then
     step bench-torch 180 python3 "$TORCH_BENCH" "$REPORT/bench-torch.jsonl"

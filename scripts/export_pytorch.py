@@ -6,7 +6,9 @@ Two kinds of module are written:
 * **reference** modules (``torch.ao.nn.quantized.reference`` Conv1d/2d/3d, ConvTranspose1d/2d/3d:
   float weight + weight qparams; what ``convert_to_reference_fx`` produces), and the
   *functional* convolutions of such an FX graph (``quantize -> dequantize -> torch.conv*d`` /
-  ``F.conv*d`` calls, e.g. a ``Conv3d`` subclass FX traced through, or ``F.conv2d(x, self.weight)``);
+  ``F.conv*d`` calls, e.g. a ``Conv3d`` subclass FX traced through, or ``F.conv2d(x, self.weight)``;
+  an ``F.pad(mode=reflect|replicate|circular)`` with equal pads in front of a zero-padded call --
+  what ``nn.ConvNd`` emits for a padding mode -- becomes the module's padding and padding_mode);
 * **lowered** int8 modules (what ``convert_fx`` produces): ``torch.ao.nn.quantized.Conv{1,2,3}d``,
   ``ConvTranspose{1,2,3}d``, the fused ``torch.ao.nn.intrinsic.quantized.ConvReLU{1,2,3}d`` and the
   functional ``torch.ops.quantized.conv*`` calls of a lowered graph, with the input qparams
@@ -619,6 +621,35 @@ def _dequantized_weight(gm, wnode):
     return src.target, w, qp
 
 
+def _folded_pad(node, n_sp: int, padding):
+    """((p_1, ..., p_n), mode) when a functional conv with zero padding reads the output of an
+    ``F.pad(x, pads, mode=reflect|replicate|circular)`` with equal pads on both sides of every
+    spatial dimension -- what ``nn.ConvNd._conv_forward`` emits for a non-zero padding_mode --
+    possibly through the activation's quantize -> dequantize; else None."""
+    pad_vals = padding if isinstance(padding, (tuple, list)) else (padding,)
+    if isinstance(padding, str) or any(int(v) != 0 for v in pad_vals):
+        return None
+    cur = node.args[0] if node.args else None
+    for _ in range(4):
+        if not isinstance(cur, torch.fx.Node):
+            return None
+        if cur.op == "call_function" and cur.target is F.pad:
+            pads = cur.args[1] if len(cur.args) > 1 else cur.kwargs.get("pad")
+            mode = cur.args[2] if len(cur.args) > 2 else cur.kwargs.get("mode", "constant")
+            if mode not in ("reflect", "replicate", "circular") or pads is None or len(pads) != 2 * n_sp:
+                return None
+            pairs = [(int(pads[2 * i]), int(pads[2 * i + 1])) for i in range(n_sp)][::-1]   # last dim first
+            if any(a != b for a, b in pairs):
+                return None
+            return tuple(a for a, _ in pairs), mode
+        if (cur.op == "call_method" and cur.target == "dequantize") or \
+                (cur.op == "call_function" and cur.target in (torch.quantize_per_tensor, torch.dequantize)):
+            cur = cur.args[0]
+            continue
+        return None
+    return None
+
+
 def _reference_from_call(gm, node, float_qparams, name):
     """A reference module equivalent to a functional conv node, or raises ValueError."""
     type_name, transposed = FUNCTIONAL_CONVS[node.target]
@@ -635,11 +666,16 @@ def _reference_from_call(gm, node, float_qparams, name):
     hp = {k: _resolve(gm, v) for k, v in _conv_hparams(node, transposed).items()}
     groups = int(hp.get("groups", 1))
     k = tuple(w.shape[2:])
+    padding_mode = "zeros"
+    if not transposed:
+        folded = _folded_pad(node, len(k), hp.get("padding", 0))
+        if folded is not None:
+            hp["padding"], padding_mode = folded
     in_ch = w.shape[0] if transposed else w.shape[1] * groups
     out_ch = w.shape[1] * groups if transposed else w.shape[0]
     fcls = getattr(nn, type_name)
     kw = dict(stride=hp.get("stride", 1), padding=hp.get("padding", 0), dilation=hp.get("dilation", 1),
-              groups=groups, bias=b is not None)
+              groups=groups, bias=b is not None, padding_mode=padding_mode)
     if transposed:
         kw["output_padding"] = hp.get("output_padding", 0)
     with torch.no_grad():

@@ -9,6 +9,8 @@ Without torch installed it prints a skip line and exits 0.
   (torchvision r3d_18's pattern) and a module calling ``F.conv2d(x, self.weight)``: every
   convolution is exported (count asserted), functional ones under the path of the module that
   owns the weight, with the graph's weight and qparams.
+* A Conv2d subclass with reflect / circular padding (FX: F.pad + conv2d with padding 0) is exported
+  with its padding and padding_mode.
 * A functional convolution whose weight is computed at run time makes the export fail, naming it.
 * A lowered model (``convert_fx``) with ConvReLU2d + ConvTranspose2d + Conv1d, exported in process
   and from a TorchScript file through the command line: codes, qparams, bias and hyper-parameters
@@ -115,6 +117,20 @@ class R3DLike(nn.Module):
         return self.proj(y.mean(2))
 
 
+class PaddedConv(nn.Conv2d):
+    """A Conv2d subclass with a padding mode: FX records F.pad + conv2d(padding=0)."""
+
+
+class PaddedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = PaddedConv(3, 4, 3, padding=1, padding_mode="reflect")
+        self.b = PaddedConv(4, 4, 3, padding=(1, 2), padding_mode="circular")
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
 class ComputedWeight(nn.Module):
     def __init__(self):
         super().__init__()
@@ -183,6 +199,20 @@ class ReferenceExport(unittest.TestCase):
             self.assertEqual(rc, 0)
             self.assertIn("prefixes: stem.0.0. layer1.0.conv1.0. layer1.0.conv2.0.", buf.getvalue())
             self.assertIn(" proj.", buf.getvalue())
+
+    def test_functional_conv_after_pad_keeps_the_padding_mode(self):
+        torch.manual_seed(0)
+        x = torch.randn(1, 3, 6, 7)
+        ref = convert_to_reference_fx(calibrate(PaddedNet().eval(), x))
+        self.assertTrue(any(n.target is F.pad for n in ref.graph.nodes))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "p.safetensors")
+            names, _ = quiet(ep.export_model, ref, path)
+            self.assertEqual(names, ["a", "b"])
+            _, md = read(path)
+            a, b = json.loads(md["a.module"]), json.loads(md["b.module"])
+            self.assertEqual((a["padding"], a["padding_mode"]), ([1, 1], "reflect"))
+            self.assertEqual((b["padding"], b["padding_mode"]), ([1, 2], "circular"))
 
     def test_unexportable_functional_conv_fails_naming_it(self):
         torch.manual_seed(0)

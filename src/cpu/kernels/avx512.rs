@@ -125,7 +125,7 @@ unsafe fn tile8_step(acc: &mut [__m512; MR_WIDE], ap: *const f32, bp: *const f32
 /// [`gemm_body`] with `FMA`, so its results are bit-identical to the AVX2 kernel's.
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn gemm8(a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, out: CTile<'_>) {
-    let CTile { c, ldc, accumulate } = out;
+    let (c, ldc, accumulate) = out.into_parts();
     // Every bound the loops rely on, checked once per call.
     assert!(fits(0, MR_WIDE, ldc, NR, c.len()), "output tile out of bounds");
     for &(off, len, boff) in segs {
@@ -153,7 +153,7 @@ fn gemm8(a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, out: CTile<'_>) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 fn gemm_ind8(a: &[f32], b: &[f32], offs: &RowOffsets, out: CTile<'_>) {
-    let CTile { c, ldc, accumulate: acc } = out;
+    let (c, ldc, acc) = out.into_parts();
     // Every bound the loop relies on, checked once per call.
     assert!(offs.fits(MR_WIDE, a, b), "weight or input rows out of bounds");
     assert!(fits(0, MR_WIDE, ldc, NR, c.len()), "output tile out of bounds");

@@ -46,7 +46,7 @@ pub(super) fn gemm_body<const FMA: bool, const R: usize, const LDA: usize>(
     ldb: usize,
     out: CTile<'_>,
 ) {
-    let CTile { c, ldc, accumulate } = out;
+    let (c, ldc, accumulate) = out.into_parts();
     let mut acc = tile_load::<R>(c, ldc, accumulate);
     for &(off, len, boff) in segs {
         for t in 0..len {
@@ -88,7 +88,7 @@ pub(super) fn gemm_ind_body<const FMA: bool, const R: usize, const LDA: usize>(
     offs: &[usize],
     out: CTile<'_>,
 ) {
-    let CTile { c, ldc, accumulate } = out;
+    let (c, ldc, accumulate) = out.into_parts();
     let mut acc = tile_load::<R>(c, ldc, accumulate);
     for (t, &at) in offs.iter().enumerate() {
         let ar: &[f32; R] = a[t * LDA..t * LDA + R].try_into().expect("R elements");

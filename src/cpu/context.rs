@@ -72,7 +72,10 @@ impl Ctx<'_> {
     }
 
     /// Runs the call's tasks in parallel with the kernels `kern`: the direct path's when the
-    /// weight has one output channel per group, else the GEMM path's.
+    /// weight has one output channel per group, else the GEMM path's. The task bodies
+    /// (`direct_task`, `gemm_task`) are `#[inline]` so that each loop's closure holds its body,
+    /// as it did when the engine was one module (small tasks, e.g. depthwise ones, measurably pay
+    /// for an extra call across codegen units).
     fn run<K: Kernel>(&self, kern: K, y: &mut [f32]) {
         if self.w.mr == 1 {
             let tasks = self.direct_tasks(y);

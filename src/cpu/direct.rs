@@ -64,6 +64,7 @@ impl Ctx<'_> {
 
     /// Runs one direct task: per output plane and dim-1 phase, windows of padded rows and one
     /// kernel call per window and dim-2 phase.
+    #[inline]
     pub(super) fn direct_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, task: DirectTask<'_>) {
         let p = self.p;
         let geo = &self.geo;

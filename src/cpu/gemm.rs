@@ -234,6 +234,7 @@ impl Ctx<'_> {
     }
 
     /// Runs one GEMM task: its column runs, grouped by sub-convolution.
+    #[inline]
     pub(super) fn gemm_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, mut task: GemmTask<'_>) {
         if task.p1 <= task.p0 || task.rows.is_empty() {
             return;

@@ -27,7 +27,8 @@
 //! | `kernels/` | the `Kernel` trait, one file per instruction set, the cached CPU feature detection |
 //! | `*_tests.rs`, `kernels/tests.rs` | each file's tests; `test_support.rs` holds their oracle check |
 //!
-//! Benchmarks live outside the library: `qconv bench` and `benches/conv.rs` time the CPU suite.
+//! Benchmarks live outside the library: `qconv bench` and `benches/conv.rs` time the CPU suite,
+//! `benches/kernels.rs` the GEMM micro-kernel.
 
 mod context;
 mod direct;
@@ -47,6 +48,8 @@ pub use crate::oracle::conv_naive;
 /// The problem type moved to [`crate::problem`]; this re-export keeps `qconv::cpu::ConvProblem`.
 pub use crate::problem::ConvProblem;
 pub use entry::conv;
+#[doc(hidden)]
+pub use kernels::bench as kernel_bench;
 pub use packed::PackedWeight;
 
 /// The instruction set the CPU kernels use on this machine, chosen at run time: `"avx512f"` (the

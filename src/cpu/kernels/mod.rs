@@ -7,7 +7,8 @@
 //! | `generic.rs` | the generic kernel bodies (written once, auto-vectorised per ISA) and the [`Portable`] kernel |
 //! | `avx2.rs` | the AVX2 + FMA kernel: the generic bodies with fused multiply-adds |
 //! | `avx512.rs` | the AVX-512F kernel: the generic bodies on `zmm` registers, plus intrinsic 8-row GEMM tiles and panel packing |
-//! | `tests.rs` | every level against the oracle, AVX-512 bit-identical to AVX2, the feature detection |
+//! | `bench.rs` | a timing hook for `benches/kernels.rs` (not part of the API) |
+//! | `tests.rs` | every level against the oracle, AVX-512 bit-identical to AVX2, the feature detection, the timing hook |
 //!
 //! # Kernels and ISAs
 //!
@@ -57,6 +58,7 @@ pub(crate) use generic::Portable;
 mod avx2;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx512;
+pub mod bench;
 #[cfg(test)]
 mod tests;
 

@@ -124,3 +124,25 @@ fn features_and_levels() {
     assert_eq!(Isa::Portable.kernel_name(), "portable");
     assert_eq!(Isa::Avx2Fma.kernel_name(), if f.avx2_fma() { "avx2+fma" } else { "portable" });
 }
+
+/// The benchmark hook runs every level this CPU has, both tile heights, packed and strided `B`.
+#[test]
+fn gemm_bench_hook() {
+    use crate::cpu::kernel_bench::GemmBench;
+    let levels = GemmBench::levels();
+    assert_eq!(levels.first(), Some(&crate::cpu::simd_level()));
+    assert_eq!(levels.last(), Some(&"portable"));
+    for &level in &levels {
+        for mr in [6, 8] {
+            for ldb in [16, 900] {
+                let mut bench = GemmBench::new(level, mr, 32, ldb).expect("a level of this CPU");
+                assert_eq!(bench.flops(), (2 * mr * 16 * 32) as u64);
+                bench.run(3);
+                // Weights 0.5, inputs 0.25: every call adds 32 · 0.125 to each output.
+                assert_eq!(bench.first_output(), 3.0 * 32.0 * 0.125, "{level} {mr} {ldb}");
+            }
+        }
+    }
+    assert!(GemmBench::new("avx9000", 6, 32, 16).is_none());
+    assert!(GemmBench::new("portable", 7, 32, 16).is_none());
+}

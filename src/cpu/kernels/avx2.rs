@@ -2,7 +2,7 @@
 //! multiply-adds (an [`MR_WIDE`](super::MR_WIDE)-row panel runs as two 4-row halves).
 
 use super::generic::{direct_body, direct_v_body, gemm_generic, gemm_ind_generic, pack_panel_generic};
-use super::{target_kernels, ASeg, CTile, CpuFeatures, DirectWin, Piece, RowOffsets};
+use super::{target_kernels, ASeg, CTile, CpuFeatures, DirectWin, Kernel, Piece, RowOffsets};
 use crate::cpu::rows::write_run_strided;
 
 /// The AVX2 + FMA kernel's token: only [`Avx2Fma::new`] constructs it, from detected features.
@@ -18,8 +18,8 @@ impl Avx2Fma {
 
 target_kernels! {
     impl Kernel for Avx2Fma where features = "avx2,fma" {
-        const NAME = "avx2+fma";
-        const WIDE_TILES = false;
+        const NAME: &'static str = "avx2+fma";
+        const WIDE_TILES: bool = false;
 
         fn gemm(self, mr: usize, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, out: CTile<'_>) {
             gemm_generic::<true>(mr, a, segs, b, ldb, out)

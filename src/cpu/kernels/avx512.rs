@@ -13,7 +13,7 @@ use std::arch::x86_64::{
 };
 
 use super::generic::{direct_body, direct_v_body, gemm_body, gemm_ind_body};
-use super::{target_kernels, ASeg, CTile, CpuFeatures, DirectWin, Piece, RowOffsets, MR, MR_WIDE, NR};
+use super::{target_kernels, ASeg, CTile, CpuFeatures, DirectWin, Kernel, Piece, RowOffsets, MR, MR_WIDE, NR};
 use crate::cpu::rows::write_run_strided;
 
 /// The AVX-512F kernel's token: only [`Avx512::new`] constructs it, from detected features.
@@ -29,8 +29,8 @@ impl Avx512 {
 
 target_kernels! {
     impl Kernel for Avx512 where features = "avx512f,avx2,fma" {
-        const NAME = "avx512f";
-        const WIDE_TILES = true;
+        const NAME: &'static str = "avx512f";
+        const WIDE_TILES: bool = true;
 
         fn gemm(self, mr: usize, a: &[f32], segs: &[ASeg], b: &[f32], ldb: usize, out: CTile<'_>) {
             if mr == MR_WIDE {

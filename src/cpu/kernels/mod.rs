@@ -39,7 +39,8 @@
 //! [`Isa::supported`]. [`Isa::dispatch`] compares levels, so it keeps running the best float
 //! kernels at or below a new level: the float engine, its results and [`super::simd_level`] do not
 //! change. Kernels for the new level get their own token type (built from [`CpuFeatures`] like
-//! `Avx512::new`), their own file, their own `target_kernels!` block, and their own dispatch.
+//! `Avx512::new`), their own file, their own `target_kernels!` block (it takes the family's
+//! trait: an int8 trait works as [`Kernel`] does), and their own dispatch.
 //!
 //! # Safety
 //!
@@ -201,26 +202,24 @@ pub(crate) trait Kernel: Copy + Send + Sync {
     fn run_s2(self, col: &mut [f32], kc: usize, r: usize, c0: usize, src: &[f32], n: usize);
 }
 
-/// Implements [`Kernel`] for an ISA token type, declaring each kernel once: every method body is
-/// compiled inside a `#[target_feature]` function with the given features, which the method
-/// calls through the token.
+/// Implements a kernel trait ([`Kernel`], or another family's) for an ISA token type, declaring
+/// each kernel once: every method body is compiled inside a `#[target_feature]` function with
+/// the given features, which the method calls through the token.
 ///
 /// Only for tokens whose values exist only where [`CpuFeatures`] found those features.
 macro_rules! target_kernels {
     (
-        impl Kernel for $token:ty where features = $features:literal {
-            const NAME = $name:literal;
-            const WIDE_TILES = $wide:literal;
-            $( fn $method:ident(self $(, $arg:ident: $ty:ty)* $(,)?) $body:block )*
+        impl $trait:ident for $token:ty where features = $features:literal {
+            $( const $cname:ident: $cty:ty = $cval:expr; )*
+            $( fn $method:ident(self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)? $body:block )*
         }
     ) => {
-        impl $crate::cpu::kernels::Kernel for $token {
-            const NAME: &'static str = $name;
-            const WIDE_TILES: bool = $wide;
+        impl $trait for $token {
+            $( const $cname: $cty = $cval; )*
             $(
-                fn $method(self $(, $arg: $ty)*) {
+                fn $method(self $(, $arg: $ty)*) $(-> $ret)? {
                     #[target_feature(enable = $features)]
-                    fn imp($($arg: $ty),*) $body
+                    fn imp($($arg: $ty),*) $(-> $ret)? $body
                     // SAFETY: a value of the token type exists only where the CPU feature
                     // detection found these features, which is all `imp` requires beyond what
                     // safe Rust guarantees.

@@ -202,7 +202,7 @@ fn same_padding_with_a_huge_dilation() {
 // The output is (2, 7, 1, 286), yet forward ran for more than 10 s under libFuzzer.
 
 // Fixed: windows of the direct path are compact when the row stride exceeds the rows an output
-// reads (src/cpu/engine.rs, RowMap).
+// reads (src/cpu/direct.rs, RowMap).
 #[test]
 fn depthwise_replicate_with_a_huge_stride_is_fast() {
     let m = Conv2d::from_float(

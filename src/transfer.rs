@@ -27,8 +27,8 @@ impl Tensor {
     ///
     /// `Device::Cpu` always works for host tensors; a device tensor is downloaded, which waits
     /// for the work queued on its stream. `Device::Cuda(n)` uploads (enqueued on the device's
-    /// default stream, without waiting) and fails with [`Error::CudaUnavailable`] and the
-    /// probe's reason when CUDA device `n` is not usable here, or [`Error::Cuda`] when the copy
+    /// default stream, without waiting) and fails with [`Error::CudaUnavailable`](crate::Error::CudaUnavailable) and the
+    /// probe's reason when CUDA device `n` is not usable here, or [`Error::Cuda`](crate::Error::Cuda) when the copy
     /// fails.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {

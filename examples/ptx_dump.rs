@@ -3,15 +3,17 @@
 //! generated code unchanged. Needs libnvrtc on the library path; no GPU.
 //!
 //! ```text
-//! cargo run --release --example ptx_dump -- dump DIR [ARCH ...]   # default: sm_80 sm_90
+//! cargo run --release --example ptx_dump -- dump DIR [ARCH ...] [--only PREFIX]   # default: sm_80 sm_90
+//! cargo run --release --example ptx_dump -- cubin DIR [ARCH ...] [--only PREFIX]  # the CUBINs
 //! cargo run --release --example ptx_dump -- compare OLD_DIR NEW_DIR
 //! ```
 //!
-//! `dump` writes `DIR/<program>-<arch>.ptx` for every program of `KernelSource::ALL`, compiled
-//! with the options the runtime uses. `compare` splits every file of both directories into its
+//! `dump` writes `DIR/<program>-<arch>.ptx` for every program of `KernelSource::ALL` (or those
+//! whose short name starts with `PREFIX`), compiled with the options the runtime uses. `compare` splits every file of both directories into its
 //! functions (`.entry` and `.func`, keyed by architecture and name) and module-scope declarations
 //! (`.global`, `.shared`, `.const`, `.extern`, keyed by symbol), so that programs may be split or
-//! merged between the two dumps: it prints one line per entry point (identical, changed with the
+//! merged between the two dumps (the one normalisation: basic-block labels lose the function's
+//! position in its program, `$L__BB12_3` → `$L__BB#_3`): it prints one line per entry point (identical, changed with the
 //! first differing line, or present on one side only) and exits with status 1 unless every entry
 //! point and declaration is identical. The header lines (`.version`, `.target`, compiler
 //! comments) are compared per architecture as well.
@@ -25,17 +27,23 @@ use qconv::cuda::nvrtc::{self, Arch};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
-        Some("dump") if args.len() >= 2 => dump(Path::new(&args[1]), &args[2..]),
+        Some("dump") if args.len() >= 2 => dump(Path::new(&args[1]), &args[2..], false),
+        Some("cubin") if args.len() >= 2 => dump(Path::new(&args[1]), &args[2..], true),
         Some("compare") if args.len() == 3 => compare(Path::new(&args[1]), Path::new(&args[2])),
         _ => {
-            eprintln!("usage: ptx_dump dump DIR [ARCH ...] | ptx_dump compare OLD_DIR NEW_DIR");
+            eprintln!("usage: ptx_dump dump|cubin DIR [ARCH ...] [--only PREFIX] | ptx_dump compare OLD_DIR NEW_DIR");
             2
         }
     };
     std::process::exit(code);
 }
 
-fn dump(dir: &Path, archs: &[String]) -> i32 {
+fn dump(dir: &Path, args: &[String], cubin: bool) -> i32 {
+    // `--only PREFIX`: the programs whose short name starts with PREFIX.
+    let (archs, only) = match args.iter().position(|a| a == "--only") {
+        Some(i) => (&args[..i], args.get(i + 1).map(String::as_str)),
+        None => (args, None),
+    };
     let archs: Vec<Arch> = if archs.is_empty() {
         vec![Arch::new(8, 0), Arch::new(9, 0)]
     } else {
@@ -53,9 +61,23 @@ fn dump(dir: &Path, archs: &[String]) -> i32 {
     }
     let mut failures = 0;
     for arch in &archs {
-        for source in KernelSource::ALL {
-            let path = dir.join(format!("{}-{arch}.ptx", source.name()));
-            match nvrtc::compile_ptx(source, *arch, &[]).map(|ptx| std::fs::write(&path, ptx)) {
+        for source in KernelSource::ALL.into_iter().filter(|s| only.is_none_or(|o| s.name().starts_with(o))) {
+            let path = dir.join(format!("{}-{arch}.{}", source.name(), if cubin { "cubin" } else { "ptx" }));
+            let bytes = if cubin {
+                nvrtc::compile(source, *arch, &[]).map(|k| {
+                    // ptxas' report, one line per entry point, beside the file.
+                    for r in &k.resources {
+                        println!(
+                            "{} {arch} regs {} spill {}/{} stack {} smem {}",
+                            r.name, r.registers, r.spill_stores, r.spill_loads, r.stack_frame, r.shared_bytes
+                        );
+                    }
+                    k.cubin
+                })
+            } else {
+                nvrtc::compile_ptx(source, *arch, &[]).map(String::into_bytes)
+            };
+            match bytes.map(|b| std::fs::write(&path, b)) {
                 Ok(Ok(())) => println!("{}", path.display()),
                 Ok(Err(e)) => {
                     eprintln!("{}: {e}", path.display());
@@ -115,7 +137,27 @@ fn symbol(line: &str, function: bool) -> String {
     head.split_whitespace().last().unwrap_or_default().to_string()
 }
 
+/// `text` with the function number of its basic-block labels replaced by `#` (`$L__BB12_3` →
+/// `$L__BB#_3`): ptxas numbers them by the function's position in its program, which changes
+/// when programs are split or merged.
+fn normalise_labels(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("$L__BB") {
+        out.push_str(&rest[..i + 6]);
+        rest = &rest[i + 6..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with('_') {
+            out.push('#');
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn split_ptx(text: &str, arch: &str, d: &mut Dump) {
+    let text = normalise_labels(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     let header = d.headers.entry(arch.to_string()).or_default();
@@ -129,8 +171,14 @@ fn split_ptx(text: &str, arch: &str, d: &mut Dump) {
         if is_fn {
             let name = symbol(l, true);
             let start = i;
-            // A definition ends with a `}` in column 0; a prototype with `;`.
-            while i < lines.len() && lines[i] != "}" && !lines[i].trim_end().ends_with(';') {
+            // A definition ends with the `}` in column 0 that closes its body (opened by a `{` in
+            // column 0); a prototype (no body) with its first `;`.
+            let mut body = false;
+            while i < lines.len() {
+                body |= lines[i] == "{";
+                if (body && lines[i] == "}") || (!body && lines[i].trim_end().ends_with(';')) {
+                    break;
+                }
                 i += 1;
             }
             let body = lines[start..=i.min(lines.len() - 1)].join("\n");
@@ -207,10 +255,16 @@ fn compare(old: &Path, new: &Path) -> i32 {
             );
         }
     }
-    for (arch, h) in &a.headers {
-        if b.headers.get(arch) != Some(h) {
+    let none = BTreeSet::new();
+    for arch in a.headers.keys().chain(b.headers.keys()).collect::<BTreeSet<_>>() {
+        let (x, y) = (a.headers.get(arch).unwrap_or(&none), b.headers.get(arch).unwrap_or(&none));
+        for line in x.difference(y) {
             differences += 1;
-            println!("HEADER     {arch}: {h:?} vs {:?}", b.headers.get(arch));
+            println!("HEADER     {arch}: only in {}: {line}", old.display());
+        }
+        for line in y.difference(x) {
+            differences += 1;
+            println!("HEADER     {arch}: only in {}: {line}", new.display());
         }
     }
     println!(

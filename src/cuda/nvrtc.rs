@@ -23,7 +23,7 @@ use cudarc::nvrtc::sys as nsys;
 use super::kernels::{KernelSource, HEADERS};
 use crate::error::{Error, Result};
 
-/// Options every program is compiled with (before the source's own and the caller's options).
+/// Options every program is compiled with (before the caller's options).
 pub const BASE_OPTIONS: &[&str] = &["--std=c++17", "--fmad=false", "-default-device", "--ptxas-options=-v"];
 
 /// A GPU architecture, `sm_<major><minor>` (compute capability `major.minor`).
@@ -158,15 +158,10 @@ impl CompiledKernel {
     }
 }
 
-/// The complete NVRTC option list for `source` on `arch` with the caller's `extra` options.
-pub fn full_options(source: KernelSource, arch: Arch, extra: &[&str]) -> Vec<String> {
-    BASE_OPTIONS
-        .iter()
-        .chain(source.options())
-        .chain(extra)
-        .map(|s| s.to_string())
-        .chain(std::iter::once(arch.nvrtc_option()))
-        .collect()
+/// The complete NVRTC option list for `source` on `arch` with the caller's `extra` options (every
+/// program gets the same ones: what distinguishes programs is their source text).
+pub fn full_options(_source: KernelSource, arch: Arch, extra: &[&str]) -> Vec<String> {
+    BASE_OPTIONS.iter().chain(extra).map(|s| s.to_string()).chain(std::iter::once(arch.nvrtc_option())).collect()
 }
 
 /// Names of the NVRTC functions [`compile`] calls; all are checked before the first call, since
@@ -243,8 +238,8 @@ fn program_log(prog: &Program) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// Compiles `source` for `arch` into a CUBIN, with [`BASE_OPTIONS`], the source's own options and
-/// `extra`; the headers of [`HEADERS`] are provided by name.
+/// Compiles `source` for `arch` into a CUBIN, with [`BASE_OPTIONS`] and `extra`; the headers of
+/// [`HEADERS`] are provided by name.
 ///
 /// Errors: [`Error::Cuda`] when NVRTC is missing or a call fails, [`Error::KernelCompile`] with
 /// the compiler log when the source does not compile (e.g. an architecture NVRTC does not know).

@@ -5,7 +5,9 @@
  * with nothing but libnvrtc. Half-precision conversions therefore use inline PTX, and the dtype
  * "types" are plain 16-bit wrappers.
  *
- * Passed to NVRTC as a named header (HEADERS in src/cuda/kernels.rs), like params.h.
+ * Passed to NVRTC as a named header (HEADERS in src/cuda/kernels.rs), like params.h. The CPU
+ * transcriptions (src/cuda/emulate/) use the same padding index rule through
+ * emulate::source_index, i.e. PaddingMode::source_index of src/problem.rs.
  */
 #ifndef QCONV_COMMON_CUH
 #define QCONV_COMMON_CUH

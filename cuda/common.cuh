@@ -5,7 +5,9 @@
  * with nothing but libnvrtc. Half-precision conversions therefore use inline PTX, and the dtype
  * "types" are plain 16-bit wrappers.
  *
- * Passed to NVRTC as a named header (src/cuda/nvrtc.rs), like params.h.
+ * Passed to NVRTC as a named header (HEADERS in src/cuda/kernels.rs), like params.h. The CPU
+ * transcriptions (src/cuda/emulate/) use the same padding index rule through
+ * emulate::source_index, i.e. PaddingMode::source_index of src/problem.rs.
  */
 #ifndef QCONV_COMMON_CUH
 #define QCONV_COMMON_CUH
@@ -101,10 +103,10 @@ __device__ __forceinline__ void qc_store<qc_bf16>(qc_bf16* p, long long i, float
     reinterpret_cast<unsigned short*>(p)[i] = qc_float_to_bf16(v);
 }
 
-/* ---- convolution index helpers (ConvProblem, src/cpu/mod.rs and src/cpu/naive.rs) --------- */
+/* ---- convolution index helpers (ConvProblem and PaddingMode, src/problem.rs) ---------------- */
 
 /** Where a FORWARD convolution reads index `i` of a dimension of length `len`, or -1 for a zero.
- *  Literal transcription of `source_index` in src/cpu/naive.rs: zeros keeps i; reflect maps
+ *  The rule of PaddingMode::source_index (src/problem.rs): zeros keeps i; reflect maps
  *  i < 0 to -i and i >= len to 2(len-1) - i; replicate clamps; circular adds/subtracts len once.
  *  An index still outside after the remap reads a zero. */
 __device__ __forceinline__ long long qc_source_index(int mode, long long i, long long len) {

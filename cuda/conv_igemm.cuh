@@ -2,7 +2,7 @@
  * The convolution kernel family shared by cuda/conv.cu (forward) and cuda/conv_transpose.cu
  * (transposed, gather form): a tiled implicit GEMM and a direct kernel.
  *
- * Notation: the problem is ConvProblem (src/cpu/mod.rs) normalised to three spatial dims
+ * Notation: the problem is ConvProblem (src/problem.rs) normalised to three spatial dims
  * [D, H, W]; G groups, Cg = C/G input and Kg = K/G output channels per group, taps = kD*kH*kW.
  *
  * IMPLICIT GEMM, per group g and per phase (below):
@@ -14,7 +14,7 @@
  *   B[r, n] = the input element that output n reads through tap `tap` from channel g*Cg + c,
  *             or 0 (zero padding / no contribution); the "im2col" matrix, never materialised.
  * Forward (ConvProblem): input index per dim = o*stride + j*dilation - pad, remapped by the
- * padding mode (qc_source_index, a transcription of src/cpu/naive.rs `source_index`).
+ * padding mode (qc_source_index, the rule of PaddingMode::source_index in src/problem.rs).
  * Transposed, gather form (ConvProblem): output o reads input i where i*stride = o + pad - j*dil.
  * PHASE DECOMPOSITION: outputs are split by o mod stride (per dim, phase r); inside one phase,
  * o = r + q*stride, and tap j contributes iff (r + pad - j*dil) mod stride == 0, the same for
@@ -28,15 +28,18 @@
  * so that each thread recomputes the input position of its B column only when the tap changes;
  * a step never mixes taps (c0 restarts at 0), which wastes (BK - Cg % BK) rows when Cg is not a
  * multiple of BK (noted for the GPU-performance work; the direct kernel serves small Cg).
- * Coordinates are 32-bit, offsets 64-bit; the host (src/cuda/launch.rs) checks the bounds.
+ * Coordinates are 32-bit, offsets 64-bit; the host (src/cuda/ops/params.rs) checks the bounds.
  * Shared-memory tiles are double buffered; global loads for step s+1 are issued into registers
  * before the FMAs of step s. Each thread accumulates a TM x TN register tile in f32 with explicit
  * fused multiply-adds (__fmaf_rn, independent of --fmad), rows ty + i*TY and columns tx + j*TX
  * (interleaved, conflict-free shared reads and coalesced stores). Bias is added in the epilogue,
  * then the value is converted to the activation dtype.
  *
+ * CPU transcription (block by block and thread by thread, against the oracle):
+ * src/cuda/emulate/conv_igemm.rs.
+ *
  * DIRECT kernel (qc_conv_direct): one thread per (b, k, od, oh, 4 consecutive ow), looping over
- * Cg and the taps like src/cpu/naive.rs. Used for depthwise-like problems (small Cg), where the
+ * Cg and the taps like the oracle (src/oracle.rs). Used for depthwise-like problems (small Cg), where the
  * GEMM's reduction is too short to fill a BK-deep tile.
  */
 #ifndef QCONV_CONV_IGEMM_CUH
@@ -69,7 +72,7 @@ struct QcTile {
     static_assert(32 % BK == 0, "A_PAD assumes BK divides 32");
 };
 
-/** The tile configurations instantiated (names used in kernel entry points, see kernels.rs). */
+/** The tile configurations instantiated (names used in kernel entry points, see src/cuda/kernels.rs). */
 typedef QcTile<128, 128, 8, 8, 8, 1> QcTileT128; /* large problems: 64 outputs per thread */
 typedef QcTile<64, 64, 16, 4, 4, 2> QcTileT64;   /* medium problems or few blocks */
 typedef QcTile<32, 128, 8, 4, 4, 2> QcTileM32;   /* few output channels per group (Kg <= 32) */
@@ -167,7 +170,7 @@ __device__ __forceinline__ QcTapPos qc_tap_pos(const QcConvParams& p, const int 
     t.ok = col.ok;
     t.off = 0;
     int idx[3];
-    /* 32-bit coordinates: src/cuda/launch.rs (conv_params) guarantees that every coordinate
+    /* 32-bit coordinates: src/cuda/ops/params.rs (conv_params) guarantees that every coordinate
      * expression below, including the reflect remap 2(len-1) - i, stays below 2^31 in magnitude. */
     for (int d = 0; d < 3; ++d) {
         const int len = p.in_size[d];
@@ -198,7 +201,7 @@ __device__ __forceinline__ void qc_igemm(const QcConvParams& p) {
     const int tx = tid % C::TX;
     const int ty = tid / C::TX;
 
-    /* Block coordinates (host: src/cuda/launch.rs computes the same grid). */
+    /* Block coordinates (host: src/cuda/ops/simt.rs computes the same grid). */
     const long long n_tiles = qc_ceil_div(p.n_cols, C::BN);
     const int phase = (int)((long long)blockIdx.x / n_tiles);
     const long long n0 = ((long long)blockIdx.x - (long long)phase * n_tiles) * C::BN;
@@ -348,7 +351,8 @@ template <bool TRANSPOSED>
 __device__ __forceinline__ long long qc_direct_index(const QcConvParams& p, int d, long long o, int j) {
     const long long len = p.in_size[d];
     if (TRANSPOSED) {
-        /* src/cpu/naive.rs input_index: t = o + pad - j*dil; needs t >= 0, t % stride == 0. */
+        /* The oracle's input_index (src/oracle.rs): t = o + pad - j*dil; needs t >= 0 and
+         * t % stride == 0. */
         const long long t = o + p.pad[d] - (long long)j * p.dilation[d];
         if (t < 0 || t % p.stride[d] != 0) return -1;
         const long long i = t / p.stride[d];
@@ -418,8 +422,8 @@ __device__ __forceinline__ void qc_conv_direct(const QcConvParams& p) {
     }
 }
 
-/* Entry-point generators. One extern "C" symbol per (direction, dtype, tile); names are listed in
- * src/cuda/kernels.rs. */
+/* Entry-point generators. One extern "C" symbol per (direction, dtype, tile), instantiated by the
+ * program list in src/cuda/kernels.rs (for cuda/conv.cu and cuda/conv_transpose.cu). */
 #define QC_IGEMM_ENTRY(NAME, T, TILE, TRANSPOSED)                                                   \
     extern "C" __global__ void __launch_bounds__(256, TILE::MIN_BLOCKS) NAME(const QcConvParams p) { \
         qc_igemm<T, TILE, TRANSPOSED>(p);                                                            \

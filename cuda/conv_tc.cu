@@ -1,124 +1,58 @@
 /*
- * Tensor-core forward convolution: implicit GEMM on mma.sync.m16n8k16 (f16 or bf16 operands,
- * f32 accumulation), channels-last activations, cp.async multi-stage pipeline, ldmatrix from
- * XOR-swizzled shared memory. Plus the layout kernels that let NCHW tensors use it.
+ * Tensor-core convolution, forward and transposed: an implicit GEMM on mma.sync (m16n8k16 with
+ * f16 or bf16 operands; m16n8k8 with TF32 operands for f32 activations), f32 accumulation,
+ * channels-last activations, a cp.async multi-stage pipeline and ldmatrix from XOR-swizzled
+ * shared memory. The PTX primitives and operand traits are in cuda/tensor_core.cuh; the split-K
+ * reduction is cuda/splitk.cu; the transposes and channel padding that let NCHW inputs and
+ * C/groups not a multiple of 8 use these tiles are cuda/layout.cu.
  *
- * GEMM view, per group g (grid.z):
+ * GEMM view, per group g (grid.z = groups * splits):
  *     Y[m, n] = bias[g*Kg + n] + sum_r A[m, r] * B[n, r]
- *   m in [0, N*OD*OH*OW)  output position (batch-major), grid.x tiles of BM
+ *   m                     output position (batch-major; transposed: the phase's sub-grid, below),
+ *                         grid.x tiles of BM
  *   n in [0, Kg)          output channel within the group, grid.y tiles of BN
- *   r = tap*Cg + c        reduction over (kernel tap, input channel of the group), BK = 32 deep
+ *   r = a*Cg + c          reduction over (active kernel tap a, input channel c of the group),
+ *                         BK deep per stage (32 halves or 16 floats: 64 bytes per row)
  *   A[m, r] = x[b, o*stride - pad + j*dilation, g*Cg + c]  (channels-last input, remapped by the
  *             padding mode, zero outside): the im2col matrix, never materialised. With Cg a
  *             multiple of 8, every 8 consecutive r are 8 consecutive channels of one input pixel:
- *             one 16-byte cp.async (zero-filled when the pixel is padding or r >= Cg*taps).
- *   B[n, r] = w[g*Kg + n][tap][c], the weight packed by the host as [K][taps][Cg] in the
- *             activation dtype (the fake-quantized f32 weight rounded to nearest even).
+ *             one 16-byte cp.async (zero-filled when the pixel is padding or r is past the end).
+ *   B[n, r] = w[g*Kg + n][tap][c], the weight packed by the host as [K][row] in the activation
+ *             dtype (the fake-quantized f32 weight rounded to nearest even, or to TF32), row =
+ *             taps*Cg rounded up to 8 and zero-padded, so B stays 16-byte aligned; or, in the *_q8
+ *             entries, 8-bit codes packed the same way and dequantized with a per-output-channel
+ *             w_scale / w_zero while they are staged into shared memory.
+ * Transposed convolutions use the phase decomposition of cuda/conv_igemm.cuh (qc_phase,
+ * qc_tap_set): one phase per group of grid.x blocks, rows m = b*sub_spatial + q for the outputs
+ * o = r + q*stride, and only the phase's active taps in the reduction.
  * Block tile BM x BN, warps WM x WN, each warp a (BM/WM) x (BN/WN) tile of m16n8 accumulators.
- * Shared memory per stage: A [BM][32] and B [BN][32] halves, rows of four 16-byte chunks, chunk
- * index XOR-ed with (row >> 1) & 3 so that the 8 rows an ldmatrix reads (and the cp.async
+ * Shared memory per stage: A [BM][32] and B [BN][32] 16-bit slots, rows of four 16-byte chunks,
+ * chunk index XOR-ed with (row >> 1) & 3 so that the 8 rows an ldmatrix reads (and the cp.async
  * writes) hit distinct banks. STAGES-deep pipeline: tile kt+STAGES-1 is loading while kt is
  * multiplied. The output is written channels-last (out_nhwc = 1) or NCHW (out_nhwc = 0), bias
- * added in f32 before the one rounding to the activation dtype.
+ * added in f32 before the one rounding to the activation dtype; with splits > 1 each block writes
+ * f32 partial sums instead, which qc_splitk_reduce_* add in order (forward only).
  *
- * A second A loader (VEC_A = false, the *_gather entries) reads the 8 elements of a chunk one by
- * one, for any Cg (a 3-channel stem): slower loads, same tensor-core math. The packed weight rows
- * are w_stride_m elements long: Cg*taps rounded up to 8, zero-padded, so B stays 16-byte aligned.
+ * A second A loader (VEC_A = false, the *_gather entries, forward only) reads the 8 elements of a
+ * chunk one by one, for any Cg (one channel per group): slower loads, same tensor-core math.
  *
- * Host requirements (src/cuda/launch.rs checks them before every launch): forward convolution
- * (transposed = 0), Cg % 8 == 0 for the vector loader, x / w 16-byte aligned, every per-dimension coordinate within
- * int32 as for the other kernels, grid.y and grid.z <= 65535. 64-bit offsets throughout.
+ * Device functions by role: the loaders' per-thread rows (qc_tc_a_rows, qc_tc_b_rows), the
+ * stage loader (the load_stage lambda of qc_conv_tc; qc_tc_store_b for the codes), the MMA step
+ * (qc_tc_fragments, then QcMma<T>::mma per m16n8 tile), and the split-K epilogue
+ * (qc_tc_store_partial_row); qc_conv_tc runs the pipeline and the output epilogue.
  *
- * Entry points: qc_conv_tc_<f16|bf16>_<BM>x<BN>; qc_transpose_b16 / qc_transpose_b32
- * (QcTransposeParams).
+ * Host requirements (src/cuda/ops/conv_tc.rs checks them before every launch): C/groups a
+ * multiple of 8 for the vector loader, x / w 16-byte aligned, w_stride_m the packed row, split-K
+ * and the element-wise loader for forward convolutions only, every per-dimension coordinate
+ * within int32 as for the other kernels, grid.y and grid.z <= 65535. 64-bit offsets throughout.
+ *
+ * Entry points: qc_conv_tc_[tr_]<f16|bf16|tf32>_<128x128|128x64|64x64|gather>[_q8], one NVRTC
+ * program each, instantiated by the program list in src/cuda/kernels.rs with QC_TC_ENTRY below.
+ * CPU transcription (every thread's loads, swizzle, ldmatrix and MMA fragments, run against the
+ * oracle): src/cuda/emulate/conv_tc.rs.
  */
 #include "conv_igemm.cuh" /* common.cuh, qc_phase, qc_tap_set */
-
-/* A shared-memory tile row per stage: 32 16-bit slots = 64 bytes (32 halves, or 16 floats for TF32). */
-#define QC_TC_BK 32
-
-__device__ __forceinline__ unsigned qc_smem_addr(const void* ptr) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(ptr));
-    return a;
-}
-
-/** 16-byte global -> shared copy; `pred` false writes 16 zero bytes and reads nothing. */
-__device__ __forceinline__ void qc_cp_async16(unsigned dst, const void* src, bool pred) {
-    const int n = pred ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
-}
-
-__device__ __forceinline__ void qc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void qc_cp_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void qc_ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2,
-                                               unsigned& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-
-/** The tensor-core product of one operand type (m16n8k16 for the 16-bit types, m16n8k8 for
- *  TF32), the preparation of an A fragment register, and the output conversion. */
-template <typename T>
-struct QcMma;
-
-template <>
-struct QcMma<qc_half> {
-    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-    static __device__ __forceinline__ unsigned prep_a(unsigned r) { return r; }
-    static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_half(v); }
-};
-
-template <>
-struct QcMma<qc_bf16> {
-    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-    static __device__ __forceinline__ unsigned prep_a(unsigned r) { return r; }
-    static __device__ __forceinline__ unsigned short cvt(float v) { return qc_float_to_bf16(v); }
-};
-
-/* TF32 (opt-in precision for f32 activations): m16n8k8, f32 accumulation. Its fragments hold
- * one 32-bit element per register in the same (row, column) pattern as two 16-bit elements of
- * m16n8k16, and a 16-byte chunk holds 4 floats instead of 8 halves, so the same shared-memory
- * tiles (64 bytes per row and stage) and the same ldmatrix addressing serve both. The weight is
- * rounded to TF32 by the host; the activations are rounded here, to nearest with ties away from
- * zero (cvt.rna), after ldmatrix. */
-template <>
-struct QcMma<float> {
-    static __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned* b) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-    static __device__ __forceinline__ unsigned prep_a(unsigned r) {
-        unsigned t;
-        asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(t) : "f"(__uint_as_float(r)));
-        return t;
-    }
-    static __device__ __forceinline__ float cvt(float v) { return v; }
-};
-
-/** Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a [rows][32] tile. */
-__device__ __forceinline__ int qc_swz(int row, int chunk) { return row * QC_TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+#include "tensor_core.cuh"
 
 /** Eight 8-bit weight codes (bytes of `q`, element e in byte e) dequantized exactly as the
  *  host's fake-quant does, f32((f32(code) - zero) * scale), then rounded to T: elements at and
@@ -143,6 +77,154 @@ __device__ __forceinline__ uint4 qc_dequant8(uint2 q, float scale, float zero, i
     }
     return make_uint4(out[0], out[1], out[2], out[3]);
 }
+
+/* ---- the thread's coordinates ---------------------------------------------------------------- */
+
+/** What the device functions below share, fixed for the whole kernel: this thread's place (tid,
+ *  lane, warp tile, 16-byte chunk column kc), its block's (group g, first output channel n0, first
+ *  row m0 of m_total), the group's channel counts and reduction length, the packed weight row and
+ *  the input's channels and extent. qc_conv_tc builds it once.
+ *
+ *  The functions take it, and every other scalar, by const reference, as the lambdas they replaced
+ *  captured them: NVVM simplifies a callee before inlining it, and ranks a by-value argument below
+ *  an instruction when it orders the operands of commutative operations, so by-value scalars
+ *  change the generated code where references keep it (examples/ptx_dump.rs compares it). */
+struct QcTcCoords {
+    int tid, lane, warp_m, warp_n, kc;
+    int g, n0;
+    long long m0, m_total;
+    int cg, kg, kred;
+    long long wrow, C;
+    int D, H, W;
+};
+
+/* ---- the loaders' rows ------------------------------------------------------------------------ */
+
+/** This thread's A rows (output positions), fixed for the whole loop: whether each exists (a_ok),
+ *  its first input coordinate per dimension (forward o*stride - pad; transposed the sub-grid
+ *  position q) and the offset of its batch and group in the input (a_xb). */
+template <int A_CH, int ROW_STEP, bool TRANS>
+__device__ __forceinline__ void qc_tc_a_rows(const QcConvParams& p, const QcTcCoords& t, const int (&ph)[3],
+                                             long long (&a_xb)[A_CH], int (&a_base)[A_CH][3], bool (&a_ok)[A_CH]) {
+    const long long &m0 = t.m0, &m_total = t.m_total, &C = t.C;
+    const int &tid = t.tid, &g = t.g, &cg = t.cg;
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) {
+        const long long m = m0 + (tid >> 2) + i * ROW_STEP;
+        a_ok[i] = m < m_total;
+        const long long mm = a_ok[i] ? m : 0;
+        const long long per = TRANS ? p.sub_spatial : p.out_spatial;
+        const int* sz = TRANS ? p.sub_size : p.out_size;
+        const long long b = mm / per;
+        long long s = mm - b * per;
+        const int c2 = (int)(s % sz[2]);
+        s /= sz[2];
+        const int c1 = (int)(s % sz[1]);
+        const int c0 = (int)(s / sz[1]);
+        if (TRANS) {
+            /* q; rows whose output r + q*stride falls past out_size are padding of the sub-grid. */
+            a_base[i][0] = c0;
+            a_base[i][1] = c1;
+            a_base[i][2] = c2;
+            a_ok[i] = a_ok[i] && ph[0] + c0 * p.stride[0] < p.out_size[0] && ph[1] + c1 * p.stride[1] < p.out_size[1] &&
+                      ph[2] + c2 * p.stride[2] < p.out_size[2];
+        } else {
+            a_base[i][0] = c0 * p.stride[0] - p.pad[0];
+            a_base[i][1] = c1 * p.stride[1] - p.pad[1];
+            a_base[i][2] = c2 * p.stride[2] - p.pad[2];
+        }
+        a_xb[i] = b * p.in_spatial * C + (long long)g * cg;
+    }
+}
+
+/** This thread's B rows (output channels), fixed for the whole loop: whether each exists (b_ok)
+ *  and its packed weight row; Q8, the row's codes, the channel's scale and zero point, and the
+ *  (empty) codes of the stage in flight. */
+template <typename T, int B_CH, int ROW_STEP, bool Q8>
+__device__ __forceinline__ void qc_tc_b_rows(const QcConvParams& p, const QcTcCoords& t, const T* const& w,
+                                             const T* (&b_row)[B_CH], bool (&b_ok)[B_CH],
+                                             const unsigned char* (&q_row)[B_CH], float (&q_scale)[B_CH],
+                                             float (&q_zero)[B_CH], uint2 (&q_pend)[B_CH], int (&q_valid)[B_CH]) {
+    const int &n0 = t.n0, &tid = t.tid, &g = t.g, &kg = t.kg;
+    const long long& wrow = t.wrow;
+#pragma unroll
+    for (int i = 0; i < B_CH; ++i) {
+        const int k = n0 + (tid >> 2) + i * ROW_STEP;
+        b_ok[i] = k < kg;
+        b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
+        if (Q8) {
+            const long long ko = (long long)g * kg + (b_ok[i] ? k : 0);
+            q_row[i] = reinterpret_cast<const unsigned char*>(p.w) + ko * wrow;
+            q_scale[i] = reinterpret_cast<const float*>(p.w_scale)[ko];
+            q_zero[i] = reinterpret_cast<const float*>(p.w_zero)[ko];
+            q_pend[i] = make_uint2(0u, 0u);
+            q_valid[i] = 0;
+        }
+    }
+}
+
+/* ---- the stage loader of the 8-bit codes ------------------------------------------------------ */
+
+/** Q8: dequantizes the codes load_stage left in registers into one stage of B. */
+template <typename T, int B_CH, int ROW_STEP>
+__device__ __forceinline__ void qc_tc_store_b(const QcTcCoords& t, unsigned short* const& bs,
+                                              const uint2 (&q_pend)[B_CH], const float (&q_scale)[B_CH],
+                                              const float (&q_zero)[B_CH], const int (&q_valid)[B_CH],
+                                              const bool& q_signed) {
+    const int &tid = t.tid, &kc = t.kc;
+#pragma unroll
+    for (int i = 0; i < B_CH; ++i) {
+        *reinterpret_cast<uint4*>(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)) =
+            qc_dequant8<T>(q_pend[i], q_scale[i], q_zero[i], q_valid[i], q_signed);
+    }
+}
+
+/* ---- the MMA step ----------------------------------------------------------------------------- */
+
+/** The A and B fragments of one tensor-core k-step (k16, or TF32 k8) of a pipeline stage: this
+ *  warp's MI row tiles and NI column tiles, ldmatrix.x4 from the swizzled stage tiles, TF32
+ *  activations rounded by QcMma::prep_a. qc_conv_tc multiplies them (QcMma::mma). */
+template <typename T, int MI, int NI, int WTM, int WTN>
+__device__ __forceinline__ void qc_tc_fragments(const QcTcCoords& t, const unsigned short* const& as,
+                                                const unsigned short* const& bs, const int& kk,
+                                                unsigned (&af)[MI][4], unsigned (&bf)[NI][2]) {
+    const int &warp_m = t.warp_m, &warp_n = t.warp_n, &lane = t.lane;
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+        const int row = warp_m * WTM + mi * 16 + (lane & 15);
+        qc_ldmatrix_x4(qc_smem_addr(as + qc_swz(row, kk * 2 + (lane >> 4))), af[mi][0], af[mi][1], af[mi][2],
+                       af[mi][3]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) af[mi][j] = QcMma<T>::prep_a(af[mi][j]);
+    }
+#pragma unroll
+    for (int nj = 0; nj < NI / 2; ++nj) {
+        const int row = warp_n * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+        qc_ldmatrix_x4(qc_smem_addr(bs + qc_swz(row, kk * 2 + ((lane >> 3) & 1))), bf[2 * nj][0], bf[2 * nj][1],
+                       bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
+    }
+}
+
+/* ---- the epilogues ---------------------------------------------------------------------------- */
+
+/** Split-K: row `mi`, `h` of this warp's accumulators as f32 partial sums into this block's
+ *  reduction range, part[m][n] (qc_splitk_reduce in cuda/splitk.cu adds the ranges). */
+template <int NI, int WTM, int WTN>
+__device__ __forceinline__ void qc_tc_store_partial_row(const QcTcCoords& t, float* const& part,
+                                                        const float (&acc)[NI][4], const int& mi, const int& h) {
+    const int &n0 = t.n0, &kg = t.kg, &warp_m = t.warp_m, &warp_n = t.warp_n, &lane = t.lane;
+    const long long &m0 = t.m0, &m_total = t.m_total;
+    const long long m = m0 + warp_m * WTM + mi * 16 + (lane >> 2) + h * 8;
+    if (m >= m_total) return;
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+        const int n = n0 + warp_n * WTN + ni * 8 + (lane & 3) * 2;
+        if (n < kg) part[m * kg + n] = acc[ni][h * 2];
+        if (n + 1 < kg) part[m * kg + n + 1] = acc[ni][h * 2 + 1];
+    }
+}
+
+/* ---- the kernel ------------------------------------------------------------------------------- */
 
 template <typename T, int BM, int BN, int WM, int WN, int STAGES, bool VEC_A, bool TRANS, bool Q8>
 __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
@@ -203,36 +285,11 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
 
     /* This thread's chunk column and its A rows (output positions), fixed for the whole loop. */
     const int kc = tid & 3;
+    const QcTcCoords t = {tid, lane, warp_m, warp_n, kc, g, n0, m0, m_total, cg, kg, kred, wrow, C, D, H, W};
     long long a_xb[A_CH];
     int a_base[A_CH][3];
     bool a_ok[A_CH];
-#pragma unroll
-    for (int i = 0; i < A_CH; ++i) {
-        const long long m = m0 + (tid >> 2) + i * ROW_STEP;
-        a_ok[i] = m < m_total;
-        const long long mm = a_ok[i] ? m : 0;
-        const long long per = TRANS ? p.sub_spatial : p.out_spatial;
-        const int* sz = TRANS ? p.sub_size : p.out_size;
-        const long long b = mm / per;
-        long long s = mm - b * per;
-        const int c2 = (int)(s % sz[2]);
-        s /= sz[2];
-        const int c1 = (int)(s % sz[1]);
-        const int c0 = (int)(s / sz[1]);
-        if (TRANS) {
-            /* q; rows whose output r + q*stride falls past out_size are padding of the sub-grid. */
-            a_base[i][0] = c0;
-            a_base[i][1] = c1;
-            a_base[i][2] = c2;
-            a_ok[i] = a_ok[i] && ph[0] + c0 * p.stride[0] < p.out_size[0] && ph[1] + c1 * p.stride[1] < p.out_size[1] &&
-                      ph[2] + c2 * p.stride[2] < p.out_size[2];
-        } else {
-            a_base[i][0] = c0 * p.stride[0] - p.pad[0];
-            a_base[i][1] = c1 * p.stride[1] - p.pad[1];
-            a_base[i][2] = c2 * p.stride[2] - p.pad[2];
-        }
-        a_xb[i] = b * p.in_spatial * C + (long long)g * cg;
-    }
+    qc_tc_a_rows<A_CH, ROW_STEP, TRANS>(p, t, ph, a_xb, a_base, a_ok);
     const T* b_row[B_CH];
     bool b_ok[B_CH];
     /* Q8: the rows' codes, per-output-channel scale and zero point, and the codes of the stage
@@ -243,20 +300,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     uint2 q_pend[B_CH];
     int q_valid[B_CH];
     const bool q_signed = Q8 && p.w_codes_signed != 0;
-#pragma unroll
-    for (int i = 0; i < B_CH; ++i) {
-        const int k = n0 + (tid >> 2) + i * ROW_STEP;
-        b_ok[i] = k < kg;
-        b_row[i] = w + ((long long)g * kg + (b_ok[i] ? k : 0)) * wrow;
-        if (Q8) {
-            const long long ko = (long long)g * kg + (b_ok[i] ? k : 0);
-            q_row[i] = reinterpret_cast<const unsigned char*>(p.w) + ko * wrow;
-            q_scale[i] = reinterpret_cast<const float*>(p.w_scale)[ko];
-            q_zero[i] = reinterpret_cast<const float*>(p.w_zero)[ko];
-            q_pend[i] = make_uint2(0u, 0u);
-            q_valid[i] = 0;
-        }
-    }
+    qc_tc_b_rows<T, B_CH, ROW_STEP, Q8>(p, t, w, b_row, b_ok, q_row, q_scale, q_zero, q_pend, q_valid);
     /* This block's range of BK-deep steps: all of them, or its share under split-K. */
     const int KT_ALL = (kred + BK - 1) / BK;
     const int per_split = (KT_ALL + p.splits - 1) / p.splits;
@@ -390,11 +434,7 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     /* Q8: dequantize the codes load_stage left in registers into stage `stage` of B. */
     auto store_b = [&](int stage) {
         unsigned short* bs = smem_b + stage * BN * QC_TC_BK;
-#pragma unroll
-        for (int i = 0; i < B_CH; ++i) {
-            *reinterpret_cast<uint4*>(bs + qc_swz((tid >> 2) + i * ROW_STEP, kc)) =
-                qc_dequant8<T>(q_pend[i], q_scale[i], q_zero[i], q_valid[i], q_signed);
-        }
+        qc_tc_store_b<T, B_CH, ROW_STEP>(t, bs, q_pend, q_scale, q_zero, q_valid, q_signed);
     };
 
     float acc[MI][NI][4];
@@ -422,24 +462,12 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         qc_cp_commit();
         const unsigned short* as = smem_a + (kt % STAGES) * BM * QC_TC_BK;
         const unsigned short* bs = smem_b + (kt % STAGES) * BN * QC_TC_BK;
+        /* Two tensor-core k-steps per stage. */
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk) {
             unsigned af[MI][4];
             unsigned bf[NI][2];
-#pragma unroll
-            for (int mi = 0; mi < MI; ++mi) {
-                const int row = warp_m * WTM + mi * 16 + (lane & 15);
-                qc_ldmatrix_x4(qc_smem_addr(as + qc_swz(row, kk * 2 + (lane >> 4))), af[mi][0], af[mi][1], af[mi][2],
-                               af[mi][3]);
-#pragma unroll
-                for (int j = 0; j < 4; ++j) af[mi][j] = QcMma<T>::prep_a(af[mi][j]);
-            }
-#pragma unroll
-            for (int nj = 0; nj < NI / 2; ++nj) {
-                const int row = warp_n * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-                qc_ldmatrix_x4(qc_smem_addr(bs + qc_swz(row, kk * 2 + ((lane >> 3) & 1))), bf[2 * nj][0],
-                               bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
-            }
+            qc_tc_fragments<T, MI, NI, WTM, WTN>(t, as, bs, kk, af, bf);
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -455,19 +483,9 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
         /* Split-K: this range's f32 partial sums, [split][g][m][n]; qc_splitk_reduce finishes. */
         float* part = reinterpret_cast<float*>(p.partial) + ((long long)split * p.groups + g) * m_total * kg;
 #pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const long long m = m0 + warp_m * WTM + mi * 16 + (lane >> 2) + h * 8;
-                if (m >= m_total) continue;
-#pragma unroll
-                for (int ni = 0; ni < NI; ++ni) {
-                    const int n = n0 + warp_n * WTN + ni * 8 + (lane & 3) * 2;
-                    if (n < kg) part[m * kg + n] = acc[mi][ni][h * 2];
-                    if (n + 1 < kg) part[m * kg + n + 1] = acc[mi][ni][h * 2 + 1];
-                }
-            }
-        }
+            for (int h = 0; h < 2; ++h) qc_tc_store_partial_row<NI, WTM, WTN>(t, part, acc[mi], mi, h);
         return;
     }
     /* Epilogue: bias in f32, one rounding, channels-last or NCHW stores. */
@@ -537,342 +555,14 @@ __device__ __forceinline__ void qc_conv_tc(const QcConvParams& p) {
     }
 }
 
+/* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
+ * of shared memory (static limit 48 KB). The minimum-blocks hints (MINB) cap the registers so
+ * that 2, 3 and 4 blocks fit per multiprocessor (16, 12 and 16 warps; measured on an H200, the
+ * uncapped 128x64 tile ran 2 blocks = 8 warps, 12% occupancy; the transposed 128x128 tile keeps
+ * MINB 1, no cap: capped for 2 blocks it would spill); the runtime raises the shared-memory
+ * carveout so that their shared memory fits too. The *_q8 entries read `w` as uint8/int8 codes;
+ * the TF32 entries (T = float) f32 activations and a weight pre-rounded to TF32. */
 #define QC_TC_ENTRY(NAME, T, BM, BN, WM, WN, STAGES, MINB, VEC_A, TRANS, Q8)                      \
     extern "C" __global__ void __launch_bounds__((WM) * (WN) * 32, MINB) NAME(const QcConvParams p) { \
         qc_conv_tc<T, BM, BN, WM, WN, STAGES, VEC_A, TRANS, Q8>(p);                                \
     }
-
-/* 128x128: 8 warps of 64x32; 128x64 and 64x64: 4 warps of 64x32 / 32x32. 48 KB / 48 KB / 32 KB
- * of shared memory (static limit 48 KB). The minimum-blocks hints cap the registers so that 2, 3
- * and 4 blocks fit per multiprocessor (16, 12 and 16 warps; measured on an H200, the uncapped
- * 128x64 tile ran 2 blocks = 8 warps, 12% occupancy); the runtime raises the shared-memory
- * carveout so that their shared memory fits too. */
-/* One NVRTC program per tile (src/cuda/kernels.rs), so that no program holds more than one
- * tensor-core kernel and a cold compilation of everything is bounded by the slowest tile:
- * -DQC_PART=1-3 the f16 tiles, 4-6 bf16, 7-8 the element-wise loader (f16, bf16), 9-12 the
- * transposed f16 and bf16 tiles; 13-24 the same twelve reading 8-bit weight codes (the *_q8
- * entries: `w` holds uint8/int8 codes packed like the 16-bit weight, dequantized with the
- * per-output-channel w_scale / w_zero while staged into shared memory); 25-27 the forward and
- * 28-29 the transposed TF32 tiles (f32 activations and weight, the weight pre-rounded to TF32);
- * 30 the depthwise, layout and split-K reduction kernels. */
-#ifndef QC_PART
-#error "compile with -DQC_PART=1..30 (see src/cuda/kernels.rs)"
-#endif
-#if QC_PART == 1
-QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, 128, 2, 4, 3, 2, true, false, false)
-#elif QC_PART == 2
-QC_TC_ENTRY(qc_conv_tc_f16_128x64, qc_half, 128, 64, 2, 2, 4, 3, true, false, false)
-#elif QC_PART == 3
-QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, false, false)
-#elif QC_PART == 4
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, false)
-#elif QC_PART == 5
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, false)
-#elif QC_PART == 6
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, false)
-#elif QC_PART == 7
-QC_TC_ENTRY(qc_conv_tc_f16_gather, qc_half, 128, 64, 2, 2, 4, 3, false, false, false)
-#elif QC_PART == 8
-QC_TC_ENTRY(qc_conv_tc_bf16_gather, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, false)
-#elif QC_PART == 9
-QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128, qc_half, 128, 128, 2, 4, 3, 1, true, true, false)
-#elif QC_PART == 10
-QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64, qc_half, 64, 64, 2, 2, 4, 4, true, true, false)
-#elif QC_PART == 11
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, false)
-#elif QC_PART == 12
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, false)
-#elif QC_PART == 13
-QC_TC_ENTRY(qc_conv_tc_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 2, true, false, true)
-#elif QC_PART == 14
-QC_TC_ENTRY(qc_conv_tc_f16_128x64_q8, qc_half, 128, 64, 2, 2, 4, 3, true, false, true)
-#elif QC_PART == 15
-QC_TC_ENTRY(qc_conv_tc_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, false, true)
-#elif QC_PART == 16
-QC_TC_ENTRY(qc_conv_tc_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 2, true, false, true)
-#elif QC_PART == 17
-QC_TC_ENTRY(qc_conv_tc_bf16_128x64_q8, qc_bf16, 128, 64, 2, 2, 4, 3, true, false, true)
-#elif QC_PART == 18
-QC_TC_ENTRY(qc_conv_tc_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, false, true)
-#elif QC_PART == 19
-QC_TC_ENTRY(qc_conv_tc_f16_gather_q8, qc_half, 128, 64, 2, 2, 4, 3, false, false, true)
-#elif QC_PART == 20
-QC_TC_ENTRY(qc_conv_tc_bf16_gather_q8, qc_bf16, 128, 64, 2, 2, 4, 3, false, false, true)
-#elif QC_PART == 21
-QC_TC_ENTRY(qc_conv_tc_tr_f16_128x128_q8, qc_half, 128, 128, 2, 4, 3, 1, true, true, true)
-#elif QC_PART == 22
-QC_TC_ENTRY(qc_conv_tc_tr_f16_64x64_q8, qc_half, 64, 64, 2, 2, 4, 4, true, true, true)
-#elif QC_PART == 23
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_128x128_q8, qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true)
-#elif QC_PART == 24
-QC_TC_ENTRY(qc_conv_tc_tr_bf16_64x64_q8, qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true)
-#elif QC_PART == 25
-QC_TC_ENTRY(qc_conv_tc_tf32_128x128, float, 128, 128, 2, 4, 3, 2, true, false, false)
-#elif QC_PART == 26
-QC_TC_ENTRY(qc_conv_tc_tf32_128x64, float, 128, 64, 2, 2, 4, 3, true, false, false)
-#elif QC_PART == 27
-QC_TC_ENTRY(qc_conv_tc_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, false, false)
-#elif QC_PART == 28
-QC_TC_ENTRY(qc_conv_tc_tr_tf32_128x128, float, 128, 128, 2, 4, 3, 1, true, true, false)
-#elif QC_PART == 29
-QC_TC_ENTRY(qc_conv_tc_tr_tf32_64x64, float, 64, 64, 2, 2, 4, 4, true, true, false)
-#endif
-
-/* ---- split-K reduction ----------------------------------------------------------------------
- * y[m, g*Kg + n] = round(bias + sum over splits, in split order, of partial[split][g][m][n]):
- * deterministic (no atomics). One thread per output element, grid-stride; forward convolutions
- * (m = b*out_spatial + position), channels-last or NCHW output. */
-template <typename T>
-__device__ __forceinline__ void qc_splitk_reduce(const QcConvParams& p) {
-    const float* part = reinterpret_cast<const float*>(p.partial);
-    const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
-    unsigned short* y = reinterpret_cast<unsigned short*>(p.y);
-    float* yf = reinterpret_cast<float*>(p.y);
-    const long long m_total = (long long)p.batch * p.out_spatial;
-    const long long K = p.out_channels;
-    const long long total = m_total * K;
-    const long long slice = (long long)p.groups * m_total * p.kg; /* one split's partials */
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
-        /* e enumerates the output channels-last: e = m*K + k. */
-        const long long m = e / K;
-        const int k = (int)(e - m * K);
-        const int g = k / p.kg, n = k - g * p.kg;
-        const float* src = part + ((long long)g * m_total + m) * p.kg + n;
-        float v = src[0];
-        for (int s = 1; s < p.splits; ++s) v = __fadd_rn(v, src[s * slice]);
-        if (bias != 0) v = __fadd_rn(v, bias[k]);
-        long long out;
-        if (p.out_nhwc) {
-            out = e;
-        } else {
-            const long long b = m / p.out_spatial;
-            out = (b * K + k) * p.out_spatial + (m - b * p.out_spatial);
-        }
-        if constexpr (sizeof(T) == 2) {
-            y[out] = QcMma<T>::cvt(v);
-        } else {
-            yf[out] = v;
-        }
-    }
-}
-
-/* ---- depthwise, channels-last, CUDA cores --------------------------------------------------
- * groups == C == K (one input and one output channel per group), C % 8 == 0. Each thread owns 8
- * consecutive channels of one output pixel (grid-stride over N*OD*OH*OW*C/8 items, so a warp
- * reads 16-byte vectors of consecutive channels: coalesced); taps in order, f32 weights packed
- * [taps][C] by the host (the fake-quantized weight, unrounded), f32 fused multiply-adds, bias
- * added last, one rounding of the output: the Exact numerics of the other kernels, so this kernel
- * serves both precisions. Padding modes by index remapping. Fewer than 2^31 work items (outputs
- * / 8): the host checks it and falls back to the channels-first direct kernel beyond. */
-
-template <typename T>
-struct QcVec8;
-
-template <>
-struct QcVec8<qc_half> {
-    static __device__ __forceinline__ void load(const qc_half* p, float* v) {
-        const uint4 u = *reinterpret_cast<const uint4*>(p);
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            v[2 * i] = qc_half_to_float((unsigned short)(w[i] & 0xffffu));
-            v[2 * i + 1] = qc_half_to_float((unsigned short)(w[i] >> 16));
-        }
-    }
-    static __device__ __forceinline__ void store(qc_half* p, const float* v) {
-        unsigned w[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            w[i] = (unsigned)qc_float_to_half(v[2 * i]) | ((unsigned)qc_float_to_half(v[2 * i + 1]) << 16);
-        }
-        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-};
-
-template <>
-struct QcVec8<qc_bf16> {
-    static __device__ __forceinline__ void load(const qc_bf16* p, float* v) {
-        const uint4 u = *reinterpret_cast<const uint4*>(p);
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            v[2 * i] = qc_bf16_to_float((unsigned short)(w[i] & 0xffffu));
-            v[2 * i + 1] = qc_bf16_to_float((unsigned short)(w[i] >> 16));
-        }
-    }
-    static __device__ __forceinline__ void store(qc_bf16* p, const float* v) {
-        unsigned w[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            w[i] = (unsigned)qc_float_to_bf16(v[2 * i]) | ((unsigned)qc_float_to_bf16(v[2 * i + 1]) << 16);
-        }
-        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-};
-
-template <>
-struct QcVec8<float> {
-    static __device__ __forceinline__ void load(const float* p, float* v) {
-        const float4 a = *reinterpret_cast<const float4*>(p);
-        const float4 b = *reinterpret_cast<const float4*>(p + 4);
-        v[0] = a.x;
-        v[1] = a.y;
-        v[2] = a.z;
-        v[3] = a.w;
-        v[4] = b.x;
-        v[5] = b.y;
-        v[6] = b.z;
-        v[7] = b.w;
-    }
-    static __device__ __forceinline__ void store(float* p, const float* v) {
-        *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-        *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
-    }
-};
-
-template <typename T>
-__device__ __forceinline__ void qc_dw_nhwc(const QcConvParams& p) {
-    const T* x = reinterpret_cast<const T*>(p.x);
-    const float* w = reinterpret_cast<const float*>(p.w);
-    const float* bias = p.has_bias ? reinterpret_cast<const float*>(p.bias) : 0;
-    T* y = reinterpret_cast<T*>(p.y);
-    const int C = p.in_channels;
-    const int c8s = C / 8;
-    const long long items = (long long)p.batch * p.out_spatial * c8s; /* < 2^31 (host check) */
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < items; it += stride) {
-        /* Decode item -> (pixel, channel group) -> (b, od, oh, ow) in 32 bits: the host launches
-         * this kernel only for fewer than 2^31 items (64-bit division is a slow subroutine). */
-        const unsigned u = (unsigned)it;
-        const int c0 = (int)(u % (unsigned)c8s) * 8;
-        const unsigned pu = u / (unsigned)c8s;
-        const unsigned bu = pu / (unsigned)p.out_spatial;
-        unsigned su = pu - bu * (unsigned)p.out_spatial;
-        const int ow = (int)(su % (unsigned)p.out_size[2]);
-        su /= (unsigned)p.out_size[2];
-        const int oh = (int)(su % (unsigned)p.out_size[1]);
-        const int od = (int)(su / (unsigned)p.out_size[1]);
-        const long long pix = pu;
-        const long long b = bu;
-        const T* xb = x + b * p.in_spatial * C + c0;
-        float acc[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
-        int tap = 0;
-        for (int j0 = 0; j0 < p.kernel[0]; ++j0) {
-            const int id = qc_source_index_i32(p.pad_mode, od * p.stride[0] - p.pad[0] + j0 * p.dilation[0], p.in_size[0]);
-            for (int j1 = 0; j1 < p.kernel[1]; ++j1) {
-                const int ih =
-                    qc_source_index_i32(p.pad_mode, oh * p.stride[1] - p.pad[1] + j1 * p.dilation[1], p.in_size[1]);
-                for (int j2 = 0; j2 < p.kernel[2]; ++j2, ++tap) {
-                    const int iw =
-                        qc_source_index_i32(p.pad_mode, ow * p.stride[2] - p.pad[2] + j2 * p.dilation[2], p.in_size[2]);
-                    if (id < 0 || ih < 0 || iw < 0) continue;
-                    float xv[8], wv[8];
-                    QcVec8<T>::load(xb + (((long long)id * p.in_size[1] + ih) * p.in_size[2] + iw) * C, xv);
-                    QcVec8<float>::load(w + (long long)tap * C + c0, wv);
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) acc[i] = __fmaf_rn(xv[i], wv[i], acc[i]);
-                }
-            }
-        }
-        if (bias != 0) {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], bias[c0 + i]);
-        }
-        QcVec8<T>::store(y + pix * C + c0, acc);
-    }
-}
-
-#if QC_PART == 30
-extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f16(const QcConvParams p) {
-    qc_splitk_reduce<qc_half>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_bf16(const QcConvParams p) {
-    qc_splitk_reduce<qc_bf16>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) qc_splitk_reduce_f32(const QcConvParams p) {
-    qc_splitk_reduce<float>(p);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f32(const QcConvParams p) { qc_dw_nhwc<float>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_f16(const QcConvParams p) { qc_dw_nhwc<qc_half>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) qc_dw_nhwc_bf16(const QcConvParams p) { qc_dw_nhwc<qc_bf16>(p); }
-#endif
-
-/* ---- layout: batched 2-d transpose through a 32x32 shared tile (32x8 threads) -------------- */
-
-template <typename E>
-__device__ __forceinline__ void qc_transpose(const QcTransposeParams& p) {
-    __shared__ E tile[32][33];
-    const long long tiles_c = (p.cols + 31) / 32;
-    const long long tiles = tiles_c * ((p.rows + 31) / 32);
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    for (long long b = blockIdx.z; b < p.batch; b += gridDim.z) {
-        const E* src = reinterpret_cast<const E*>(p.src) + b * p.rows * p.cols;
-        E* dst = reinterpret_cast<E*>(p.dst) + b * p.rows * p.cols;
-        for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
-            const long long r0 = (t / tiles_c) * 32;
-            const long long c0 = (t % tiles_c) * 32;
-            for (int i = ty; i < 32; i += 8) {
-                const long long r = r0 + i, col = c0 + tx;
-                if (r < p.rows && col < p.cols) tile[i][tx] = src[r * p.cols + col];
-            }
-            __syncthreads();
-            for (int i = ty; i < 32; i += 8) {
-                const long long col = c0 + i, r = r0 + tx;
-                if (r < p.rows && col < p.cols) dst[col * p.rows + r] = tile[tx][i];
-            }
-            __syncthreads();
-        }
-    }
-}
-
-/* ---- channel padding for the tensor-core tiles (QcPadChannelsParams) ------------------------
- * One thread per pixel (grid-stride): consecutive threads read consecutive pixels of each NCHW
- * channel plane (coalesced) and write their pixel's groups * cg_pad channels. */
-template <typename E>
-__device__ __forceinline__ void qc_pad_channels(const QcPadChannelsParams& p) {
-    const E* src = reinterpret_cast<const E*>(p.src);
-    E* dst = reinterpret_cast<E*>(p.dst);
-    const long long cin = (long long)p.groups * p.cg;
-    const long long cout = (long long)p.groups * p.cg_pad;
-    const long long total = p.batch * p.pixels;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long px = (long long)blockIdx.x * blockDim.x + threadIdx.x; px < total; px += stride) {
-        const long long b = px / p.pixels;
-        /* Source element of channel ch: base + ch * step (NCHW: planes apart; NHWC: adjacent). */
-        const E* base = p.src_nhwc ? src + px * cin : src + b * cin * p.pixels + (px - b * p.pixels);
-        const long long step = p.src_nhwc ? 1 : p.pixels;
-        E* d = dst + px * cout;
-        long long ch = 0;
-        for (int g = 0; g < p.groups; ++g) {
-            for (int c = 0; c < p.cg_pad; ++c) {
-                E v = 0;
-                if (c < p.cg) {
-                    v = base[ch * step];
-                    ++ch;
-                }
-                *d++ = v;
-            }
-        }
-    }
-}
-
-#if QC_PART == 30
-extern "C" __global__ void __launch_bounds__(256) qc_transpose_b16(const QcTransposeParams p) {
-    qc_transpose<unsigned short>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(256) qc_transpose_b32(const QcTransposeParams p) {
-    qc_transpose<unsigned int>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(256) qc_pad_channels_b16(const QcPadChannelsParams p) {
-    qc_pad_channels<unsigned short>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(256) qc_pad_channels_b32(const QcPadChannelsParams p) {
-    qc_pad_channels<unsigned int>(p);
-}
-#endif

@@ -7,6 +7,10 @@
  *   qc_fakequant_fast  the same for the integer modes' f32 fast path (host-selected, below);
  *   qc_quantize   the quantize half only (get_quantized_weight()): codes, no dequantization;
  *   qc_dequant_codes  8-bit codes + per-channel scale/zero -> float32 weight (QcDequantParams).
+ * The program list in src/cuda/kernels.rs instantiates them with the entry macros at the end of
+ * this file; the host side (arguments, fast-path selection, grid, launch) is
+ * src/cuda/ops/fakequant.rs, and the CPU transcription that pins every formula to the CPU path is
+ * src/cuda/emulate/fakequant.rs.
  *
  * Bit-exactness rules, applied to every line below:
  *   - every f32/f64 operation is an explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn,
@@ -25,8 +29,8 @@
 #include "common.cuh"
 
 #define QC_FQ_THREADS 256
-/* Items (4-element vectors or elements) per thread and block chunk; src/cuda/launch.rs sizes the
- * grid with the same number (FAKEQUANT_CHUNK). */
+/* Items (4-element vectors or elements) per thread and block chunk; src/cuda/ops/fakequant.rs sizes
+ * the grid with the same number (FAKEQUANT_CHUNK). */
 #define QC_FQ_CHUNK 16
 
 /* ---- transcriptions of the scalar helpers of src/quant/fakequant.rs ------------------------ */
@@ -354,14 +358,13 @@ __device__ __forceinline__ void qc_fq_dispatch(const QcFakeQuantParams& p) {
     case QC_FQ_FLOAT_ZP: qc_fq_loop<QC_FQ_FLOAT_ZP, WRITE_DEQUANT>(p); break;
     case QC_FQ_DECOMPOSED_F32: qc_fq_loop<QC_FQ_DECOMPOSED_F32, WRITE_DEQUANT>(p); break;
     case QC_FQ_DECOMPOSED_F64: qc_fq_loop<QC_FQ_DECOMPOSED_F64, WRITE_DEQUANT>(p); break;
-    default: break; /* the host validates the mode (src/cuda/launch.rs) */
+    default: break; /* the host validates the mode (src/cuda/ops/fakequant.rs) */
     }
 }
 
-/** get_weight(): dequantized weight to p.dst (and codes to p.codes when non-zero). */
 /* ---- the integer modes' fast entry (qc_fakequant_fast) ----------------------------------------
- * Chosen by the host (src/cuda/launch.rs, fakequant_fast_ok) when the mode is INT_PER_TENSOR or
- * INT_PER_CHANNEL, every channel takes the f32 fast path (qc_channel's k.fast: the host checks the
+ * Chosen by the host (src/cuda/ops/fakequant.rs, fakequant_fast_ok) when the mode is INT_PER_TENSOR
+ * or INT_PER_CHANNEL, every channel takes the f32 fast path (qc_channel's k.fast: the host checks the
  * same conditions on every scale and zero point), numel and inner are multiples of 4, numel is
  * below 2^32 and every buffer is 16-byte aligned. Same arithmetic as qc_fq_loop's fast path, with
  * a lighter loop: 32-bit indices, four 16-byte loads in flight per thread, and the channel of a
@@ -433,40 +436,12 @@ __device__ __forceinline__ void qc_fq_fast_entry(const QcFakeQuantParams& p) {
     }
 }
 
-/* Two NVRTC programs (src/cuda/kernels.rs): -DQC_PART=1 qc_fakequant, qc_fakequant_fast and
- * qc_dequant_codes, 2 qc_quantize. */
-#ifndef QC_PART
-#error "compile with -DQC_PART=1|2 (see src/cuda/kernels.rs)"
-#endif
-
-#if QC_PART == 1
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_fakequant(const QcFakeQuantParams p) {
-    qc_fq_dispatch<true>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 4) qc_fakequant_fast(const QcFakeQuantParams p) {
-    if (p.mode == QC_FQ_INT_PER_TENSOR) {
-        qc_fq_fast_entry<QC_FQ_INT_PER_TENSOR>(p);
-    } else {
-        qc_fq_fast_entry<QC_FQ_INT_PER_CHANNEL>(p);
-    }
-}
-#endif
-
-/** get_quantized_weight(): codes only (p.dst is ignored). */
-#if QC_PART == 2
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 3) qc_quantize(const QcFakeQuantParams p) {
-    qc_fq_dispatch<false>(p);
-}
-#endif
-
 /* ---- 8-bit weight codes -> float32 weight (QcDequantParams, cuda/params.h) ------------------
  * For the kernels without a code-reading loader (exact precision, f32 activations, depthwise,
  * the CUDA-core fallbacks) of a module whose device weight is stored as codes: one thread per
  * element, grid-stride, the same formula as the *_q8 loaders, which the host checked reproduces
  * get_weight() bit for bit. */
-#if QC_PART == 1
-extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(const QcDequantParams p) {
+__device__ __forceinline__ void qc_dequant_codes_all(const QcDequantParams& p) {
     const unsigned char* codes = reinterpret_cast<const unsigned char*>(p.codes);
     const float* scale = reinterpret_cast<const float*>(p.scale);
     const float* zero = reinterpret_cast<const float*>(p.zero);
@@ -497,4 +472,27 @@ extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) qc_dequant_codes(con
         dst[i] = __fmul_rn(__fsub_rn((float)code, zero[k]), scale[k]);
     }
 }
-#endif
+
+/* ---- entry points ---------------------------------------------------------------------------
+ * Instantiated by the program list in src/cuda/kernels.rs: qc_fakequant (WRITE_DEQUANT true,
+ * get_weight(): the dequantized weight to p.dst and the codes to p.codes when non-zero),
+ * qc_quantize (false, get_quantized_weight(): codes only), qc_fakequant_fast and
+ * qc_dequant_codes. */
+#define QC_FAKEQUANT_ENTRY(NAME, MINB, WRITE_DEQUANT)                                                  \
+    extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, MINB) NAME(const QcFakeQuantParams p) { \
+        qc_fq_dispatch<WRITE_DEQUANT>(p);                                                              \
+    }
+
+#define QC_FAKEQUANT_FAST_ENTRY(NAME)                                                               \
+    extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS, 4) NAME(const QcFakeQuantParams p) { \
+        if (p.mode == QC_FQ_INT_PER_TENSOR) {                                                       \
+            qc_fq_fast_entry<QC_FQ_INT_PER_TENSOR>(p);                                              \
+        } else {                                                                                    \
+            qc_fq_fast_entry<QC_FQ_INT_PER_CHANNEL>(p);                                             \
+        }                                                                                           \
+    }
+
+#define QC_DEQUANT_CODES_ENTRY(NAME)                                                             \
+    extern "C" __global__ void __launch_bounds__(QC_FQ_THREADS) NAME(const QcDequantParams p) { \
+        qc_dequant_codes_all(p);                                                                 \
+    }

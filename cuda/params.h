@@ -48,7 +48,7 @@ enum QcFakeQuantMode {
     QC_FQ_DECOMPOSED_F64 = 6
 };
 
-/** Argument of `qc_fakequant` and `qc_quantize` (cuda/fakequant.cu). */
+/** Argument of `qc_fakequant`, `qc_fakequant_fast` and `qc_quantize` (cuda/fakequant.cu). */
 typedef struct QcFakeQuantParams {
     /** const float*: the float32 weight, `numel` elements, contiguous. */
     uint64_t src;
@@ -88,9 +88,10 @@ typedef struct QcFakeQuantParams {
 } QcFakeQuantParams;
 
 /* ---------------------------------------------------------------------------------------------
- * Convolution (cuda/conv.cu, cuda/conv_transpose.cu). The problem is the one of `ConvProblem`
- * in src/cpu/mod.rs: three spatial dimensions [D, H, W] (1-d and 2-d add unit dimensions in
- * front), NCDHW activations, out_size computed by the host.
+ * Convolution (cuda/conv.cu, cuda/conv_transpose.cu, cuda/conv_tc.cu with cuda/splitk.cu,
+ * cuda/depthwise.cu). The problem is the one of `ConvProblem` in src/problem.rs: three spatial
+ * dimensions [D, H, W] (1-d and 2-d add unit dimensions in front), NCDHW activations (the
+ * channels-last kernels: NDHWC), out_size computed by the host.
  * ------------------------------------------------------------------------------------------- */
 
 /** How a forward convolution reads outside the input (value of QcConvParams.pad_mode). */
@@ -171,10 +172,11 @@ typedef struct QcConvParams {
     int32_t transposed;
     /** 1 when `bias` points to out_channels floats. */
     int32_t has_bias;
-    /** Tensor-core kernels (cuda/conv_tc.cu) only: 1 when `y` is channels-last
-     *  [batch, out_size[0..3], out_channels], 0 for [batch, out_channels, out_size[0..3]].
-     *  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`
-     *  in the activation dtype. Every other kernel requires 0. */
+    /** Channels-last kernels (the tensor-core tiles of cuda/conv_tc.cu, and cuda/depthwise.cu, which
+     *  requires 1): 1 when `y` is channels-last [batch, out_size[0..3], out_channels], 0 for
+     *  [batch, out_channels, out_size[0..3]]. Those kernels always read `x` channels-last,
+     *  [batch, in_size[0..3], in_channels]; the tiles read `w` in the activation dtype (or as
+     *  codes), the depthwise kernel as float32 [taps][C]. Every other kernel requires 0. */
     int32_t out_nhwc;
     /** Tensor-core kernels only: float*: split-K partial sums, [splits][groups][batch*out_spatial]
      *  [out_channels / groups], written instead of `y` when splits > 1 and summed (in split order,
@@ -204,7 +206,7 @@ typedef struct QcConvParams {
 } QcConvParams;
 
 /* ---------------------------------------------------------------------------------------------
- * 8-bit weight codes (WeightStorage::Int8Codes in src/conv/module.rs). A module stored this way
+ * 8-bit weight codes (WeightStorage::Int8Codes in src/cuda/weights.rs). A module stored this way
  * keeps on the device only its codes, packed [out_channels][row] like the tensor-core weight
  * (row = taps * cg_pad rounded up to 8, where cg_pad is C/groups, or C/groups rounded up to 8 when
  * the tensor-core path pads the input's channels; element (output channel k, tap t, input channel
@@ -237,7 +239,7 @@ typedef struct QcDequantParams {
     uint64_t dst;
     /** out_channels * cg * taps. */
     int64_t numel;
-    /** Codes per output channel (taps * cg rounded up to 8). */
+    /** Codes per output channel (taps * cg_pad rounded up to 8). */
     int64_t row;
     /** Output channels K. */
     int32_t out_channels;
@@ -259,7 +261,7 @@ typedef struct QcDequantParams {
     int32_t reserved;
 } QcDequantParams;
 
-/** Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/conv_tc.cu): copies an input
+/** Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/layout.cu): copies an input
  *  with `groups` groups of `cg` channels (NCHW when src_nhwc is 0, channels-last when 1) into a
  *  channels-last buffer with `cg_pad` >= cg channel slots per group, the extra slots zero:
  *  dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : 0. The tensor-core tiles then read
@@ -283,7 +285,7 @@ typedef struct QcPadChannelsParams {
     int32_t src_nhwc;
 } QcPadChannelsParams;
 
-/** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):
+/** Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/layout.cu):
  *  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.
  *  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C. */
 typedef struct QcTransposeParams {

@@ -1,4 +1,6 @@
-//! The CPU benchmark suite of docs/benchmarks.md, shared by `qconv bench` and the criterion benches.
+//! The CPU benchmark suite of docs/benchmarks.md, shared by `qconv bench` and the criterion benches,
+//! and the GPU suite's cases; [`gpu`] (`bench/gpu.rs`) runs the GPU suite with CUDA-event timing
+//! for `qconv bench --device cuda`.
 //!
 //! Each case builds its module the way `scripts/bench/torch_cpu.py` does: uniform weights in
 //! `±1/sqrt(fan_in)` (PyTorch's default initialisation range), per-channel affine qint8 qparams with
@@ -12,6 +14,8 @@ use crate::conv::{AnyConv, ConvModule, ConvOptions, Padding};
 use crate::error::{Error, Result};
 use crate::quant::{QuantDType, WeightQParams};
 use crate::tensor::Tensor;
+
+pub mod gpu;
 
 /// One benchmark case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -409,21 +409,11 @@ fn warmup(args: &Args) -> CliResult<()> {
     Ok(())
 }
 
-/// `qconv bench --device cuda`: the GPU suite of docs/benchmarks.md, timed with CUDA events.
+/// `qconv bench --device cuda`: the GPU suite of docs/benchmarks.md, timed with CUDA events by
+/// the library (`qconv::bench::gpu`); one JSON row per line.
 fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
-    use qconv::cuda::runtime::Runtime;
-    use qconv::DType;
     configure_cache(args)?;
-    let rt = Runtime::get(ordinal)?;
-    rt.load_all()?;
-    // `--case g_fq` runs the weight fake-quant case alone.
-    let run_fq = args.get("--case").is_none_or(|c| c == "g_fq");
-    let cases: Vec<(BenchCase, usize)> = match args.get("--case") {
-        Some("g_fq") => Vec::new(),
-        Some(name) => vec![bench::find_gpu_case(name)?],
-        None => bench::GPU_SUITE.to_vec(),
-    };
-    let batch_override = match args.get("--batch") {
+    let batch = match args.get("--batch") {
         None => None,
         Some(s) => Some(
             s.parse::<usize>()
@@ -432,109 +422,9 @@ fn bench_cuda(args: &Args, ordinal: usize) -> CliResult<()> {
                 .ok_or_else(|| CliError::Usage(format!("--batch {s:?} must be a positive integer")))?,
         ),
     };
-    let device_name = rt.info().name.clone();
-    let stream = rt.default_stream().clone();
-    let err =
-        |call: &'static str| move |e: cudarc::driver::DriverError| Error::Cuda { call, message: format!("{:?}", e.0) };
-    // Median of `iters` launches, each bracketed by CUDA events, after 10 warm-up launches.
-    let time_us = |f: &dyn Fn() -> qconv::Result<()>, iters: usize| -> CliResult<f64> {
-        for _ in 0..10 {
-            f()?;
-        }
-        stream.synchronize().map_err(err("cuStreamSynchronize"))?;
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let mut ts = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let a = stream.record_event(flags).map_err(err("cuEventRecord"))?;
-            f()?;
-            let b = stream.record_event(flags).map_err(err("cuEventRecord"))?;
-            b.synchronize().map_err(err("cuEventSynchronize"))?;
-            ts.push(a.elapsed_ms(&b).map_err(err("cuEventElapsedTime"))? as f64 * 1e3);
-        }
-        ts.sort_by(f64::total_cmp);
-        Ok(ts[ts.len() / 2])
-    };
-    let round2 = |v: f64| (v * 100.0).round() / 100.0;
-    for (c, default_batch) in cases {
-        let batch = batch_override.unwrap_or(default_batch);
-        let built = c.build(batch)?;
-        let module = built.module.to_device(Device::Cuda(ordinal))?;
-        let exact = module.clone().with_precision(qconv::Precision::Exact);
-        let tf32 = module.clone().with_precision(qconv::Precision::Tf32);
-        // The same module with its weight kept as 8-bit codes (the suite's qparams allow it).
-        let codes = built
-            .module
-            .clone()
-            .with_weight_storage(qconv::WeightStorage::Int8Codes)?
-            .to_device(Device::Cuda(ordinal))?;
-        let dims = built.input.shape().len() - 2;
-        let last_name = match dims {
-            1 => "nwc",
-            2 => "nhwc",
-            _ => "ndhwc",
-        };
-        for dtype in [DType::F16, DType::BF16, DType::F32] {
-            let host = built.input.try_to_dtype(dtype)?;
-            let x = host.to_device(Device::Cuda(ordinal))?;
-            // The same values channels-last ([N, *spatial, C]).
-            let xl = host.to_channels_last()?.to_device(Device::Cuda(ordinal))?;
-            // (layout, precision, timed call); f32 is exact whatever the precision says.
-            let mut runs: Vec<TimedRun> = vec![
-                ("nchw", "default", "float", Box::new(|| module.forward(&x, None).map(|_| ()))),
-                (last_name, "default", "float", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
-            ];
-            if dtype == DType::F32 {
-                runs.push(("nchw", "tf32", "float", Box::new(|| tf32.forward(&x, None).map(|_| ()))));
-                runs.push((last_name, "tf32", "float", Box::new(|| tf32.forward_channels_last(&xl, None).map(|_| ()))));
-            } else {
-                runs.push(("nchw", "exact", "float", Box::new(|| exact.forward(&x, None).map(|_| ()))));
-                runs.push((
-                    last_name,
-                    "default",
-                    "int8_codes",
-                    Box::new(|| codes.forward_channels_last(&xl, None).map(|_| ())),
-                ));
-            }
-            for (layout, precision, weights, f) in runs {
-                let t = time_us(&*f, 50)?;
-                let row = serde_json::json!({
-                    "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
-                    "case": c.name, "op": "module_forward", "dtype": dtype.to_string(), "layout": layout,
-                    "precision": precision, "weights": weights, "batch": batch, "median_us": round2(t),
-                    "tflops": round2(built.flops / t / 1e6),
-                    "weight_bytes": if weights == "float" { module.device_weight_bytes() } else { codes.device_weight_bytes() },
-                });
-                println!("{row}");
-            }
-        }
-    }
-    if run_fq {
-        // g_fq: per-channel qint8 fake-quant of a 2048x2048x3x3 weight: the kernel launch (and
-        // the reset of its 8-byte non-finite flag), timed asynchronously; the flag is checked
-        // once after timing.
-        let shape = [2048usize, 2048, 3, 3];
-        let n: usize = shape.iter().product();
-        let mut rng = bench::Rng::new(0xF0);
-        let w = qconv::Tensor::from_vec(rng.vec(n, -1.0, 1.0), &shape)?;
-        let qp = bench::absmax_qparams(&w, 0)?;
-        let src = rt.htod(w.as_slice::<f32>()?, None)?;
-        let dst = std::cell::RefCell::new(rt.zeros::<f32>(n, None)?);
-        let job = std::cell::RefCell::new(rt.fake_quant_job(&qp, &shape, None)?);
-        let t = time_us(&|| job.borrow_mut().enqueue(&src, Some(&mut dst.borrow_mut()), None, None), 50)?;
-        job.borrow_mut().check(&src, None)?;
-        let row = serde_json::json!({
-            "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
-            "case": "g_fq", "op": "fake_quantize_per_channel", "dtype": "f32", "layout": "-",
-            "median_us": round2(t), "gbps": (n as f64 * 8.0 / t / 1e3 * 10.0).round() / 10.0,
-        });
-        println!("{row}");
-    }
+    bench::gpu::run_suite(ordinal, args.get("--case"), batch, &mut |row| println!("{row}"))?;
     Ok(())
 }
-
-/// One timed configuration of `bench --device cuda`: (layout, precision, weight storage, the
-/// call).
-type TimedRun<'a> = (&'static str, &'static str, &'static str, Box<dyn Fn() -> qconv::Result<()> + 'a>);
 
 fn bench_cmd(args: &Args) -> CliResult<()> {
     if let Some(d) = args.get("--device") {

@@ -1,6 +1,5 @@
 //! Convolution options, shape rules, the six reference modules and their state dicts.
 
-mod codes;
 mod module;
 mod options;
 mod state;

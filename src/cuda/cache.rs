@@ -311,7 +311,7 @@ impl KernelCache {
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&i| {
             let s = jobs[i].0;
-            !(s.file_name() == "conv_tc.cu" && s != KernelSource::ConvTcMisc)
+            s.file_name() != "conv_tc.cu"
         });
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<Arc<CompiledKernel>>>>> =

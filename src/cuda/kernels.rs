@@ -1,14 +1,21 @@
-//! Every CUDA kernel qconv compiles: the sources in `cuda/`, the headers they include, and the
-//! list of entry points (kernel variants) each source instantiates.
+//! Every CUDA kernel qconv compiles, as ONE list: the NVRTC programs, the source file each is
+//! built from, and the entry points (kernel variants) each defines.
 //!
-//! A [`KernelSource`] is one NVRTC program (one `.cu` file); it is compiled once per architecture
-//! into one CUBIN holding all of its entry points. [`VARIANTS`] lists every entry point with what
-//! it computes, so tests, `qconv warmup` and the runtime iterate one list. The entry names are
-//! the `extern "C"` symbols defined in the sources; `tests/nvrtc.rs` checks that every listed
-//! variant appears in the compiled program and that no compiled entry is missing from the list.
+//! A [`KernelSource`] is one NVRTC program: a file of `cuda/` (templates and entry-point macros,
+//! see [`SOURCE_FILES`]) followed by the definitions of the program's entry points, which the
+//! list below spells out (`QC_TC_ENTRY(qc_conv_tc_f16_128x128, qc_half, 128, ...)`, …): the
+//! `.cu` files hold no per-program switches. Each program is compiled once per architecture into
+//! one CUBIN holding all of its entry points. Each tensor-core tile is a program of its own and
+//! the CUDA-core kernels come two to a program, so that the programs are small, compile in
+//! parallel, and the longest one bounds a cold compilation of everything.
+//!
+//! [`VARIANTS`] lists every entry point with what it computes, so that tests, `qconv warmup` and
+//! the runtime iterate one list; `tests/nvrtc.rs` checks that every program's compiled entry
+//! points are exactly its listed variants.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -19,161 +26,319 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("params.h", include_str!("../../cuda/params.h")),
     ("common.cuh", include_str!("../../cuda/common.cuh")),
     ("conv_igemm.cuh", include_str!("../../cuda/conv_igemm.cuh")),
+    ("tensor_core.cuh", include_str!("../../cuda/tensor_core.cuh")),
 ];
 
-macro_rules! kernel_sources {
-    ($($(#[doc = $doc:literal])* $var:ident = ($name:literal, $file:literal, $define:literal);)*) => {
-        /// One NVRTC program: one part of a source file of `cuda/`, selected by a `QC_PART`
-        /// define. Each tensor-core tile is a program of its own and the CUDA-core kernels come
-        /// two to a program, so that the programs are small, compile in parallel, and the longest
-        /// one bounds a cold compilation of everything. Each program is compiled once per
-        /// architecture into one CUBIN holding all of its entry points.
+/// The kernel source files of `cuda/`, as `(file name, contents)`: each defines templates and the
+/// macros that the program list instantiates.
+pub const SOURCE_FILES: &[(&str, &str)] = &[
+    ("fakequant.cu", include_str!("../../cuda/fakequant.cu")),
+    ("conv.cu", include_str!("../../cuda/conv.cu")),
+    ("conv_transpose.cu", include_str!("../../cuda/conv_transpose.cu")),
+    ("conv_tc.cu", include_str!("../../cuda/conv_tc.cu")),
+    ("splitk.cu", include_str!("../../cuda/splitk.cu")),
+    ("depthwise.cu", include_str!("../../cuda/depthwise.cu")),
+    ("layout.cu", include_str!("../../cuda/layout.cu")),
+];
+
+/// Expands the program list: the [`KernelSource`] enum (one variant per program, with its short
+/// name and file) and [`VARIANTS`] (one [`KernelVariant`] per entry point, with the C++ macro call
+/// that defines it: the entry's name is the macro's first argument).
+macro_rules! kernel_programs {
+    ($(
+        $(#[doc = $doc:literal])*
+        $prog:ident = $name:literal in $file:literal {
+            $($entry:ident: $kind:expr, $dtype:expr, $tr:literal, $codes:literal => $mac:ident($($arg:tt),*);)*
+        }
+    )*) => {
+        /// One NVRTC program: a source file of `cuda/` and the entry points the program list
+        /// defines from it (see the [module documentation](self)).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum KernelSource {
-            $($(#[doc = $doc])* $var,)*
+            $($(#[doc = $doc])* $prog,)*
         }
 
         impl KernelSource {
             /// Number of programs.
-            pub const COUNT: usize = [$(KernelSource::$var),*].len();
+            pub const COUNT: usize = [$(KernelSource::$prog),*].len();
 
             /// Every program, in a fixed order.
-            pub const ALL: [KernelSource; KernelSource::COUNT] = [$(KernelSource::$var),*];
+            pub const ALL: [KernelSource; KernelSource::COUNT] = [$(KernelSource::$prog),*];
 
-            /// Short name (`"fakequant"`, `"conv_f32_t128_m32"`, …, `"conv_tc_misc"`), used in
-            /// cache file names.
+            /// Short name (`"fakequant"`, `"conv_f32_t128_m32"`, …, `"layout"`), used in cache file
+            /// names and by `qconv warmup`.
             pub fn name(&self) -> &'static str {
                 match self {
-                    $(KernelSource::$var => $name,)*
+                    $(KernelSource::$prog => $name,)*
                 }
             }
 
-            /// File name inside `cuda/` (also the NVRTC program name, so compiler messages name
-            /// it).
+            /// File name inside `cuda/` the program is built from (also the NVRTC program name,
+            /// so compiler messages name it).
             pub fn file_name(&self) -> &'static str {
                 match self {
-                    $(KernelSource::$var => $file,)*
-                }
-            }
-
-            /// Compiler options specific to this program, added after
-            /// [`crate::cuda::nvrtc::BASE_OPTIONS`]: the `QC_PART` define that selects its entry
-            /// points.
-            pub fn options(&self) -> &'static [&'static str] {
-                match self {
-                    $(KernelSource::$var => &[$define],)*
+                    $(KernelSource::$prog => $file,)*
                 }
             }
         }
+
+        /// Every kernel entry point, grouped by program.
+        pub static VARIANTS: &[KernelVariant] = {
+            use ConvAlgo::*;
+            use ConvTile::*;
+            use DType::*;
+            use KernelKind::*;
+            use TcTile::*;
+            &[$($(KernelVariant {
+                name: stringify!($entry),
+                source: KernelSource::$prog,
+                kind: $kind,
+                dtype: $dtype,
+                transposed: $tr,
+                weight_codes: $codes,
+                definition: concat!(stringify!($mac), "(", stringify!($entry) $(, ", ", stringify!($arg))*, ")"),
+            },)*)*]
+        };
     };
 }
 
-kernel_sources! {
-    /// `cuda/fakequant.cu`: the fake-quant kernel and the 8-bit code expansion.
-    FakeQuant = ("fakequant", "fakequant.cu", "-DQC_PART=1");
+kernel_programs! {
+    /// `cuda/fakequant.cu`: the fake-quant kernels (all modes, and the integer modes' fast path)
+    /// and the 8-bit code expansion.
+    FakeQuant = "fakequant" in "fakequant.cu" {
+        qc_fakequant: FakeQuant, None, false, false => QC_FAKEQUANT_ENTRY(3, true);
+        qc_fakequant_fast: FakeQuantFast, None, false, false => QC_FAKEQUANT_FAST_ENTRY();
+        qc_dequant_codes: DequantCodes, None, false, true => QC_DEQUANT_CODES_ENTRY();
+    }
     /// `cuda/fakequant.cu`: the quantize-only kernel (`get_quantized_weight()`).
-    Quantize = ("quantize", "fakequant.cu", "-DQC_PART=2");
+    Quantize = "quantize" in "fakequant.cu" {
+        qc_quantize: Quantize, None, false, false => QC_FAKEQUANT_ENTRY(3, false);
+    }
     /// `cuda/conv.cu`, f32 activations: the 128×128 and 32×128 tiles.
-    ConvF32T128M32 = ("conv_f32_t128_m32", "conv.cu", "-DQC_PART=1");
+    ConvF32T128M32 = "conv_f32_t128_m32" in "conv.cu" {
+        qc_conv_fwd_f32_t128: Conv(Tiled(T128)), Some(F32), false, false => QC_IGEMM_ENTRY(float, QcTileT128, false);
+        qc_conv_fwd_f32_m32: Conv(Tiled(M32)), Some(F32), false, false => QC_IGEMM_ENTRY(float, QcTileM32, false);
+    }
     /// `cuda/conv.cu`, f32 activations: the 64×64 tile and the direct kernel.
-    ConvF32T64Direct = ("conv_f32_t64_direct", "conv.cu", "-DQC_PART=2");
+    ConvF32T64Direct = "conv_f32_t64_direct" in "conv.cu" {
+        qc_conv_fwd_f32_t64: Conv(Tiled(T64)), Some(F32), false, false => QC_IGEMM_ENTRY(float, QcTileT64, false);
+        qc_conv_fwd_f32_direct: Conv(Direct), Some(F32), false, false => QC_DIRECT_ENTRY(float, false);
+    }
     /// `cuda/conv.cu`, f16 activations: the 128×128 and 32×128 tiles.
-    ConvF16T128M32 = ("conv_f16_t128_m32", "conv.cu", "-DQC_PART=3");
+    ConvF16T128M32 = "conv_f16_t128_m32" in "conv.cu" {
+        qc_conv_fwd_f16_t128: Conv(Tiled(T128)), Some(F16), false, false => QC_IGEMM_ENTRY(qc_half, QcTileT128, false);
+        qc_conv_fwd_f16_m32: Conv(Tiled(M32)), Some(F16), false, false => QC_IGEMM_ENTRY(qc_half, QcTileM32, false);
+    }
     /// `cuda/conv.cu`, f16 activations: the 64×64 tile and the direct kernel.
-    ConvF16T64Direct = ("conv_f16_t64_direct", "conv.cu", "-DQC_PART=4");
+    ConvF16T64Direct = "conv_f16_t64_direct" in "conv.cu" {
+        qc_conv_fwd_f16_t64: Conv(Tiled(T64)), Some(F16), false, false => QC_IGEMM_ENTRY(qc_half, QcTileT64, false);
+        qc_conv_fwd_f16_direct: Conv(Direct), Some(F16), false, false => QC_DIRECT_ENTRY(qc_half, false);
+    }
     /// `cuda/conv.cu`, bf16 activations: the 128×128 and 32×128 tiles.
-    ConvBf16T128M32 = ("conv_bf16_t128_m32", "conv.cu", "-DQC_PART=5");
+    ConvBf16T128M32 = "conv_bf16_t128_m32" in "conv.cu" {
+        qc_conv_fwd_bf16_t128: Conv(Tiled(T128)), Some(BF16), false, false => QC_IGEMM_ENTRY(qc_bf16, QcTileT128, false);
+        qc_conv_fwd_bf16_m32: Conv(Tiled(M32)), Some(BF16), false, false => QC_IGEMM_ENTRY(qc_bf16, QcTileM32, false);
+    }
     /// `cuda/conv.cu`, bf16 activations: the 64×64 tile and the direct kernel.
-    ConvBf16T64Direct = ("conv_bf16_t64_direct", "conv.cu", "-DQC_PART=6");
+    ConvBf16T64Direct = "conv_bf16_t64_direct" in "conv.cu" {
+        qc_conv_fwd_bf16_t64: Conv(Tiled(T64)), Some(BF16), false, false => QC_IGEMM_ENTRY(qc_bf16, QcTileT64, false);
+        qc_conv_fwd_bf16_direct: Conv(Direct), Some(BF16), false, false => QC_DIRECT_ENTRY(qc_bf16, false);
+    }
     /// `cuda/conv_transpose.cu`, f32 activations: the 128×128 and 32×128 tiles.
-    ConvTransposeF32T128M32 = ("conv_transpose_f32_t128_m32", "conv_transpose.cu", "-DQC_PART=1");
+    ConvTransposeF32T128M32 = "conv_transpose_f32_t128_m32" in "conv_transpose.cu" {
+        qc_conv_tr_f32_t128: Conv(Tiled(T128)), Some(F32), true, false => QC_IGEMM_ENTRY(float, QcTileT128, true);
+        qc_conv_tr_f32_m32: Conv(Tiled(M32)), Some(F32), true, false => QC_IGEMM_ENTRY(float, QcTileM32, true);
+    }
     /// `cuda/conv_transpose.cu`, f32 activations: the 64×64 tile and the direct kernel.
-    ConvTransposeF32T64Direct = ("conv_transpose_f32_t64_direct", "conv_transpose.cu", "-DQC_PART=2");
+    ConvTransposeF32T64Direct = "conv_transpose_f32_t64_direct" in "conv_transpose.cu" {
+        qc_conv_tr_f32_t64: Conv(Tiled(T64)), Some(F32), true, false => QC_IGEMM_ENTRY(float, QcTileT64, true);
+        qc_conv_tr_f32_direct: Conv(Direct), Some(F32), true, false => QC_DIRECT_ENTRY(float, true);
+    }
     /// `cuda/conv_transpose.cu`, f16 activations: the 128×128 and 32×128 tiles.
-    ConvTransposeF16T128M32 = ("conv_transpose_f16_t128_m32", "conv_transpose.cu", "-DQC_PART=3");
+    ConvTransposeF16T128M32 = "conv_transpose_f16_t128_m32" in "conv_transpose.cu" {
+        qc_conv_tr_f16_t128: Conv(Tiled(T128)), Some(F16), true, false => QC_IGEMM_ENTRY(qc_half, QcTileT128, true);
+        qc_conv_tr_f16_m32: Conv(Tiled(M32)), Some(F16), true, false => QC_IGEMM_ENTRY(qc_half, QcTileM32, true);
+    }
     /// `cuda/conv_transpose.cu`, f16 activations: the 64×64 tile and the direct kernel.
-    ConvTransposeF16T64Direct = ("conv_transpose_f16_t64_direct", "conv_transpose.cu", "-DQC_PART=4");
+    ConvTransposeF16T64Direct = "conv_transpose_f16_t64_direct" in "conv_transpose.cu" {
+        qc_conv_tr_f16_t64: Conv(Tiled(T64)), Some(F16), true, false => QC_IGEMM_ENTRY(qc_half, QcTileT64, true);
+        qc_conv_tr_f16_direct: Conv(Direct), Some(F16), true, false => QC_DIRECT_ENTRY(qc_half, true);
+    }
     /// `cuda/conv_transpose.cu`, bf16 activations: the 128×128 and 32×128 tiles.
-    ConvTransposeBf16T128M32 = ("conv_transpose_bf16_t128_m32", "conv_transpose.cu", "-DQC_PART=5");
+    ConvTransposeBf16T128M32 = "conv_transpose_bf16_t128_m32" in "conv_transpose.cu" {
+        qc_conv_tr_bf16_t128: Conv(Tiled(T128)), Some(BF16), true, false => QC_IGEMM_ENTRY(qc_bf16, QcTileT128, true);
+        qc_conv_tr_bf16_m32: Conv(Tiled(M32)), Some(BF16), true, false => QC_IGEMM_ENTRY(qc_bf16, QcTileM32, true);
+    }
     /// `cuda/conv_transpose.cu`, bf16 activations: the 64×64 tile and the direct kernel.
-    ConvTransposeBf16T64Direct = ("conv_transpose_bf16_t64_direct", "conv_transpose.cu", "-DQC_PART=6");
+    ConvTransposeBf16T64Direct = "conv_transpose_bf16_t64_direct" in "conv_transpose.cu" {
+        qc_conv_tr_bf16_t64: Conv(Tiled(T64)), Some(BF16), true, false => QC_IGEMM_ENTRY(qc_bf16, QcTileT64, true);
+        qc_conv_tr_bf16_direct: Conv(Direct), Some(BF16), true, false => QC_DIRECT_ENTRY(qc_bf16, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, f16.
-    ConvTcF16T128x128 = ("conv_tc_f16_128x128", "conv_tc.cu", "-DQC_PART=1");
+    ConvTcF16T128x128 = "conv_tc_f16_128x128" in "conv_tc.cu" {
+        qc_conv_tc_f16_128x128: Conv(TensorCore(T128x128)), Some(F16), false, false => QC_TC_ENTRY(qc_half, 128, 128, 2, 4, 3, 2, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, f16.
-    ConvTcF16T128x64 = ("conv_tc_f16_128x64", "conv_tc.cu", "-DQC_PART=2");
+    ConvTcF16T128x64 = "conv_tc_f16_128x64" in "conv_tc.cu" {
+        qc_conv_tc_f16_128x64: Conv(TensorCore(T128x64)), Some(F16), false, false => QC_TC_ENTRY(qc_half, 128, 64, 2, 2, 4, 3, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, f16.
-    ConvTcF16T64x64 = ("conv_tc_f16_64x64", "conv_tc.cu", "-DQC_PART=3");
+    ConvTcF16T64x64 = "conv_tc_f16_64x64" in "conv_tc.cu" {
+        qc_conv_tc_f16_64x64: Conv(TensorCore(T64x64)), Some(F16), false, false => QC_TC_ENTRY(qc_half, 64, 64, 2, 2, 4, 4, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, bf16.
-    ConvTcBf16T128x128 = ("conv_tc_bf16_128x128", "conv_tc.cu", "-DQC_PART=4");
+    ConvTcBf16T128x128 = "conv_tc_bf16_128x128" in "conv_tc.cu" {
+        qc_conv_tc_bf16_128x128: Conv(TensorCore(T128x128)), Some(BF16), false, false => QC_TC_ENTRY(qc_bf16, 128, 128, 2, 4, 3, 2, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, bf16.
-    ConvTcBf16T128x64 = ("conv_tc_bf16_128x64", "conv_tc.cu", "-DQC_PART=5");
+    ConvTcBf16T128x64 = "conv_tc_bf16_128x64" in "conv_tc.cu" {
+        qc_conv_tc_bf16_128x64: Conv(TensorCore(T128x64)), Some(BF16), false, false => QC_TC_ENTRY(qc_bf16, 128, 64, 2, 2, 4, 3, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, bf16.
-    ConvTcBf16T64x64 = ("conv_tc_bf16_64x64", "conv_tc.cu", "-DQC_PART=6");
+    ConvTcBf16T64x64 = "conv_tc_bf16_64x64" in "conv_tc.cu" {
+        qc_conv_tc_bf16_64x64: Conv(TensorCore(T64x64)), Some(BF16), false, false => QC_TC_ENTRY(qc_bf16, 64, 64, 2, 2, 4, 4, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, f16.
-    ConvTcF16Gather = ("conv_tc_f16_gather", "conv_tc.cu", "-DQC_PART=7");
+    ConvTcF16Gather = "conv_tc_f16_gather" in "conv_tc.cu" {
+        qc_conv_tc_f16_gather: Conv(TensorCore(Gather128x64)), Some(F16), false, false => QC_TC_ENTRY(qc_half, 128, 64, 2, 2, 4, 3, false, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, bf16.
-    ConvTcBf16Gather = ("conv_tc_bf16_gather", "conv_tc.cu", "-DQC_PART=8");
+    ConvTcBf16Gather = "conv_tc_bf16_gather" in "conv_tc.cu" {
+        qc_conv_tc_bf16_gather: Conv(TensorCore(Gather128x64)), Some(BF16), false, false => QC_TC_ENTRY(qc_bf16, 128, 64, 2, 2, 4, 3, false, false, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, f16.
-    ConvTcTrF16T128x128 = ("conv_tc_tr_f16_128x128", "conv_tc.cu", "-DQC_PART=9");
+    ConvTcTrF16T128x128 = "conv_tc_tr_f16_128x128" in "conv_tc.cu" {
+        qc_conv_tc_tr_f16_128x128: Conv(TensorCore(T128x128)), Some(F16), true, false => QC_TC_ENTRY(qc_half, 128, 128, 2, 4, 3, 1, true, true, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, f16.
-    ConvTcTrF16T64x64 = ("conv_tc_tr_f16_64x64", "conv_tc.cu", "-DQC_PART=10");
+    ConvTcTrF16T64x64 = "conv_tc_tr_f16_64x64" in "conv_tc.cu" {
+        qc_conv_tc_tr_f16_64x64: Conv(TensorCore(T64x64)), Some(F16), true, false => QC_TC_ENTRY(qc_half, 64, 64, 2, 2, 4, 4, true, true, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, bf16.
-    ConvTcTrBf16T128x128 = ("conv_tc_tr_bf16_128x128", "conv_tc.cu", "-DQC_PART=11");
+    ConvTcTrBf16T128x128 = "conv_tc_tr_bf16_128x128" in "conv_tc.cu" {
+        qc_conv_tc_tr_bf16_128x128: Conv(TensorCore(T128x128)), Some(BF16), true, false => QC_TC_ENTRY(qc_bf16, 128, 128, 2, 4, 3, 1, true, true, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, bf16.
-    ConvTcTrBf16T64x64 = ("conv_tc_tr_bf16_64x64", "conv_tc.cu", "-DQC_PART=12");
+    ConvTcTrBf16T64x64 = "conv_tc_tr_bf16_64x64" in "conv_tc.cu" {
+        qc_conv_tc_tr_bf16_64x64: Conv(TensorCore(T64x64)), Some(BF16), true, false => QC_TC_ENTRY(qc_bf16, 64, 64, 2, 2, 4, 4, true, true, false);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, f16, reading 8-bit weight codes.
-    ConvTcQ8F16T128x128 = ("conv_tc_f16_128x128_q8", "conv_tc.cu", "-DQC_PART=13");
+    ConvTcQ8F16T128x128 = "conv_tc_f16_128x128_q8" in "conv_tc.cu" {
+        qc_conv_tc_f16_128x128_q8: Conv(TensorCore(T128x128)), Some(F16), false, true => QC_TC_ENTRY(qc_half, 128, 128, 2, 4, 3, 2, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, f16, reading 8-bit weight codes.
-    ConvTcQ8F16T128x64 = ("conv_tc_f16_128x64_q8", "conv_tc.cu", "-DQC_PART=14");
+    ConvTcQ8F16T128x64 = "conv_tc_f16_128x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_f16_128x64_q8: Conv(TensorCore(T128x64)), Some(F16), false, true => QC_TC_ENTRY(qc_half, 128, 64, 2, 2, 4, 3, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, f16, reading 8-bit weight codes.
-    ConvTcQ8F16T64x64 = ("conv_tc_f16_64x64_q8", "conv_tc.cu", "-DQC_PART=15");
+    ConvTcQ8F16T64x64 = "conv_tc_f16_64x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_f16_64x64_q8: Conv(TensorCore(T64x64)), Some(F16), false, true => QC_TC_ENTRY(qc_half, 64, 64, 2, 2, 4, 4, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×128 tile, bf16, reading 8-bit weight codes.
-    ConvTcQ8Bf16T128x128 = ("conv_tc_bf16_128x128_q8", "conv_tc.cu", "-DQC_PART=16");
+    ConvTcQ8Bf16T128x128 = "conv_tc_bf16_128x128_q8" in "conv_tc.cu" {
+        qc_conv_tc_bf16_128x128_q8: Conv(TensorCore(T128x128)), Some(BF16), false, true => QC_TC_ENTRY(qc_bf16, 128, 128, 2, 4, 3, 2, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile, bf16, reading 8-bit weight codes.
-    ConvTcQ8Bf16T128x64 = ("conv_tc_bf16_128x64_q8", "conv_tc.cu", "-DQC_PART=17");
+    ConvTcQ8Bf16T128x64 = "conv_tc_bf16_128x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_bf16_128x64_q8: Conv(TensorCore(T128x64)), Some(BF16), false, true => QC_TC_ENTRY(qc_bf16, 128, 64, 2, 2, 4, 3, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 64×64 tile, bf16, reading 8-bit weight codes.
-    ConvTcQ8Bf16T64x64 = ("conv_tc_bf16_64x64_q8", "conv_tc.cu", "-DQC_PART=18");
+    ConvTcQ8Bf16T64x64 = "conv_tc_bf16_64x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_bf16_64x64_q8: Conv(TensorCore(T64x64)), Some(BF16), false, true => QC_TC_ENTRY(qc_bf16, 64, 64, 2, 2, 4, 4, true, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, f16, reading 8-bit weight codes.
-    ConvTcQ8F16Gather = ("conv_tc_f16_gather_q8", "conv_tc.cu", "-DQC_PART=19");
+    ConvTcQ8F16Gather = "conv_tc_f16_gather_q8" in "conv_tc.cu" {
+        qc_conv_tc_f16_gather_q8: Conv(TensorCore(Gather128x64)), Some(F16), false, true => QC_TC_ENTRY(qc_half, 128, 64, 2, 2, 4, 3, false, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core 128×64 tile with the element-wise input loader, bf16, reading 8-bit weight codes.
-    ConvTcQ8Bf16Gather = ("conv_tc_bf16_gather_q8", "conv_tc.cu", "-DQC_PART=20");
+    ConvTcQ8Bf16Gather = "conv_tc_bf16_gather_q8" in "conv_tc.cu" {
+        qc_conv_tc_bf16_gather_q8: Conv(TensorCore(Gather128x64)), Some(BF16), false, true => QC_TC_ENTRY(qc_bf16, 128, 64, 2, 2, 4, 3, false, false, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, f16, reading 8-bit weight codes.
-    ConvTcQ8TrF16T128x128 = ("conv_tc_tr_f16_128x128_q8", "conv_tc.cu", "-DQC_PART=21");
+    ConvTcQ8TrF16T128x128 = "conv_tc_tr_f16_128x128_q8" in "conv_tc.cu" {
+        qc_conv_tc_tr_f16_128x128_q8: Conv(TensorCore(T128x128)), Some(F16), true, true => QC_TC_ENTRY(qc_half, 128, 128, 2, 4, 3, 1, true, true, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, f16, reading 8-bit weight codes.
-    ConvTcQ8TrF16T64x64 = ("conv_tc_tr_f16_64x64_q8", "conv_tc.cu", "-DQC_PART=22");
+    ConvTcQ8TrF16T64x64 = "conv_tc_tr_f16_64x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_tr_f16_64x64_q8: Conv(TensorCore(T64x64)), Some(F16), true, true => QC_TC_ENTRY(qc_half, 64, 64, 2, 2, 4, 4, true, true, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 128×128 tile, bf16, reading 8-bit weight codes.
-    ConvTcQ8TrBf16T128x128 = ("conv_tc_tr_bf16_128x128_q8", "conv_tc.cu", "-DQC_PART=23");
+    ConvTcQ8TrBf16T128x128 = "conv_tc_tr_bf16_128x128_q8" in "conv_tc.cu" {
+        qc_conv_tc_tr_bf16_128x128_q8: Conv(TensorCore(T128x128)), Some(BF16), true, true => QC_TC_ENTRY(qc_bf16, 128, 128, 2, 4, 3, 1, true, true, true);
+    }
     /// `cuda/conv_tc.cu`: the tensor-core transposed 64×64 tile, bf16, reading 8-bit weight codes.
-    ConvTcQ8TrBf16T64x64 = ("conv_tc_tr_bf16_64x64_q8", "conv_tc.cu", "-DQC_PART=24");
+    ConvTcQ8TrBf16T64x64 = "conv_tc_tr_bf16_64x64_q8" in "conv_tc.cu" {
+        qc_conv_tc_tr_bf16_64x64_q8: Conv(TensorCore(T64x64)), Some(BF16), true, true => QC_TC_ENTRY(qc_bf16, 64, 64, 2, 2, 4, 4, true, true, true);
+    }
     /// `cuda/conv_tc.cu`: the TF32 tensor-core 128×128 tile.
-    ConvTcTf32T128x128 = ("conv_tc_tf32_128x128", "conv_tc.cu", "-DQC_PART=25");
+    ConvTcTf32T128x128 = "conv_tc_tf32_128x128" in "conv_tc.cu" {
+        qc_conv_tc_tf32_128x128: Conv(TensorCore(T128x128)), Some(F32), false, false => QC_TC_ENTRY(float, 128, 128, 2, 4, 3, 2, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the TF32 tensor-core 128×64 tile.
-    ConvTcTf32T128x64 = ("conv_tc_tf32_128x64", "conv_tc.cu", "-DQC_PART=26");
+    ConvTcTf32T128x64 = "conv_tc_tf32_128x64" in "conv_tc.cu" {
+        qc_conv_tc_tf32_128x64: Conv(TensorCore(T128x64)), Some(F32), false, false => QC_TC_ENTRY(float, 128, 64, 2, 2, 4, 3, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the TF32 tensor-core 64×64 tile.
-    ConvTcTf32T64x64 = ("conv_tc_tf32_64x64", "conv_tc.cu", "-DQC_PART=27");
+    ConvTcTf32T64x64 = "conv_tc_tf32_64x64" in "conv_tc.cu" {
+        qc_conv_tc_tf32_64x64: Conv(TensorCore(T64x64)), Some(F32), false, false => QC_TC_ENTRY(float, 64, 64, 2, 2, 4, 4, true, false, false);
+    }
     /// `cuda/conv_tc.cu`: the TF32 tensor-core transposed 128×128 tile.
-    ConvTcTrTf32T128x128 = ("conv_tc_tr_tf32_128x128", "conv_tc.cu", "-DQC_PART=28");
+    ConvTcTrTf32T128x128 = "conv_tc_tr_tf32_128x128" in "conv_tc.cu" {
+        qc_conv_tc_tr_tf32_128x128: Conv(TensorCore(T128x128)), Some(F32), true, false => QC_TC_ENTRY(float, 128, 128, 2, 4, 3, 1, true, true, false);
+    }
     /// `cuda/conv_tc.cu`: the TF32 tensor-core transposed 64×64 tile.
-    ConvTcTrTf32T64x64 = ("conv_tc_tr_tf32_64x64", "conv_tc.cu", "-DQC_PART=29");
-    /// `cuda/conv_tc.cu`: the channels-last depthwise kernels, the layout transposes and the split-K reductions.
-    ConvTcMisc = ("conv_tc_misc", "conv_tc.cu", "-DQC_PART=30");
+    ConvTcTrTf32T64x64 = "conv_tc_tr_tf32_64x64" in "conv_tc.cu" {
+        qc_conv_tc_tr_tf32_64x64: Conv(TensorCore(T64x64)), Some(F32), true, false => QC_TC_ENTRY(float, 64, 64, 2, 2, 4, 4, true, true, false);
+    }
+    /// `cuda/splitk.cu`: the split-K reductions of the tensor-core tiles (f16, bf16, and f32 for
+    /// the TF32 tiles).
+    SplitKReduce = "splitk_reduce" in "splitk.cu" {
+        qc_splitk_reduce_f16: SplitKReduce, Some(F16), false, false => QC_SPLITK_ENTRY(qc_half);
+        qc_splitk_reduce_bf16: SplitKReduce, Some(BF16), false, false => QC_SPLITK_ENTRY(qc_bf16);
+        qc_splitk_reduce_f32: SplitKReduce, Some(F32), false, false => QC_SPLITK_ENTRY(float);
+    }
+    /// `cuda/depthwise.cu`: the channels-last depthwise kernels (CUDA cores, every dtype).
+    Depthwise = "depthwise" in "depthwise.cu" {
+        qc_dw_nhwc_f32: Conv(DepthwiseNhwc), Some(F32), false, false => QC_DW_ENTRY(float);
+        qc_dw_nhwc_f16: Conv(DepthwiseNhwc), Some(F16), false, false => QC_DW_ENTRY(qc_half);
+        qc_dw_nhwc_bf16: Conv(DepthwiseNhwc), Some(BF16), false, false => QC_DW_ENTRY(qc_bf16);
+    }
+    /// `cuda/layout.cu`: the NCHW ↔ channels-last transposes and the channel padding of the
+    /// tensor-core tiles' inputs.
+    Layout = "layout" in "layout.cu" {
+        qc_transpose_b16: Transpose(2), None, false, false => QC_TRANSPOSE_ENTRY(qc_b16);
+        qc_transpose_b32: Transpose(4), None, false, false => QC_TRANSPOSE_ENTRY(qc_b32);
+        qc_pad_channels_b16: PadChannels(2), None, false, false => QC_PAD_CHANNELS_ENTRY(qc_b16);
+        qc_pad_channels_b32: PadChannels(4), None, false, false => QC_PAD_CHANNELS_ENTRY(qc_b32);
+    }
 }
 
 impl KernelSource {
-    /// The source text, embedded at build time.
+    /// The program's complete source text: its file of [`SOURCE_FILES`] followed by the
+    /// definitions of its entry points ([`KernelVariant::definition`]). Built once per process.
     pub fn source(&self) -> &'static str {
-        match self.file_name() {
-            "fakequant.cu" => include_str!("../../cuda/fakequant.cu"),
-            "conv.cu" => include_str!("../../cuda/conv.cu"),
-            "conv_transpose.cu" => include_str!("../../cuda/conv_transpose.cu"),
-            _ => include_str!("../../cuda/conv_tc.cu"),
-        }
+        static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+        let texts = TEXTS.get_or_init(|| {
+            KernelSource::ALL
+                .iter()
+                .map(|s| {
+                    let file = SOURCE_FILES.iter().find(|(name, _)| *name == s.file_name()).map_or("", |f| f.1);
+                    let entries: Vec<&str> = s.variants().map(|v| v.definition).collect();
+                    format!(
+                        "{file}\n/* ---- the entry points of program {} (src/cuda/kernels.rs) ---- */\n{}\n",
+                        s.name(),
+                        entries.join("\n")
+                    )
+                })
+                .collect()
+        });
+        &texts[*self as usize]
     }
 
     /// The entry points this program defines.
     pub fn variants(&self) -> impl Iterator<Item = &'static KernelVariant> {
         let source = *self;
-        all_variants().filter(move |v| v.source == source)
+        VARIANTS.iter().filter(move |v| v.source == source)
     }
 }
 
@@ -185,7 +350,7 @@ impl fmt::Display for KernelSource {
 
 impl FromStr for KernelSource {
     type Err = Error;
-    /// Parses a short name (`"conv_f16"`, see [`KernelSource::name`]).
+    /// Parses a short name (`"conv_f16_t64_direct"`, see [`KernelSource::name`]).
     fn from_str(s: &str) -> Result<Self> {
         KernelSource::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Parse {
             what: "kernel program",
@@ -371,199 +536,23 @@ pub struct KernelVariant {
     pub source: KernelSource,
     /// What it computes.
     pub kind: KernelKind,
-    /// Activation dtype (convolutions); `None` for the weight kernels (float32 weights).
+    /// Activation dtype (convolutions, split-K); `None` for the weight and layout kernels.
     pub dtype: Option<DType>,
     /// Transposed convolution (gather form).
     pub transposed: bool,
-    /// Tensor-core convolutions only: the entry reads the weight as 8-bit codes with a scale
-    /// and zero point per output channel (`*_q8`), dequantizing while it loads.
+    /// Tensor-core convolutions: the entry reads the weight as 8-bit codes with a scale and zero
+    /// point per output channel (`*_q8`), dequantizing while it loads; `qc_dequant_codes` reads
+    /// codes too.
     pub weight_codes: bool,
-    /// The C++ template instantiation behind the entry point.
-    pub instantiation: &'static str,
+    /// The C++ that defines the entry point in its program: a macro of its source file called
+    /// with the entry's name and template arguments (`QC_TC_ENTRY(qc_conv_tc_f16_64x64, qc_half,
+    /// 64, 64, …)`).
+    pub definition: &'static str,
 }
 
-macro_rules! conv_variants {
-    ($($name:literal, $src:ident, $tr:literal, $dt:ident, $algo:expr, $codes:literal, $inst:literal;)*) => {
-        &[
-            KernelVariant {
-                name: "qc_fakequant",
-                source: KernelSource::FakeQuant,
-                kind: KernelKind::FakeQuant,
-                dtype: None,
-                transposed: false,
-                weight_codes: false,
-                instantiation: "qc_fq_dispatch<true>",
-            },
-            KernelVariant {
-                name: "qc_fakequant_fast",
-                source: KernelSource::FakeQuant,
-                kind: KernelKind::FakeQuantFast,
-                dtype: None,
-                transposed: false,
-                weight_codes: false,
-                instantiation: "qc_fq_fast_entry<QC_FQ_INT_PER_TENSOR | QC_FQ_INT_PER_CHANNEL>",
-            },
-            KernelVariant {
-                name: "qc_quantize",
-                source: KernelSource::Quantize,
-                kind: KernelKind::Quantize,
-                dtype: None,
-                transposed: false,
-                weight_codes: false,
-                instantiation: "qc_fq_dispatch<false>",
-            },
-            KernelVariant {
-                name: "qc_dequant_codes",
-                source: KernelSource::FakeQuant,
-                kind: KernelKind::DequantCodes,
-                dtype: None,
-                transposed: false,
-                weight_codes: true,
-                instantiation: "qc_dequant_codes",
-            },
-            $(KernelVariant {
-                name: $name,
-                source: KernelSource::$src,
-                kind: KernelKind::Conv($algo),
-                dtype: Some(DType::$dt),
-                transposed: $tr,
-                weight_codes: $codes,
-                instantiation: $inst,
-            },)*
-        ]
-    };
-}
-
-/// Every kernel variant, grouped by source.
-pub static VARIANTS: &[KernelVariant] = conv_variants![
-    "qc_conv_fwd_f32_t128", ConvF32T128M32, false, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, false>";
-    "qc_conv_fwd_f32_t64", ConvF32T64Direct, false, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, false>";
-    "qc_conv_fwd_f32_m32", ConvF32T128M32, false, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, false>";
-    "qc_conv_fwd_f16_t128", ConvF16T128M32, false, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, false>";
-    "qc_conv_fwd_f16_t64", ConvF16T64Direct, false, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, false>";
-    "qc_conv_fwd_f16_m32", ConvF16T128M32, false, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, false>";
-    "qc_conv_fwd_bf16_t128", ConvBf16T128M32, false, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, false>";
-    "qc_conv_fwd_bf16_t64", ConvBf16T64Direct, false, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, false>";
-    "qc_conv_fwd_bf16_m32", ConvBf16T128M32, false, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, false>";
-    "qc_conv_fwd_f32_direct", ConvF32T64Direct, false, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, false>";
-    "qc_conv_fwd_f16_direct", ConvF16T64Direct, false, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, false>";
-    "qc_conv_fwd_bf16_direct", ConvBf16T64Direct, false, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, false>";
-    "qc_conv_tr_f32_t128", ConvTransposeF32T128M32, true, F32, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<float, QcTileT128, true>";
-    "qc_conv_tr_f32_t64", ConvTransposeF32T64Direct, true, F32, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<float, QcTileT64, true>";
-    "qc_conv_tr_f32_m32", ConvTransposeF32T128M32, true, F32, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<float, QcTileM32, true>";
-    "qc_conv_tr_f16_t128", ConvTransposeF16T128M32, true, F16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_half, QcTileT128, true>";
-    "qc_conv_tr_f16_t64", ConvTransposeF16T64Direct, true, F16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_half, QcTileT64, true>";
-    "qc_conv_tr_f16_m32", ConvTransposeF16T128M32, true, F16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_half, QcTileM32, true>";
-    "qc_conv_tr_bf16_t128", ConvTransposeBf16T128M32, true, BF16, ConvAlgo::Tiled(ConvTile::T128), false, "qc_igemm<qc_bf16, QcTileT128, true>";
-    "qc_conv_tr_bf16_t64", ConvTransposeBf16T64Direct, true, BF16, ConvAlgo::Tiled(ConvTile::T64), false, "qc_igemm<qc_bf16, QcTileT64, true>";
-    "qc_conv_tr_bf16_m32", ConvTransposeBf16T128M32, true, BF16, ConvAlgo::Tiled(ConvTile::M32), false, "qc_igemm<qc_bf16, QcTileM32, true>";
-    "qc_conv_tr_f32_direct", ConvTransposeF32T64Direct, true, F32, ConvAlgo::Direct, false, "qc_conv_direct<float, true>";
-    "qc_conv_tr_f16_direct", ConvTransposeF16T64Direct, true, F16, ConvAlgo::Direct, false, "qc_conv_direct<qc_half, true>";
-    "qc_conv_tr_bf16_direct", ConvTransposeBf16T64Direct, true, BF16, ConvAlgo::Direct, false, "qc_conv_direct<qc_bf16, true>";
-    "qc_conv_tc_f16_128x128", ConvTcF16T128x128, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_f16_128x64", ConvTcF16T128x64, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_f16_64x64", ConvTcF16T64x64, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_bf16_128x128", ConvTcBf16T128x128, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_bf16_128x64", ConvTcBf16T128x64, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_bf16_64x64", ConvTcBf16T64x64, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_f16_gather", ConvTcF16Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, false>";
-    "qc_conv_tc_bf16_gather", ConvTcBf16Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), false, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, false>";
-    "qc_conv_tc_tr_f16_128x128", ConvTcTrF16T128x128, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_f16_64x64", ConvTcTrF16T64x64, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, false>";
-    "qc_conv_tc_tr_bf16_128x128", ConvTcTrBf16T128x128, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_bf16_64x64", ConvTcTrBf16T64x64, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, false>";
-    "qc_conv_tc_f16_128x128_q8", ConvTcQ8F16T128x128, false, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, false, true>";
-    "qc_conv_tc_f16_128x64_q8", ConvTcQ8F16T128x64, false, F16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_f16_64x64_q8", ConvTcQ8F16T64x64, false, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_bf16_128x128_q8", ConvTcQ8Bf16T128x128, false, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, false, true>";
-    "qc_conv_tc_bf16_128x64_q8", ConvTcQ8Bf16T128x64, false, BF16, ConvAlgo::TensorCore(TcTile::T128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_bf16_64x64_q8", ConvTcQ8Bf16T64x64, false, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, false, true>";
-    "qc_conv_tc_f16_gather_q8", ConvTcQ8F16Gather, false, F16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_half, 128, 64, 2, 2, 4, false, false, true>";
-    "qc_conv_tc_bf16_gather_q8", ConvTcQ8Bf16Gather, false, BF16, ConvAlgo::TensorCore(TcTile::Gather128x64), true, "qc_conv_tc<qc_bf16, 128, 64, 2, 2, 4, false, false, true>";
-    "qc_conv_tc_tr_f16_128x128_q8", ConvTcQ8TrF16T128x128, true, F16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_half, 128, 128, 2, 4, 3, true, true, true>";
-    "qc_conv_tc_tr_f16_64x64_q8", ConvTcQ8TrF16T64x64, true, F16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_half, 64, 64, 2, 2, 4, true, true, true>";
-    "qc_conv_tc_tr_bf16_128x128_q8", ConvTcQ8TrBf16T128x128, true, BF16, ConvAlgo::TensorCore(TcTile::T128x128), true, "qc_conv_tc<qc_bf16, 128, 128, 2, 4, 3, true, true, true>";
-    "qc_conv_tc_tr_bf16_64x64_q8", ConvTcQ8TrBf16T64x64, true, BF16, ConvAlgo::TensorCore(TcTile::T64x64), true, "qc_conv_tc<qc_bf16, 64, 64, 2, 2, 4, true, true, true>";
-    "qc_conv_tc_tf32_128x128", ConvTcTf32T128x128, false, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, false, false>";
-    "qc_conv_tc_tf32_128x64", ConvTcTf32T128x64, false, F32, ConvAlgo::TensorCore(TcTile::T128x64), false, "qc_conv_tc<float, 128, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_tf32_64x64", ConvTcTf32T64x64, false, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, false, false>";
-    "qc_conv_tc_tr_tf32_128x128", ConvTcTrTf32T128x128, true, F32, ConvAlgo::TensorCore(TcTile::T128x128), false, "qc_conv_tc<float, 128, 128, 2, 4, 3, true, true, false>";
-    "qc_conv_tc_tr_tf32_64x64", ConvTcTrTf32T64x64, true, F32, ConvAlgo::TensorCore(TcTile::T64x64), false, "qc_conv_tc<float, 64, 64, 2, 2, 4, true, true, false>";
-    "qc_dw_nhwc_f32", ConvTcMisc, false, F32, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<float>";
-    "qc_dw_nhwc_f16", ConvTcMisc, false, F16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_half>";
-    "qc_dw_nhwc_bf16", ConvTcMisc, false, BF16, ConvAlgo::DepthwiseNhwc, false, "qc_dw_nhwc<qc_bf16>";
-];
-
-/// The layout kernels and the split-K reductions (`cuda/conv_tc.cu`).
-pub static TRANSPOSE_VARIANTS: [KernelVariant; 7] = [
-    KernelVariant {
-        name: "qc_splitk_reduce_f16",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::SplitKReduce,
-        dtype: Some(DType::F16),
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_splitk_reduce<qc_half>",
-    },
-    KernelVariant {
-        name: "qc_splitk_reduce_bf16",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::SplitKReduce,
-        dtype: Some(DType::BF16),
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_splitk_reduce<qc_bf16>",
-    },
-    KernelVariant {
-        name: "qc_splitk_reduce_f32",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::SplitKReduce,
-        dtype: Some(DType::F32),
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_splitk_reduce<float>",
-    },
-    KernelVariant {
-        name: "qc_transpose_b16",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::Transpose(2),
-        dtype: None,
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_transpose<unsigned short>",
-    },
-    KernelVariant {
-        name: "qc_transpose_b32",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::Transpose(4),
-        dtype: None,
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_transpose<unsigned int>",
-    },
-    KernelVariant {
-        name: "qc_pad_channels_b16",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::PadChannels(2),
-        dtype: None,
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_pad_channels<unsigned short>",
-    },
-    KernelVariant {
-        name: "qc_pad_channels_b32",
-        source: KernelSource::ConvTcMisc,
-        kind: KernelKind::PadChannels(4),
-        dtype: None,
-        transposed: false,
-        weight_codes: false,
-        instantiation: "qc_pad_channels<unsigned int>",
-    },
-];
-
-/// Every entry point: [`VARIANTS`] (weights and convolutions) then [`TRANSPOSE_VARIANTS`].
+/// Every entry point ([`VARIANTS`]).
 pub fn all_variants() -> impl Iterator<Item = &'static KernelVariant> {
-    VARIANTS.iter().chain(TRANSPOSE_VARIANTS.iter())
+    VARIANTS.iter()
 }
 
 /// Looks a variant up by its entry name.
@@ -599,17 +588,17 @@ pub fn dequant_codes_variant() -> Option<&'static KernelVariant> {
 
 /// The split-K reduction for `dtype` (f16, bf16, or f32 for the TF32 tiles).
 pub fn splitk_reduce_variant(dtype: DType) -> Option<&'static KernelVariant> {
-    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
+    VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
 }
 
 /// The channel-padding kernel for elements of `bytes` bytes (2 or 4).
 pub fn pad_channels_variant(bytes: u32) -> Option<&'static KernelVariant> {
-    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::PadChannels(bytes))
+    VARIANTS.iter().find(|v| v.kind == KernelKind::PadChannels(bytes))
 }
 
 /// The layout kernel for elements of `bytes` bytes (2 or 4).
 pub fn transpose_variant(bytes: u32) -> Option<&'static KernelVariant> {
-    TRANSPOSE_VARIANTS.iter().find(|v| v.kind == KernelKind::Transpose(bytes))
+    VARIANTS.iter().find(|v| v.kind == KernelKind::Transpose(bytes))
 }
 
 #[cfg(test)]
@@ -623,8 +612,27 @@ mod tests {
         for v in all_variants() {
             assert!(seen.insert(v.name), "duplicate variant {}", v.name);
             let needle = format!("{}(", v.name);
-            let defined = v.source.source().contains(&needle) || v.source.source().contains(&format!("({},", v.name));
+            let src = v.source.source();
+            // `NAME(` (a kernel written out), or the first argument of an entry macro.
+            let defined = src.contains(&needle)
+                || src.contains(&format!("({},", v.name))
+                || src.contains(&format!("({})", v.name));
             assert!(defined, "{} is not defined in {}", v.name, v.source.file_name());
+            // The definition is the program's own macro, defined by its file or a header.
+            assert!(v.source.source().contains(v.definition), "{}", v.definition);
+            let (mac, args) = v.definition.split_once('(').unwrap();
+            assert!(args.starts_with(v.name) && args.ends_with(')'), "{}", v.definition);
+            let define = format!("#define {mac}(NAME");
+            let text = std::iter::once(v.source.source()).chain(HEADERS.iter().map(|h| h.1));
+            assert!(text.clone().any(|t| t.contains(&define)), "{mac} is not defined for {}", v.name);
+        }
+        // Every program's file is a source file; every source file serves a program.
+        for s in KernelSource::ALL {
+            assert!(SOURCE_FILES.iter().any(|f| f.0 == s.file_name()), "{}", s.file_name());
+            assert!(s.source().ends_with('\n') && s.source().contains("the entry points of program"));
+        }
+        for (file, _) in SOURCE_FILES {
+            assert!(KernelSource::ALL.iter().any(|s| s.file_name() == *file), "{file} is not compiled");
         }
     }
 
@@ -650,7 +658,7 @@ mod tests {
             }
         }
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            assert_eq!(conv_variant(false, dtype, ConvAlgo::DepthwiseNhwc).unwrap().source, KernelSource::ConvTcMisc);
+            assert_eq!(conv_variant(false, dtype, ConvAlgo::DepthwiseNhwc).unwrap().source, KernelSource::Depthwise);
             assert!(conv_variant(true, dtype, ConvAlgo::DepthwiseNhwc).is_none());
         }
         for transposed in [false, true] {
@@ -666,18 +674,32 @@ mod tests {
                     if let (Some(p), Some(c)) = (plain, codes) {
                         assert!(c.weight_codes && !p.weight_codes);
                         assert_eq!(c.name, format!("{}_q8", p.name));
-                        assert_eq!(c.instantiation.strip_suffix(", true>"), p.instantiation.strip_suffix(", false>"));
+                        let plain_args = p.definition.strip_prefix(&format!("QC_TC_ENTRY({}", p.name));
+                        let code_args = c.definition.strip_prefix(&format!("QC_TC_ENTRY({}", c.name));
+                        assert_eq!(
+                            code_args.and_then(|a| a.strip_suffix(", true)")),
+                            plain_args.and_then(|a| a.strip_suffix(", false)"))
+                        );
                     }
                 }
             }
         }
         assert_eq!(dequant_codes_variant().unwrap().source, KernelSource::FakeQuant);
-        assert_eq!(VARIANTS.len(), 4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3);
+        // The weight and convolution entries (as before the layout and split-K kernels joined
+        // the one list), then those seven.
+        let layout_or_splitk = |v: &&KernelVariant| {
+            matches!(v.kind, KernelKind::Transpose(_) | KernelKind::PadChannels(_) | KernelKind::SplitKReduce)
+        };
+        assert_eq!(
+            VARIANTS.iter().filter(|v| !layout_or_splitk(v)).count(),
+            4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3
+        );
+        assert_eq!(VARIANTS.iter().filter(layout_or_splitk).count(), 7);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());
         assert_eq!(pad_channels_variant(2).unwrap().name, "qc_pad_channels_b16");
-        assert_eq!(pad_channels_variant(4).unwrap().source, KernelSource::ConvTcMisc);
+        assert_eq!(pad_channels_variant(4).unwrap().source, KernelSource::Layout);
         assert!(pad_channels_variant(1).is_none());
         assert_eq!(splitk_reduce_variant(DType::BF16).unwrap().name, "qc_splitk_reduce_bf16");
         assert_eq!(splitk_reduce_variant(DType::F32).unwrap().name, "qc_splitk_reduce_f32");

@@ -1,16 +1,31 @@
-//! CUDA discovery: a probe that never panics, also on machines without a driver or toolkit.
+//! The CUDA backend. It receives problems ([`crate::problem::ConvProblem`]), dtypes, qparams and
+//! device buffers — never a module type — and is layered, each layer using only those below it:
 //!
-//! cudarc loads `libcuda` and `libnvrtc` dynamically and panics when a symbol is missing, so the
-//! probe goes step by step (docs/design.md principle 4): is the driver library loadable
+//! | layer | file | role |
+//! |---|---|---|
+//! | probe | this file | what the machine has: driver, devices, context, NVRTC — never panics |
+//! | NVRTC | [`nvrtc`] | compiles one program for one exact `sm_XY` (CUBIN, ptxas report; PTX for `examples/ptx_dump.rs`) |
+//! | programs | [`kernels`] | the one list of programs and entry points built from `cuda/` |
+//! | cache | [`cache`] | compiled programs in memory and on disk |
+//! | runtime core | [`runtime`] | per device: context, streams, memory, module loading, the generic launch |
+//! | host packings | [`pack`], `codes.rs` | pure functions: the tensor-core weight geometry, TF32 rounding, the depthwise packing, the 8-bit codes |
+//! | kernel families | [`ops`] | one file per family: its `can_run` rule, arguments, grid and launch ([`Runtime`](runtime::Runtime) methods) |
+//! | device weights | `weights.rs` | a module's weight on a device: upload, TF32 copy, codes, self-check ([`WeightStorage`]) |
+//! | forward | `forward.rs` | the one forward that picks the family and the weight form ([`Precision`]) |
+//!
+//! Beside them: `emulate/` (test-only CPU transcriptions of every `.cu`, run against the CPU path
+//! and the oracle), `params_sys.rs` (bindgen output of `cuda/params.h`) and `launch` (the former
+//! path of the argument helpers, kept hidden for compatibility). `conv/module.rs` reaches the
+//! backend through `forward.rs` and the device-weights type only.
+//!
+//! The probe goes step by step (docs/design.md principle 4): is the driver library loadable
 //! (`is_culib_present`), does `cuInit` succeed, how many devices are there, can a context be
-//! created on device 0 — and, separately, is NVRTC loadable and which version is it. Each step
-//! runs under `catch_unwind` as a second line of defence, raw CUDA error codes are stored as
-//! numbers (formatting a cudarc error needs the driver), and the outcome is computed once per
-//! process and cached.
-//!
-//! When the probe succeeds, [`runtime::Runtime`] runs the NVRTC-compiled kernels
-//! ([`kernels`], [`launch`], [`cache`]) on the device; otherwise every CUDA entry point fails with
-//! [`Error::CudaUnavailable`] and [`Probe::unusable_reason`], and computation stays on the CPU.
+//! created on device 0 — and, separately, is NVRTC loadable and which version is it. cudarc loads
+//! `libcuda` and `libnvrtc` dynamically and panics when a symbol is missing, so each step runs
+//! under `catch_unwind` as a second line of defence, raw CUDA error codes are stored as numbers
+//! (formatting a cudarc error needs the driver), and the outcome is computed once per process
+//! and cached. When the probe fails, every CUDA entry point returns [`Error::CudaUnavailable`]
+//! with [`Probe::unusable_reason`], and computation stays on the CPU.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
@@ -21,13 +36,22 @@ use cudarc::nvrtc::sys as nsys;
 use crate::error::{Error, Result};
 
 pub mod cache;
+pub(crate) mod codes;
+#[cfg(test)]
+mod emulate;
+pub(crate) mod forward;
 pub mod kernels;
+#[doc(hidden)]
 pub mod launch;
 pub mod nvrtc;
+pub mod ops;
+pub mod pack;
 mod params_sys;
 pub mod runtime;
-#[cfg(test)]
-mod tc_emulation;
+pub(crate) mod weights;
+
+pub use forward::Precision;
+pub use weights::{WeightSpec, WeightStorage};
 
 /// One CUDA device seen by the probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use cudarc::nvrtc::sys as nsys;
 use super::kernels::{KernelSource, HEADERS};
 use crate::error::{Error, Result};
 
-/// Options every program is compiled with (before the source's own and the caller's options).
+/// Options every program is compiled with (before the caller's options).
 pub const BASE_OPTIONS: &[&str] = &["--std=c++17", "--fmad=false", "-default-device", "--ptxas-options=-v"];
 
 /// A GPU architecture, `sm_<major><minor>` (compute capability `major.minor`).
@@ -158,15 +158,10 @@ impl CompiledKernel {
     }
 }
 
-/// The complete NVRTC option list for `source` on `arch` with the caller's `extra` options.
-pub fn full_options(source: KernelSource, arch: Arch, extra: &[&str]) -> Vec<String> {
-    BASE_OPTIONS
-        .iter()
-        .chain(source.options())
-        .chain(extra)
-        .map(|s| s.to_string())
-        .chain(std::iter::once(arch.nvrtc_option()))
-        .collect()
+/// The complete NVRTC option list for `source` on `arch` with the caller's `extra` options (every
+/// program gets the same ones: what distinguishes programs is their source text).
+pub fn full_options(_source: KernelSource, arch: Arch, extra: &[&str]) -> Vec<String> {
+    BASE_OPTIONS.iter().chain(extra).map(|s| s.to_string()).chain(std::iter::once(arch.nvrtc_option())).collect()
 }
 
 /// Names of the NVRTC functions [`compile`] calls; all are checked before the first call, since
@@ -243,8 +238,8 @@ fn program_log(prog: &Program) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// Compiles `source` for `arch` into a CUBIN, with [`BASE_OPTIONS`], the source's own options and
-/// `extra`; the headers of [`HEADERS`] are provided by name.
+/// Compiles `source` for `arch` into a CUBIN, with [`BASE_OPTIONS`] and `extra`; the headers of
+/// [`HEADERS`] are provided by name.
 ///
 /// Errors: [`Error::Cuda`] when NVRTC is missing or a call fails, [`Error::KernelCompile`] with
 /// the compiler log when the source does not compile (e.g. an architecture NVRTC does not know).
@@ -275,7 +270,20 @@ pub fn compile(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Compi
     Ok(again)
 }
 
-fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<CompiledKernel> {
+/// A compiled NVRTC program, before its CUBIN or PTX is read.
+struct Built {
+    /// Declared first, so dropped (destroyed) before the strings NVRTC was given.
+    prog: Program,
+    /// Source, name, headers and options: they outlive the program.
+    _inputs: (CString, CString, Vec<CString>, Vec<CString>, Vec<CString>),
+    version: (i32, i32),
+    options: Vec<String>,
+    log: String,
+    compile_time: Duration,
+}
+
+/// Runs NVRTC on `source` for `arch`; errors carry the compiler log.
+fn build(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Built> {
     let version = nvrtc_available()?;
     let options = full_options(source, arch, extra);
     let src = cstring("source", source.source())?;
@@ -289,8 +297,8 @@ fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Comp
 
     let start = Instant::now();
     let mut raw: nsys::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: every pointer refers to a NUL-terminated string that outlives the program (they are
-    // dropped at the end of this function, after `Program` is); the header arrays have
+    // SAFETY: every pointer refers to a NUL-terminated string that outlives the program (they
+    // move into `Built` beside it and are dropped after it); the header arrays have
     // `HEADERS.len()` entries each.
     nvrtc_call("nvrtcCreateProgram", unsafe {
         nsys::nvrtcCreateProgram(
@@ -314,6 +322,12 @@ fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Comp
             log: format!("{compiled:?}; options {options:?}\n{log}"),
         });
     }
+    let _inputs = (src, name, header_src, header_names, option_strings);
+    Ok(Built { prog, _inputs, version, options, log, compile_time })
+}
+
+fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<CompiledKernel> {
+    let Built { prog, _inputs, version, options, log, compile_time } = build(source, arch, extra)?;
     let mut size = 0usize;
     // SAFETY: `prog` compiled successfully; the out-pointer is a valid usize.
     nvrtc_call("nvrtcGetCUBINSize", unsafe { nsys::nvrtcGetCUBINSize(prog.0, &mut size) })?;
@@ -336,6 +350,30 @@ fn compile_once(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<Comp
         compile_time,
         from_disk_cache: false,
     })
+}
+
+/// The PTX NVRTC generates for `source` on `arch` (the same options as [`compile`]): the text
+/// `examples/ptx_dump.rs` writes, so that a refactor of the kernel sources can be checked to leave
+/// every entry point's code unchanged.
+pub fn compile_ptx(source: KernelSource, arch: Arch, extra: &[&str]) -> Result<String> {
+    nvrtc_available()?;
+    // SAFETY: nvrtc_available succeeded, so the library is loaded and `culib` returns it.
+    let lib = unsafe { nsys::culib() };
+    for name in ["nvrtcGetPTXSize", "nvrtcGetPTX"] {
+        // SAFETY: the symbol is only looked up, never called through this pointer type.
+        if unsafe { lib.get::<unsafe extern "C" fn()>(name) }.is_err() {
+            return Err(Error::Cuda { call: "nvrtc", message: format!("this libnvrtc lacks {name}") });
+        }
+    }
+    let built = build(source, arch, extra)?;
+    let mut size = 0usize;
+    // SAFETY: the program compiled successfully; the out-pointer is a valid usize.
+    nvrtc_call("nvrtcGetPTXSize", unsafe { nsys::nvrtcGetPTXSize(built.prog.0, &mut size) })?;
+    let mut buf = vec![0u8; size.max(1)];
+    // SAFETY: `buf` has the `size` bytes NVRTC reported (the PTX and its NUL terminator).
+    nvrtc_call("nvrtcGetPTX", unsafe { nsys::nvrtcGetPTX(built.prog.0, buf.as_mut_ptr() as *mut c_char) })?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// The number just before `unit` in `line` (`"16640 bytes smem"` → 16640 for `" bytes smem"`).

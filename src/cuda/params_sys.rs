@@ -22,7 +22,7 @@ pub const QC_FQ_DECOMPOSED_F32: QcFakeQuantMode = 5;
 pub const QC_FQ_DECOMPOSED_F64: QcFakeQuantMode = 6;
 #[doc = " Which fake-quant formula runs (value of QcFakeQuantParams.mode)."]
 pub type QcFakeQuantMode = ::core::ffi::c_uint;
-#[doc = " Argument of `qc_fakequant` and `qc_quantize` (cuda/fakequant.cu)."]
+#[doc = " Argument of `qc_fakequant`, `qc_fakequant_fast` and `qc_quantize` (cuda/fakequant.cu)."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct QcFakeQuantParams {
@@ -161,7 +161,7 @@ pub struct QcConvParams {
     pub transposed: i32,
     #[doc = " 1 when `bias` points to out_channels floats."]
     pub has_bias: i32,
-    #[doc = " Tensor-core kernels (cuda/conv_tc.cu) only: 1 when `y` is channels-last\n  [batch, out_size[0..3], out_channels], 0 for [batch, out_channels, out_size[0..3]].\n  Those kernels always read `x` channels-last, [batch, in_size[0..3], in_channels], and `w`\n  in the activation dtype. Every other kernel requires 0."]
+    #[doc = " Channels-last kernels (the tensor-core tiles of cuda/conv_tc.cu, and cuda/depthwise.cu, which\n  requires 1): 1 when `y` is channels-last [batch, out_size[0..3], out_channels], 0 for\n  [batch, out_channels, out_size[0..3]]. Those kernels always read `x` channels-last,\n  [batch, in_size[0..3], in_channels]; the tiles read `w` in the activation dtype (or as\n  codes), the depthwise kernel as float32 [taps][C]. Every other kernel requires 0."]
     pub out_nhwc: i32,
     #[doc = " Tensor-core kernels only: float*: split-K partial sums, [splits][groups][batch*out_spatial]\n  [out_channels / groups], written instead of `y` when splits > 1 and summed (in split order,\n  plus bias) by qc_splitk_reduce_*; 0 otherwise."]
     pub partial: u64,
@@ -244,7 +244,7 @@ pub struct QcDequantParams {
     pub dst: u64,
     #[doc = " out_channels * cg * taps."]
     pub numel: i64,
-    #[doc = " Codes per output channel (taps * cg rounded up to 8)."]
+    #[doc = " Codes per output channel (taps * cg_pad rounded up to 8)."]
     pub row: i64,
     #[doc = " Output channels K."]
     pub out_channels: i32,
@@ -284,7 +284,7 @@ const _: () = {
     ["Offset of field: QcDequantParams::cg_pad"][::core::mem::offset_of!(QcDequantParams, cg_pad) - 72usize];
     ["Offset of field: QcDequantParams::reserved"][::core::mem::offset_of!(QcDequantParams, reserved) - 76usize];
 };
-#[doc = " Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/conv_tc.cu): copies an input\n  with `groups` groups of `cg` channels (NCHW when src_nhwc is 0, channels-last when 1) into a\n  channels-last buffer with `cg_pad` >= cg channel slots per group, the extra slots zero:\n  dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : 0. The tensor-core tiles then read\n  C/groups = cg_pad, a multiple of 8, with 16-byte loads (a 3-channel stem becomes 8 channels)."]
+#[doc = " Argument of `qc_pad_channels_b16` / `qc_pad_channels_b32` (cuda/layout.cu): copies an input\n  with `groups` groups of `cg` channels (NCHW when src_nhwc is 0, channels-last when 1) into a\n  channels-last buffer with `cg_pad` >= cg channel slots per group, the extra slots zero:\n  dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : 0. The tensor-core tiles then read\n  C/groups = cg_pad, a multiple of 8, with 16-byte loads (a 3-channel stem becomes 8 channels)."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct QcPadChannelsParams {
@@ -319,7 +319,7 @@ const _: () = {
     ["Offset of field: QcPadChannelsParams::src_nhwc"]
         [::core::mem::offset_of!(QcPadChannelsParams, src_nhwc) - 44usize];
 };
-#[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/conv_tc.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
+#[doc = " Argument of the layout kernels `qc_transpose_b16` / `qc_transpose_b32` (cuda/layout.cu):\n  for each of `batch` matrices, dst[b][j][i] = src[b][i][j] with src [rows, cols] row-major.\n  NCHW -> NHWC is rows = C, cols = spatial; NHWC -> NCHW is rows = spatial, cols = C."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct QcTransposeParams {

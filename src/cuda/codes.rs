@@ -11,9 +11,9 @@
 //! any difference is an error that names the element, so what is stored always reproduces
 //! `get_weight()` exactly.
 //!
-//! [`WeightStorage::Int8Codes`]: crate::conv::WeightStorage::Int8Codes
+//! [`WeightStorage::Int8Codes`]: crate::cuda::weights::WeightStorage::Int8Codes
 
-use crate::cuda::launch::WeightGeometry;
+use crate::cuda::pack::WeightGeometry;
 use crate::error::{Error, Result};
 use crate::quant::{self, Plan, WeightQParams};
 
@@ -151,57 +151,16 @@ pub(crate) fn pack_codes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuda::emulate::conv_tc::dequant8;
+    use crate::cuda::emulate::fakequant::dequant_codes;
     use crate::quant::{QParamTensor, QuantDType, QuantizedValues, WeightQParams};
     use crate::tensor::Tensor;
+    use crate::testing::Rng;
     use half::{bf16, f16};
 
+    /// A weight in `[-0.4, 0.4)` from the crate's test generator.
     fn weight(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8
-            })
-            .collect()
-    }
-
-    /// `qc_dequant8` of cuda/conv_tc.cu, transcribed: byte e of the 8 is element e, sign- or
-    /// zero-extended, dequantized in f32, rounded to the 16-bit type; +0 from `valid` on.
-    fn dequant8(q: &[u8], scale: f32, zero: f32, valid: usize, signed: bool, round: fn(f32) -> u16) -> [u16; 8] {
-        let mut out = [0u16; 8];
-        for e in 0..8 {
-            let code = if signed { q[e] as i8 as i32 } else { q[e] as i32 };
-            let v = (code as f32 - zero) * scale;
-            out[e] = if e < valid { round(v) } else { 0 };
-        }
-        out
-    }
-
-    /// `qc_dequant_codes` of cuda/fakequant.cu for the module layouts, transcribed.
-    fn dequant_module_layout(
-        p: &PackedCodes,
-        transposed: bool,
-        k: usize,
-        (cg, cg_pad): (usize, usize),
-        groups: usize,
-        taps: usize,
-    ) -> Vec<f32> {
-        let kg = k / groups;
-        let mut out = vec![0f32; k * cg * taps];
-        for (i, o) in out.iter_mut().enumerate() {
-            let t = i % taps;
-            let rest = i / taps;
-            let (kk, c) = if transposed {
-                let (m, ic) = (rest % kg, rest / kg);
-                ((ic / cg) * kg + m, ic % cg)
-            } else {
-                (rest / cg, rest % cg)
-            };
-            let b = p.codes[kk * p.row + t * cg_pad + c];
-            let code = if p.signed { b as i8 as i32 } else { b as i32 };
-            *o = (code as f32 - p.zero[kk]) * p.scale[kk];
-        }
-        out
+        Rng::new(seed).vec(n, -0.4, 0.4)
     }
 
     /// Packs a random weight with `qp` (`cg_pad` channel slots per tap) and checks, for every
@@ -228,7 +187,7 @@ mod tests {
         let geo = WeightGeometry { out_channels: k, cg: c / groups, cg_pad, taps, groups };
         let p = pack_codes(transposed, geo, &w, &shape, qp, &fq).unwrap();
         let (cg, kg) = (c / groups, k / groups);
-        let row = crate::cuda::launch::tc_weight_row(cg_pad, taps);
+        let row = crate::cuda::pack::tc_weight_row(cg_pad, taps);
         assert_eq!(p.cg, cg);
         assert_eq!((p.row, p.codes.len(), p.scale.len(), p.zero.len()), (row, k * row, k, k));
         // The float storage's tensor-core packing (module.rs upload), in f32.
@@ -263,7 +222,7 @@ mod tests {
                 assert!(bytes[valid..].iter().all(|&b| b == 0), "padding bytes are zero");
             }
         }
-        let back = dequant_module_layout(&p, transposed, k, (cg, cg_pad), groups, taps);
+        let back = dequant_codes(&p, transposed, k, (cg, cg_pad), groups, taps);
         assert_eq!(
             back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             fq.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -1,5 +1,5 @@
-//! `qc_conv_tc` of `cuda/conv_tc.cu` (forward and transposed convolutions), transcribed to run
-//! on the CPU:
+//! `qc_conv_tc` of `cuda/conv_tc.cu` with the primitives of `cuda/tensor_core.cuh` (forward and
+//! transposed convolutions), transcribed to run on the CPU:
 //! every thread's loaders (16-byte and element-wise A loads, the 16-bit / TF32 / 8-bit-code B
 //! loads with their masking), the XOR swizzle, `ldmatrix.x4` and the PTX fragment layouts of
 //! `mma.m16n8k16` (f16) and `mma.m16n8k8` (TF32), the transposed phases and their active taps,
@@ -10,14 +10,20 @@
 //! fragment register, a wrong swizzle or a mask off by one changes the result.
 //!
 //! When the kernel's indexing changes, this transcription changes with it (as the igemm and
-//! fake-quant transcriptions of `launch.rs` do).
+//! fake-quant transcriptions of `emulate/conv_igemm.rs` and `emulate/fakequant.rs` do). The split-K
+//! reduction is `emulate/splitk.rs`'s; `qc_dequant8`, the code loaders' dequantization, is
+//! [`dequant8`].
 
 use half::f16;
 
-use super::launch::{tc_conv_params, tc_weight_row, QcConvParams};
-use super::runtime::tf32_round;
+use super::source_index;
+use super::splitk;
+use crate::cuda::ops::conv_tc::tc_conv_params;
+use crate::cuda::ops::params::QcConvParams;
+use crate::cuda::pack::{tc_weight_row, tf32_round};
 use crate::oracle::conv_naive;
 use crate::problem::{ConvProblem, PaddingMode};
+use crate::testing::Rng;
 
 /// The operand type of the tile (`T` of the template).
 #[derive(Clone, Copy, PartialEq)]
@@ -30,23 +36,6 @@ enum Operand {
 enum BOperand<'a> {
     Values(&'a [f32]),
     Codes { codes: &'a [u8], signed: bool, scale: &'a [f32], zero: &'a [f32], cg_valid: i64 },
-}
-
-/// `qc_source_index_i32`: where a forward convolution reads index `i` of a dimension, or -1.
-fn source_index(mode: i32, i: i64, len: i64) -> i64 {
-    let j = match mode {
-        1 if i < 0 => -i,
-        1 if i >= len => 2 * (len - 1) - i,
-        2 => i.clamp(0, len - 1),
-        3 if i < 0 => i + len,
-        3 if i >= len => i - len,
-        _ => i,
-    };
-    if (0..len).contains(&j) {
-        j
-    } else {
-        -1
-    }
 }
 
 /// A block tile: BM × BN with WM × WN warps.
@@ -381,15 +370,21 @@ fn emulate(
             }
         }
     }
-    // The split-K reduction: sum over splits, channels-last [m][g*kg + n].
-    let kk = p.out_channels as i64;
-    let mut y = vec![0f64; (out_total * kk) as usize];
-    for (i, v) in y.iter_mut().enumerate() {
-        let (m, k) = (i as i64 / kk, i as i64 % kk);
-        let (g, n) = (k / kg, k % kg);
-        *v = (0..splits as i64).map(|s| part[(((s * groups as i64 + g) * out_total + m) * kg + n) as usize]).sum();
-    }
+    // The split-K reduction (cuda/splitk.cu): sum over splits, channels-last [m][g*kg + n].
+    let y = splitk::reduce(&part, splits, groups, out_total, kg, p.out_channels as i64);
     (y, b_trace)
+}
+
+/// `qc_dequant8` of cuda/conv_tc.cu, transcribed: byte e of the 8 is element e, sign- or
+/// zero-extended, dequantized in f32, rounded to the 16-bit type; +0 from `valid` on.
+pub fn dequant8(q: &[u8], scale: f32, zero: f32, valid: usize, signed: bool, round: fn(f32) -> u16) -> [u16; 8] {
+    let mut out = [0u16; 8];
+    for e in 0..8 {
+        let code = if signed { q[e] as i8 as i32 } else { q[e] as i32 };
+        let v = (code as f32 - zero) * scale;
+        out[e] = if e < valid { round(v) } else { 0 };
+    }
+    out
 }
 
 /// One warp's `mma.sync` in the PTX fragment layouts: returns D (without C) per lane.
@@ -432,13 +427,9 @@ fn mma(op: Operand, a: &[[u32; 4]], b: &[[u32; 2]]) -> Vec<[f64; 4]> {
         .collect()
 }
 
-/// A small deterministic integer generator (values in `lo..=hi`).
-struct Ints(u64);
-impl Ints {
-    fn next(&mut self, lo: i64, hi: i64) -> i64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        lo + ((self.0 >> 33) % (hi - lo + 1) as u64) as i64
-    }
+/// A small integer in `lo..=hi` from the crate's test generator.
+fn int(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
+    lo + rng.range(0, (hi - lo) as usize) as i64
 }
 
 /// A forward 2-d problem: (C, K, groups, kernel, stride, pad, dilation, mode, batch, input).
@@ -507,29 +498,29 @@ fn problem_tr(
 /// `conv_naive` on the unpadded problem.
 #[allow(clippy::too_many_arguments)]
 fn check(pr: &ConvProblem, cg_pad: usize, tile: Tile, vec_a: bool, op: Operand, q8: bool, splits: usize, seed: u64) {
-    let mut rng = Ints(seed);
+    let mut rng = Rng::new(seed);
     let (cg, kg) = (pr.in_channels / pr.groups, pr.out_channels / pr.groups);
     let taps: usize = pr.kernel.iter().product();
     let in_sp: usize = pr.in_size.iter().product();
-    let x: Vec<f32> = (0..pr.batch * pr.in_channels * in_sp).map(|_| rng.next(-3, 3) as f32).collect(); // NCHW
-                                                                                                        // Module-layout weight [K][cg][taps] and its packed [K][row] form (cg_pad slots per tap).
+    let x: Vec<f32> = (0..pr.batch * pr.in_channels * in_sp).map(|_| int(&mut rng, -3, 3) as f32).collect(); // NCHW
+                                                                                                             // Module-layout weight [K][cg][taps] and its packed [K][row] form (cg_pad slots per tap).
     let row = tc_weight_row(cg_pad, taps);
     let k_all = pr.out_channels;
     let (mut w, mut packed, mut codes) =
         (vec![0f32; k_all * cg * taps], vec![0f32; k_all * row], vec![0u8; k_all * row]);
-    let zero: Vec<f32> = (0..k_all).map(|_| rng.next(1, 4) as f32).collect();
+    let zero: Vec<f32> = (0..k_all).map(|_| int(&mut rng, 1, 4) as f32).collect();
     let scale = vec![0.5f32; k_all];
     for code in codes.iter_mut() {
-        *code = rng.next(100, 250) as u8; // garbage in every slot the loaders must mask
+        *code = int(&mut rng, 100, 250) as u8; // garbage in every slot the loaders must mask
     }
     for ko in 0..k_all {
         for ci in 0..cg {
             for t in 0..taps {
                 let (v, q) = if q8 {
-                    let q = rng.next(0, 9);
+                    let q = int(&mut rng, 0, 9);
                     ((q as f32 - zero[ko]) * 0.5, q)
                 } else {
-                    (rng.next(-3, 3) as f32, 0)
+                    (int(&mut rng, -3, 3) as f32, 0)
                 };
                 // Module layout: forward [K][cg][taps]; transposed [C][kg][taps].
                 let wi = if pr.transposed {

@@ -185,7 +185,7 @@ mod tests {
     fn col_sums_and_zero_points() {
         // Transposed [C=4, K/g=3, taps=4], groups 2: output channel k = g*3 + m reads c in group g.
         let p = tr(4, 2, 1, 1);
-        let w: Vec<i8> = (0..4 * 3 * 4).map(|i| (i as i32 * 7 % 255 - 127) as i8).collect();
+        let w: Vec<i8> = (0..4 * 3 * 4).map(|i: i32| (i * 7 % 255 - 127) as i8).collect();
         let cs = col_sums(&p, &w);
         assert_eq!(cs.len(), 2 * 6);
         for phase in 0..2 {
@@ -205,7 +205,7 @@ mod tests {
         // Packing: [K][taps][16] with zero codes past the 2 channels.
         let packed = pack_imma(&p, &w);
         assert_eq!(packed.len(), 6 * 4 * 16);
-        assert_eq!(packed[16 + 1], w[(3 + 0) * 4 + 1]); // k 0, tap 1, c 1 = w[c 1][m 0][tap 1]
+        assert_eq!(packed[16 + 1], w[3 * 4 + 1]); // k 0, tap 1, c 1 = w[c 1][m 0][tap 1]
         assert!(packed[2..16].iter().all(|&v| v == 0));
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cuda::emulate::int8_simt::{pad_u8, run_dw};
+use crate::cuda::kernels::imma_variant;
 use crate::cuda::ops::conv_imma::can_run;
 use crate::cuda::ops::int8_simt::dw_can_run;
 use crate::oracle::{conv_int8_acc, conv_int8_naive};
@@ -269,13 +270,10 @@ fn random_problems_reproduce_the_oracle() {
         let case = make_case(&mut rng, p, d);
         // Every tile this direction and weight have (as choose_imma_tile may pick).
         let asym = d.wzp != 0 && case.w_zero.iter().any(|&z| z != 0);
-        let mut tiles = vec![TcTile::T64x64];
-        if !tr {
-            tiles.push(TcTile::T128x64);
-        }
-        if tr || !asym {
-            tiles.push(TcTile::T128x128);
-        }
+        let tiles: Vec<TcTile> = [TcTile::T64x64, TcTile::T128x64, TcTile::T128x128]
+            .into_iter()
+            .filter(|&t| imma_variant(tr, t, asym).is_some())
+            .collect();
         let tile = rng.pick(&tiles);
         spread += usize::from(check_tiles(&case, tile, &format!("random problem {done}")) >= 5);
         if dw_can_run(&case.p) {
@@ -432,4 +430,33 @@ fn u8_channel_copy_from_either_layout() {
     // cg_pad == cg: the plain NCHW -> channels-last transpose.
     let t = pad_u8(&pad_u8_params(PadU8Shape { cg_pad: cg, ..shape }).unwrap(), &x);
     assert_eq!(t, x_nhwc);
+}
+
+#[test]
+fn pytorch_fixtures_through_the_emulated_kernels() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/int8.safetensors"));
+    let fixtures = crate::testing::load_int8_fixtures(path).unwrap();
+    assert_eq!(fixtures.len(), 74);
+    let (mut tiles, mut depthwise) = (0, 0);
+    for (i, f) in fixtures.into_iter().enumerate() {
+        let oracle = conv_int8_naive(&f.problem, &f.w, &f.w_zero, &f.x, f.x_zero, &f.table);
+        assert_eq!(oracle, f.want, "{}: the integer oracle", f.name);
+        let case = Case { p: f.problem, w: f.w, w_zero: f.w_zero, x: f.x, x_zero: f.x_zero, table: f.table };
+        if dw_can_run(&case.p) {
+            check_dw(&case, &f.name);
+            depthwise += 1;
+        }
+        // Every case through the tiles too (the forward runs depthwise ones on their own kernel),
+        // the tile rotating through those the direction and weights have.
+        assert!(can_run(&case.p), "{}", f.name);
+        let asym = case.w_zero.iter().any(|&z| z != 0);
+        let options: Vec<TcTile> = [TcTile::T64x64, TcTile::T128x64, TcTile::T128x128]
+            .into_iter()
+            .filter(|&t| imma_variant(case.p.transposed, t, asym).is_some())
+            .collect();
+        check_tiles(&case, options[i % options.len()], &f.name);
+        tiles += 1;
+    }
+    assert_eq!(tiles, 74);
+    assert!(depthwise >= 8, "{depthwise} depthwise cases");
 }

@@ -70,7 +70,11 @@ fn run_both_layouts(
 
 /// Random codes (extremes over-represented), zero points and a table that spreads the output.
 #[allow(clippy::type_complexity)]
-fn random_call(rng: &mut Rng, p: &ConvProblem) -> (Vec<i8>, Vec<i32>, Vec<u8>, i32, RequantTable) {
+fn random_call(
+    rng: &mut Rng,
+    p: &ConvProblem,
+    zp_mode: Option<usize>,
+) -> (Vec<i8>, Vec<i32>, Vec<u8>, i32, RequantTable) {
     fn code(rng: &mut Rng, lo: i32, hi: i32) -> i32 {
         match pick(rng, 8) {
             0 => lo,
@@ -82,9 +86,10 @@ fn random_call(rng: &mut Rng, p: &ConvProblem) -> (Vec<i8>, Vec<i32>, Vec<u8>, i
     let w: Vec<i8> = (0..p.weight_len()).map(|_| code(rng, -128, 127) as i8).collect();
     let x_zero = code(rng, 0, 255);
     let per_channel = if p.transposed { p.out_channels / p.groups } else { p.out_channels };
-    let w_zero: Vec<i32> = match pick(rng, 3) {
+    // Weight zero points: 0 all zero (the symmetric entries), 1 per tensor, 2 per channel.
+    let w_zero: Vec<i32> = match zp_mode.unwrap_or_else(|| pick(rng, 3)) {
         0 => vec![0],
-        1 => vec![code(rng, -128, 127)],
+        1 => vec![code(rng, -128, 127) | 1],
         _ => (0..per_channel).map(|_| code(rng, -128, 127)).collect(),
     };
     let acc = conv_int8_acc(p, &w, &w_zero, &x, x_zero);
@@ -118,7 +123,7 @@ fn int8_random_problems_match_the_oracle() {
     let (mut done, mut codes) = (0, 0);
     while done < 120 {
         let Some(p) = random_problem(&mut rng, done % 3 == 0, budget) else { continue };
-        let (w, w_zero, x, x_zero, table) = random_call(&mut rng, &p);
+        let (w, w_zero, x, x_zero, table) = random_call(&mut rng, &p, None);
         codes += run_both_layouts(&p, &w, &w_zero, &x, x_zero, &table, &format!("random problem {done}"));
         done += 1;
     }
@@ -186,7 +191,7 @@ fn int8_large_tiles_int32_bound_and_refusal() {
     ];
     for (i, p) in problems.iter().enumerate() {
         for _ in 0..2 {
-            let (w, w_zero, x, x_zero, table) = random_call(&mut rng, p);
+            let (w, w_zero, x, x_zero, table) = random_call(&mut rng, p, None);
             run_both_layouts(p, &w, &w_zero, &x, x_zero, &table, &format!("large case {i}"));
         }
     }
@@ -219,5 +224,38 @@ fn int8_large_tiles_int32_bound_and_refusal() {
     match DeviceInt8Weights::upload(0, &over, &vec![0; over.weight_len()], &[0]) {
         Err(Error::Unsupported { .. }) => {}
         other => panic!("expected Unsupported past 33,025 terms, got {other:?}"),
+    }
+}
+
+/// A few small int8 calls that launch every kind of int8 entry point (symmetric and `*_wzp`
+/// tiles, forward and transposed, the channel copy from NCHW and for a 3-channel stem, the
+/// depthwise kernel), each checked against the oracle: run by `sanitizer_smoke` under
+/// compute-sanitizer's memcheck and racecheck.
+pub(crate) fn int8_smoke(rng: &mut Rng) {
+    let base = ConvProblem {
+        transposed: false,
+        batch: 2,
+        in_channels: 16,
+        out_channels: 20,
+        groups: 1,
+        in_size: [1, 7, 9],
+        out_size: [1, 7, 9],
+        kernel: [1, 3, 3],
+        stride: [1; 3],
+        pad: [0, 1, 1],
+        dilation: [1; 3],
+        pad_mode: PaddingMode::Zeros,
+    };
+    let problems = [
+        base.clone(),
+        ConvProblem { in_channels: 3, out_channels: 70, pad_mode: PaddingMode::Reflect, ..base.clone() },
+        ConvProblem { transposed: true, kernel: [1, 4, 4], stride: [1, 2, 2], out_size: [1, 14, 18], ..base.clone() },
+        ConvProblem { in_channels: 8, out_channels: 16, groups: 8, ..base.clone() },
+    ];
+    for (i, p) in problems.iter().enumerate() {
+        for zp_mode in 0..3 {
+            let (w, w_zero, x, x_zero, table) = random_call(rng, p, Some(zp_mode));
+            run_both_layouts(p, &w, &w_zero, &x, x_zero, &table, &format!("int8 smoke {i}"));
+        }
     }
 }

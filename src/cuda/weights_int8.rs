@@ -28,7 +28,12 @@ pub(crate) struct ImmaDevice {
     asymmetric: bool,
 }
 
-/// A lowered int8 convolution's weight on a CUDA device (see the [module documentation](self)).
+/// A lowered int8 convolution's weight on a CUDA device: the int8 codes uploaded once in the form
+/// of the kernel family that runs the convolution (the int8 tensor-core tiles' `[K][taps][cg_pad]`
+/// codes with per-phase column sums and per-channel zero points, or the depthwise kernel's centred
+/// `[taps][K]` int16 weight), and the device copy of the last requant table
+/// ([`requant_table`](DeviceInt8Weights::requant_table)). [`forward_int8`](crate::cuda::forward_int8)
+/// runs it.
 pub struct DeviceInt8Weights {
     pub(crate) runtime: Arc<Runtime>,
     /// The problem the weight was uploaded for; calls must match it in every weight-related field

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 
-use super::conv_imma::{refusal, Int8Epilogue, Int8Io, MAX_EXACT_TERMS};
+use super::conv_imma::{Int8Epilogue, Int8Io, MAX_EXACT_TERMS};
 use super::params::{check_conv_params, conv_params, QcInt8ConvParams, QcPadU8Params};
 use super::simt::DIRECT_THREADS;
 use super::{ceil_div, check_len, mul, same_device, to_i32, LaunchDims, MAX_GRID_STRIDE_BLOCKS};
@@ -168,7 +168,12 @@ impl Runtime {
     ) -> Result<()> {
         let s = self.pick(stream)?;
         if !dw_can_run(problem) {
-            return Err(refusal(problem));
+            return Err(Error::Unsupported {
+                op: format!("the int8 depthwise convolution of {problem:?}"),
+                device: "CUDA".into(),
+                reason: "it needs a forward convolution with groups == in_channels and at most 33,025 kernel taps"
+                    .into(),
+            });
         }
         let mut q = dw_int8_params(problem, epi, out_nhwc)?;
         let p = q.conv;

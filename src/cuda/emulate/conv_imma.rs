@@ -71,12 +71,13 @@ pub struct Buffers<'a> {
     pub requant: &'a [f32],
 }
 
-/// `qc_requant_u8` of cuda/int8.cuh: `__int2float_rn`, `__fmaf_rn` (when `bias`), `__fmul_rn`,
-/// the explicit cvtps2dq range test around `__float2int_rn`, the clamps.
+/// `qc_requant_u8` of cuda/int8.cuh: `__int2float_rn`, the bias (`__fadd_rn` when `bias_b` is 1,
+/// else `__fmaf_rn`), `__fmul_rn`, the explicit cvtps2dq range test around `__float2int_rn`, the
+/// clamps.
 pub fn requant(acc: i32, mult: f32, bias_a: f32, bias_b: f32, bias: bool, out_zero: i32, out_floor: i32) -> u8 {
     let mut v = acc as f32;
     if bias {
-        v = bias_a.mul_add(bias_b, v);
+        v = if bias_b == 1.0 { bias_a + v } else { bias_a.mul_add(bias_b, v) };
     }
     let y = v * mult;
     let mut q = if (-2147483648.0f32..2147483648.0f32).contains(&y) { y.round_ties_even() as i32 } else { i32::MIN };

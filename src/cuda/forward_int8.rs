@@ -33,6 +33,15 @@ pub enum Int8Layout {
     ChannelsLast,
 }
 
+/// Whether the CUDA int8 kernels run `problem` (the depthwise kernel's rule,
+/// [`dw_can_run`](super::ops::int8_simt::dw_can_run), or the tiles',
+/// [`can_run`](super::ops::conv_imma::can_run): at most 33,025 terms per exact accumulator). When
+/// `false`, [`DeviceInt8Weights::upload`] returns [`Error::Unsupported`] and the CPU engine is the
+/// place to run the convolution.
+pub fn int8_can_run(problem: &ConvProblem) -> bool {
+    super::ops::int8_simt::dw_can_run(problem) || super::ops::conv_imma::can_run(problem)
+}
+
 /// Enqueues the lowered int8 convolution `problem` of the u8 codes `x` (layout `layout`, on the
 /// weights' device) on `stream` (the device's default stream when `None`) into `y` (same layout,
 /// `N · K · out_spatial` codes): exact int32 accumulation of `(x − x_zero)(w − w_zero)` and the

@@ -59,7 +59,7 @@ pub(crate) mod weights;
 mod weights_int8;
 
 pub use forward::Precision;
-pub use forward_int8::{forward_int8, Int8Layout};
+pub use forward_int8::{forward_int8, int8_can_run, Int8Layout};
 pub use weights::{WeightSpec, WeightStorage};
 pub use weights_int8::DeviceInt8Weights;
 

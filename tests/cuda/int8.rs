@@ -6,7 +6,7 @@
 //! itself skipped without a usable device.
 
 use super::*;
-use qconv::cuda::{forward_int8, DeviceInt8Weights, Int8Layout};
+use qconv::cuda::{forward_int8, int8_can_run, DeviceInt8Weights, Int8Layout};
 use qconv::oracle::{conv_int8_acc, conv_int8_naive};
 use qconv::problem::ConvProblem;
 use qconv::quant::{RequantParams, RequantTable, WeightScales};
@@ -221,6 +221,7 @@ fn int8_large_tiles_int32_bound_and_refusal() {
     }
     // One more term: refused with a typed error, not computed inexactly.
     let over = ConvProblem { in_channels: n + 1, ..bound };
+    assert!(int8_can_run(&bound) && !int8_can_run(&over));
     match DeviceInt8Weights::upload(0, &over, &vec![0; over.weight_len()], &[0]) {
         Err(Error::Unsupported { .. }) => {}
         other => panic!("expected Unsupported past 33,025 terms, got {other:?}"),

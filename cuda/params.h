@@ -301,4 +301,70 @@ typedef struct QcTransposeParams {
     int64_t cols;
 } QcTransposeParams;
 
+/* ---------------------------------------------------------------------------------------------
+ * Lowered int8 convolutions (cuda/conv_imma.cu, cuda/int8_simt.cu): u8 activation codes, s8
+ * weight codes, an exact int32 accumulation of sum (x - x_zero)(w - w_zero), and the
+ * requantization of docs/numerics.md section 14.5 fused into the epilogue, u8 output codes.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Argument of the int8 convolution kernels: the tensor-core tiles qc_conv_imma_* and the
+ *  CUDA-core depthwise kernel qc_dw_int8. */
+typedef struct QcInt8ConvParams {
+    /** The problem, as for the float kernels, read with these meanings. x: const uint8_t*, the
+     *  input codes channels-last [batch, in_size[0..3], in_channels] (the tiles: in_channels =
+     *  groups * cg with cg a multiple of 16, the input's channels padded with the code x_zero
+     *  where needed). w: the tiles, const int8_t* [out_channels][w_stride_m] rows (tap-major,
+     *  then the cg channels of the group, zero codes in padded channel slots); the depthwise
+     *  kernel, const int16_t* [taps][out_channels] centred codes w - w_zero. y: uint8_t*, the
+     *  output codes, channels-last [batch, out_size[0..3], out_channels] when out_nhwc is 1, else
+     *  [batch, out_channels, out_size[0..3]]. bias: unused (0); has_bias: whether the requant
+     *  table adds its bias. splits 1; partial, w_scale, w_zero, w_codes_signed, w_cg_valid 0. */
+    QcConvParams conv;
+    /** const float*: [out_channels][4] = {mult, bias_a, bias_b, 0} per output channel, the
+     *  RequantTable of src/quant/requant.rs: v = f32(acc), v = fma(bias_a, bias_b, v) when
+     *  has_bias, y = v * mult, then cvtps2dq and the clamps. */
+    uint64_t requant;
+    /** Tiles only (0 for the depthwise kernel): const int32_t* [num_phases][out_channels], the sum
+     *  of output channel k's weight codes over the phase's active taps and the cg valid channels
+     *  (forward convolutions: one phase, every tap). */
+    uint64_t col_sums;
+    /** Tiles only: const int32_t* [out_channels], the weight zero point of each output channel;
+     *  read by the *_wzp entries (some weight zero point is not 0). */
+    uint64_t w_zero;
+    /** The input zero point (0..=255): the code every padded tap and padded channel reads. */
+    int32_t x_zero;
+    /** The output zero point (0..=255). */
+    int32_t out_zero;
+    /** The lowest output code: out_zero with a fused ReLU, else 0. */
+    int32_t out_floor;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
+} QcInt8ConvParams;
+
+/** Argument of `qc_pad_channels_u8` (cuda/int8_simt.cu): QcPadChannelsParams for u8 codes, with
+ *  the code of the extra slots: dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : fill.
+ *  With cg_pad == cg it is the plain NCHW -> channels-last transpose of the codes. */
+typedef struct QcPadU8Params {
+    /** const uint8_t*: batch * pixels * groups * cg codes, NCHW (src_nhwc 0) or channels-last. */
+    uint64_t src;
+    /** uint8_t*: batch * pixels * groups * cg_pad codes, channels-last. */
+    uint64_t dst;
+    /** Images N. */
+    int64_t batch;
+    /** Spatial positions per image (D * H * W). */
+    int64_t pixels;
+    /** Channel groups. */
+    int32_t groups;
+    /** Channels per group in the source. */
+    int32_t cg;
+    /** Channel slots per group in the destination (>= cg). */
+    int32_t cg_pad;
+    /** 1 when the source is channels-last, 0 when NCHW. */
+    int32_t src_nhwc;
+    /** The code written to the slots from cg to cg_pad (0..=255): the input zero point. */
+    int32_t fill;
+    /** Explicit padding to a multiple of 8 bytes; set to 0. */
+    int32_t reserved;
+} QcPadU8Params;
+
 #endif /* QCONV_PARAMS_H */

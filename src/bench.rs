@@ -200,6 +200,38 @@ fn wrap<const D: usize, const T: bool>(m: ConvModule<D, T>) -> AnyConv {
 }
 
 impl BenchCase {
+    /// The case as a backend problem for `batch` (1-d and 2-d with leading unit dimensions; no
+    /// output padding): what the int8 GPU rows run directly.
+    pub fn problem(&self, batch: usize) -> crate::problem::ConvProblem {
+        let lead = 3 - self.dims.clamp(1, 3);
+        let at = |v: usize, fill: usize| -> [usize; 3] { std::array::from_fn(|d| if d < lead { fill } else { v }) };
+        let in_size: [usize; 3] = std::array::from_fn(|d| if d < lead { 1 } else { self.spatial[d - lead] });
+        let span = self.dilation * (self.kernel - 1) + 1;
+        let out_size = in_size.map(|l| {
+            if self.transposed {
+                ((l.max(1) - 1) * self.stride + span).saturating_sub(2 * self.pad)
+            } else {
+                (l + 2 * self.pad).saturating_sub(span) / self.stride + 1
+            }
+        });
+        let mut out_size = out_size;
+        out_size[..lead].fill(1);
+        crate::problem::ConvProblem {
+            transposed: self.transposed,
+            batch,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            groups: self.groups,
+            in_size,
+            out_size,
+            kernel: at(self.kernel, 1),
+            stride: at(self.stride, 1),
+            pad: at(self.pad, 0),
+            dilation: at(self.dilation, 1),
+            pad_mode: crate::problem::PaddingMode::Zeros,
+        }
+    }
+
     /// Builds module and input for `batch`, deterministically.
     pub fn build(&self, batch: usize) -> Result<BuiltCase> {
         let mut rng = Rng::new(0x5EED ^ self.name.len() as u64);
@@ -240,4 +272,32 @@ pub fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU suite's cases as backend problems (the int8 rows): the output sizes of the modules.
+    #[test]
+    fn gpu_cases_as_problems() {
+        let out = |name: &str| {
+            let (c, b) = find_gpu_case(name).unwrap();
+            let p = c.problem(b);
+            assert!(p.output_len() > 0 && p.input_len() > 0 && p.weight_len() > 0, "{name}");
+            (p.batch, p.out_size, p.kernel)
+        };
+        assert_eq!(out("g_3x3_64"), (32, [1, 56, 56], [1, 3, 3]));
+        assert_eq!(out("g_stem"), (32, [1, 112, 112], [1, 7, 7]));
+        assert_eq!(out("g_c1d"), (16, [1, 1, 4096], [1, 1, 3]));
+        assert_eq!(out("g_c3d"), (4, [16, 56, 56], [3, 3, 3]));
+        assert_eq!(out("g_ct2d"), (32, [1, 56, 56], [1, 4, 4]));
+        let (dw, b) = find_gpu_case("g_dw").unwrap();
+        assert!(crate::cuda::ops::int8_simt::dw_can_run(&dw.problem(b)));
+        // Every case has an int8 kernel (the int8 rows of bench::gpu run them all).
+        for (c, b) in GPU_SUITE {
+            let p = c.problem(b);
+            assert!(crate::cuda::ops::conv_imma::can_run(&p), "{}", c.name);
+        }
+    }
 }

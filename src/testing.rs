@@ -160,6 +160,152 @@ pub fn random_problem(rng: &mut Rng, transposed: bool, budget: ProblemBudget) ->
     (p.flops() / 2.0 < budget.max_macs && p.output_len() < budget.max_output).then_some(p)
 }
 
+/// One case of the lowered-module fixtures (`tests/fixtures/int8.safetensors`, written by
+/// `scripts/gen_int8_fixtures.py` from PyTorch runs): the call as a backend receives it and the
+/// expected output codes (PyTorch's, or the exact oracle's where the case's `check` is `oracle`).
+#[derive(Clone, Debug)]
+pub struct Int8Fixture {
+    /// The case's name (its key prefix).
+    pub name: String,
+    /// The convolution (PyTorch's 1-d and 2-d ones with leading unit dimensions).
+    pub problem: ConvProblem,
+    /// Input codes, NCDHW.
+    pub x: Vec<u8>,
+    /// Input zero point.
+    pub x_zero: i32,
+    /// Weight codes, PyTorch layout.
+    pub w: Vec<i8>,
+    /// Weight zero points (1 per tensor, or one per channel along the weight axis).
+    pub w_zero: Vec<i32>,
+    /// The requantization of the module's qparams and the input scale.
+    pub table: crate::quant::RequantTable,
+    /// The expected output codes, NCDHW.
+    pub want: Vec<u8>,
+    /// `"fbgemm"` or `"oracle"`.
+    pub check: String,
+}
+
+/// Every case of an int8 fixture file, in generation order (`__cases__`). Errors when the file
+/// cannot be read or a case lacks an entry the format requires.
+pub fn load_int8_fixtures(path: &std::path::Path) -> crate::error::Result<Vec<Int8Fixture>> {
+    use crate::error::Error;
+    use crate::io::{StateDict, StoredData, StoredTensor};
+    use crate::quant::{RequantParams, RequantTable, WeightScales};
+    let bad = |what: String| Error::Parse {
+        what: "int8 fixture",
+        value: what,
+        expected: "the format of scripts/gen_int8_fixtures.py".into(),
+    };
+    let sd = StateDict::load(path)?;
+    let cases: Vec<String> = sd
+        .metadata
+        .get("__cases__")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| bad("__cases__".into()))?;
+    let floats = |t: &StoredTensor| -> Vec<f64> {
+        match &t.data {
+            StoredData::F64(v) => v.clone(),
+            StoredData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let ints = |t: &StoredTensor| -> Vec<i64> {
+        match &t.data {
+            StoredData::I64(v) => v.clone(),
+            StoredData::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = Vec::with_capacity(cases.len());
+    for name in cases {
+        let t = |k: &str| sd.tensors.get(&format!("{name}.{k}")).ok_or_else(|| bad(format!("{name}.{k}")));
+        let meta = |k: &str| sd.metadata.get(&format!("{name}.{k}")).cloned().ok_or_else(|| bad(format!("{name}.{k}")));
+        let m: serde_json::Value = serde_json::from_str(&meta("module")?).map_err(|_| bad(format!("{name}.module")))?;
+        let list = |key: &str| -> crate::error::Result<Vec<usize>> {
+            m[key]
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|v| v as usize)).collect())
+                .ok_or_else(|| bad(format!("{name}.module.{key}")))
+        };
+        let count = |key: &str| m[key].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("{name}.module.{key}")));
+        let transposed = m["type"].as_str().unwrap_or_default().contains("Transpose");
+        let ks = list("kernel_size")?;
+        let nd = ks.len().clamp(1, 3);
+        let pad3 = |v: Vec<usize>, fill: usize| -> [usize; 3] {
+            let mut a = [fill; 3];
+            for (i, x) in v.into_iter().take(nd).enumerate() {
+                a[3 - nd + i] = x;
+            }
+            a
+        };
+        let (kernel, stride, pad, dilation) =
+            (pad3(ks, 1), pad3(list("stride")?, 1), pad3(list("padding")?, 0), pad3(list("dilation")?, 1));
+        let out_pad = if transposed { pad3(list("output_padding")?, 0) } else { [0; 3] };
+        let input = t("input")?;
+        let (StoredData::U8(x), StoredData::I8(w), StoredData::U8(want)) =
+            (&input.data, &t("weight")?.data, &t("output")?.data)
+        else {
+            return Err(bad(format!("{name}: input/output u8 and weight i8")));
+        };
+        let in_size = pad3(input.shape.get(2..).unwrap_or_default().to_vec(), 1);
+        let mut out_size = [1; 3];
+        for d in 0..3 {
+            let span = dilation[d] * (kernel[d] - 1) + 1;
+            out_size[d] = if transposed {
+                ((in_size[d] - 1) * stride[d] + span + out_pad[d]).saturating_sub(2 * pad[d])
+            } else {
+                (in_size[d] + 2 * pad[d]).saturating_sub(span) / stride[d] + 1
+            };
+        }
+        let problem = ConvProblem {
+            transposed,
+            batch: input.shape.first().copied().unwrap_or(0),
+            in_channels: count("in_channels")?,
+            out_channels: count("out_channels")?,
+            groups: count("groups")?,
+            in_size,
+            out_size,
+            kernel,
+            stride,
+            pad,
+            dilation,
+            pad_mode: m["padding_mode"].as_str().unwrap_or("zeros").parse()?,
+        };
+        let ws = floats(t("weight_scale")?);
+        let bias = match sd.tensors.get(&format!("{name}.bias")).map(|b| &b.data) {
+            Some(StoredData::F32(v)) => Some(v.clone()),
+            None => None,
+            Some(_) => return Err(bad(format!("{name}.bias"))),
+        };
+        let first = |v: Vec<f64>| v.first().copied().ok_or_else(|| bad(format!("{name}: an empty scalar")));
+        let params = RequantParams {
+            input_scale: first(floats(t("input_scale")?))?,
+            weight_scales: if meta("weight_qscheme")? == "torch.per_channel_affine" {
+                WeightScales::PerChannel(&ws)
+            } else {
+                WeightScales::PerTensor(first(ws.clone())?)
+            },
+            output_scale: first(floats(t("scale")?))?,
+            output_zero_point: ints(t("zero_point")?).first().copied().unwrap_or(0) as i32,
+            bias: bias.as_deref(),
+            relu: m["relu"].as_bool().unwrap_or(false),
+        };
+        let table = RequantTable::new(transposed, problem.out_channels, problem.groups, &params)?;
+        out.push(Int8Fixture {
+            problem,
+            x: x.clone(),
+            x_zero: ints(t("input_zero_point")?).first().copied().unwrap_or(0) as i32,
+            w: w.clone(),
+            w_zero: ints(t("weight_zero_point")?).iter().map(|&v| v as i32).collect(),
+            table,
+            want: want.clone(),
+            check: meta("check")?,
+            name,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

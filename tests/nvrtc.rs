@@ -1,6 +1,7 @@
 //! NVRTC compile checks: every kernel variant compiles for sm_80 and sm_90 wherever libnvrtc is
-//! found (no GPU needed), with no register spills; and the kernel cache stores, reloads and
-//! repairs its disk entries.
+//! found (no GPU needed), with no register spills (a failing assertion for every entry point whose
+//! ptxas report comes back), at most 255 registers and, for the tiles, the expected static shared
+//! memory; and the kernel cache stores, reloads and repairs its disk entries.
 //!
 //! Without libnvrtc each test prints `skipped: <reason>` and passes. To run them here:
 //! `LD_LIBRARY_PATH=<dir of libnvrtc.so.13> cargo test --release --test nvrtc -- --nocapture`.
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use qconv::cuda::cache::KernelCache;
-use qconv::cuda::kernels::{ConvAlgo, KernelKind, KernelSource, VARIANTS};
+use qconv::cuda::kernels::{ConvAlgo, Int8Algo, KernelKind, KernelSource, VARIANTS};
 use qconv::cuda::nvrtc::{self, Arch};
 
 /// The architectures CI compiles for.
@@ -92,6 +93,11 @@ fn every_kernel_variant_compiles_without_spills() {
                 }
                 if r.registers == 0 || r.registers > 255 {
                     failures.push(format!("{} reports {} registers on {arch}", v.name, r.registers));
+                }
+                if let KernelKind::Int8Conv(Int8Algo::Imma(tile) | Int8Algo::ImmaWzp(tile)) = v.kind {
+                    // The int8 tiles' static shared memory: the f16 tiles' stages (64-byte rows).
+                    assert_eq!(r.shared_bytes, tile.shared_bytes(), "{}: shared memory", v.name);
+                    assert!(r.shared_bytes <= 48 * 1024, "{} needs opt-in shared memory", v.name);
                 }
                 if let KernelKind::Conv(ConvAlgo::Tiled(tile)) = v.kind {
                     // The tiles plus the tap set (a few dozen bytes).

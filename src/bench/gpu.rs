@@ -116,6 +116,7 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
                 }));
             }
         }
+        int8_rows(&rt, &c, batch, &timer, &mut *emit)?;
     }
     if run_fq {
         // g_fq: per-channel qint8 fake-quant of a 2048x2048x3x3 weight: the kernel launch (and
@@ -135,6 +136,55 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
             "peer": "qconv", "device": device_name, "version": env!("CARGO_PKG_VERSION"),
             "case": "g_fq", "op": "fake_quantize_per_channel", "dtype": "f32", "layout": "-",
             "median_us": round2(t), "gbps": (n as f64 * 8.0 / t / 1e3 * 10.0).round() / 10.0,
+        }));
+    }
+    Ok(())
+}
+
+/// The lowered int8 rows of one case (`op` `int8_forward`, `dtype` `u8`, `weights`
+/// `int8_lowered`): `qconv::cuda::forward_int8` on the int8 tensor-core tiles (or the int8
+/// depthwise kernel) in both layouts, activations in the reduced range `0..=127` of the x86
+/// default qconfig, symmetric per-channel weights, a bias, the requant table cached — to set
+/// against the f16 tensor-core rows of the same case (docs/benchmarks.md: int8 at least 1.5× the
+/// f16 forward on the 3×3 cases).
+fn int8_rows(
+    rt: &Arc<Runtime>,
+    c: &BenchCase,
+    batch: usize,
+    timer: &GpuTimer,
+    emit: &mut dyn FnMut(Value),
+) -> Result<()> {
+    use crate::cuda::{forward_int8, DeviceInt8Weights, Int8Layout};
+    use crate::quant::{RequantParams, RequantTable, WeightScales};
+    let p = c.problem(batch);
+    let mut rng = Rng::new(0x1A8 ^ c.name.len() as u64);
+    let x: Vec<u8> = (0..p.input_len()).map(|_| (rng.next_u64() & 127) as u8).collect();
+    let w: Vec<i8> = (0..p.weight_len()).map(|_| rng.next_u64() as i8).collect();
+    let per_channel = if p.transposed { p.out_channels / p.groups } else { p.out_channels };
+    let scales = vec![0.002f64; per_channel];
+    let bias = rng.vec(p.out_channels, -0.1, 0.1);
+    let params = RequantParams {
+        input_scale: 0.02,
+        weight_scales: WeightScales::PerChannel(&scales),
+        output_scale: 0.05,
+        output_zero_point: 128,
+        bias: Some(&bias),
+        relu: false,
+    };
+    let table = RequantTable::new(p.transposed, p.out_channels, p.groups, &params)?;
+    let weights = DeviceInt8Weights::upload(rt.ordinal(), &p, &w, &[0])?;
+    let xd = rt.htod(&x, None)?;
+    let y = std::cell::RefCell::new(rt.alloc_uninit::<u8>(p.output_len(), None)?);
+    let last_name = ["nwc", "nhwc", "ndhwc"][c.dims.clamp(1, 3) - 1];
+    let round2 = |v: f64| (v * 100.0).round() / 100.0;
+    for (layout, name) in [(Int8Layout::ChannelsFirst, "nchw"), (Int8Layout::ChannelsLast, last_name)] {
+        let run = || forward_int8(&weights, &p, &table, 64, &xd, layout, &mut y.borrow_mut(), None);
+        let t = timer.median_us(&run, 50)?;
+        emit(json!({
+            "peer": "qconv", "device": rt.info().name, "version": env!("CARGO_PKG_VERSION"),
+            "case": c.name, "op": "int8_forward", "dtype": "u8", "layout": name,
+            "precision": "int8", "weights": "int8_lowered", "batch": batch, "median_us": round2(t),
+            "tops": round2(p.flops() / t / 1e6), "weight_bytes": p.weight_len(),
         }));
     }
     Ok(())

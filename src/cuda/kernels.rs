@@ -27,6 +27,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../../cuda/common.cuh")),
     ("conv_igemm.cuh", include_str!("../../cuda/conv_igemm.cuh")),
     ("tensor_core.cuh", include_str!("../../cuda/tensor_core.cuh")),
+    ("int8.cuh", include_str!("../../cuda/int8.cuh")),
 ];
 
 /// The kernel source files of `cuda/`, as `(file name, contents)`: each defines templates and the
@@ -39,6 +40,8 @@ pub const SOURCE_FILES: &[(&str, &str)] = &[
     ("splitk.cu", include_str!("../../cuda/splitk.cu")),
     ("depthwise.cu", include_str!("../../cuda/depthwise.cu")),
     ("layout.cu", include_str!("../../cuda/layout.cu")),
+    ("conv_imma.cu", include_str!("../../cuda/conv_imma.cu")),
+    ("int8_simt.cu", include_str!("../../cuda/int8_simt.cu")),
 ];
 
 /// Expands the program list: the [`KernelSource`] enum (one variant per program, with its short
@@ -311,6 +314,38 @@ kernel_programs! {
         qc_pad_channels_b16: PadChannels(2), None, false, false => QC_PAD_CHANNELS_ENTRY(qc_b16);
         qc_pad_channels_b32: PadChannels(4), None, false, false => QC_PAD_CHANNELS_ENTRY(qc_b32);
     }
+    /// `cuda/conv_imma.cu`: the int8 tensor-core 128×128 tile (u8 × s8, requantized to u8),
+    /// symmetric weights only (with the row sums of the `_wzp` entries it would spill).
+    ConvImmaT128x128 = "conv_imma_128x128" in "conv_imma.cu" {
+        qc_conv_imma_128x128: Int8Conv(Int8Algo::Imma(T128x128)), None, false, false => QC_IMMA_ENTRY(128, 128, 2, 4, 3, 2, false, false);
+    }
+    /// `cuda/conv_imma.cu`: the int8 tensor-core 128×64 tile, symmetric and any weight zero points.
+    ConvImmaT128x64 = "conv_imma_128x64" in "conv_imma.cu" {
+        qc_conv_imma_128x64: Int8Conv(Int8Algo::Imma(T128x64)), None, false, false => QC_IMMA_ENTRY(128, 64, 2, 2, 4, 3, false, false);
+        qc_conv_imma_128x64_wzp: Int8Conv(Int8Algo::ImmaWzp(T128x64)), None, false, false => QC_IMMA_ENTRY(128, 64, 2, 2, 4, 3, false, true);
+    }
+    /// `cuda/conv_imma.cu`: the int8 tensor-core 64×64 tile, symmetric and any weight zero points.
+    ConvImmaT64x64 = "conv_imma_64x64" in "conv_imma.cu" {
+        qc_conv_imma_64x64: Int8Conv(Int8Algo::Imma(T64x64)), None, false, false => QC_IMMA_ENTRY(64, 64, 2, 2, 4, 4, false, false);
+        qc_conv_imma_64x64_wzp: Int8Conv(Int8Algo::ImmaWzp(T64x64)), None, false, false => QC_IMMA_ENTRY(64, 64, 2, 2, 4, 4, false, true);
+    }
+    /// `cuda/conv_imma.cu`: the int8 tensor-core transposed 128×128 tile, symmetric and any weight
+    /// zero points.
+    ConvImmaTrT128x128 = "conv_imma_tr_128x128" in "conv_imma.cu" {
+        qc_conv_imma_tr_128x128: Int8Conv(Int8Algo::Imma(T128x128)), None, true, false => QC_IMMA_ENTRY(128, 128, 2, 4, 3, 1, true, false);
+        qc_conv_imma_tr_128x128_wzp: Int8Conv(Int8Algo::ImmaWzp(T128x128)), None, true, false => QC_IMMA_ENTRY(128, 128, 2, 4, 3, 1, true, true);
+    }
+    /// `cuda/conv_imma.cu`: the int8 tensor-core transposed 64×64 tile, symmetric and any weight
+    /// zero points.
+    ConvImmaTrT64x64 = "conv_imma_tr_64x64" in "conv_imma.cu" {
+        qc_conv_imma_tr_64x64: Int8Conv(Int8Algo::Imma(T64x64)), None, true, false => QC_IMMA_ENTRY(64, 64, 2, 2, 4, 4, true, false);
+        qc_conv_imma_tr_64x64_wzp: Int8Conv(Int8Algo::ImmaWzp(T64x64)), None, true, false => QC_IMMA_ENTRY(64, 64, 2, 2, 4, 4, true, true);
+    }
+    /// `cuda/int8_simt.cu`: the int8 depthwise kernel (CUDA cores) and the u8 channel copy.
+    Int8Simt = "int8_simt" in "int8_simt.cu" {
+        qc_dw_int8: Int8Conv(Int8Algo::Depthwise), None, false, false => QC_DW_INT8_ENTRY();
+        qc_pad_channels_u8: PadChannelsU8, None, false, false => QC_PAD_U8_ENTRY();
+    }
 }
 
 impl KernelSource {
@@ -501,6 +536,20 @@ pub enum ConvAlgo {
     DepthwiseNhwc,
 }
 
+/// How a lowered int8 convolution (u8 × s8 codes, exact int32 sums, requantized to u8) is
+/// computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Algo {
+    /// The tensor-core tiles of `cuda/conv_imma.cu` (`mma.m16n8k32`, channels-last input with
+    /// `C/groups` padded to 16), for symmetric weights (every weight zero point 0).
+    Imma(TcTile),
+    /// The same tiles for any weight zero points: they also sum each row of activation codes
+    /// (the `*_wzp` entries).
+    ImmaWzp(TcTile),
+    /// The CUDA-core depthwise kernel of `cuda/int8_simt.cu` (one input channel per group).
+    Depthwise,
+}
+
 /// What a kernel entry point computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelKind {
@@ -525,6 +574,11 @@ pub enum KernelKind {
     /// Channel padding of elements of this many bytes (2 or 4) for the tensor-core tiles
     /// (`qc_pad_channels_b16` / `_b32`).
     PadChannels(u32),
+    /// A lowered int8 convolution ([`Int8Algo`]; forward or transposed).
+    Int8Conv(Int8Algo),
+    /// `qc_pad_channels_u8`: the channel padding (and NCHW → channels-last copy) of u8 codes,
+    /// with the input zero point in the extra slots.
+    PadChannelsU8,
 }
 
 /// One kernel entry point.
@@ -589,6 +643,25 @@ pub fn dequant_codes_variant() -> Option<&'static KernelVariant> {
 /// The split-K reduction for `dtype` (f16, bf16, or f32 for the TF32 tiles).
 pub fn splitk_reduce_variant(dtype: DType) -> Option<&'static KernelVariant> {
     VARIANTS.iter().find(|v| v.kind == KernelKind::SplitKReduce && v.dtype == Some(dtype))
+}
+
+/// The int8 tensor-core entry point for a direction and tile (`qc_conv_imma_*`; `wzp`: the
+/// `*_wzp` entry, for weights with a zero point other than 0), or `None` where none exists
+/// (transposed: the 128×128 and 64×64 tiles only; no element-wise loader; `wzp` and forward:
+/// not the 128×128 tile).
+pub fn imma_variant(transposed: bool, tile: TcTile, wzp: bool) -> Option<&'static KernelVariant> {
+    let algo = if wzp { Int8Algo::ImmaWzp(tile) } else { Int8Algo::Imma(tile) };
+    VARIANTS.iter().find(|v| v.transposed == transposed && v.kind == KernelKind::Int8Conv(algo))
+}
+
+/// `qc_dw_int8`, the int8 depthwise kernel (always listed; `Option` as the other look-ups).
+pub fn dw_int8_variant() -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| v.kind == KernelKind::Int8Conv(Int8Algo::Depthwise))
+}
+
+/// `qc_pad_channels_u8` (always listed).
+pub fn pad_channels_u8_variant() -> Option<&'static KernelVariant> {
+    VARIANTS.iter().find(|v| v.kind == KernelKind::PadChannelsU8)
 }
 
 /// The channel-padding kernel for elements of `bytes` bytes (2 or 4).
@@ -690,11 +763,38 @@ mod tests {
         let layout_or_splitk = |v: &&KernelVariant| {
             matches!(v.kind, KernelKind::Transpose(_) | KernelKind::PadChannels(_) | KernelKind::SplitKReduce)
         };
+        let int8 = |v: &&KernelVariant| matches!(v.kind, KernelKind::Int8Conv(_) | KernelKind::PadChannelsU8);
         assert_eq!(
-            VARIANTS.iter().filter(|v| !layout_or_splitk(v)).count(),
+            VARIANTS.iter().filter(|v| !layout_or_splitk(v) && !int8(v)).count(),
             4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3
         );
         assert_eq!(VARIANTS.iter().filter(layout_or_splitk).count(), 7);
+        // The int8 family: 3 forward and 2 transposed tiles, 4 of them also as *_wzp, the
+        // depthwise kernel, the u8 copy.
+        assert_eq!(VARIANTS.iter().filter(int8).count(), 11);
+        for tile in TcTile::ALL {
+            for transposed in [false, true] {
+                for wzp in [false, true] {
+                    let exists = tile != TcTile::Gather128x64
+                        && (!transposed || tile != TcTile::T128x64)
+                        && (!wzp || transposed || tile != TcTile::T128x128);
+                    let v = imma_variant(transposed, tile, wzp);
+                    assert_eq!(v.is_some(), exists, "{transposed} {tile:?} {wzp}");
+                    let Some(v) = v else { continue };
+                    assert_eq!(v.source.file_name(), "conv_imma.cu");
+                    let suffix = format!("{}{}", tile.suffix(), if wzp { "_wzp" } else { "" });
+                    assert!(v.name.ends_with(&suffix) && v.dtype.is_none() && v.transposed == transposed);
+                    assert!(v.definition.ends_with(&format!("{transposed}, {wzp})")), "{}", v.definition);
+                    // The same tile geometry as the f16 tiles (choose_tc_tile's occupancy model).
+                    let f16 = conv_variant(transposed, DType::F16, ConvAlgo::TensorCore(tile)).unwrap();
+                    let geometry = |d: &str| d.split(", ").skip(2).take(6).collect::<Vec<_>>().join(", ");
+                    let imma_args = v.definition.split(", ").skip(1).take(6).collect::<Vec<_>>().join(", ");
+                    assert_eq!(imma_args, geometry(f16.definition), "{}", v.name);
+                }
+            }
+        }
+        assert_eq!(dw_int8_variant().unwrap().source, KernelSource::Int8Simt);
+        assert_eq!(pad_channels_u8_variant().unwrap().source, KernelSource::Int8Simt);
         assert_eq!(transpose_variant(2).unwrap().name, "qc_transpose_b16");
         assert_eq!(transpose_variant(4).unwrap().name, "qc_transpose_b32");
         assert!(transpose_variant(8).is_none());

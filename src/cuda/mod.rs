@@ -13,6 +13,11 @@
 //! | device weights | `weights.rs` | a module's weight on a device: upload, TF32 copy, codes, self-check ([`WeightStorage`]) |
 //! | forward | `forward.rs` | the one forward that picks the family and the weight form ([`Precision`]) |
 //!
+//! The lowered int8 convolutions (u8 × s8 codes, exact int32 sums, requantized u8 outputs) are one
+//! more family along the same layers: host packings [`pack_int8`], kernel families
+//! [`ops::conv_imma`] (tensor cores) and [`ops::int8_simt`] (depthwise, the u8 channel copy),
+//! device weights [`DeviceInt8Weights`] and the forward [`forward_int8`].
+//!
 //! Beside them: `emulate/` (test-only CPU transcriptions of every `.cu`, run against the CPU path
 //! and the oracle), `params_sys.rs` (bindgen output of `cuda/params.h`) and `launch` (the former
 //! path of the argument helpers, kept hidden for compatibility). `conv/module.rs` reaches the
@@ -40,18 +45,23 @@ pub(crate) mod codes;
 #[cfg(test)]
 mod emulate;
 pub(crate) mod forward;
+mod forward_int8;
 pub mod kernels;
 #[doc(hidden)]
 pub mod launch;
 pub mod nvrtc;
 pub mod ops;
 pub mod pack;
+pub mod pack_int8;
 mod params_sys;
 pub mod runtime;
 pub(crate) mod weights;
+mod weights_int8;
 
 pub use forward::Precision;
+pub use forward_int8::{forward_int8, int8_can_run, Int8Layout};
 pub use weights::{WeightSpec, WeightStorage};
+pub use weights_int8::DeviceInt8Weights;
 
 /// One CUDA device seen by the probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -344,3 +344,77 @@ const _: () = {
     ["Offset of field: QcTransposeParams::rows"][::core::mem::offset_of!(QcTransposeParams, rows) - 24usize];
     ["Offset of field: QcTransposeParams::cols"][::core::mem::offset_of!(QcTransposeParams, cols) - 32usize];
 };
+#[doc = " Argument of the int8 convolution kernels: the tensor-core tiles qc_conv_imma_* and the\n  CUDA-core depthwise kernel qc_dw_int8."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcInt8ConvParams {
+    #[doc = " The problem, as for the float kernels, read with these meanings. x: const uint8_t*, the\n  input codes channels-last [batch, in_size[0..3], in_channels] (the tiles: in_channels =\n  groups * cg with cg a multiple of 16, the input's channels padded with the code x_zero\n  where needed). w: the tiles, const int8_t* [out_channels][w_stride_m] rows (tap-major,\n  then the cg channels of the group, zero codes in padded channel slots); the depthwise\n  kernel, const int16_t* [taps][out_channels] centred codes w - w_zero. y: uint8_t*, the\n  output codes, channels-last [batch, out_size[0..3], out_channels] when out_nhwc is 1, else\n  [batch, out_channels, out_size[0..3]]. bias: unused (0); has_bias: whether the requant\n  table adds its bias. splits 1; partial, w_scale, w_zero, w_codes_signed, w_cg_valid 0."]
+    pub conv: QcConvParams,
+    #[doc = " const float*: [out_channels][4] = {mult, bias_a, bias_b, 0} per output channel, the\n  RequantTable of src/quant/requant.rs: v = f32(acc), v = fma(bias_a, bias_b, v) when\n  has_bias, y = v * mult, then cvtps2dq and the clamps."]
+    pub requant: u64,
+    #[doc = " Tiles only (0 for the depthwise kernel): const int32_t* [num_phases][out_channels], the sum\n  of output channel k's weight codes over the phase's active taps and the cg valid channels\n  (forward convolutions: one phase, every tap)."]
+    pub col_sums: u64,
+    #[doc = " Tiles only: const int32_t* [out_channels], the weight zero point of each output channel;\n  read by the *_wzp entries (some weight zero point is not 0)."]
+    pub w_zero: u64,
+    #[doc = " The input zero point (0..=255): the code every padded tap and padded channel reads."]
+    pub x_zero: i32,
+    #[doc = " The output zero point (0..=255)."]
+    pub out_zero: i32,
+    #[doc = " The lowest output code: out_zero with a fused ReLU, else 0."]
+    pub out_floor: i32,
+    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
+    pub reserved: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcInt8ConvParams"][::core::mem::size_of::<QcInt8ConvParams>() - 320usize];
+    ["Alignment of QcInt8ConvParams"][::core::mem::align_of::<QcInt8ConvParams>() - 8usize];
+    ["Offset of field: QcInt8ConvParams::conv"][::core::mem::offset_of!(QcInt8ConvParams, conv) - 0usize];
+    ["Offset of field: QcInt8ConvParams::requant"][::core::mem::offset_of!(QcInt8ConvParams, requant) - 280usize];
+    ["Offset of field: QcInt8ConvParams::col_sums"][::core::mem::offset_of!(QcInt8ConvParams, col_sums) - 288usize];
+    ["Offset of field: QcInt8ConvParams::w_zero"][::core::mem::offset_of!(QcInt8ConvParams, w_zero) - 296usize];
+    ["Offset of field: QcInt8ConvParams::x_zero"][::core::mem::offset_of!(QcInt8ConvParams, x_zero) - 304usize];
+    ["Offset of field: QcInt8ConvParams::out_zero"][::core::mem::offset_of!(QcInt8ConvParams, out_zero) - 308usize];
+    ["Offset of field: QcInt8ConvParams::out_floor"][::core::mem::offset_of!(QcInt8ConvParams, out_floor) - 312usize];
+    ["Offset of field: QcInt8ConvParams::reserved"][::core::mem::offset_of!(QcInt8ConvParams, reserved) - 316usize];
+};
+#[doc = " Argument of `qc_pad_channels_u8` (cuda/int8_simt.cu): QcPadChannelsParams for u8 codes, with\n  the code of the extra slots: dst[b][s][g * cg_pad + c] = c < cg ? x(b, g * cg + c, s) : fill.\n  With cg_pad == cg it is the plain NCHW -> channels-last transpose of the codes."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcPadU8Params {
+    #[doc = " const uint8_t*: batch * pixels * groups * cg codes, NCHW (src_nhwc 0) or channels-last."]
+    pub src: u64,
+    #[doc = " uint8_t*: batch * pixels * groups * cg_pad codes, channels-last."]
+    pub dst: u64,
+    #[doc = " Images N."]
+    pub batch: i64,
+    #[doc = " Spatial positions per image (D * H * W)."]
+    pub pixels: i64,
+    #[doc = " Channel groups."]
+    pub groups: i32,
+    #[doc = " Channels per group in the source."]
+    pub cg: i32,
+    #[doc = " Channel slots per group in the destination (>= cg)."]
+    pub cg_pad: i32,
+    #[doc = " 1 when the source is channels-last, 0 when NCHW."]
+    pub src_nhwc: i32,
+    #[doc = " The code written to the slots from cg to cg_pad (0..=255): the input zero point."]
+    pub fill: i32,
+    #[doc = " Explicit padding to a multiple of 8 bytes; set to 0."]
+    pub reserved: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcPadU8Params"][::core::mem::size_of::<QcPadU8Params>() - 56usize];
+    ["Alignment of QcPadU8Params"][::core::mem::align_of::<QcPadU8Params>() - 8usize];
+    ["Offset of field: QcPadU8Params::src"][::core::mem::offset_of!(QcPadU8Params, src) - 0usize];
+    ["Offset of field: QcPadU8Params::dst"][::core::mem::offset_of!(QcPadU8Params, dst) - 8usize];
+    ["Offset of field: QcPadU8Params::batch"][::core::mem::offset_of!(QcPadU8Params, batch) - 16usize];
+    ["Offset of field: QcPadU8Params::pixels"][::core::mem::offset_of!(QcPadU8Params, pixels) - 24usize];
+    ["Offset of field: QcPadU8Params::groups"][::core::mem::offset_of!(QcPadU8Params, groups) - 32usize];
+    ["Offset of field: QcPadU8Params::cg"][::core::mem::offset_of!(QcPadU8Params, cg) - 36usize];
+    ["Offset of field: QcPadU8Params::cg_pad"][::core::mem::offset_of!(QcPadU8Params, cg_pad) - 40usize];
+    ["Offset of field: QcPadU8Params::src_nhwc"][::core::mem::offset_of!(QcPadU8Params, src_nhwc) - 44usize];
+    ["Offset of field: QcPadU8Params::fill"][::core::mem::offset_of!(QcPadU8Params, fill) - 48usize];
+    ["Offset of field: QcPadU8Params::reserved"][::core::mem::offset_of!(QcPadU8Params, reserved) - 52usize];
+};

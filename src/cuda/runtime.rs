@@ -33,7 +33,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
-use super::kernels::{all_variants, ConvAlgo, KernelKind, KernelSource, KernelVariant};
+use super::kernels::{all_variants, ConvAlgo, Int8Algo, KernelKind, KernelSource, KernelVariant};
 use super::nvrtc::Arch;
 use super::ops::LaunchDims;
 use super::CudaDeviceInfo;
@@ -253,7 +253,7 @@ impl Runtime {
         }
         let module = self.module(variant.source)?;
         let f = module.load_function(variant.name).map_err(driver_err("cuModuleGetFunction"))?;
-        if matches!(variant.kind, KernelKind::Conv(ConvAlgo::TensorCore(_))) {
+        if matches!(variant.kind, KernelKind::Conv(ConvAlgo::TensorCore(_)) | KernelKind::Int8Conv(Int8Algo::Imma(_))) {
             // Prefer the largest shared-memory carveout: these kernels use 32-48 KiB per block and
             // are register-capped for 2-4 blocks per multiprocessor (a hint; the driver may ignore
             // it, which costs speed, not correctness).

@@ -176,6 +176,8 @@ fn sanitizer_smoke() {
         let x = make_input(&mut rng, &[1, c, 3, 3], DType::F32).to_device(CUDA).unwrap();
         td.forward(&x).unwrap().to_device(Device::Cpu).unwrap();
     }
+    // The int8 family: every kind of tile entry, the depthwise kernel and the u8 channel copy.
+    super::int8::int8_smoke(&mut rng);
 }
 
 #[test]

@@ -12,8 +12,9 @@
 //! The tests are grouped by what they exercise: `basics.rs` (tensors, devices, runtime, fake-quant
 //! kernels, errors, the sanitizer smoke run), `exact.rs` (the exact path against the oracle and
 //! PyTorch: fixtures, random sweeps, large and empty problems, streams and threads, inputs past
-//! 2^31 elements) and `fast_paths.rs` (tensor cores, channels-last, 8-bit code storage, TF32);
-//! the helpers they share are below.
+//! 2^31 elements), `fast_paths.rs` (tensor cores, channels-last, 8-bit code storage, TF32) and
+//! `int8.rs` (the lowered int8 convolutions against the exact integer oracle); the helpers they
+//! share are below.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,6 +22,7 @@ mod common;
 mod basics;
 mod exact;
 mod fast_paths;
+mod int8;
 
 use common::{channels_first, channels_last, magnitude, oracle, oracle_with_weight};
 use half::{bf16, f16};

@@ -8,6 +8,8 @@
 //! | [`fakequant`] | `cuda/fakequant.cu` (every mode, the fast path and its walk, `qc_dequant_codes`) | the CPU fake-quant, bit for bit |
 //! | [`conv_igemm`] | `cuda/conv_igemm.cuh` (tiled implicit GEMM block by block, direct kernel thread by thread) | the f64 oracle |
 //! | [`conv_tc`] | `cuda/conv_tc.cu` and `cuda/tensor_core.cuh` (loaders, swizzle, ldmatrix, MMA fragments, epilogue) | the f64 oracle, exactly |
+//! | [`conv_imma`] | `cuda/conv_imma.cu`, `cuda/int8.cuh` (int8 tiles: loaders, swizzle, 8-bit ldmatrix, m16n8k32 fragments, row sums, zero-point corrections, requantization) | `conv_int8_naive`, code for code |
+//! | [`int8_simt`] | `cuda/int8_simt.cu` (`qc_dw_int8`, `qc_pad_channels_u8`) | `conv_int8_naive`, the copy's rule |
 //! | [`splitk`] | `cuda/splitk.cu` (the ordered sum of the partials) | used by [`conv_tc`] |
 //! | [`layout`] | `cuda/layout.cu` (`qc_pad_channels`) | the index rule it implements |
 //!
@@ -18,8 +20,10 @@ use crate::cuda::ops::params::{QC_PAD_CIRCULAR, QC_PAD_REFLECT, QC_PAD_REPLICATE
 use crate::problem::PaddingMode;
 
 pub mod conv_igemm;
+pub mod conv_imma;
 pub mod conv_tc;
 pub mod fakequant;
+pub mod int8_simt;
 pub mod layout;
 pub mod splitk;
 

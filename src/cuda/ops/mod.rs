@@ -10,6 +10,8 @@
 //! | [`conv_tc`] | `cuda/conv_tc.cu`, `cuda/splitk.cu` | [`conv_tc::can_run`] | [`Runtime::conv_device_tc`] |
 //! | [`depthwise`] | `cuda/depthwise.cu` | [`depthwise::can_run`] | [`Runtime::conv_device_dw_nhwc`] |
 //! | [`layout`] | `cuda/layout.cu` | 2- and 4-byte elements | [`Runtime::transpose_device`], [`Runtime::pad_channels_device`] |
+//! | [`conv_imma`] | `cuda/conv_imma.cu` (int8 tensor cores) | [`conv_imma::can_run`] | [`Runtime::conv_device_imma`] |
+//! | [`int8_simt`] | `cuda/int8_simt.cu` (int8 depthwise, u8 channel copy) | [`int8_simt::dw_can_run`] | [`Runtime::conv_device_dw_int8`], [`Runtime::pad_channels_u8`] |
 //! | [`fakequant`] | `cuda/fakequant.cu` | [`fakequant::fakequant_fast_ok`] (the fast entry) | [`Runtime::fake_quantize_device`], [`Runtime::fake_quant_job`], [`Runtime::dequant_codes_device`] |
 //!
 //! Shared here: [`LaunchDims`], the grid limits, [`conv_launch`] (the grid of a convolution
@@ -26,9 +28,11 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use params::{check_conv_params, QcConvParams};
 
+pub mod conv_imma;
 pub mod conv_tc;
 pub mod depthwise;
 pub mod fakequant;
+pub mod int8_simt;
 pub mod layout;
 pub mod params;
 pub mod simt;

@@ -17,6 +17,7 @@ pub use crate::cuda::params_sys::{
 pub use crate::cuda::params_sys::{
     QcDequantLayout, QcDequantParams, QcPadChannelsParams, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED,
 };
+pub use crate::cuda::params_sys::{QcInt8ConvParams, QcPadU8Params};
 
 use super::{mul, same_device, to_i32};
 use crate::error::{Error, Result};

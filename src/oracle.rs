@@ -6,8 +6,14 @@
 //! It sits on the floor beside [`crate::problem`], so the CPU engine's tests, the CUDA backend's
 //! tests and emulations, and the integration tests in `tests/` all use it without one backend
 //! importing the other.
+//!
+//! [`conv_int8_naive`] is the exact integer oracle of the lowered int8 convolutions
+//! (docs/numerics.md §14.5): the same literal loops over u8 codes and i8 weight codes, each term
+//! `(x − x_zp)(w − w_zp)` accumulated in `i64` ([`conv_int8_acc`]), then the scalar
+//! [`RequantTable::requantize`].
 
 use crate::problem::ConvProblem;
+use crate::quant::requant::{channel_entry, RequantTable};
 
 /// The input index that output index `o` reads through kernel tap `j` along one dimension.
 ///
@@ -100,6 +106,105 @@ pub fn conv_naive(p: &ConvProblem, weight: &[f32], bias: Option<&[f32]>, x: &[f3
         }
     }
     y
+}
+
+/// The exact accumulators of a lowered int8 convolution: `acc[n, o, p] = Σ (x − x_zp)·(w −
+/// w_zp[o])` over the input channels of `o`'s group and the kernel taps, in `i64`, laid out like
+/// [`conv_naive`]'s output. Padded taps (zeros padding) and the holes of a transposed
+/// convolution read the code `x_zp` and add nothing; reflect, replicate and circular padding read
+/// the codes [`crate::problem::PaddingMode::source_index`] names. `weight` holds i8 codes in
+/// PyTorch's layout; `weight_zero_points` has 1, `out_channels` or (transposed)
+/// `out_channels / groups` entries, chosen per output channel by [`channel_entry`].
+///
+/// # Panics
+///
+/// As [`conv_naive`], and if `weight_zero_points` has another length.
+pub fn conv_int8_acc(
+    p: &ConvProblem,
+    weight: &[i8],
+    weight_zero_points: &[i32],
+    x: &[u8],
+    input_zero_point: i32,
+) -> Vec<i64> {
+    assert!(
+        p.groups > 0 && p.in_channels.is_multiple_of(p.groups) && p.out_channels.is_multiple_of(p.groups),
+        "bad groups"
+    );
+    assert!(p.stride.iter().chain(&p.dilation).all(|&v| v > 0), "stride and dilation must be positive");
+    assert_eq!(x.len(), p.input_len(), "input length");
+    assert_eq!(weight.len(), p.weight_len(), "weight length");
+    let cg = p.in_channels / p.groups;
+    let kg = p.out_channels / p.groups;
+    let [l0, l1, l2] = p.in_size;
+    let [o0n, o1n, o2n] = p.out_size;
+    let [k0n, k1n, k2n] = p.kernel;
+    let taps = k0n * k1n * k2n;
+    let xzp = input_zero_point as i64;
+    let mut y = vec![0i64; p.output_len()];
+    let mut out = 0;
+    for n in 0..p.batch {
+        for k in 0..p.out_channels {
+            let g = k / kg;
+            let j = channel_entry(weight_zero_points.len(), k, p.out_channels, p.groups, p.transposed)
+                .expect("weight_zero_points length");
+            let wzp = weight_zero_points[j] as i64;
+            for o0 in 0..o0n {
+                for o1 in 0..o1n {
+                    for o2 in 0..o2n {
+                        let mut acc = 0i64;
+                        for cl in 0..cg {
+                            let c = g * cg + cl;
+                            for j0 in 0..k0n {
+                                for j1 in 0..k1n {
+                                    for j2 in 0..k2n {
+                                        let tap = (j0 * k1n + j1) * k2n + j2;
+                                        let w = if p.transposed {
+                                            weight[(c * kg + (k - g * kg)) * taps + tap]
+                                        } else {
+                                            weight[(k * cg + cl) * taps + tap]
+                                        };
+                                        let (Some(i0), Some(i1), Some(i2)) = (
+                                            input_index(p, 0, o0, j0),
+                                            input_index(p, 1, o1, j1),
+                                            input_index(p, 2, o2, j2),
+                                        ) else {
+                                            continue; // reads x_zp: (x − x_zp) = 0
+                                        };
+                                        let xv = x[(((n * p.in_channels + c) * l0 + i0) * l1 + i1) * l2 + i2] as i64;
+                                        acc += (xv - xzp) * (w as i64 - wzp);
+                                    }
+                                }
+                            }
+                        }
+                        y[out] = acc;
+                        out += 1;
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The u8 output codes of a lowered int8 convolution (docs/numerics.md §14.5): [`conv_int8_acc`]
+/// requantized per output channel by `table` ([`RequantTable::requantize`]). Layout as
+/// [`conv_naive`]'s output (`[batch, out_channels, out_size...]`).
+///
+/// # Panics
+///
+/// As [`conv_int8_acc`], and if `table` has another number of output channels.
+pub fn conv_int8_naive(
+    p: &ConvProblem,
+    weight: &[i8],
+    weight_zero_points: &[i32],
+    x: &[u8],
+    input_zero_point: i32,
+    table: &RequantTable,
+) -> Vec<u8> {
+    assert_eq!(table.out_channels(), p.out_channels, "requant table channels");
+    let plane: usize = p.out_size.iter().product();
+    let acc = conv_int8_acc(p, weight, weight_zero_points, x, input_zero_point);
+    acc.iter().enumerate().map(|(i, &a)| table.requantize(a, (i / plane.max(1)) % p.out_channels)).collect()
 }
 
 #[cfg(test)]
@@ -217,5 +322,66 @@ mod tests {
         // The same as a transposed conv: weight [C, K/g] = [[1, -1], [2, 3]] gives the same result.
         let p = ConvProblem { transposed: true, ..p };
         assert_eq!(conv_naive(&p, &w, None, &x), vec![1.0, 2.0, -1.0, -2.0, 20.0, 40.0, 30.0, 60.0]);
+    }
+
+    #[test]
+    fn int8_by_hand() {
+        // y[o] = Σ_j (x̃[o - 1 + j] − 10)(w[j] − 1), zero padding reads the zero point 10.
+        let p = p1d(false, 1, 1, 4, 4, 3, 1, 1, 1, PaddingMode::Zeros);
+        let x = [12u8, 10, 255, 0];
+        let w = [2i8, 1, -128];
+        // centred x = [2, 0, 245, -10], w = [1, 0, -129]: y[o] = x̃[o-1] - 129·x̃[o+1]
+        let want = [0, 2 - 129 * 245, 129 * 10, 245];
+        assert_eq!(conv_int8_acc(&p, &w, &[1], &x, 10), want.to_vec());
+        // Replicate reads the edge codes instead.
+        let p = p1d(false, 1, 1, 4, 4, 3, 1, 1, 1, PaddingMode::Replicate);
+        assert_eq!(conv_int8_acc(&p, &w, &[1], &x, 10)[0], 2);
+        assert_eq!(conv_int8_acc(&p, &w, &[1], &x, 10)[3], 245 + 129 * 10);
+    }
+
+    /// The integer oracle equals the f64 oracle on the centred values (exact in f64).
+    #[test]
+    fn int8_matches_f64_oracle_on_centred_values() {
+        use crate::testing::{random_problem, ProblemBudget, Rng};
+        let mut rng = Rng::new(77);
+        let mut done = 0;
+        while done < 150 {
+            let transposed = rng.chance(40);
+            let Some(p) = random_problem(&mut rng, transposed, ProblemBudget::SMALL) else { continue };
+            let x: Vec<u8> = (0..p.input_len()).map(|_| rng.next_u64() as u8).collect();
+            let w: Vec<i8> = (0..p.weight_len()).map(|_| rng.next_u64() as i8).collect();
+            let xzp = rng.range(0, 255) as i32;
+            let nz = if rng.chance(50) {
+                1
+            } else if p.transposed {
+                p.out_channels / p.groups
+            } else {
+                p.out_channels
+            };
+            let wzp: Vec<i32> = (0..nz).map(|_| rng.range(0, 255) as i32 - 128).collect();
+            let acc = conv_int8_acc(&p, &w, &wzp, &x, xzp);
+            // Centre the weights per output channel; transposed weights are [C, K/g, taps].
+            let taps: usize = p.kernel.iter().product();
+            let (cg, kg) = (p.in_channels / p.groups, p.out_channels / p.groups);
+            let wf: Vec<f32> = w
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let o = if p.transposed {
+                        let (c, kl) = (i / taps / kg, i / taps % kg);
+                        (c / cg) * kg + kl
+                    } else {
+                        i / taps / cg
+                    };
+                    let j = channel_entry(nz, o, p.out_channels, p.groups, p.transposed).unwrap();
+                    (v as i32 - wzp[j]) as f32
+                })
+                .collect();
+            let xf: Vec<f32> = x.iter().map(|&v| (v as i32 - xzp) as f32).collect();
+            // The f64 oracle reads zeros for padded taps: the same as x_zp after centring.
+            let want = conv_naive(&p, &wf, None, &xf);
+            assert!(acc.iter().zip(&want).all(|(&a, &b)| a as f64 == b), "{p:?}");
+            done += 1;
+        }
     }
 }

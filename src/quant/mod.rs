@@ -1,4 +1,5 @@
-//! Weight quantization: schemes, dtypes, parameters, observers and the exact fake-quant rule.
+//! Weight quantization: schemes, dtypes, parameters, observers and the exact fake-quant rule;
+//! and [`requant`], the requantization of the lowered int8 convolutions.
 //!
 //! [`fake_quantize`] is PyTorch's `get_weight()` and [`quantize`] its `get_quantized_weight()`,
 //! bit-identical to PyTorch CPU for finite weights (docs/numerics.md §3–§4). Non-finite weights are
@@ -8,11 +9,13 @@
 mod fakequant;
 pub mod observer;
 mod params;
+pub mod requant;
 
 use half::f16;
 
 pub(crate) use params::{DecScales, DecZeroPoints, Plan};
 pub use params::{QParamData, QParamTensor, QScheme, QuantDType, WeightQParams};
+pub use requant::{RequantParams, RequantTable, WeightScales};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -1,0 +1,196 @@
+//! The AVX512-VNNI int8 kernel.
+//!
+//! **GEMM.** Blocks of up to [`MRV`] = 14 output positions × 32 channels (two weight panels): per
+//! quad of reduction bytes, two 64-byte weight loads (16 channels × 4 k each, the packing's
+//! `[k/4][16][4]`), then per position one `vpbroadcastd` of its 4 activation bytes and two
+//! `vpdpbusd` (u8 × s8, four products summed into each i32 lane, wrapping — exact within the
+//! bounds the callers keep). 28 accumulators, 2 weight registers and a broadcast: 31 of the 32
+//! `zmm` registers.
+//!
+//! **Epilogues.** 16 lanes at a time, the exact sequence of [`super::requant_one`]:
+//! `vpaddd`/`vpmulld` for the zero-point correction, `vcvtdq2ps`, one `vfmadd` for the bias,
+//! `vmulps`, `vcvtps2dq` (round half to even, `INT32_MIN` for NaN and out-of-range values, as
+//! the default MXCSR gives), integer clamps, and a masked `vpmovdb` store.
+//!
+//! **Depthwise lines.** `vpdpwssd` (i16 pairs × i16 pairs into i32), four vectors of 16 outputs
+//! per tap in flight.
+
+use std::arch::x86_64::*;
+
+use super::{ARows, AccTile, Epi, EpiChannel, Int8Kernel, KPlan, ACC_PITCH};
+use crate::cpu::kernels::{target_kernels, CpuFeatures};
+
+/// The AVX512-VNNI kernel's token: only [`Vnni::new`] constructs it, from detected features.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vnni(());
+
+impl Vnni {
+    /// The token, where the CPU has AVX512-VNNI (with AVX-512F/BW, AVX2 and FMA).
+    pub(crate) fn new(f: CpuFeatures) -> Option<Vnni> {
+        f.avx512_vnni().then_some(Vnni(()))
+    }
+}
+
+/// Rows of a VNNI GEMM block.
+pub(crate) const MRV: usize = 14;
+
+target_kernels! {
+    impl Int8Kernel for Vnni where features = "avx512f,avx512bw,avx512vnni,avx2,fma" {
+        const NAME: &'static str = "avx512-vnni";
+        const MR: usize = MRV;
+
+        fn task_begin(self) {}
+        fn task_end(self) {}
+
+        fn gemm(self, m: usize, a: ARows<'_>, plan: &KPlan, b: &[i8], panels: &[usize], acc: &mut AccTile) {
+            assert!((1..=MRV).contains(&m) && (1..=2).contains(&panels.len()), "block shape");
+            assert!(plan.fits(m, &a, panels, b.len()), "block reads out of bounds");
+            let bp = [panels[0], panels[panels.len() - 1]];
+            macro_rules! rows {
+                ($nv:literal: $($n:literal)*) => {
+                    match m {
+                        $($n => block::<$n, $nv>(a, plan, b, bp, acc),)*
+                        _ => unreachable!("m checked above"),
+                    }
+                };
+            }
+            if panels.len() == 2 {
+                rows!(2: 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+            } else {
+                rows!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+            }
+        }
+        fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
+            let n = out.len();
+            assert!(n <= 32 && acc.len() >= n.div_ceil(16) * 16 && ep.fits(ch0, n), "epilogue row out of bounds");
+            let rs = _mm512_set1_epi32(rowsum);
+            let (zp, lo) = (_mm512_set1_epi32(ep.zp), _mm512_set1_epi32(ep.lo));
+            for c in (0..n).step_by(16) {
+                let len = (n - c).min(16);
+                // SAFETY: `acc`, the channel constants (from `ch0 + c`) and `out` hold whole
+                // vectors of 16 there (checked above); the store writes only `len` bytes.
+                unsafe {
+                    let o = ch0 + c;
+                    let mut v = _mm512_loadu_si512(acc.as_ptr().add(c) as *const _);
+                    v = _mm512_add_epi32(v, _mm512_loadu_si512(ep.corr.as_ptr().add(o) as *const _));
+                    let w = _mm512_loadu_si512(ep.wzp.as_ptr().add(o) as *const _);
+                    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(w, rs));
+                    let mut f = _mm512_cvtepi32_ps(v);
+                    if ep.has_bias {
+                        let ba = _mm512_loadu_ps(ep.ba.as_ptr().add(o));
+                        let bb = _mm512_loadu_ps(ep.bb.as_ptr().add(o));
+                        f = _mm512_fmadd_ps(ba, bb, f);
+                    }
+                    f = _mm512_mul_ps(f, _mm512_loadu_ps(ep.mult.as_ptr().add(o)));
+                    let q = finish(_mm512_cvtps_epi32(f), zp, lo);
+                    _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, tail_mask(len), q);
+                }
+            }
+        }
+        fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]) {
+            let n = out.len();
+            assert!(acc.len() >= n, "epilogue line out of bounds");
+            let corr = _mm512_set1_epi32(ch.corr);
+            let (ba, bb, mult) = (_mm512_set1_ps(ch.ba), _mm512_set1_ps(ch.bb), _mm512_set1_ps(ch.mult));
+            let (zp, lo) = (_mm512_set1_epi32(ch.zp), _mm512_set1_epi32(ch.lo));
+            for c in (0..n).step_by(16) {
+                let mask = tail_mask((n - c).min(16));
+                // SAFETY: the masked load and store touch only `acc[c..]`/`out[c..]` entries below
+                // `n <= acc.len()`.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(c));
+                    let mut f = _mm512_cvtepi32_ps(_mm512_add_epi32(v, corr));
+                    if ch.has_bias {
+                        f = _mm512_fmadd_ps(ba, bb, f);
+                    }
+                    let q = finish(_mm512_cvtps_epi32(_mm512_mul_ps(f, mult)), zp, lo);
+                    _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, mask, q);
+                }
+            }
+        }
+        fn dw_line(self, p: &[i32], taps: &[(usize, i32)], acc: &mut [i32]) {
+            let n = acc.len();
+            assert!(taps.iter().all(|t| t.0.checked_add(n).is_some_and(|e| e <= p.len())), "depthwise line reads out of bounds");
+            let mut m = 0;
+            while m + 64 <= n {
+                let mut s = [_mm512_setzero_si512(); 4];
+                for &(off, w) in taps {
+                    let wv = _mm512_set1_epi32(w);
+                    for (u, v) in s.iter_mut().enumerate() {
+                        // SAFETY: `off + m + 16u + 16 <= off + n <= p.len()` (checked above).
+                        let x = unsafe { _mm512_loadu_si512(p.as_ptr().add(off + m + 16 * u) as *const _) };
+                        *v = _mm512_dpwssd_epi32(*v, x, wv);
+                    }
+                }
+                for (u, v) in s.iter().enumerate() {
+                    // SAFETY: `m + 16u + 16 <= n = acc.len()`.
+                    unsafe { _mm512_storeu_si512(acc.as_mut_ptr().add(m + 16 * u) as *mut _, *v) };
+                }
+                m += 64;
+            }
+            while m < n {
+                let mask = tail_mask((n - m).min(16));
+                let mut s = _mm512_setzero_si512();
+                for &(off, w) in taps {
+                    // SAFETY: the masked load reads only `p[off + m ..][..len]`, inside `p`.
+                    let x = unsafe { _mm512_maskz_loadu_epi32(mask, p.as_ptr().add(off + m)) };
+                    s = _mm512_dpwssd_epi32(s, x, _mm512_set1_epi32(w));
+                }
+                // SAFETY: the masked store writes only `acc[m..][..len]`.
+                unsafe { _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(m), mask, s) };
+                m += 16;
+            }
+        }
+    }
+}
+
+/// The mask of the first `len <= 16` lanes.
+#[inline(always)]
+fn tail_mask(len: usize) -> __mmask16 {
+    ((1u32 << len) - 1) as __mmask16
+}
+
+/// The integer steps after `cvtps2dq`: clamp to int16, add the zero point, clamp to `[lo, 255]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn finish(q: __m512i, zp: __m512i, lo: __m512i) -> __m512i {
+    let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-32768)), _mm512_set1_epi32(32767));
+    _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zp), lo), _mm512_set1_epi32(255))
+}
+
+/// `M` rows × `NV` panels (`panels[1]` unused when `NV == 1`); the caller has checked the reads
+/// with [`KPlan::fits`] and `M <= MRV`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn block<const M: usize, const NV: usize>(a: ARows<'_>, plan: &KPlan, b: &[i8], panels: [usize; 2], acc: &mut AccTile) {
+    let ARows { data: a, a0, lda } = a;
+    let mut s = [[_mm512_setzero_si512(); NV]; M];
+    let unit = plan.unit();
+    for r in plan.runs() {
+        let quads = r.units * unit / 4;
+        // SAFETY: `plan.fits` bounds `a0 + i·lda + r.a + 4q + 4 <= a.len()` for `i < M`,
+        // `q < quads`, and `panels[p] + r.b + 64q + 64 <= b.len()`.
+        unsafe {
+            let xp = a.as_ptr().add(a0 + r.a);
+            let wp = [b.as_ptr().add(panels[0] + r.b), b.as_ptr().add(panels[1] + r.b)];
+            for q in 0..quads {
+                let mut w = [_mm512_setzero_si512(); NV];
+                for (p, v) in w.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(wp[p].add(64 * q) as *const _);
+                }
+                for (i, row) in s.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi32((xp.add(i * lda + 4 * q) as *const i32).read_unaligned());
+                    for (p, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_dpbusd_epi32(*v, x, w[p]);
+                    }
+                }
+            }
+        }
+    }
+    for (i, row) in s.iter().enumerate() {
+        for (p, v) in row.iter().enumerate() {
+            // SAFETY: `i < M <= 32` rows of `ACC_PITCH = 32` and `16p + 16 <= 32`.
+            unsafe { _mm512_storeu_si512(acc.0.as_mut_ptr().add(i * ACC_PITCH + 16 * p) as *mut _, *v) };
+        }
+    }
+}

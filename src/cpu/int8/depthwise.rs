@@ -2,19 +2,25 @@
 //! channel multiplier, forward or transposed), channels-first, vectorised along output rows.
 //!
 //! Everything is centred first, so no zero-point correction is needed: the weights at packing
-//! (`w − w_zp[o]`, i16), the activations per input row (`x − x_zp`, i16, with the padding mode
-//! baked in; zero padding gives 0). An input row becomes a row of *pairs* `P[v] = (x̃[v],
-//! x̃[v + δ])` packed in an i32, `δ` the distance between consecutive dim-2 taps of a phase
+//! (`w − w_zp[o]`, i16), the activations when their pair rows are built (`x − x_zp`, i16, with the
+//! padding mode baked in; zero padding gives 0). An input row becomes a row of *pairs* `P[v] =
+//! (x̃[v], x̃[v + δ])` packed in an i32, `δ` the distance between consecutive dim-2 taps of a phase
 //! (the dilation, or for a transposed convolution `dilation / gcd(stride, dilation)`), so that one
 //! `vpmaddwd`/`vpdpwssd` lane adds two taps' products for one output: the weights of two taps
 //! form one i32 pair (the second zero for an odd tap count). A strided dim 2 stores each pair row
 //! as `stride` decimated sub-rows, so every tap reads consecutive outputs' pairs contiguously.
 //!
-//! A task is a range of output rows of one input channel's plane of one image; it builds the pair
-//! rows it reads (each once) and, per output row, dim-2 phase and output channel of the group,
-//! lets the kernel sum the taps over the whole row ([`Int8Kernel::dw_line`]), requantizes the row
-//! ([`Int8Kernel::requant_line`]) and writes it out. Terms are at most `255 · 255` in magnitude,
-//! so i32 is exact up to `MAX_EXACT_K` taps; larger kernels sum the pairs in i64 (scalar).
+//! **Pair volume.** A task builds, for its `(image, input channel)`, the pair rows of every input
+//! plane and every padded dim-1 row (`lo1..lo1 + d1`, remapped or zero), `R` pairs apart. With a
+//! unit dim-1 input step (stride 1, and every transposed phase) the positions `(m1, m2)` of a
+//! plane then read `p[m1·R + m2 + tap offset]`: one *line* of `(count1 − 1)·R + count2`
+//! positions covers the whole plane (the `R − count2` virtual columns per row are computed and
+//! discarded), so the kernel ([`Int8Kernel::dw_line`]) runs long loops; a strided dim 1 runs one
+//! line per output row. Each line is requantized ([`Int8Kernel::requant_line`]) and its rows
+//! written out. Terms are at most `255 · 255` in magnitude, so i32 is exact up to
+//! `MAX_EXACT_K` taps; larger kernels sum the pairs in i64 (scalar).
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
@@ -36,22 +42,57 @@ pub(super) struct DwCall<'a> {
     xzp: i32,
     /// The input, channels-first (a transposed copy for channels-last input).
     x: std::borrow::Cow<'a, [u8]>,
-    /// First padded dim-2 index (relative to the input) and padded pair-row length.
-    lo2: isize,
-    w2: usize,
-    /// Dim-2 input step (decimation) and pair distance.
+    /// First padded index (relative to the input) and extent of dims 1 and 2.
+    lo: [isize; 3],
+    ext: [usize; 3],
+    /// Dim-2 input step (decimation), pair distance, decimated sub-row length, row pitch.
     st: usize,
     delta: usize,
+    sub: usize,
+    pitch: usize,
+    /// The dim-2 tap pairs of every dim-2 phase.
+    pairs2: Vec<Vec<(isize, usize, Option<usize>)>>,
     zero_corr: Vec<i32>,
 }
 
-/// A task: output rows `r0..r1` (flattened `(o0, o1)`) of input channel `c` of image `n`.
+/// A task: output channels `c·Kg + mo` for `mo` in `mo0..mo1`, output depth indices `o0a..o0b`,
+/// of input channel `c` of image `n`.
 #[derive(Clone, Copy, Debug)]
 struct DwTask {
     n: usize,
     c: usize,
-    r0: usize,
-    r1: usize,
+    mo: (usize, usize),
+    o0: (usize, usize),
+}
+
+/// A task's scratch buffers, kept per thread.
+#[derive(Default)]
+struct Scratch {
+    pairs: Vec<i32>,
+    taps: Vec<(usize, i32)>,
+    acc: Vec<i32>,
+    codes: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `(lo, extent)` of the indices a dimension's phases read (`count·in_step` positions plus tap
+/// offsets), at least one element.
+fn extent(phases: &[Phase]) -> (isize, usize) {
+    let (mut lo, mut hi) = (isize::MAX, isize::MIN);
+    for ph in phases.iter().filter(|ph| ph.count > 0) {
+        for t in &ph.taps {
+            lo = lo.min(t.off);
+            hi = hi.max(((ph.count - 1) * ph.in_step) as isize + t.off + 1);
+        }
+    }
+    if lo < hi {
+        (lo, (hi - lo) as usize)
+    } else {
+        (0, 1)
+    }
 }
 
 impl<'a> DwCall<'a> {
@@ -76,21 +117,15 @@ impl<'a> DwCall<'a> {
             .find_map(|ph| (ph.taps.len() >= 2).then(|| ph.taps[0].off.abs_diff(ph.taps[1].off)))
             .unwrap_or(1)
             .max(1);
-        let (mut lo2, mut hi2) = (0isize, 1isize);
-        let mut any = false;
-        for ph in ph2.iter().filter(|ph| ph.count > 0) {
-            for t in &ph.taps {
-                let last = ((ph.count - 1) * st) as isize + t.off;
-                if !any {
-                    (lo2, hi2, any) = (t.off, last + 1, true);
-                }
-                lo2 = lo2.min(t.off);
-                hi2 = hi2.max(last + 1);
-            }
+        let mut lo = [0isize; 3];
+        let mut ext = [1usize; 3];
+        for d in 1..3 {
+            (lo[d], ext[d]) = extent(&geo.phases[d]);
         }
-        let w2 = (hi2 - lo2).max(1) as usize;
+        let sub = ext[2].div_ceil(st);
+        let pairs2 = ph2.iter().map(|ph| tap_pairs(ph, delta)).collect();
         let zero_corr = vec![0; p.out_channels + CHANNEL_SLACK];
-        Ok(DwCall { p, geo, w, table, xzp, x, lo2, w2, st, delta, zero_corr })
+        Ok(DwCall { p, geo, w, table, xzp, x, lo, ext, st, delta, sub, pitch: st * sub, pairs2, zero_corr })
     }
 
     /// Releases the call's buffers.
@@ -99,60 +134,95 @@ impl<'a> DwCall<'a> {
     /// Runs every task with the kernels `kern`, writing `out`.
     pub(super) fn run<K: Int8Kernel>(&self, kern: K, out: &OutSink<'_>) {
         let p = self.p;
-        let rows = p.out_size[0] * p.out_size[1];
+        let kg = self.w.kg();
+        let o0n = p.out_size[0];
         let planes = p.batch * p.in_channels;
         let want = 4 * rayon::current_num_threads().max(1);
-        let rt = want.div_ceil(planes).clamp(1, rows.max(1));
-        let mut tasks = Vec::with_capacity(planes * rt);
+        // Split the output depth first, then the channel multiplier, when there are few planes.
+        let dt = want.div_ceil(planes).clamp(1, o0n.max(1));
+        let mt = want.div_ceil(planes * dt).clamp(1, kg);
+        let mut tasks = Vec::with_capacity(planes * dt * mt);
         for n in 0..p.batch {
             for c in 0..p.in_channels {
-                for i in 0..rt {
-                    let (r0, r1) = (i * rows / rt, (i + 1) * rows / rt);
-                    if r0 < r1 {
-                        tasks.push(DwTask { n, c, r0, r1 });
+                for i in 0..dt {
+                    for j in 0..mt {
+                        let o0 = (i * o0n / dt, (i + 1) * o0n / dt);
+                        let mo = (j * kg / mt, (j + 1) * kg / mt);
+                        if o0.0 < o0.1 && mo.0 < mo.1 {
+                            tasks.push(DwTask { n, c, mo, o0 });
+                        }
                     }
                 }
             }
         }
-        tasks.into_par_iter().for_each(|t| self.task(kern, t, out));
+        tasks.into_par_iter().for_each(|t| {
+            SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut s) => self.task(kern, t, &mut s, out),
+                Err(_) => self.task(kern, t, &mut Scratch::default(), out),
+            })
+        });
     }
 
-    /// The centred pair row of input row `(i0, i1)` of channel `c` of image `n`, as `st`
-    /// decimated sub-rows of `sub` pairs each.
-    fn pair_row(&self, n: usize, c: usize, i0: usize, i1: usize, sub: usize, dst: &mut [i32]) {
+    /// Builds the pair volume of channel `c` of image `n` into `s.pairs`: planes `i0 < l0`, rows
+    /// `v1 < ext[1]`, `pitch` pairs per row (see the module documentation).
+    fn build_pairs<K: Int8Kernel>(&self, kern: K, n: usize, c: usize, s: &mut Scratch) {
         let [l0, l1, l2] = self.p.in_size;
-        let base = ((n * self.p.in_channels + c) * l0 + i0) * l1 * l2 + i1 * l2;
-        let xrow = &self.x[base..base + l2];
+        let (d1, pitch, sub, st, delta) = (self.ext[1], self.pitch, self.sub, self.st, self.delta);
         let mode = self.p.pad_mode;
-        let len = self.w2 + self.delta;
-        let centred: Vec<i16> = (0..len)
-            .map(|v| mode.source_index(self.lo2 + v as isize, l2).map_or(0, |i| (xrow[i] as i32 - self.xzp) as i16))
-            .collect();
-        let pair = |v: usize| -> i32 {
-            let a = centred.get(v).copied().unwrap_or(0);
-            let b = centred.get(v + self.delta).copied().unwrap_or(0);
-            (a as u16 as u32 | ((b as u16 as u32) << 16)) as i32
-        };
-        for (rho, row) in dst.chunks_exact_mut(sub).enumerate() {
-            for (u, d) in row.iter_mut().enumerate() {
-                *d = pair(u * self.st + rho);
+        s.pairs.clear();
+        s.pairs.resize(l0 * d1 * pitch, 0);
+        // The padded row of codes (`x_zp` where zero padding reads nothing: centred 0); pair
+        // `v < pitch` reads codes `v` and `v + δ`.
+        let len = pitch + delta;
+        let ext2 = self.ext[2] + delta;
+        s.codes.clear();
+        s.codes.resize(len, self.xzp as u8);
+        if st > 1 {
+            s.acc.clear();
+            s.acc.resize(pitch, 0);
+        }
+        let lo2 = self.lo[2];
+        // The in-range columns [a, b) read input columns lo2 + v directly.
+        let a = (-lo2).clamp(0, ext2 as isize) as usize;
+        let b = (l2 as isize - lo2).clamp(a as isize, ext2 as isize) as usize;
+        let first = (lo2 + a as isize).max(0) as usize;
+        for i0 in 0..l0 {
+            for v1 in 0..d1 {
+                let Some(i1) = mode.source_index(self.lo[1] + v1 as isize, l1) else { continue };
+                let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;
+                let xrow = &self.x[base..base + l2];
+                let row = &mut s.codes[..len];
+                row[a..b].copy_from_slice(&xrow[first..first + (b - a)]);
+                if mode != crate::problem::PaddingMode::Zeros {
+                    for v in (0..a).chain(b..ext2) {
+                        row[v] = mode.source_index(lo2 + v as isize, l2).map_or(self.xzp as u8, |i| xrow[i]);
+                    }
+                }
+                let dst = &mut s.pairs[(i0 * d1 + v1) * pitch..(i0 * d1 + v1 + 1) * pitch];
+                if st == 1 {
+                    kern.pair_row(&s.codes, self.xzp, delta, dst);
+                } else {
+                    kern.pair_row(&s.codes, self.xzp, delta, &mut s.acc[..pitch]);
+                    for (rho, sr) in dst.chunks_exact_mut(sub).enumerate() {
+                        for (u, d) in sr.iter_mut().enumerate() {
+                            *d = s.acc[u * st + rho];
+                        }
+                    }
+                }
             }
         }
     }
 
-    fn task<K: Int8Kernel>(&self, kern: K, t: DwTask, out: &OutSink<'_>) {
+    fn task<K: Int8Kernel>(&self, kern: K, t: DwTask, s: &mut Scratch, out: &OutSink<'_>) {
         let p = self.p;
         let geo = self.geo;
-        let [l0, l1, _] = p.in_size;
+        let l0 = p.in_size[0];
         let [_, o1n, o2n] = p.out_size;
         let kg = self.w.kg();
         let taps_n: usize = p.kernel.iter().product();
         let k = p.kernel;
-        let sub = self.w2.div_ceil(self.st);
-        let row_len = self.st * sub;
-        // Pair rows, built on first use: `slot[i0·l1 + i1]` is the row's offset in `pairs`.
-        let mut slot = vec![usize::MAX; l0 * l1];
-        let mut pairs: Vec<i32> = Vec::new();
+        let (d1, pitch, sub, st) = (self.ext[1], self.pitch, self.sub, self.st);
+        self.build_pairs(kern, t.n, t.c, s);
         let (mult, ba, bb) = self.table.lanes();
         let ep = Epi {
             mult,
@@ -164,62 +234,62 @@ impl<'a> DwCall<'a> {
             zp: self.table.output_zero_point(),
             lo: self.table.floor(),
         };
-        let mut line_taps: Vec<(usize, i32)> = Vec::new();
-        let mut acc: Vec<i32> = Vec::new();
-        let mut codes: Vec<u8> = Vec::new();
-        for row in t.r0..t.r1 {
-            let (o0, o1) = (row / o1n, row % o1n);
-            let (ph0, m0) = (&geo.phases[0][o0 % geo.out_step[0]], o0 / geo.out_step[0]);
-            let (ph1, m1) = (&geo.phases[1][o1 % geo.out_step[1]], o1 / geo.out_step[1]);
-            // The input rows this output row reads (zeros padding: rows outside read nothing).
-            let mut rows_used: Vec<(usize, usize, usize)> = Vec::new(); // (pair-row offset, j0, j1)
-            for t0 in &ph0.taps {
-                let Some(i0) = p.pad_mode.source_index((m0 * ph0.in_step) as isize + t0.off, l0) else { continue };
-                for t1 in &ph1.taps {
-                    let Some(i1) = p.pad_mode.source_index((m1 * ph1.in_step) as isize + t1.off, l1) else {
-                        continue;
-                    };
-                    let s = &mut slot[i0 * l1 + i1];
-                    if *s == usize::MAX {
-                        *s = pairs.len();
-                        pairs.resize(pairs.len() + row_len, 0);
-                        let at = *s;
-                        self.pair_row(t.n, t.c, i0, i1, sub, &mut pairs[at..at + row_len]);
-                    }
-                    rows_used.push((*s, t0.j, t1.j));
-                }
-            }
-            for (phi2, ph2) in geo.phases[2].iter().enumerate() {
-                if ph2.count == 0 {
+        let s0 = geo.out_step[0];
+        for o0 in t.o0.0..t.o0.1 {
+            let (ph0, m0) = (&geo.phases[0][o0 % s0], o0 / s0);
+            for (phi1, ph1) in geo.phases[1].iter().enumerate() {
+                if ph1.count == 0 {
                     continue;
                 }
-                let count = ph2.count;
-                let pairs2 = tap_pairs(ph2, self.delta);
-                for mo in 0..kg {
-                    let o = t.c * kg + mo;
-                    let wrow = &self.w.dw[o * taps_n..(o + 1) * taps_n];
-                    line_taps.clear();
-                    for &(roff, j0, j1) in &rows_used {
-                        for &(off, ja, jb) in &pairs2 {
-                            let v = (off - self.lo2) as usize;
-                            let pos = roff + (v % self.st) * sub + v / self.st;
-                            let wa = wrow[(j0 * k[1] + j1) * k[2] + ja];
-                            let wb = jb.map_or(0, |jb| wrow[(j0 * k[1] + j1) * k[2] + jb]);
-                            line_taps.push((pos, (wa as u16 as u32 | ((wb as u16 as u32) << 16)) as i32));
+                // One line over the whole plane (unit dim-1 step), else one per output row.
+                let flat = ph1.in_step == 1;
+                let lines = if flat { 1 } else { ph1.count };
+                for (phi2, ph2) in geo.phases[2].iter().enumerate() {
+                    if ph2.count == 0 {
+                        continue;
+                    }
+                    let count2 = ph2.count;
+                    let (rows, wv) = if flat { (ph1.count, pitch) } else { (1, count2) };
+                    let count = (rows - 1) * wv + count2;
+                    for line in 0..lines {
+                        let m1_0 = if flat { 0 } else { line };
+                        for mo in t.mo.0..t.mo.1 {
+                            let o = t.c * kg + mo;
+                            let wrow = &self.w.dw[o * taps_n..(o + 1) * taps_n];
+                            s.taps.clear();
+                            for t0 in &ph0.taps {
+                                let i0 = p.pad_mode.source_index((m0 * ph0.in_step) as isize + t0.off, l0);
+                                let Some(i0) = i0 else { continue };
+                                for t1 in &ph1.taps {
+                                    let v1 = (m1_0 * ph1.in_step) as isize + t1.off - self.lo[1];
+                                    let roff = (i0 * d1 + v1 as usize) * pitch;
+                                    for &(off, ja, jb) in &self.pairs2[phi2] {
+                                        let v = (off - self.lo[2]) as usize;
+                                        let pos = roff + (v % st) * sub + v / st;
+                                        let wj = |j2: usize| wrow[(t0.j * k[1] + t1.j) * k[2] + j2];
+                                        let (wa, wb) = (wj(ja), jb.map_or(0, wj));
+                                        s.taps.push((pos, (wa as u16 as u32 | ((wb as u16 as u32) << 16)) as i32));
+                                    }
+                                }
+                            }
+                            s.acc.resize(count, 0);
+                            s.codes.resize(count, 0);
+                            if taps_n <= MAX_EXACT_K {
+                                kern.dw_line(&s.pairs, &s.taps, &mut s.acc[..count]);
+                                kern.requant_line(&s.acc[..count], &ep.channel(o), &mut s.codes[..count]);
+                            } else {
+                                for (m, code) in s.codes[..count].iter_mut().enumerate() {
+                                    let v: i64 = s.taps.iter().map(|&(off, w)| dot2(s.pairs[off + m], w) as i64).sum();
+                                    *code = self.table.requantize(v, o);
+                                }
+                            }
+                            for r in 0..rows {
+                                let m1 = m1_0 + r;
+                                let px = (o0 * o1n + m1 * geo.out_step[1] + phi1) * o2n + phi2;
+                                out.write_line(t.n, o, px, geo.out_step[2], &s.codes[r * wv..r * wv + count2]);
+                            }
                         }
                     }
-                    acc.resize(count, 0);
-                    codes.resize(count, 0);
-                    if taps_n <= MAX_EXACT_K {
-                        kern.dw_line(&pairs, &line_taps, &mut acc);
-                        kern.requant_line(&acc, &ep.channel(o), &mut codes);
-                    } else {
-                        for (m, code) in codes.iter_mut().enumerate() {
-                            let v: i64 = line_taps.iter().map(|&(off, w)| dot2(pairs[off + m], w) as i64).sum();
-                            *code = self.table.requantize(v, o);
-                        }
-                    }
-                    out.write_line(t.n, o, (o0 * o1n + o1) * o2n + phi2, geo.out_step[2], &codes);
                 }
             }
         }

@@ -149,6 +149,11 @@ impl<'y> OutSink<'y> {
         OutSink { ptr: y.as_mut_ptr(), len: y.len(), layout, channels, plane, _y: std::marker::PhantomData }
     }
 
+    /// Whether the output is channels-first.
+    pub(super) fn channels_first(&self) -> bool {
+        self.layout == ActivationLayout::ChannelsFirst
+    }
+
     /// Channels `ch0..ch0 + n` (`n <= 32`) of output pixel `px` of image `img`: `fill` writes
     /// them into the slice it is given, which lands in the output (directly for channels-last
     /// output, through a 32-byte row for channels-first).
@@ -176,6 +181,19 @@ impl<'y> OutSink<'y> {
                     unsafe { self.ptr.add(at + j * self.plane).write(v) };
                 }
             }
+        }
+    }
+
+    /// [`OutSink::write_line`] for 8 codes.
+    #[inline]
+    pub(super) fn write8(&self, img: usize, ch: usize, px0: usize, step: usize, vals: [u8; 8]) {
+        if step == 1 && self.layout == ActivationLayout::ChannelsFirst {
+            let at = (img * self.channels + ch) * self.plane + px0;
+            assert!(ch < self.channels && px0 + 8 <= self.plane && at + 8 <= self.len, "output line out of range");
+            // SAFETY: in bounds (checked); owned by this task (see the type's documentation).
+            unsafe { (self.ptr.add(at) as *mut [u8; 8]).write_unaligned(vals) };
+        } else {
+            self.write_line(img, ch, px0, step, &vals);
         }
     }
 

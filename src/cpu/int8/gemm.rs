@@ -16,11 +16,14 @@
 //! Sub-convolutions with more than `MAX_EXACT_K` real terms run their chunks one after the other
 //! and add the raw sums in i64, then requantize with the scalar epilogue.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::entry::OutSink;
-use super::kernels::{ARows, AccTile, Epi, Int8Kernel, ACC_PITCH, MAX_MR};
-use super::packed::{PackedInt8Weight, CHANNEL_SLACK};
+use super::kernels::{ARows, AccTile, Epi, Int8Kernel, KPlan, ACC_PITCH, MAX_MR};
+use super::packed::{AmxPack, PackedInt8Weight, CHANNEL_SLACK};
+use super::padded::transpose8;
 use super::plan::{PadLayout, SubConv};
 use crate::problem::ConvProblem;
 use crate::quant::RequantTable;
@@ -39,6 +42,13 @@ pub(super) struct GemmCall<'a> {
     pub(super) xzp: i32,
     /// Output step per dimension (1 forward, the stride transposed).
     pub(super) out_step: [usize; 3],
+}
+
+/// What the kernel reads for one sub-convolution: the reduction chunks and the weight panels.
+struct Operands<'a> {
+    plans: &'a [KPlan],
+    data: &'a [i8],
+    panel_len: usize,
 }
 
 /// Consecutive positions of one run of one sub-convolution.
@@ -88,9 +98,22 @@ impl GemmCall<'_> {
             .collect();
         let corr: Vec<Vec<i64>> = self.subs.iter().map(|s| self.correction(s)).collect();
         let corr32: Vec<Vec<i32>> = corr.iter().map(|c| c.iter().map(|&v| v as i32).collect()).collect();
+        // The weights and plans the kernel reads: the canonical packing, or (AMX) its 64-byte-unit
+        // form for each sub-convolution's plan.
+        let amx: Vec<Arc<AmxPack>> =
+            if K::UNIT == 64 { self.subs.iter().map(|s| self.w.amx_pack(&s.chunks)).collect() } else { Vec::new() };
+        let operands: Vec<Operands<'_>> = self
+            .subs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match amx.get(i) {
+                Some(p) => Operands { plans: &p.plans, data: &p.data, panel_len: p.panel_len },
+                None => Operands { plans: &s.chunks, data: &self.w.data, panel_len: self.w.panel_len },
+            })
+            .collect();
         tasks.into_par_iter().for_each(|t| {
             kern.task_begin();
-            self.task(kern, &blocks[t.b0..t.b1], t.c0..t.c1, pairs_per_group, (&corr, &corr32), out);
+            self.task(kern, &blocks[t.b0..t.b1], t.c0..t.c1, pairs_per_group, (&corr, &corr32), &operands, out);
             kern.task_end();
         });
     }
@@ -148,6 +171,7 @@ impl GemmCall<'_> {
         pairs: std::ops::Range<usize>,
         per_group: usize,
         corr: (&[Vec<i64>], &[Vec<i32>]),
+        ops: &[Operands<'_>],
         out: &OutSink<'_>,
     ) {
         let w = self.w;
@@ -157,7 +181,21 @@ impl GemmCall<'_> {
         let mut sums: Vec<[i64; MAX_MR]> = Vec::new();
         let mut sums_group = usize::MAX;
         let (mult, ba, bb) = self.table.lanes();
-        for pair in pairs {
+        // Channels-first output: rows of codes go to a task buffer `[position][task channel]`
+        // first (position `pos_at[bi] + i` of block `bi`), written out by 8 × 8 transposes.
+        let buffered = out.channels_first();
+        let tw = 32 * pairs.len();
+        let mut pos_at = Vec::with_capacity(blocks.len());
+        let mut tbuf = Vec::new();
+        if buffered {
+            let mut at = 0;
+            for b in blocks {
+                pos_at.push(at);
+                at += b.m;
+            }
+            tbuf.resize(at * tw, 0u8);
+        }
+        for (pi, pair) in pairs.clone().enumerate() {
             let (g, pr) = (pair / per_group, pair % per_group);
             if w.any_wzp && sums_group != g {
                 sums = blocks.iter().map(|b| self.row_sums(b, g)).collect();
@@ -165,18 +203,28 @@ impl GemmCall<'_> {
             }
             let first = g * w.panels + 2 * pr;
             let np = (w.panels - 2 * pr).min(2);
-            let panels = [first * w.panel_len, (first + 1) * w.panel_len];
-            let panels = &panels[..np];
             let ch0 = g * kg + 32 * pr;
             let nch = (kg - 32 * pr).min(32);
             for (bi, blk) in blocks.iter().enumerate() {
                 let s = &self.subs[blk.sub];
+                let op = &ops[blk.sub];
+                let panels = [first * op.panel_len, (first + 1) * op.panel_len];
+                let panels = &panels[..np];
                 let r = &s.runs[blk.run];
                 let rows = ARows { data: self.xp, a0: r.a0 + g * self.lay.cgp + blk.pos0 * s.lda, lda: s.lda };
                 let rs = if w.any_wzp { sums[bi] } else { [0; MAX_MR] };
                 let n = r.n;
+                // Where row `i`'s codes go.
+                let mut emit = |i: usize, px: usize, fill: &mut dyn FnMut(&mut [u8])| {
+                    if buffered {
+                        let at = (pos_at[bi] + i) * tw + 32 * pi;
+                        fill(&mut tbuf[at..at + nch]);
+                    } else {
+                        out.write_row(n, px, ch0, nch, fill);
+                    }
+                };
                 if !s.wide() {
-                    kern.gemm(blk.m, rows, &s.chunks[0], &w.data, panels, &mut acc);
+                    kern.gemm(blk.m, rows, &op.plans[0], op.data, panels, &mut acc);
                     let ep = Epi {
                         mult,
                         ba,
@@ -188,16 +236,15 @@ impl GemmCall<'_> {
                         lo: self.table.floor(),
                     };
                     for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                        if px == SKIP {
-                            continue;
+                        if px != SKIP {
+                            let row = &acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH];
+                            emit(i, px, &mut |dst| kern.requant_row(row, rs[i] as i32, &ep, ch0, dst));
                         }
-                        let row = &acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH];
-                        out.write_row(n, px, ch0, nch, |dst| kern.requant_row(row, rs[i] as i32, &ep, ch0, dst));
                     }
                 } else {
                     let mut wide = [[0i64; ACC_PITCH]; MAX_MR];
-                    for plan in &s.chunks {
-                        kern.gemm(blk.m, rows, plan, &w.data, panels, &mut acc);
+                    for plan in op.plans {
+                        kern.gemm(blk.m, rows, plan, op.data, panels, &mut acc);
                         for (i, row) in wide.iter_mut().enumerate().take(blk.m) {
                             for (d, &v) in row.iter_mut().zip(&acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH]) {
                                 *d += v as i64;
@@ -205,17 +252,95 @@ impl GemmCall<'_> {
                         }
                     }
                     for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                        if px == SKIP {
-                            continue;
+                        if px != SKIP {
+                            emit(i, px, &mut |dst| {
+                                for (j, d) in dst.iter_mut().enumerate() {
+                                    let o = ch0 + j;
+                                    let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
+                                    *d = self.table.requantize(v, o);
+                                }
+                            });
                         }
-                        out.write_row(n, px, ch0, nch, |dst| {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                let o = ch0 + j;
-                                let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
-                                *d = self.table.requantize(v, o);
-                            }
-                        });
                     }
+                }
+            }
+        }
+        if buffered {
+            self.write_transposed(blocks, &pix, &tbuf, tw, pairs, per_group, out);
+        }
+    }
+
+    /// Writes a channels-first task buffer (see [`GemmCall::task`]) to the output: per segment
+    /// of consecutive output pixels of one image and per pair of panels, 8 positions × 8
+    /// channels at a time through an 8 × 8 byte transpose, the ragged edges byte by byte.
+    #[allow(clippy::too_many_arguments)]
+    fn write_transposed(
+        &self,
+        blocks: &[Block],
+        pix: &[[usize; MAX_MR]],
+        tbuf: &[u8],
+        tw: usize,
+        pairs: std::ops::Range<usize>,
+        per_group: usize,
+        out: &OutSink<'_>,
+    ) {
+        let kg = self.w.kg();
+        // Segments `(first task position, length, image, first pixel)` of consecutive positions
+        // whose pixels are `step` apart (the dim-2 output step: 1, or a transposed stride).
+        let step = self.out_step[2];
+        let mut segs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let mut at = 0;
+        for (bi, b) in blocks.iter().enumerate() {
+            let n = self.subs[b.sub].runs[b.run].n;
+            for (i, &px) in pix[bi].iter().enumerate().take(b.m) {
+                if px != SKIP {
+                    match segs.last_mut() {
+                        Some(sg) if sg.0 + sg.1 == at + i && sg.2 == n && sg.3 + sg.1 * step == px => sg.1 += 1,
+                        _ => segs.push((at + i, 1, n, px)),
+                    }
+                }
+            }
+            at += b.m;
+        }
+        for (pi, pair) in pairs.enumerate() {
+            let (g, pr) = (pair / per_group, pair % per_group);
+            let ch0 = g * kg + 32 * pr;
+            let nch = (kg - 32 * pr).min(32);
+            let col = 32 * pi;
+            for &(p0, len, n, px0) in &segs {
+                let mut j = 0;
+                while j < nch {
+                    let mut i = 0;
+                    if j + 8 <= nch {
+                        while i + 8 <= len {
+                            let mut m = [0u64; 8];
+                            for (r, v) in m.iter_mut().enumerate() {
+                                let at = (p0 + i + r) * tw + col + j;
+                                *v = u64::from_le_bytes(tbuf[at..at + 8].try_into().expect("8 bytes"));
+                            }
+                            transpose8(&mut m);
+                            for (k, v) in m.iter().enumerate() {
+                                out.write8(n, ch0 + j + k, px0 + i * step, step, v.to_le_bytes());
+                            }
+                            i += 8;
+                        }
+                    }
+                    let jn = if j + 8 <= nch { 8 } else { nch - j };
+                    // The ragged edge: the last `len − i` positions (all of them for the last
+                    // channels when fewer than 8 remain), byte by byte, 8 at a time.
+                    for k in 0..jn {
+                        let mut ii = i;
+                        while ii < len {
+                            let take = (len - ii).min(8);
+                            let mut v8 = [0u8; 8];
+                            for (r, v) in v8.iter_mut().enumerate().take(take) {
+                                *v = tbuf[(p0 + ii + r) * tw + col + j + k];
+                            }
+                            out.write_line(n, ch0 + j + k, px0 + ii * step, step, &v8[..take]);
+                            ii += take;
+                        }
+                    }
+                    j += jn;
                 }
             }
         }

@@ -31,9 +31,12 @@
 //! | `padded.rs` | building the padded channels-last copy (8×8 byte transposes for channels-first input) |
 //! | `gemm.rs` | the GEMM path: tasks, blocks, the fused requantization of each block |
 //! | `depthwise.rs` | the depthwise path: pair rows, lines, requantization |
+//! | `bench.rs` | a timing hook for `benches/int8.rs` and `qconv bench` (hidden) |
 //! | `kernels/` | the [`Int8Kernel`](kernels::Int8Kernel) trait and one file per instruction set |
 //! | `*_tests.rs`, `kernels/tests.rs` | tests against the oracle and between levels |
 
+#[doc(hidden)]
+pub mod bench;
 mod depthwise;
 mod entry;
 mod gemm;

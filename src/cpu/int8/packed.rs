@@ -17,7 +17,9 @@
 //! activation zero point `x_zp` corrects a sub-convolution with taps `T` by the per-channel
 //! constant `−x_zp · Σ_{t∈T} (tap_sums[t, o] − Cg·w_zp[o])` (docs/numerics.md §14.3).
 
-use super::kernels::Int8Isa;
+use std::sync::{Arc, Mutex};
+
+use super::kernels::{Int8Isa, KPlan, KRun};
 use crate::cpu::geometry::checked_product;
 use crate::error::{Error, Result};
 use crate::problem::ConvProblem;
@@ -54,7 +56,26 @@ pub struct PackedInt8Weight {
     pub(super) data: Vec<i8>,
     /// The centred depthwise weights `[o][tap]` (empty for GEMM weights).
     pub(super) dw: Vec<i16>,
+    /// AMX packings derived for the reduction plans met so far (see [`AmxPack`]).
+    amx: Arc<Mutex<Vec<Arc<AmxPack>>>>,
 }
+
+/// The weight laid out for the AMX kernel and one reduction plan: every run of the plan's
+/// chunks (4-byte units of the canonical packing) padded to whole 64-byte units (1 KiB B tiles
+/// per panel), the pad zero, panels `panel_len` bytes apart.
+#[derive(Debug)]
+pub(super) struct AmxPack {
+    /// The plan's runs as `(canonical weight offset, quads)`, chunk by chunk (`usize::MAX`
+    /// separates chunks): the cache key.
+    key: Vec<(usize, usize)>,
+    /// The chunks' plans with 64-byte units and offsets into the AMX panels.
+    pub(super) plans: Vec<KPlan>,
+    pub(super) panel_len: usize,
+    pub(super) data: Vec<i8>,
+}
+
+/// Most AMX packings a weight keeps (one per geometry it meets; a module has one).
+const AMX_CACHE: usize = 8;
 
 impl PackedInt8Weight {
     /// Packs the i8 codes `weight_codes`, in PyTorch's layout (`[out_channels, in_channels /
@@ -166,11 +187,12 @@ impl PackedInt8Weight {
             any_wzp,
             tap_sums: Vec::new(),
             cu: 0,
-            unit: level.unit(),
+            unit: 4,
             panels: 0,
             panel_len: 0,
             data: Vec::new(),
             dw: Vec::new(),
+            amx: Arc::default(),
         };
         if cg == 1 {
             let mut dw = Vec::with_capacity(checked_product(&[out_channels, taps], "weight elements")?);
@@ -202,6 +224,50 @@ impl PackedInt8Weight {
         }
         (w.cu, w.panels, w.panel_len, w.data, w.tap_sums) = (cu, panels, panel_len, data, tap_sums);
         Ok(w)
+    }
+
+    /// The AMX packing for the reduction `chunks` (4-byte-unit plans over this weight's
+    /// canonical packing), built on first use and kept.
+    pub(super) fn amx_pack(&self, chunks: &[KPlan]) -> Arc<AmxPack> {
+        let mut key = Vec::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            if ci > 0 {
+                key.push((usize::MAX, usize::MAX));
+            }
+            key.extend(c.runs().iter().map(|r| (r.b, r.units * c.unit() / 4)));
+        }
+        let mut cache = self.amx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = cache.iter().find(|p| p.key == key) {
+            return hit.clone();
+        }
+        let mut plans = Vec::with_capacity(chunks.len());
+        let mut at = 0usize; // bytes into an AMX panel
+        let mut copies = Vec::new(); // (canonical offset, AMX offset, bytes)
+        for c in chunks {
+            let mut runs = Vec::with_capacity(c.runs().len());
+            for r in c.runs() {
+                let bytes = r.units * c.unit() * 16;
+                let units = bytes.div_ceil(1024);
+                runs.push(KRun { a: r.a, b: at, units });
+                copies.push((r.b, at, bytes));
+                at += units * 1024;
+            }
+            plans.push(KPlan::new(64, runs));
+        }
+        let panels = self.groups * self.panels;
+        let mut data = vec![0i8; panels * at];
+        for p in 0..panels {
+            for &(from, to, bytes) in &copies {
+                let src = &self.data[p * self.panel_len + from..][..bytes];
+                data[p * at + to..p * at + to + bytes].copy_from_slice(src);
+            }
+        }
+        let pack = Arc::new(AmxPack { key, plans, panel_len: at, data });
+        if cache.len() >= AMX_CACHE {
+            cache.remove(0);
+        }
+        cache.push(pack.clone());
+        pack
     }
 
     /// Whether the weight was packed for `p`'s channels, groups, kernel and direction.

@@ -175,7 +175,7 @@ fn transpose_in(
 
 /// Transposes the 8 × 8 byte matrix whose row `k` is `m[k]` (byte `u` little-endian = column `u`).
 #[inline(always)]
-fn transpose8(m: &mut [u64; 8]) {
+pub(super) fn transpose8(m: &mut [u64; 8]) {
     // Swap 4×4 blocks, then 2×2 blocks, then single bytes (masks select the off-diagonal parts).
     for (shift, mask, step) in
         [(32u32, 0x0000_0000_FFFF_FFFFu64, 4usize), (16, 0x0000_FFFF_0000_FFFF, 2), (8, 0x00FF_00FF_00FF_00FF, 1)]

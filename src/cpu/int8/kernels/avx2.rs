@@ -15,7 +15,7 @@ use std::arch::x86::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::portable::{dw_line_generic, requant_line_generic, requant_row_generic};
+use super::portable::{dw_line_generic, pair_row_generic, requant_line_generic, requant_row_generic};
 use super::{ARows, AccTile, Epi, EpiChannel, Int8Kernel, KPlan, ACC_PITCH};
 use crate::cpu::kernels::{target_kernels, CpuFeatures};
 
@@ -37,6 +37,7 @@ target_kernels! {
     impl Int8Kernel for Avx2I8 where features = "avx2,fma" {
         const NAME: &'static str = "avx2";
         const MR: usize = 32;
+        const UNIT: usize = 4;
 
         fn task_begin(self) {}
         fn task_end(self) {}
@@ -66,6 +67,9 @@ target_kernels! {
         }
         fn dw_line(self, p: &[i32], taps: &[(usize, i32)], acc: &mut [i32]) {
             dw_line_generic(p, taps, acc)
+        }
+        fn pair_row(self, src: &[u8], zp: i32, delta: usize, dst: &mut [i32]) {
+            pair_row_generic(src, zp, delta, dst)
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `mod.rs` | the operand types ([`KRun`], [`KPlan`], [`AccTile`], [`Epi`]), the trait, the levels and their dispatch, the scalar epilogue every level must equal |
 //! | `portable.rs` | plain Rust for any CPU (auto-vectorised where the compiler can) |
 //! | `avx2.rs` | AVX2: u8 and s8 widened to i16, `vpmaddwd` (exact; never `vpmaddubsw`, which saturates) |
+//! | `amx.rs` | AMX-INT8: `tdpbusd` on 16 × 16 × 64 tiles (ported from the AMX lab), the detection and the one permission request |
 //! | `vnni.rs` | AVX512-VNNI: `vpdpbusd` (u8 × s8, four products per i32 lane, wrapping, exact) and `vpdpwssd` for the depthwise lines; the SIMD epilogues |
 //! | `tests.rs` | every level's kernels against the portable ones and the scalar epilogue, edge values |
 //!
@@ -46,6 +47,8 @@ use crate::cpu::kernels::CpuFeatures;
 
 mod portable;
 pub(crate) use portable::PortableI8;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod avx2;
 #[cfg(test)]
@@ -213,6 +216,8 @@ pub(crate) trait Int8Kernel: Copy + Send + Sync {
     const NAME: &'static str;
     /// Most rows (output positions) of a [`Int8Kernel::gemm`] block.
     const MR: usize;
+    /// Bytes per unit of the [`KPlan`]s the kernel takes (4, or 64 for AMX tiles).
+    const UNIT: usize;
 
     /// Called before a task's first kernel call on its thread (AMX: loads the tile
     /// configuration).
@@ -234,6 +239,10 @@ pub(crate) trait Int8Kernel: Copy + Send + Sync {
     /// `acc[m] = Σ_{(off, w) in taps} dot2(p[off + m], w)` for `m < acc.len()` (see [`dot2`]);
     /// every `off + acc.len() <= p.len()`.
     fn dw_line(self, p: &[i32], taps: &[(usize, i32)], acc: &mut [i32]);
+
+    /// The centred pair row of the depthwise path: `dst[v] = pair(src[v] − zp, src[v + delta] −
+    /// zp)` (low, high i16 of an i32) for `v < dst.len()`; `src.len() >= dst.len() + delta`.
+    fn pair_row(self, src: &[u8], zp: i32, delta: usize, dst: &mut [i32]);
 }
 
 /// The int8 kernel levels, in increasing capability.
@@ -245,11 +254,13 @@ pub enum Int8Isa {
     Avx2,
     /// AVX512-VNNI (`vpdpbusd`, with AVX-512F/BW).
     Avx512Vnni,
+    /// AMX-INT8 (`tdpbusd` tiles; AVX512-VNNI epilogues), where the OS grants the tile state.
+    Amx,
 }
 
 impl Int8Isa {
     /// Every level, in increasing capability.
-    pub const ALL: [Int8Isa; 3] = [Int8Isa::Portable, Int8Isa::Avx2, Int8Isa::Avx512Vnni];
+    pub const ALL: [Int8Isa; 4] = [Int8Isa::Portable, Int8Isa::Avx2, Int8Isa::Avx512Vnni, Int8Isa::Amx];
 
     /// Whether this CPU runs the level.
     pub fn supported(self) -> bool {
@@ -258,6 +269,10 @@ impl Int8Isa {
             Int8Isa::Portable => true,
             Int8Isa::Avx2 => f.avx2_fma(),
             Int8Isa::Avx512Vnni => cfg!(target_arch = "x86_64") && f.avx512_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Amx => amx::amx_status().is_ok(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Int8Isa::Amx => false,
         }
     }
 
@@ -273,21 +288,22 @@ impl Int8Isa {
     }
 
     /// The name of the kernels this level runs on this CPU (`"portable"`, `"avx2"`,
-    /// `"avx512-vnni"`; a level the CPU lacks runs the portable ones).
+    /// `"avx512-vnni"`, `"amx-int8"`; a level the CPU lacks runs the best one below it).
     pub fn name(self) -> &'static str {
         self.dispatch(Name)
     }
 
-    /// Bytes per reduction unit of the weight packing this level reads.
-    pub(crate) fn unit(self) -> usize {
-        4
-    }
-
-    /// Runs `job` with this level's kernels, or the portable ones where the CPU lacks it.
+    /// Runs `job` with this level's kernels, or the best ones below it the CPU has.
     #[inline]
     pub(crate) fn dispatch<J: WithInt8Kernel>(self, job: J) -> J::Output {
         #[cfg(target_arch = "x86_64")]
-        if self == Int8Isa::Avx512Vnni {
+        if self == Int8Isa::Amx {
+            if let Some(k) = amx::Amx::new(CpuFeatures::get()) {
+                return job.run(k);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self >= Int8Isa::Avx512Vnni {
             if let Some(k) = vnni::Vnni::new(CpuFeatures::get()) {
                 return job.run(k);
             }

@@ -98,9 +98,21 @@ pub(super) fn dw_line_generic(p: &[i32], taps: &[(usize, i32)], acc: &mut [i32])
     }
 }
 
+/// [`Int8Kernel::pair_row`] element by element (vectorisable).
+#[inline(always)]
+pub(super) fn pair_row_generic(src: &[u8], zp: i32, delta: usize, dst: &mut [i32]) {
+    let n = dst.len();
+    let (a, b) = (&src[..n], &src[delta..delta + n]);
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        let (lo, hi) = ((x as i32 - zp) as u16 as u32, (y as i32 - zp) as u16 as u32);
+        *d = (lo | (hi << 16)) as i32;
+    }
+}
+
 impl Int8Kernel for PortableI8 {
     const NAME: &'static str = "portable";
     const MR: usize = 32;
+    const UNIT: usize = 4;
 
     fn task_begin(self) {}
     fn task_end(self) {}
@@ -115,5 +127,8 @@ impl Int8Kernel for PortableI8 {
     }
     fn dw_line(self, p: &[i32], taps: &[(usize, i32)], acc: &mut [i32]) {
         dw_line_generic(p, taps, acc)
+    }
+    fn pair_row(self, src: &[u8], zp: i32, delta: usize, dst: &mut [i32]) {
+        pair_row_generic(src, zp, delta, dst)
     }
 }

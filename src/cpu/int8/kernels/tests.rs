@@ -21,7 +21,9 @@ struct Probe<'a> {
     row: &'a dyn Fn(&[i32], i32, &Epi<'_>, usize, &mut [u8]),
     line: &'a dyn Fn(&[i32], &EpiChannel, &mut [u8]),
     dw: &'a dyn Fn(&[i32], &[(usize, i32)], &mut [i32]),
+    pairs: &'a dyn Fn(&[u8], i32, usize, &mut [i32]),
     mr: usize,
+    unit: usize,
 }
 
 struct ProbeJob<'g>(&'g mut dyn FnMut(Probe));
@@ -34,7 +36,9 @@ impl WithInt8Kernel for ProbeJob<'_> {
             row: &|acc, rs, ep, ch0, out| k.requant_row(acc, rs, ep, ch0, out),
             line: &|acc, ch, out| k.requant_line(acc, ch, out),
             dw: &|p, taps, acc| k.dw_line(p, taps, acc),
+            pairs: &|src, zp, delta, dst| k.pair_row(src, zp, delta, dst),
             mr: K::MR,
+            unit: K::UNIT,
         })
     }
 }
@@ -44,7 +48,9 @@ fn levels() {
     assert!(Int8Isa::supported(Int8Isa::Portable));
     assert!(Int8Isa::best().supported());
     assert_eq!(Int8Isa::available().first(), Some(&Int8Isa::Portable));
-    if CpuFeatures::get().avx512_vnni() {
+    if Int8Isa::Amx.supported() {
+        assert_eq!(Int8Isa::best(), Int8Isa::Amx);
+    } else if CpuFeatures::get().avx512_vnni() {
         assert_eq!(Int8Isa::best(), Int8Isa::Avx512Vnni);
     }
     for l in Int8Isa::ALL {
@@ -58,18 +64,25 @@ fn gemm_blocks_match_scalar_sums() {
     for _ in 0..40 {
         let lda = rng.range(4, 40) * 4;
         let nruns = rng.range(0, 5);
-        let runs: Vec<KRun> = (0..nruns)
-            .map(|i| KRun { a: rng.range(0, 30) * 4, b: i * 64 * 8 + rng.range(0, 3) * 64, units: rng.range(1, 5) })
-            .collect();
-        let plan = KPlan::new(4, runs.clone());
-        let a: Vec<u8> = (0..lda * 40 + 400).map(|_| rng.next_u64() as u8).collect();
-        let b: Vec<i8> = (0..64 * 8 * 6 + 2048).map(|_| rng.next_u64() as i8).collect();
+        // Run shapes in 4-byte quads; each kernel gets them in its own unit.
+        let shapes: Vec<(usize, usize, usize)> =
+            (0..nruns).map(|i| (rng.range(0, 30) * 4, i * 8 + rng.range(0, 3), rng.range(1, 5))).collect();
+        let a: Vec<u8> = (0..lda * 40 + 2400).map(|_| rng.next_u64() as u8).collect();
+        let b: Vec<i8> = (0..64 * 16 * 48 + 64 * 16 * 12).map(|_| rng.next_u64() as i8).collect();
         let a0 = rng.range(0, 16);
-        let panels = [rng.range(0, 10) * 64, rng.range(0, 10) * 64];
+        let pq = [rng.range(0, 10), rng.range(0, 10)];
         each_level(|level, run| {
             run(&mut |k: Probe| {
+                let u = k.unit / 4; // quads per unit
+                let runs: Vec<KRun> =
+                    shapes.iter().map(|&(ra, rb, n)| KRun { a: ra, b: rb * u * 64, units: n }).collect();
+                let plan = KPlan::new(k.unit, runs.clone());
+                let panels = [pq[0] * u * 64, pq[1] * u * 64];
                 for np in 1..=2 {
-                    for m in [1, 2, 5, k.mr.min(14), k.mr] {
+                    for m in [1, 2, 5, 16, 17, k.mr.min(14), k.mr] {
+                        if m > k.mr {
+                            continue;
+                        }
                         let mut acc = AccTile::new();
                         (k.gemm)(m, ARows { data: &a, a0, lda }, &plan, &b, &panels[..np], &mut acc);
                         for i in 0..m {
@@ -77,22 +90,43 @@ fn gemm_blocks_match_scalar_sums() {
                                 for j in 0..16 {
                                     let mut want = 0i32;
                                     for r in &runs {
-                                        for kk in 0..r.units * 4 {
+                                        for kk in 0..r.units * k.unit {
                                             let x = a[a0 + i * lda + r.a + kk] as i32;
                                             let w = b[panel + r.b + (kk / 4) * 64 + 4 * j + kk % 4] as i32;
                                             want += x * w;
                                         }
                                     }
-                                    assert_eq!(
-                                        acc.0[i * ACC_PITCH + 16 * p + j],
-                                        want,
-                                        "{level:?} m {m} row {i} panel {p} ch {j}"
-                                    );
+                                    let got = acc.0[i * ACC_PITCH + 16 * p + j];
+                                    assert_eq!(got, want, "{level:?} m {m} row {i} panel {p} ch {j}");
                                 }
                             }
                         }
                     }
                 }
+            })
+        });
+    }
+}
+
+#[test]
+fn pair_rows_match_scalar() {
+    let mut rng = Rng::new(14);
+    for _ in 0..50 {
+        let n = rng.range(0, 100);
+        let delta = rng.range(1, 5);
+        let src: Vec<u8> = (0..n + delta + rng.range(0, 3)).map(|_| rng.next_u64() as u8).collect();
+        let zp = rng.range(0, 255) as i32;
+        let want: Vec<i32> = (0..n)
+            .map(|v| {
+                let (lo, hi) = ((src[v] as i32 - zp) as u16 as u32, (src[v + delta] as i32 - zp) as u16 as u32);
+                (lo | (hi << 16)) as i32
+            })
+            .collect();
+        each_level(|level, run| {
+            run(&mut |k: Probe| {
+                let mut dst = vec![0; n];
+                (k.pairs)(&src, zp, delta, &mut dst);
+                assert_eq!(dst, want, "{level:?}");
             })
         });
     }

@@ -38,6 +38,7 @@ target_kernels! {
     impl Int8Kernel for Vnni where features = "avx512f,avx512bw,avx512vnni,avx2,fma" {
         const NAME: &'static str = "avx512-vnni";
         const MR: usize = MRV;
+        const UNIT: usize = 4;
 
         fn task_begin(self) {}
         fn task_end(self) {}
@@ -92,20 +93,40 @@ target_kernels! {
             assert!(acc.len() >= n, "epilogue line out of bounds");
             let corr = _mm512_set1_epi32(ch.corr);
             let (ba, bb, mult) = (_mm512_set1_ps(ch.ba), _mm512_set1_ps(ch.bb), _mm512_set1_ps(ch.mult));
-            let (zp, lo) = (_mm512_set1_epi32(ch.zp), _mm512_set1_epi32(ch.lo));
-            for c in (0..n).step_by(16) {
-                let mask = tail_mask((n - c).min(16));
-                // SAFETY: the masked load and store touch only `acc[c..]`/`out[c..]` entries below
-                // `n <= acc.len()`.
-                unsafe {
-                    let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(c));
-                    let mut f = _mm512_cvtepi32_ps(_mm512_add_epi32(v, corr));
-                    if ch.has_bias {
-                        f = _mm512_fmadd_ps(ba, bb, f);
-                    }
-                    let q = finish(_mm512_cvtps_epi32(_mm512_mul_ps(f, mult)), zp, lo);
-                    _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, mask, q);
+            let scale = |v: __m512i| -> __m512i {
+                let mut f = _mm512_cvtepi32_ps(_mm512_add_epi32(v, corr));
+                if ch.has_bias {
+                    f = _mm512_fmadd_ps(ba, bb, f);
                 }
+                _mm512_cvtps_epi32(_mm512_mul_ps(f, mult))
+            };
+            let mut m = 0;
+            // 64 codes at a time through FBGEMM's saturating packs: `packs_epi32` clamps to int16,
+            // `adds_epi16` adds the zero point (saturating), `packus_epi16` clamps to [0, 255];
+            // the same codes as `finish` (the saturations only bind where the final clamp does).
+            let (zp16, lo8) = (_mm512_set1_epi16(ch.zp as i16), _mm512_set1_epi8(ch.lo as u8 as i8));
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            while m + 64 <= n {
+                // SAFETY: `m + 64 <= n <= acc.len()` and `<= out.len()`.
+                unsafe {
+                    let q = [0, 1, 2, 3].map(|u| scale(_mm512_loadu_si512(acc.as_ptr().add(m + 16 * u) as *const _)));
+                    let lo = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+                    let hi = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+                    let b = _mm512_max_epu8(_mm512_packus_epi16(lo, hi), lo8);
+                    _mm512_storeu_si512(out.as_mut_ptr().add(m) as *mut _, _mm512_permutexvar_epi32(order, b));
+                }
+                m += 64;
+            }
+            let (zp, lo) = (_mm512_set1_epi32(ch.zp), _mm512_set1_epi32(ch.lo));
+            while m < n {
+                let mask = tail_mask((n - m).min(16));
+                // SAFETY: the masked load and store touch only entries below `n`.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(m));
+                    let q = finish(scale(v), zp, lo);
+                    _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(m) as *mut _, mask, q);
+                }
+                m += 16;
             }
         }
         fn dw_line(self, p: &[i32], taps: &[(usize, i32)], acc: &mut [i32]) {
@@ -139,6 +160,29 @@ target_kernels! {
                 // SAFETY: the masked store writes only `acc[m..][..len]`.
                 unsafe { _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(m), mask, s) };
                 m += 16;
+            }
+        }
+        fn pair_row(self, src: &[u8], zp: i32, delta: usize, dst: &mut [i32]) {
+            let n = dst.len();
+            assert!(n.checked_add(delta).is_some_and(|e| e <= src.len()), "pair row out of bounds");
+            let (zpv, lo16) = (_mm512_set1_epi32(zp), _mm512_set1_epi32(0xFFFF));
+            let mut v = 0;
+            while v < n {
+                let len = (n - v).min(16);
+                let mask = tail_mask(len);
+                // SAFETY: the masked loads read `src[v..][..len]` and `src[v + delta..][..len]`,
+                // inside `src` (checked above); the masked store writes `dst[v..][..len]`.
+                unsafe {
+                    let m64 = mask as u64;
+                    let a = _mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v) as *const _);
+                    let b = _mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v + delta) as *const _);
+                    let a = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(a));
+                    let b = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(b));
+                    let a = _mm512_and_si512(_mm512_sub_epi32(a, zpv), lo16);
+                    let b = _mm512_slli_epi32(_mm512_sub_epi32(b, zpv), 16);
+                    _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(v), mask, _mm512_or_si512(a, b));
+                }
+                v += 16;
             }
         }
     }

@@ -8,7 +8,8 @@
 //! medians (µs, `qconv::bench::time_median_us`: 3 warm-up calls, then at least 200 calls and 2
 //! s) of the int8 forward (channels-first and channels-last) and the float forward, for a paired
 //! comparison with `python3 scripts/bench/torch_cpu.py --ops int8` in the same session.
-//! `QCONV_INT8_CASES=c2d_3x3,c1d` restricts the cases, `QCONV_INT8_LEVEL=avx2` (or `portable`,
+//! `QCONV_INT8_THREADS=n` runs the table on `n` threads. `QCONV_INT8_CPU=1` prints the CPU time per call on one thread instead (a measure of work that
+//! other processes on the machine disturb less). `QCONV_INT8_CASES=c2d_3x3,c1d` restricts the cases, `QCONV_INT8_LEVEL=avx2` (or `portable`,
 //! `avx512-vnni`) the kernels, `QCONV_INT8_LAYOUT=nchw` (or `nhwc`) the layout (and skips the
 //! float forward).
 
@@ -79,6 +80,50 @@ fn suite(c: &mut Criterion) {
     }
 }
 
+/// This process's CPU time (user + system) in seconds, from `/proc/self/stat` (10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// CPU time per call (µs) of `f` over at least 3 s (robust to other processes on the machine,
+/// unlike the wall time; meaningful with one thread).
+fn cpu_us(mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let (c0, t0) = (cpu_seconds(), std::time::Instant::now());
+    let mut n = 0;
+    while t0.elapsed().as_secs_f64() < 3.0 || n < 20 {
+        f();
+        n += 1;
+    }
+    (cpu_seconds() - c0) / n as f64 * 1e6
+}
+
+/// `QCONV_INT8_CPU=1`: one thread, CPU time per call of the int8 forward (both layouts).
+fn cpu_table() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    println!("level {} one thread, CPU µs per call", level().unwrap_or_else(Int8Isa::best).name());
+    for case in cases() {
+        let p = problem(&case);
+        let only = std::env::var("QCONV_INT8_LAYOUT").ok();
+        let t: Vec<f64> = [("nchw", ActivationLayout::ChannelsFirst), ("nhwc", ActivationLayout::ChannelsLast)]
+            .into_iter()
+            .map(|(name, layout)| {
+                if only.as_ref().is_some_and(|o| o != name) {
+                    return f64::NAN;
+                }
+                let mut b = Int8Bench::new(&p, layout, level(), 7).expect("case builds");
+                pool.install(|| cpu_us(|| b.run().expect("int8 forward")))
+            })
+            .collect();
+        println!("{:<10} {:>10.1} {:>10.1}", case.name, t[0], t[1]);
+    }
+}
+
 /// One line per case: int8 NCHW, int8 NHWC and float forward medians.
 fn table() {
     println!("level {} threads {}", level().unwrap_or_else(Int8Isa::best).name(), rayon::current_num_threads());
@@ -108,8 +153,15 @@ fn table() {
 criterion_group!(benches, suite);
 
 fn main() {
+    if std::env::var_os("QCONV_INT8_CPU").is_some() {
+        cpu_table();
+        return;
+    }
     if std::env::var_os("QCONV_INT8_TABLE").is_some() {
-        table();
+        match std::env::var("QCONV_INT8_THREADS").ok().and_then(|t| t.parse().ok()) {
+            Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool").install(table),
+            None => table(),
+        }
         return;
     }
     benches();

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use super::entry::OutSink;
 use super::kernels::{dot2, Epi, Int8Kernel, MAX_EXACT_K};
 use super::packed::{PackedInt8Weight, CHANNEL_SLACK};
+use super::padded::relayout;
 use super::ActivationLayout;
 use crate::cpu::geometry::{Geometry, Phase};
 use crate::error::Result;
@@ -107,7 +108,9 @@ impl<'a> DwCall<'a> {
     ) -> Result<DwCall<'a>> {
         let x = match layout {
             ActivationLayout::ChannelsFirst => std::borrow::Cow::Borrowed(x),
-            ActivationLayout::ChannelsLast => std::borrow::Cow::Owned(to_channels_first(p, x)),
+            ActivationLayout::ChannelsLast => {
+                std::borrow::Cow::Owned(relayout(x, p.in_channels, p.in_size.iter().product(), false))
+            }
         };
         let ph2 = &geo.phases[2];
         let st = ph2.first().map_or(1, |ph| ph.in_step).max(1);
@@ -313,19 +316,4 @@ fn tap_pairs(ph: &Phase, delta: usize) -> Vec<(isize, usize, Option<usize>)> {
         }
     }
     out
-}
-
-/// A channels-last input (`[N, D, H, W, C]`) as channels-first.
-fn to_channels_first(p: &ConvProblem, x: &[u8]) -> Vec<u8> {
-    let c = p.in_channels;
-    let plane: usize = p.in_size.iter().product();
-    let mut y = vec![0u8; x.len()];
-    y.par_chunks_mut((plane * c).max(1)).zip(x.par_chunks((plane * c).max(1))).for_each(|(dst, src)| {
-        for (px, pixel) in src.chunks_exact(c).enumerate() {
-            for (ch, &v) in pixel.iter().enumerate() {
-                dst[ch * plane + px] = v;
-            }
-        }
-    });
-    y
 }

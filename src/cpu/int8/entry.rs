@@ -83,13 +83,22 @@ pub fn conv_int8(
     if out_len == 0 {
         return Ok(());
     }
-    let out = OutSink::new(y, layout, p.out_channels, geo.out_plane);
     if w.cg() == 1 {
+        // The depthwise path works channels-first; channels-last codes are transposed on the way
+        // in and out (16 × 16 byte blocks).
         let call = DwCall::new(p, &geo, w, table, input_zero_point, x, layout)?;
-        w.level.dispatch(RunDw { call: &call, out: &out });
+        if layout == ActivationLayout::ChannelsFirst {
+            w.level.dispatch(RunDw { call: &call, out: &OutSink::new(y, layout, p.out_channels, geo.out_plane) });
+        } else {
+            let mut tmp = vec![0u8; out_len];
+            let out = OutSink::new(&mut tmp, ActivationLayout::ChannelsFirst, p.out_channels, geo.out_plane);
+            w.level.dispatch(RunDw { call: &call, out: &out });
+            y.copy_from_slice(&padded::relayout(&tmp, p.out_channels, geo.out_plane, true));
+        }
         call.finish();
         return Ok(());
     }
+    let out = OutSink::new(y, layout, p.out_channels, geo.out_plane);
     let lay = pad_layout(p, &geo)?;
     let xp = padded::build(p, &lay, x, input_zero_point as u8, layout);
     let subs = sub_convs(p, &geo, &lay, w);
@@ -184,16 +193,98 @@ impl<'y> OutSink<'y> {
         }
     }
 
-    /// [`OutSink::write_line`] for 8 codes.
+    /// [`OutSink::write_line`] for at most 16 codes, with fixed-size stores (two overlapping ones
+    /// for a ragged length) where the codes are contiguous in the output.
     #[inline]
-    pub(super) fn write8(&self, img: usize, ch: usize, px0: usize, step: usize, vals: [u8; 8]) {
-        if step == 1 && self.layout == ActivationLayout::ChannelsFirst {
-            let at = (img * self.channels + ch) * self.plane + px0;
-            assert!(ch < self.channels && px0 + 8 <= self.plane && at + 8 <= self.len, "output line out of range");
-            // SAFETY: in bounds (checked); owned by this task (see the type's documentation).
-            unsafe { (self.ptr.add(at) as *mut [u8; 8]).write_unaligned(vals) };
-        } else {
-            self.write_line(img, ch, px0, step, &vals);
+    pub(super) fn write_run(&self, img: usize, ch: usize, px0: usize, step: usize, vals: &[u8]) {
+        let n = vals.len();
+        if step != 1 || self.layout != ActivationLayout::ChannelsFirst || n > 16 {
+            return self.write_line(img, ch, px0, step, vals);
+        }
+        let at = (img * self.channels + ch) * self.plane + px0;
+        assert!(ch < self.channels && px0 + n <= self.plane && at + n <= self.len, "output run out of range");
+        #[inline(always)]
+        fn two<const N: usize>(p: *mut u8, v: &[u8]) {
+            let n = v.len();
+            let head: [u8; N] = v[..N].try_into().expect("N codes");
+            let tail: [u8; N] = v[n - N..].try_into().expect("N codes");
+            // SAFETY: the caller's `p` is valid for `n >= N` bytes (checked by `write_run`).
+            unsafe {
+                (p as *mut [u8; N]).write_unaligned(head);
+                (p.add(n - N) as *mut [u8; N]).write_unaligned(tail);
+            }
+        }
+        // SAFETY: `at..at + n` is in bounds (checked) and owned by this task (see the type's
+        // documentation).
+        let p = unsafe { self.ptr.add(at) };
+        match n {
+            0 => {}
+            1 => {
+                // SAFETY: as above.
+                unsafe { p.write(vals[0]) }
+            }
+            2..=3 => two::<2>(p, vals),
+            4..=7 => two::<4>(p, vals),
+            8..=15 => two::<8>(p, vals),
+            _ => two::<16>(p, vals),
+        }
+    }
+
+    /// Channels `ch0..ch0 + codes.len()` (at most 32) of pixel `px` of image `img` of a
+    /// channels-last output, with fixed-size stores.
+    ///
+    /// The caller's task must own these elements (see [`OutSink`]).
+    #[inline]
+    pub(super) fn write_codes(&self, img: usize, px: usize, ch0: usize, codes: &[u8]) {
+        let n = codes.len();
+        if self.layout != ActivationLayout::ChannelsLast || !(n == 16 || n == 32) {
+            return self.write_row(img, px, ch0, n, |dst| dst.copy_from_slice(codes));
+        }
+        let at = (img * self.plane + px) * self.channels + ch0;
+        assert!(px < self.plane && ch0 + n <= self.channels && at + n <= self.len, "output row out of range");
+        // SAFETY: `at..at + n` is in bounds (checked) and owned by this task (see the type's
+        // documentation); `n` is 16 or 32.
+        unsafe {
+            let p = self.ptr.add(at);
+            (p as *mut [u8; 16]).write_unaligned(codes[..16].try_into().expect("16 codes"));
+            if n == 32 {
+                (p.add(16) as *mut [u8; 16]).write_unaligned(codes[16..].try_into().expect("16 codes"));
+            }
+        }
+    }
+
+    /// A 16 × 16 block of codes `t` (row `k` = channel `ch0 + k`, `k < rows`): positions
+    /// `px0 + i·step`, `i < take`, of image `img` (`at_px = (px0, step, take)`).
+    ///
+    /// The caller's task must own these elements (see [`OutSink`]).
+    #[inline]
+    pub(super) fn write_block16(
+        &self,
+        img: usize,
+        ch0: usize,
+        rows: usize,
+        at_px: (usize, usize, usize),
+        t: &[u8; 256],
+    ) {
+        let (px0, step, take) = at_px;
+        assert!(rows <= 16 && take <= 16, "block shape");
+        if step != 1 || self.layout != ActivationLayout::ChannelsFirst || take < 16 {
+            for k in 0..rows {
+                self.write_run(img, ch0 + k, px0, step, &t[16 * k..16 * k + take]);
+            }
+            return;
+        }
+        let at = (img * self.channels + ch0) * self.plane + px0;
+        let last = at + rows.saturating_sub(1) * self.plane;
+        assert!(
+            ch0 + rows <= self.channels && px0 + 16 <= self.plane && last + 16 <= self.len,
+            "output block out of range"
+        );
+        for k in 0..rows {
+            let row: [u8; 16] = t[16 * k..16 * k + 16].try_into().expect("16 codes");
+            // SAFETY: `at + k·plane .. + 16` is in bounds (checked for the last row) and owned by
+            // this task (see the type's documentation).
+            unsafe { (self.ptr.add(at + k * self.plane) as *mut [u8; 16]).write_unaligned(row) };
         }
     }
 

@@ -11,7 +11,7 @@
 //!
 //! **Epilogue.** A block's raw sums go to a 4 KiB scratch (`AccTile`), from which each position's
 //! 16 or 32 channels are corrected (`+ corr[o] − w_zp[o]·rowsum`) and requantized by the kernel
-//! (`requant_row`) directly into the output: one contiguous row of channels for channels-last
+//! (`requant_tile`) into the output: one contiguous row of channels for channels-last
 //! output, one byte per channel plane for channels-first output. No i32 tensor is ever written.
 //! Sub-convolutions with more than `MAX_EXACT_K` real terms run their chunks one after the other
 //! and add the raw sums in i64, then requantize with the scalar epilogue.
@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::entry::OutSink;
 use super::kernels::{ARows, AccTile, Epi, Int8Kernel, KPlan, ACC_PITCH, MAX_MR};
 use super::packed::{AmxPack, PackedInt8Weight, CHANNEL_SLACK};
-use super::padded::transpose8;
+use super::padded::transpose16;
 use super::plan::{PadLayout, SubConv};
 use crate::problem::ConvProblem;
 use crate::quant::RequantTable;
@@ -177,6 +177,7 @@ impl GemmCall<'_> {
         let w = self.w;
         let kg = w.kg();
         let mut acc = AccTile::new();
+        let mut codes = [0u8; MAX_MR * ACC_PITCH];
         let pix: Vec<[usize; MAX_MR]> = blocks.iter().map(|b| self.pixels(b)).collect();
         let mut sums: Vec<[i64; MAX_MR]> = Vec::new();
         let mut sums_group = usize::MAX;
@@ -193,7 +194,7 @@ impl GemmCall<'_> {
                 pos_at.push(at);
                 at += b.m;
             }
-            tbuf.resize(at * tw, 0u8);
+            tbuf.resize((at + 16) * tw, 0u8);
         }
         for (pi, pair) in pairs.clone().enumerate() {
             let (g, pr) = (pair / per_group, pair % per_group);
@@ -214,15 +215,6 @@ impl GemmCall<'_> {
                 let rows = ARows { data: self.xp, a0: r.a0 + g * self.lay.cgp + blk.pos0 * s.lda, lda: s.lda };
                 let rs = if w.any_wzp { sums[bi] } else { [0; MAX_MR] };
                 let n = r.n;
-                // Where row `i`'s codes go.
-                let mut emit = |i: usize, px: usize, fill: &mut dyn FnMut(&mut [u8])| {
-                    if buffered {
-                        let at = (pos_at[bi] + i) * tw + 32 * pi;
-                        fill(&mut tbuf[at..at + nch]);
-                    } else {
-                        out.write_row(n, px, ch0, nch, fill);
-                    }
-                };
                 if !s.wide() {
                     kern.gemm(blk.m, rows, &op.plans[0], op.data, panels, &mut acc);
                     let ep = Epi {
@@ -235,10 +227,17 @@ impl GemmCall<'_> {
                         zp: self.table.output_zero_point(),
                         lo: self.table.floor(),
                     };
-                    for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                        if px != SKIP {
-                            let row = &acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH];
-                            emit(i, px, &mut |dst| kern.requant_row(row, rs[i] as i32, &ep, ch0, dst));
+                    let rs32: [i32; MAX_MR] = rs.map(|v| v as i32);
+                    let rowsums: &[i32] = if w.any_wzp { &rs32 } else { &[] };
+                    if buffered {
+                        let at = pos_at[bi] * tw + 32 * pi;
+                        kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut tbuf[at..], tw));
+                    } else {
+                        kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut codes, ACC_PITCH));
+                        for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
+                            if px != SKIP {
+                                out.write_codes(n, px, ch0, &codes[i * ACC_PITCH..i * ACC_PITCH + nch]);
+                            }
                         }
                     }
                 } else {
@@ -252,14 +251,21 @@ impl GemmCall<'_> {
                         }
                     }
                     for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                        if px != SKIP {
-                            emit(i, px, &mut |dst| {
-                                for (j, d) in dst.iter_mut().enumerate() {
-                                    let o = ch0 + j;
-                                    let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
-                                    *d = self.table.requantize(v, o);
-                                }
-                            });
+                        if px == SKIP {
+                            continue;
+                        }
+                        let fill = |dst: &mut [u8]| {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                let o = ch0 + j;
+                                let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
+                                *d = self.table.requantize(v, o);
+                            }
+                        };
+                        if buffered {
+                            let at = (pos_at[bi] + i) * tw + 32 * pi;
+                            fill(&mut tbuf[at..at + nch]);
+                        } else {
+                            out.write_row(n, px, ch0, nch, fill);
                         }
                     }
                 }
@@ -271,8 +277,9 @@ impl GemmCall<'_> {
     }
 
     /// Writes a channels-first task buffer (see [`GemmCall::task`]) to the output: per segment
-    /// of consecutive output pixels of one image and per pair of panels, 8 positions × 8
-    /// channels at a time through an 8 × 8 byte transpose, the ragged edges byte by byte.
+    /// of output pixels of one image (consecutive positions, pixels the dim-2 output step apart)
+    /// and per pair of panels, 16 positions × 16 channels at a time through a 16 × 16 byte
+    /// transpose, the ragged edges byte by byte.
     #[allow(clippy::too_many_arguments)]
     fn write_transposed(
         &self,
@@ -310,35 +317,14 @@ impl GemmCall<'_> {
             for &(p0, len, n, px0) in &segs {
                 let mut j = 0;
                 while j < nch {
-                    let mut i = 0;
-                    if j + 8 <= nch {
-                        while i + 8 <= len {
-                            let mut m = [0u64; 8];
-                            for (r, v) in m.iter_mut().enumerate() {
-                                let at = (p0 + i + r) * tw + col + j;
-                                *v = u64::from_le_bytes(tbuf[at..at + 8].try_into().expect("8 bytes"));
-                            }
-                            transpose8(&mut m);
-                            for (k, v) in m.iter().enumerate() {
-                                out.write8(n, ch0 + j + k, px0 + i * step, step, v.to_le_bytes());
-                            }
-                            i += 8;
-                        }
-                    }
-                    let jn = if j + 8 <= nch { 8 } else { nch - j };
-                    // The ragged edge: the last `len − i` positions (all of them for the last
-                    // channels when fewer than 8 remain), byte by byte, 8 at a time.
-                    for k in 0..jn {
-                        let mut ii = i;
-                        while ii < len {
-                            let take = (len - ii).min(8);
-                            let mut v8 = [0u8; 8];
-                            for (r, v) in v8.iter_mut().enumerate().take(take) {
-                                *v = tbuf[(p0 + ii + r) * tw + col + j + k];
-                            }
-                            out.write_line(n, ch0 + j + k, px0 + ii * step, step, &v8[..take]);
-                            ii += take;
-                        }
+                    let jn = (nch - j).min(16);
+                    // 16 positions × 16 channels at a time; the buffer has 16 spare rows and each
+                    // pair 32 columns, so a ragged block reads in bounds and writes `take` codes.
+                    for i in (0..len).step_by(16) {
+                        let take = (len - i).min(16);
+                        let mut t = [0u8; 256];
+                        transpose16(&tbuf[(p0 + i) * tw + col + j..], tw, &mut t, 16);
+                        out.write_block16(n, ch0 + j, jn, (px0 + i * step, step, take), &t);
                     }
                     j += jn;
                 }

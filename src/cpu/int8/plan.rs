@@ -6,7 +6,9 @@
 //!   covering every input index any tap reads (`lo..lo + dims` per dimension). Padded pixels
 //!   hold the activation zero point `x_zp` (so every tap of every position reads a code and the
 //!   zero-point correction is a per-channel constant), reflect/replicate/circular pixels the
-//!   remapped codes, the channel lanes past `Cg` zero. [`SLACK`] zero bytes follow.
+//!   remapped codes; the channel lanes past `Cg` hold unspecified bytes (their weights are zero,
+//!   and the row sums skip them). Slack bytes follow, so that a kernel may read whole 16-row
+//!   tiles and 64-byte units past the last position.
 //! * **Positions** ([`MRun`]): runs of positions whose activation rows are a constant `lda =
 //!   in_step2 · pixel` bytes apart. With a unit dim-1 input step (stride 1, and every transposed
 //!   phase), a run covers a whole `(n, m0)` slab flattened over `(m1, m2)`: the copy's row pitch
@@ -27,7 +29,7 @@ use crate::cpu::padded::padded_extent;
 use crate::error::Result;
 use crate::problem::ConvProblem;
 
-/// Zero bytes after the copy (a 64-byte unit may start at a run's last byte).
+/// Bytes after the copy beyond 32 position rows (a 64-byte unit may start at a run's last byte).
 pub(super) const SLACK: usize = 128;
 
 /// The padded channels-last copy's layout.
@@ -95,8 +97,10 @@ pub(super) fn pad_layout(p: &ConvProblem, geo: &Geometry) -> Result<PadLayout> {
     let cgp = geo.cg.div_ceil(4) * 4;
     let ps = checked_product(&[p.groups, cgp], "padded pixel")?;
     let image = checked_product(&[dims[0], dims[1], dims[2], ps], "padded input")?;
+    // Slack for whole 32-row blocks past the last position (AMX tiles) and a unit's overrun.
+    let slack = checked_product(&[32, step2, ps], "padded input")?.saturating_add(SLACK);
     let len = checked_product(&[p.batch, image], "padded input")?
-        .checked_add(SLACK)
+        .checked_add(slack)
         .ok_or_else(|| crate::error::Error::Overflow("padded input".into()))?;
     Ok(PadLayout { lo, dims, cgp, ps, len })
 }

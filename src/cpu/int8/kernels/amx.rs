@@ -9,8 +9,9 @@
 //! leaves AMX unused and [`super::Int8Isa::best`] picks AVX512-VNNI.
 //!
 //! **Tile state** is per OS thread: a thread's first block loads the configuration
-//! (`ldtilecfg`, rows of the block's two 16-row halves), later blocks reload it only when their
-//! row counts change, and [`Int8Kernel::task_end`] releases it (`tilerelease`), so threads between
+//! (`ldtilecfg`, two whole 16-row halves; a block reads and computes whole halves wherever the
+//! activations have the rows, its rows past `m` being discarded, and reconfigures to exact row
+//! counts only near the end of the buffer), and [`Int8Kernel::task_end`] releases it (`tilerelease`), so threads between
 //! tasks hold no tile state and the kernel does not save 8 KiB per context switch for them.
 //!
 //! **The block**: up to 32 positions × 32 channels in `tmm0..3` (C), A tiles `tmm4/5` (16 rows of
@@ -243,16 +244,22 @@ impl Int8Kernel for Amx {
 
     fn gemm(self, m: usize, a: ARows<'_>, plan: &KPlan, b: &[i8], panels: &[usize], acc: &mut AccTile) {
         assert!((1..=32).contains(&m) && (1..=2).contains(&panels.len()) && plan.unit() == 64, "block shape");
-        // The tiles read whole 16-row halves: rows up to the configured counts only.
-        assert!(plan.fits(m, &a, panels, b.len()), "block reads out of bounds");
-        let (top, bot) = if m > 16 { (16, (m - 16) as u8) } else { (m as u8, ROWS.get().1.max(1)) };
-        configure(top, bot);
+        // Whole 16-row halves where the activations have the rows (the rows past `m` give sums
+        // nobody reads), so that the configuration rarely changes; else exactly `m` rows.
+        let whole = if m > 16 { 32 } else { 16 };
+        if plan.fits(whole, &a, panels, b.len()) {
+            configure(16, 16);
+        } else {
+            assert!(plan.fits(m, &a, panels, b.len()), "block reads out of bounds");
+            let (top, bot) = if m > 16 { (16, (m - 16) as u8) } else { (m as u8, ROWS.get().1.max(1)) };
+            configure(top, bot);
+        }
         let pa = a.data[a.a0..].as_ptr();
         let pb = [b[panels[0]..].as_ptr(), b[panels[panels.len() - 1]..].as_ptr()];
         let c = acc.0.as_mut_ptr();
-        // SAFETY: the tiles are configured for `m` rows (top half `min(m, 16)`, bottom `m − 16`
-        // when used); `plan.fits` bounds every configured row's runs inside `a.data` and every
-        // panel's units inside `b`; `acc` holds 32 rows of `ACC_PITCH` i32.
+        // SAFETY: the tiles are configured for whole halves or for `m` rows, and `plan.fits`
+        // (checked above for the configured rows) bounds every configured row's runs inside
+        // `a.data` and every panel's units inside `b`; `acc` holds 32 rows of `ACC_PITCH` i32.
         unsafe {
             match (m > 16, panels.len() == 2) {
                 (true, true) => block::<2, 2>(pa, a.lda, plan, pb, c),
@@ -262,8 +269,16 @@ impl Int8Kernel for Amx {
             }
         }
     }
-    fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
-        self.0.requant_row(acc, rowsum, ep, ch0, out)
+    fn requant_tile(
+        self,
+        acc: &AccTile,
+        m: usize,
+        rowsums: &[i32],
+        ep: &Epi<'_>,
+        chans: std::ops::Range<usize>,
+        dst: (&mut [u8], usize),
+    ) {
+        self.0.requant_tile(acc, m, rowsums, ep, chans, dst)
     }
     fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]) {
         self.0.requant_line(acc, ch, out)

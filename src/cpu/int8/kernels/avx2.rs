@@ -15,7 +15,7 @@ use std::arch::x86::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::portable::{dw_line_generic, pair_row_generic, requant_line_generic, requant_row_generic};
+use super::portable::{dw_line_generic, pair_row_generic, requant_line_generic, requant_tile_generic};
 use super::{ARows, AccTile, Epi, EpiChannel, Int8Kernel, KPlan, ACC_PITCH};
 use crate::cpu::kernels::{target_kernels, CpuFeatures};
 
@@ -59,8 +59,16 @@ target_kernels! {
                 }
             }
         }
-        fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
-            requant_row_generic(acc, rowsum, ep, ch0, out)
+        fn requant_tile(
+            self,
+            acc: &AccTile,
+            m: usize,
+            rowsums: &[i32],
+            ep: &Epi<'_>,
+            chans: std::ops::Range<usize>,
+            dst: (&mut [u8], usize),
+        ) {
+            requant_tile_generic(acc, m, rowsums, ep, chans, dst)
         }
         fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]) {
             requant_line_generic(acc, ch, out)

@@ -18,7 +18,7 @@
 //!   [`KPlan`]; the weights are a packed panel of 16 channels `[k/4][16][4]` (the VNNI layout,
 //!   which AMX's B tiles share). A run's last unit may extend past the real data of the run:
 //!   the packed weights are zero there.
-//! * **Epilogue** ([`Int8Kernel::requant_row`], [`Int8Kernel::requant_line`]): the raw sums plus
+//! * **Epilogue** ([`Int8Kernel::requant_tile`], [`Int8Kernel::requant_line`]): the raw sums plus
 //!   the zero-point correction, requantized to u8 codes exactly as
 //!   [`crate::quant::RequantTable::requantize`] does — lanes are channels (GEMM blocks) or
 //!   positions of one channel (depthwise lines).
@@ -229,9 +229,18 @@ pub(crate) trait Int8Kernel: Copy + Send + Sync {
     /// `j < 16` (the other entries of `acc` are unspecified afterwards).
     fn gemm(self, m: usize, a: ARows<'_>, plan: &KPlan, b: &[i8], panels: &[usize], acc: &mut AccTile);
 
-    /// `out[j] = requant(acc[j] + corr[ch0 + j] − wzp[ch0 + j]·rowsum, ch0 + j)` for
-    /// `j < out.len() <= 32` (see [`requant_one`]); `acc` holds at least `out.len()` values.
-    fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]);
+    /// Requantizes rows `i < m` of a block for the channels `chans = ch0..ch0 + n` (`n <= 32`)
+    /// into `dst = (out, stride)`: `out[i·stride + j] = requant(acc[i][j] + corr[ch0 + j] − wzp[ch0 + j]·rowsums[i], ch0 + j)`
+    /// (see [`requant_one`]; the row sums are 0 where `rowsums` is empty).
+    fn requant_tile(
+        self,
+        acc: &AccTile,
+        m: usize,
+        rowsums: &[i32],
+        ep: &Epi<'_>,
+        chans: std::ops::Range<usize>,
+        dst: (&mut [u8], usize),
+    );
 
     /// `out[m] = requant(acc[m] + ch.corr)` for `m < out.len() <= acc.len()`.
     fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]);

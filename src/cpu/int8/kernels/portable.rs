@@ -60,9 +60,9 @@ pub(super) fn gemm_generic(m: usize, a: ARows<'_>, plan: &KPlan, b: &[i8], panel
     }
 }
 
-/// [`Int8Kernel::requant_row`] element by element.
+/// One row of [`Int8Kernel::requant_tile`], element by element.
 #[inline(always)]
-pub(super) fn requant_row_generic(acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
+fn requant_row_generic(acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
     for (j, (o, &v)) in out.iter_mut().zip(acc).enumerate() {
         let c = ch0 + j;
         let ch = EpiChannel {
@@ -75,6 +75,30 @@ pub(super) fn requant_row_generic(acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: u
             lo: ep.lo,
         };
         *o = requant_one(v, &ch);
+    }
+}
+
+/// [`Int8Kernel::requant_tile`] row by row.
+#[inline(always)]
+pub(super) fn requant_tile_generic(
+    acc: &AccTile,
+    m: usize,
+    rowsums: &[i32],
+    ep: &Epi<'_>,
+    chans: std::ops::Range<usize>,
+    dst: (&mut [u8], usize),
+) {
+    let (ch0, n) = (chans.start, chans.len());
+    let (out, stride) = dst;
+    for i in 0..m {
+        let rs = rowsums.get(i).copied().unwrap_or(0);
+        requant_row_generic(
+            &acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH],
+            rs,
+            ep,
+            ch0,
+            &mut out[i * stride..i * stride + n],
+        );
     }
 }
 
@@ -119,8 +143,16 @@ impl Int8Kernel for PortableI8 {
     fn gemm(self, m: usize, a: ARows<'_>, plan: &KPlan, b: &[i8], panels: &[usize], acc: &mut AccTile) {
         gemm_generic(m, a, plan, b, panels, acc)
     }
-    fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
-        requant_row_generic(acc, rowsum, ep, ch0, out)
+    fn requant_tile(
+        self,
+        acc: &AccTile,
+        m: usize,
+        rowsums: &[i32],
+        ep: &Epi<'_>,
+        chans: std::ops::Range<usize>,
+        dst: (&mut [u8], usize),
+    ) {
+        requant_tile_generic(acc, m, rowsums, ep, chans, dst)
     }
     fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]) {
         requant_line_generic(acc, ch, out)

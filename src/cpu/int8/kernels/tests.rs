@@ -18,7 +18,7 @@ fn each_level(mut f: impl FnMut(Int8Isa, &dyn Fn(&mut dyn FnMut(Probe)))) {
 /// A kernel behind a `dyn` for the tests: the three operations, monomorphised per level.
 struct Probe<'a> {
     gemm: &'a dyn Fn(usize, ARows<'_>, &KPlan, &[i8], &[usize], &mut AccTile),
-    row: &'a dyn Fn(&[i32], i32, &Epi<'_>, usize, &mut [u8]),
+    tile: &'a dyn Fn(&AccTile, usize, &[i32], &Epi<'_>, std::ops::Range<usize>, (&mut [u8], usize)),
     line: &'a dyn Fn(&[i32], &EpiChannel, &mut [u8]),
     dw: &'a dyn Fn(&[i32], &[(usize, i32)], &mut [i32]),
     pairs: &'a dyn Fn(&[u8], i32, usize, &mut [i32]),
@@ -33,7 +33,7 @@ impl WithInt8Kernel for ProbeJob<'_> {
     fn run<K: Int8Kernel>(self, k: K) {
         (self.0)(Probe {
             gemm: &|m, a, plan, b, panels, acc| k.gemm(m, a, plan, b, panels, acc),
-            row: &|acc, rs, ep, ch0, out| k.requant_row(acc, rs, ep, ch0, out),
+            tile: &|acc, m, rs, ep, chans, dst| k.requant_tile(acc, m, rs, ep, chans, dst),
             line: &|acc, ch, out| k.requant_line(acc, ch, out),
             dw: &|p, taps, acc| k.dw_line(p, taps, acc),
             pairs: &|src, zp, delta, dst| k.pair_row(src, zp, delta, dst),
@@ -266,10 +266,21 @@ fn epilogues_match_requant_table_on_edges() {
                     .collect();
                 each_level(|level, run| {
                     run(&mut |kern: Probe| {
+                        // Three rows of a tile: the row, the row with row sum 0, the row again.
+                        let mut tile = AccTile::new();
+                        for i in 0..3 {
+                            tile.0[i * ACC_PITCH..i * ACC_PITCH + 32].copy_from_slice(&acc);
+                        }
                         for n in [k, 1, 3] {
-                            let mut out = vec![0u8; n];
-                            (kern.row)(&acc, rs, &ep, 0, &mut out);
-                            assert_eq!(out, want[..n], "{level:?} row, acc {a0}, rowsum {rs}");
+                            let mut out = vec![0u8; 2 * 40 + n];
+                            (kern.tile)(&tile, 3, &[rs, 0, rs], &ep, 0..n, (&mut out, 40));
+                            assert_eq!(out[..n], want[..n], "{level:?} row, acc {a0}, rowsum {rs}");
+                            assert_eq!(out[80..80 + n], want[..n], "{level:?} row 2");
+                            if rs == 0 {
+                                let mut plain = vec![0u8; n];
+                                (kern.tile)(&tile, 1, &[], &ep, 0..n, (&mut plain, 40));
+                                assert_eq!(plain, want[..n], "{level:?} row without row sums");
+                            }
                         }
                         for o in 0..k {
                             let line: Vec<i32> = (0..37).map(|m| a0.wrapping_add(m % 5)).collect();

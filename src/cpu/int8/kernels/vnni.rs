@@ -61,31 +61,48 @@ target_kernels! {
                 rows!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
             }
         }
-        fn requant_row(self, acc: &[i32], rowsum: i32, ep: &Epi<'_>, ch0: usize, out: &mut [u8]) {
-            let n = out.len();
-            assert!(n <= 32 && acc.len() >= n.div_ceil(16) * 16 && ep.fits(ch0, n), "epilogue row out of bounds");
-            let rs = _mm512_set1_epi32(rowsum);
-            let (zp, lo) = (_mm512_set1_epi32(ep.zp), _mm512_set1_epi32(ep.lo));
-            for c in (0..n).step_by(16) {
-                let len = (n - c).min(16);
-                // SAFETY: `acc`, the channel constants (from `ch0 + c`) and `out` hold whole
-                // vectors of 16 there (checked above); the store writes only `len` bytes.
-                unsafe {
-                    let o = ch0 + c;
-                    let mut v = _mm512_loadu_si512(acc.as_ptr().add(c) as *const _);
-                    v = _mm512_add_epi32(v, _mm512_loadu_si512(ep.corr.as_ptr().add(o) as *const _));
-                    let w = _mm512_loadu_si512(ep.wzp.as_ptr().add(o) as *const _);
-                    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(w, rs));
+        fn requant_tile(
+            self,
+            acc: &AccTile,
+            m: usize,
+            rowsums: &[i32],
+            ep: &Epi<'_>,
+            chans: std::ops::Range<usize>,
+            dst: (&mut [u8], usize),
+        ) {
+            let (ch0, n) = (chans.start, chans.len());
+            let (out, stride) = dst;
+            assert!(m <= 32 && n <= 32 && ep.fits(ch0, 32) && (rowsums.is_empty() || rowsums.len() >= m), "epilogue tile");
+            assert!(m == 0 || (m - 1).checked_mul(stride).and_then(|v| v.checked_add(n)).is_some_and(|e| e <= out.len()), "epilogue tile out of bounds");
+            // SAFETY: the channel constants hold 32 lanes from `ch0` (`ep.fits`, checked).
+            let ld = |v: &[f32], h: usize| unsafe { _mm512_loadu_ps(v.as_ptr().add(ch0 + 16 * h)) };
+            // SAFETY: as above.
+            let ldi = |v: &[i32], h: usize| unsafe { _mm512_loadu_si512(v.as_ptr().add(ch0 + 16 * h) as *const _) };
+            let (mult, ba, bb) = ([ld(ep.mult, 0), ld(ep.mult, 1)], [ld(ep.ba, 0), ld(ep.ba, 1)], [ld(ep.bb, 0), ld(ep.bb, 1)]);
+            let (corr, wzp) = ([ldi(ep.corr, 0), ldi(ep.corr, 1)], [ldi(ep.wzp, 0), ldi(ep.wzp, 1)]);
+            let (zp16, lo8) = (_mm512_set1_epi16(ep.zp as i16), _mm512_set1_epi8(ep.lo as u8 as i8));
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+            for i in 0..m {
+                let rs = _mm512_set1_epi32(rowsums.get(i).copied().unwrap_or(0));
+                let q = [0, 1].map(|h| {
+                    // SAFETY: row `i < 32` of the tile, lanes `16h..16h + 16 <= 32`.
+                    let mut v = unsafe { _mm512_load_si512(acc.0.as_ptr().add(i * ACC_PITCH + 16 * h) as *const _) };
+                    v = _mm512_add_epi32(v, corr[h]);
+                    if !rowsums.is_empty() {
+                        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(wzp[h], rs));
+                    }
                     let mut f = _mm512_cvtepi32_ps(v);
                     if ep.has_bias {
-                        let ba = _mm512_loadu_ps(ep.ba.as_ptr().add(o));
-                        let bb = _mm512_loadu_ps(ep.bb.as_ptr().add(o));
-                        f = _mm512_fmadd_ps(ba, bb, f);
+                        f = _mm512_fmadd_ps(ba[h], bb[h], f);
                     }
-                    f = _mm512_mul_ps(f, _mm512_loadu_ps(ep.mult.as_ptr().add(o)));
-                    let q = finish(_mm512_cvtps_epi32(f), zp, lo);
-                    _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, tail_mask(len), q);
-                }
+                    _mm512_cvtps_epi32(_mm512_mul_ps(f, mult[h]))
+                });
+                // FBGEMM's saturating packs (the same codes as `finish`, see `requant_line`).
+                let w = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+                let b = _mm512_max_epu8(_mm512_packus_epi16(w, w), lo8);
+                // SAFETY: the masked store writes `out[i·stride..][..n]`, in bounds (checked above).
+                unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(i * stride) as *mut _, mask, _mm512_permutexvar_epi32(order, b)) };
             }
         }
         fn requant_line(self, acc: &[i32], ch: &EpiChannel, out: &mut [u8]) {

@@ -172,14 +172,15 @@ impl<'a> DwCall<'a> {
         let [l0, l1, l2] = self.p.in_size;
         let (d1, pitch, sub, st, delta) = (self.ext[1], self.pitch, self.sub, self.st, self.delta);
         let mode = self.p.pad_mode;
-        s.pairs.clear();
+        // Every pair is written below.
         s.pairs.resize(l0 * d1 * pitch, 0);
         // The padded row of codes (`x_zp` where zero padding reads nothing: centred 0); pair
         // `v < pitch` reads codes `v` and `v + δ`.
         let len = pitch + delta;
         let ext2 = self.ext[2] + delta;
+        let rows = l0 * d1;
         s.codes.clear();
-        s.codes.resize(len, self.xzp as u8);
+        s.codes.resize(rows * len, self.xzp as u8);
         if st > 1 {
             s.acc.clear();
             s.acc.resize(pitch, 0);
@@ -189,27 +190,28 @@ impl<'a> DwCall<'a> {
         let a = (-lo2).clamp(0, ext2 as isize) as usize;
         let b = (l2 as isize - lo2).clamp(a as isize, ext2 as isize) as usize;
         let first = (lo2 + a as isize).max(0) as usize;
-        for i0 in 0..l0 {
-            for v1 in 0..d1 {
-                let Some(i1) = mode.source_index(self.lo[1] + v1 as isize, l1) else { continue };
-                let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;
-                let xrow = &self.x[base..base + l2];
-                let row = &mut s.codes[..len];
-                row[a..b].copy_from_slice(&xrow[first..first + (b - a)]);
-                if mode != crate::problem::PaddingMode::Zeros {
-                    for v in (0..a).chain(b..ext2) {
-                        row[v] = mode.source_index(lo2 + v as isize, l2).map_or(self.xzp as u8, |i| xrow[i]);
-                    }
+        // All padded code rows first, then all pair rows (reading rows stored long before, not
+        // rows still in the store buffer).
+        for (r, row) in s.codes.chunks_exact_mut(len).enumerate() {
+            let (i0, v1) = (r / d1, r % d1);
+            let Some(i1) = mode.source_index(self.lo[1] + v1 as isize, l1) else { continue };
+            let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;
+            let xrow = &self.x[base..base + l2];
+            row[a..b].copy_from_slice(&xrow[first..first + (b - a)]);
+            if mode != crate::problem::PaddingMode::Zeros {
+                for v in (0..a).chain(b..ext2) {
+                    row[v] = mode.source_index(lo2 + v as isize, l2).map_or(self.xzp as u8, |i| xrow[i]);
                 }
-                let dst = &mut s.pairs[(i0 * d1 + v1) * pitch..(i0 * d1 + v1 + 1) * pitch];
-                if st == 1 {
-                    kern.pair_row(&s.codes, self.xzp, delta, dst);
-                } else {
-                    kern.pair_row(&s.codes, self.xzp, delta, &mut s.acc[..pitch]);
-                    for (rho, sr) in dst.chunks_exact_mut(sub).enumerate() {
-                        for (u, d) in sr.iter_mut().enumerate() {
-                            *d = s.acc[u * st + rho];
-                        }
+            }
+        }
+        for (row, dst) in s.codes.chunks_exact(len).zip(s.pairs.chunks_exact_mut(pitch)) {
+            if st == 1 {
+                kern.pair_row(row, self.xzp, delta, dst);
+            } else {
+                kern.pair_row(row, self.xzp, delta, &mut s.acc[..pitch]);
+                for (rho, sr) in dst.chunks_exact_mut(sub).enumerate() {
+                    for (u, d) in sr.iter_mut().enumerate() {
+                        *d = s.acc[u * st + rho];
                     }
                 }
             }
@@ -286,11 +288,9 @@ impl<'a> DwCall<'a> {
                                     *code = self.table.requantize(v, o);
                                 }
                             }
-                            for r in 0..rows {
-                                let m1 = m1_0 + r;
-                                let px = (o0 * o1n + m1 * geo.out_step[1] + phi1) * o2n + phi2;
-                                out.write_line(t.n, o, px, geo.out_step[2], &s.codes[r * wv..r * wv + count2]);
-                            }
+                            let first = (o0 * o1n + m1_0 * geo.out_step[1] + phi1) * o2n + phi2;
+                            let at = (first, geo.out_step[1] * o2n, geo.out_step[2]);
+                            out.write_rows(t.n, o, at, rows, count2, &s.codes[..count], wv);
                         }
                     }
                 }

@@ -203,54 +203,65 @@ impl<'y> OutSink<'y> {
         }
         let at = (img * self.channels + ch) * self.plane + px0;
         assert!(ch < self.channels && px0 + n <= self.plane && at + n <= self.len, "output run out of range");
-        #[inline(always)]
-        fn two<const N: usize>(p: *mut u8, v: &[u8]) {
-            let n = v.len();
-            let head: [u8; N] = v[..N].try_into().expect("N codes");
-            let tail: [u8; N] = v[n - N..].try_into().expect("N codes");
-            // SAFETY: the caller's `p` is valid for `n >= N` bytes (checked by `write_run`).
-            unsafe {
-                (p as *mut [u8; N]).write_unaligned(head);
-                (p.add(n - N) as *mut [u8; N]).write_unaligned(tail);
-            }
-        }
         // SAFETY: `at..at + n` is in bounds (checked) and owned by this task (see the type's
         // documentation).
-        let p = unsafe { self.ptr.add(at) };
-        match n {
-            0 => {}
-            1 => {
-                // SAFETY: as above.
-                unsafe { p.write(vals[0]) }
+        unsafe { copy_codes(self.ptr.add(at), vals) };
+    }
+
+    /// Rows `r < rows` of `count` codes of channel `ch` of image `img`: row `r`'s codes
+    /// `codes[r·codes_pitch..][..count]` go to the positions `first + r·px_pitch + i·step`.
+    ///
+    /// The caller's task must own these elements (see [`OutSink`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn write_rows(
+        &self,
+        img: usize,
+        ch: usize,
+        (first, px_pitch, step): (usize, usize, usize),
+        rows: usize,
+        count: usize,
+        codes: &[u8],
+        codes_pitch: usize,
+    ) {
+        if rows == 0 || count == 0 {
+            return;
+        }
+        if step != 1 || self.layout != ActivationLayout::ChannelsFirst {
+            for r in 0..rows {
+                self.write_line(img, ch, first + r * px_pitch, step, &codes[r * codes_pitch..r * codes_pitch + count]);
             }
-            2..=3 => two::<2>(p, vals),
-            4..=7 => two::<4>(p, vals),
-            8..=15 => two::<8>(p, vals),
-            _ => two::<16>(p, vals),
+            return;
+        }
+        let at = (img * self.channels + ch) * self.plane + first;
+        let last = (rows - 1) * px_pitch;
+        assert!(
+            ch < self.channels && first + last + count <= self.plane && at + last + count <= self.len,
+            "output rows out of range"
+        );
+        assert!((rows - 1) * codes_pitch + count <= codes.len(), "codes out of range");
+        for r in 0..rows {
+            // SAFETY: row `r`'s `count` codes are in bounds (checked for the last row) and owned
+            // by this task (see the type's documentation).
+            unsafe { copy_codes(self.ptr.add(at + r * px_pitch), &codes[r * codes_pitch..r * codes_pitch + count]) };
         }
     }
 
-    /// Channels `ch0..ch0 + codes.len()` (at most 32) of pixel `px` of image `img` of a
-    /// channels-last output, with fixed-size stores.
+    /// Channels `ch0..ch0 + codes.len()` (at most 32) of pixel `px` of image `img`, with
+    /// fixed-size stores where they are contiguous (channels-last output).
     ///
     /// The caller's task must own these elements (see [`OutSink`]).
     #[inline]
     pub(super) fn write_codes(&self, img: usize, px: usize, ch0: usize, codes: &[u8]) {
         let n = codes.len();
-        if self.layout != ActivationLayout::ChannelsLast || !(n == 16 || n == 32) {
+        if self.layout != ActivationLayout::ChannelsLast {
             return self.write_row(img, px, ch0, n, |dst| dst.copy_from_slice(codes));
         }
         let at = (img * self.plane + px) * self.channels + ch0;
         assert!(px < self.plane && ch0 + n <= self.channels && at + n <= self.len, "output row out of range");
         // SAFETY: `at..at + n` is in bounds (checked) and owned by this task (see the type's
-        // documentation); `n` is 16 or 32.
-        unsafe {
-            let p = self.ptr.add(at);
-            (p as *mut [u8; 16]).write_unaligned(codes[..16].try_into().expect("16 codes"));
-            if n == 32 {
-                (p.add(16) as *mut [u8; 16]).write_unaligned(codes[16..].try_into().expect("16 codes"));
-            }
-        }
+        // documentation).
+        unsafe { copy_codes(self.ptr.add(at), codes) };
     }
 
     /// A 16 × 16 block of codes `t` (row `k` = channel `ch0 + k`, `k < rows`): positions
@@ -310,6 +321,48 @@ impl<'y> OutSink<'y> {
             for (m, &v) in vals.iter().enumerate() {
                 // SAFETY: in bounds (checked); owned by this task (see above).
                 unsafe { self.ptr.add(at + m * stride).write(v) };
+            }
+        }
+    }
+}
+
+/// Copies `v` to `p` with fixed-size stores (16-byte chunks, and two overlapping stores for a
+/// ragged length), no `memcpy` call.
+///
+/// # Safety
+/// `p` must be valid for writes of `v.len()` bytes.
+#[inline(always)]
+unsafe fn copy_codes(p: *mut u8, v: &[u8]) {
+    #[inline(always)]
+    unsafe fn two<const N: usize>(p: *mut u8, v: &[u8]) {
+        let n = v.len();
+        let head: [u8; N] = v[..N].try_into().expect("N codes");
+        let tail: [u8; N] = v[n - N..].try_into().expect("N codes");
+        // SAFETY: `p` is valid for `n >= N` bytes (the caller's contract).
+        unsafe {
+            (p as *mut [u8; N]).write_unaligned(head);
+            (p.add(n - N) as *mut [u8; N]).write_unaligned(tail);
+        }
+    }
+    let n = v.len();
+    // SAFETY (every arm): `p` is valid for `n` bytes (the caller's contract).
+    unsafe {
+        match n {
+            0 => {}
+            1 => p.write(v[0]),
+            2..=3 => two::<2>(p, v),
+            4..=7 => two::<4>(p, v),
+            8..=15 => two::<8>(p, v),
+            16..=32 => two::<16>(p, v),
+            _ => {
+                let mut i = 0;
+                while i + 16 <= n {
+                    (p.add(i) as *mut [u8; 16]).write_unaligned(v[i..i + 16].try_into().expect("16 codes"));
+                    i += 16;
+                }
+                if i < n {
+                    two::<16>(p.add(n - 16), &v[n - 16..]);
+                }
             }
         }
     }

@@ -183,23 +183,31 @@ target_kernels! {
             let n = dst.len();
             assert!(n.checked_add(delta).is_some_and(|e| e <= src.len()), "pair row out of bounds");
             let (zpv, lo16) = (_mm512_set1_epi32(zp), _mm512_set1_epi32(0xFFFF));
+            let pair = |a: __m128i, b: __m128i| {
+                let a = _mm512_and_si512(_mm512_sub_epi32(_mm512_cvtepu8_epi32(a), zpv), lo16);
+                let b = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_cvtepu8_epi32(b), zpv), 16);
+                _mm512_or_si512(a, b)
+            };
             let mut v = 0;
-            while v < n {
-                let len = (n - v).min(16);
-                let mask = tail_mask(len);
-                // SAFETY: the masked loads read `src[v..][..len]` and `src[v + delta..][..len]`,
-                // inside `src` (checked above); the masked store writes `dst[v..][..len]`.
+            while v + 16 <= n {
+                // SAFETY: `v + delta + 16 <= n + delta <= src.len()` and `v + 16 <= dst.len()`.
                 unsafe {
-                    let m64 = mask as u64;
-                    let a = _mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v) as *const _);
-                    let b = _mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v + delta) as *const _);
-                    let a = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(a));
-                    let b = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(b));
-                    let a = _mm512_and_si512(_mm512_sub_epi32(a, zpv), lo16);
-                    let b = _mm512_slli_epi32(_mm512_sub_epi32(b, zpv), 16);
-                    _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(v), mask, _mm512_or_si512(a, b));
+                    let a = _mm_loadu_si128(src.as_ptr().add(v) as *const _);
+                    let b = _mm_loadu_si128(src.as_ptr().add(v + delta) as *const _);
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(v) as *mut _, pair(a, b));
                 }
                 v += 16;
+            }
+            if v < n {
+                let mask = tail_mask(n - v);
+                let m64 = mask as u64;
+                // SAFETY: the masked loads read `src[v..][..n − v]` and `src[v + delta..][..n − v]`,
+                // inside `src` (checked above); the masked store writes `dst[v..n]`.
+                unsafe {
+                    let a = _mm512_castsi512_si128(_mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v) as *const _));
+                    let b = _mm512_castsi512_si128(_mm512_maskz_loadu_epi8(m64, src.as_ptr().add(v + delta) as *const _));
+                    _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(v), mask, pair(a, b));
+                }
             }
         }
     }

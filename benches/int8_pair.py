@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Paired timing of qconv's int8 engine against PyTorch's FBGEMM on the CPU suite.
+
+    python3 benches/int8_pair.py [--rounds 3] [--threads 2] [--cases c2d_3x3,c1d]
+
+Each round runs, back to back on the same machine, `scripts/bench/torch_cpu.py --ops int8`
+(FBGEMM's lowered modules, reduced-range activations, medians) and `benches/int8.rs` in its table
+mode (qconv's int8 forward on channels-first and channels-last codes and qconv's float module
+forward, medians), both with the same thread count. The machine may be shared: per case and
+column the best median over the rounds is kept (the least disturbed run), and `uptime` is printed
+before each round. Prints one table: the medians (µs), int8 / FBGEMM and float / int8.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fbgemm(threads, cases):
+    cmd = [sys.executable, os.path.join(ROOT, "scripts/bench/torch_cpu.py"), "--ops", "int8",
+           "--threads", str(threads), "--min-time", "1"]
+    if cases:
+        cmd += ["--case", cases]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = {}
+    for line in out.splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        res[d["case"]] = d["median_us"]
+    return res
+
+
+def qconv(threads, cases):
+    env = dict(os.environ, QCONV_INT8_TABLE="1", QCONV_INT8_THREADS=str(threads))
+    if cases:
+        env["QCONV_INT8_CASES"] = cases
+    out = subprocess.run(["cargo", "bench", "--bench", "int8"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    res = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 5 and f[0].startswith(("c", "ct")) and f[0] != "case":
+            res[f[0]] = tuple(float(v) for v in f[1:4])
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cases", default="")
+    a = ap.parse_args()
+    best_f, best_q = {}, {}
+    for r in range(a.rounds):
+        print(f"round {r + 1}: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
+              file=sys.stderr)
+        for k, v in fbgemm(a.threads, a.cases).items():
+            best_f[k] = min(best_f.get(k, math.inf), v)
+        for k, v in qconv(a.threads, a.cases).items():
+            old = best_q.get(k, (math.inf,) * 3)
+            best_q[k] = tuple(min(x, y) for x, y in zip(old, v))
+    print(f"{a.threads} threads, best of {a.rounds} rounds (medians, µs)")
+    print(f"{'case':<10} {'fbgemm':>8} {'i8_nchw':>8} {'i8_nhwc':>8} {'float':>8} {'nchw/fb':>8} {'nhwc/fb':>8} "
+          f"{'float/i8':>8}")
+    lr_c, lr_l = [], []
+    for case, fb in best_f.items():
+        if case not in best_q:
+            continue
+        nchw, nhwc, fl = best_q[case]
+        lr_c.append(math.log(nchw / fb))
+        lr_l.append(math.log(nhwc / fb))
+        print(f"{case:<10} {fb:>8.1f} {nchw:>8.1f} {nhwc:>8.1f} {fl:>8.1f} {nchw / fb:>8.2f} {nhwc / fb:>8.2f} "
+              f"{fl / nchw:>8.2f}")
+    if lr_c:
+        print(f"{'geomean':<10} {'':>8} {'':>8} {'':>8} {'':>8} {math.exp(sum(lr_c) / len(lr_c)):>8.2f} "
+              f"{math.exp(sum(lr_l) / len(lr_l)):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

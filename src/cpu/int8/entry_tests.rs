@@ -201,7 +201,7 @@ fn block_edges_match_oracle() {
         p2d(256, 64, 1, [5, 6], 1, 1, 0, 1),
         p2d(24, 24, 24, [9, 9], 3, 1, 1, 1),
         p2d(16, 32, 16, [9, 9], 5, 2, 2, 1),
-        p2d(6, 6, 3, [4, 40], 3, 1, 1, 3),
+        p2d(6, 6, 3, [8, 40], 3, 1, 1, 3),
         ConvProblem { transposed: true, out_size: [1, 14, 14], ..p2d(40, 24, 1, [7, 7], 4, 2, 1, 1) },
         ConvProblem { transposed: true, out_size: [1, 16, 16], ..p2d(8, 8, 8, [8, 8], 4, 2, 1, 1) },
         ConvProblem {

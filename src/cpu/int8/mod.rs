@@ -32,7 +32,7 @@
 //! | `gemm.rs` | the GEMM path: tasks, blocks, the fused requantization of each block |
 //! | `depthwise.rs` | the depthwise path: pair rows, lines, requantization |
 //! | `bench.rs` | a timing hook for `benches/int8.rs` and `qconv bench` (hidden) |
-//! | `kernels/` | the [`Int8Kernel`](kernels::Int8Kernel) trait and one file per instruction set |
+//! | `kernels/` | the `Int8Kernel` trait and one file per instruction set |
 //! | `*_tests.rs`, `kernels/tests.rs` | tests against the oracle and between levels |
 
 #[doc(hidden)]

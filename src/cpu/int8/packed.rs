@@ -28,8 +28,11 @@ use crate::quant::requant::{channel_entry, channel_lengths_rule, check_weight_ze
 /// Zero entries past the last output channel in the per-channel vectors (SIMD loads).
 pub(super) const CHANNEL_SLACK: usize = 32;
 
-/// A lowered convolution's int8 weight, packed once for the int8 kernels (see the [module
-/// documentation](self)).
+/// A lowered convolution's int8 weight, packed once for the int8 kernels: per group and panel
+/// of 16 output channels, per kernel tap, the group's input channels as quads of 4 bytes
+/// (`[k/4][16][4]`, the layout of `vpdpbusd` operands and of AMX B tiles), with the per-tap
+/// column sums of the zero-point correction; one input channel per group (depthwise) keeps the
+/// centred weights instead.
 #[derive(Clone, Debug)]
 pub struct PackedInt8Weight {
     pub(super) transposed: bool,

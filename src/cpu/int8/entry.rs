@@ -102,7 +102,7 @@ pub fn conv_int8(
     let lay = pad_layout(p, &geo)?;
     let xp = padded::build(p, &lay, x, input_zero_point as u8, layout);
     let subs = sub_convs(p, &geo, &lay, w);
-    let call = GemmCall { p, w, table, lay, subs, xp: &xp, xzp: input_zero_point, out_step: geo.out_step };
+    let call = GemmCall { p, w, table, lay, subs, xp: xp.bytes(), xzp: input_zero_point, out_step: geo.out_step };
     w.level.dispatch(RunGemm { call: &call, out: &out });
     padded::recycle(xp);
     Ok(())

@@ -107,8 +107,8 @@ impl GemmCall<'_> {
             .iter()
             .enumerate()
             .map(|(i, s)| match amx.get(i) {
-                Some(p) => Operands { plans: &p.plans, data: &p.data, panel_len: p.panel_len },
-                None => Operands { plans: &s.chunks, data: &self.w.data, panel_len: self.w.panel_len },
+                Some(p) => Operands { plans: &p.plans, data: p.data.codes(), panel_len: p.panel_len },
+                None => Operands { plans: &s.chunks, data: self.w.data.codes(), panel_len: self.w.panel_len },
             })
             .collect();
         tasks.into_par_iter().for_each(|t| {

@@ -25,6 +25,7 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `aligned.rs` | `AlignedBytes`: 64-byte aligned buffers for the padded copy and the weight panels |
 //! | `entry.rs` | [`conv_int8`]: validation, path choice, the one dispatch; `OutSink`, the output the tasks share |
 //! | `packed.rs` | [`PackedInt8Weight`]: the VNNI-layout panels, the tap sums, the centred depthwise weights |
 //! | `plan.rs` | the padded copy's layout, the sub-convolutions: position runs, reduction runs, i64 chunks |
@@ -35,6 +36,7 @@
 //! | `kernels/` | the `Int8Kernel` trait and one file per instruction set |
 //! | `*_tests.rs`, `kernels/tests.rs` | tests against the oracle and between levels |
 
+mod aligned;
 #[doc(hidden)]
 pub mod bench;
 mod depthwise;

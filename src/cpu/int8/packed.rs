@@ -19,6 +19,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::aligned::AlignedBytes;
 use super::kernels::{Int8Isa, KPlan, KRun};
 use crate::cpu::geometry::checked_product;
 use crate::error::{Error, Result};
@@ -55,8 +56,8 @@ pub struct PackedInt8Weight {
     pub(super) panels: usize,
     /// Bytes per panel (`taps · cu · 16`).
     pub(super) panel_len: usize,
-    /// The GEMM packing (empty for depthwise weights).
-    pub(super) data: Vec<i8>,
+    /// The GEMM packing (empty for depthwise weights), 64-byte aligned.
+    pub(super) data: AlignedBytes,
     /// The centred depthwise weights `[o][tap]` (empty for GEMM weights).
     pub(super) dw: Vec<i16>,
     /// AMX packings derived for the reduction plans met so far (see [`AmxPack`]).
@@ -74,7 +75,7 @@ pub(super) struct AmxPack {
     /// The chunks' plans with 64-byte units and offsets into the AMX panels.
     pub(super) plans: Vec<KPlan>,
     pub(super) panel_len: usize,
-    pub(super) data: Vec<i8>,
+    pub(super) data: AlignedBytes,
 }
 
 /// Most AMX packings a weight keeps (one per geometry it meets; a module has one).
@@ -193,7 +194,7 @@ impl PackedInt8Weight {
             unit: 4,
             panels: 0,
             panel_len: 0,
-            data: Vec::new(),
+            data: AlignedBytes::default(),
             dw: Vec::new(),
             amx: Arc::default(),
         };
@@ -209,7 +210,8 @@ impl PackedInt8Weight {
         let cu = cg.div_ceil(unit) * unit;
         let panels = kg.div_ceil(16);
         let panel_len = checked_product(&[taps, cu, 16], "packed weight")?;
-        let mut data = vec![0i8; checked_product(&[groups, panels, panel_len], "packed weight")?];
+        let mut data = AlignedBytes::zeroed(checked_product(&[groups, panels, panel_len], "packed weight")?);
+        let codes = data.codes_mut();
         let mut tap_sums = vec![0i64; checked_product(&[taps, out_channels], "tap sums")?];
         for o in 0..out_channels {
             let (g, ol) = (o / kg, o % kg);
@@ -220,7 +222,7 @@ impl PackedInt8Weight {
                     let v = code(o, c, t);
                     sum += v as i64;
                     let k = t * cu + c;
-                    data[base + (k / 4) * 64 + k % 4] = v;
+                    codes[base + (k / 4) * 64 + k % 4] = v;
                 }
                 tap_sums[t * out_channels + o] = sum;
             }
@@ -258,11 +260,12 @@ impl PackedInt8Weight {
             plans.push(KPlan::new(64, runs));
         }
         let panels = self.groups * self.panels;
-        let mut data = vec![0i8; panels * at];
+        let mut data = AlignedBytes::zeroed(panels * at);
+        let dst = data.codes_mut();
+        let src = self.data.codes();
         for p in 0..panels {
             for &(from, to, bytes) in &copies {
-                let src = &self.data[p * self.panel_len + from..][..bytes];
-                data[p * at + to..p * at + to + bytes].copy_from_slice(src);
+                dst[p * at + to..p * at + to + bytes].copy_from_slice(&src[p * self.panel_len + from..][..bytes]);
             }
         }
         let pack = Arc::new(AmxPack { key, plans, panel_len: at, data });

@@ -17,7 +17,7 @@ fn gemm_layout_and_sums() {
             for ci in 0..4 {
                 let at = (gi * 2 + ol / 16) * p.panel_len + ((t * 4 + ci) / 4) * 64 + (ol % 16) * 4 + ci % 4;
                 let want = if ci < 3 { w[(o * 3 + ci) * taps + t] } else { 0 };
-                assert_eq!(p.data[at], want, "o {o} t {t} c {ci}");
+                assert_eq!(p.data.codes()[at], want, "o {o} t {t} c {ci}");
                 sum += want as i64;
             }
             assert_eq!(p.tap_sums[t * k + o], sum);
@@ -25,7 +25,7 @@ fn gemm_layout_and_sums() {
         assert_eq!(p.wzp[o], 3);
     }
     // Rows past Kg in the second panel are zero.
-    assert!((2..16).all(|j| p.data[p.panel_len + j * 4] == 0));
+    assert!((2..16).all(|j| p.data.codes()[p.panel_len + j * 4] == 0));
     assert!(!p.any_wzp || p.wzp[k..].iter().all(|&z| z == 0));
 }
 
@@ -40,7 +40,7 @@ fn transposed_zero_points_and_depthwise() {
     let w: Vec<i8> = (0..8 * 9).map(|i| (i * 29 % 256) as u8 as i8).collect();
     let zp: Vec<i32> = (0..8).map(|o| o - 4).collect();
     let p = PackedInt8Weight::with_level(Int8Isa::Portable, false, 4, 8, 4, [1, 3, 3], &w, &zp).unwrap();
-    assert!(p.data.is_empty());
+    assert!(p.data.codes().is_empty());
     for o in 0..8 {
         for t in 0..9 {
             assert_eq!(p.dw[o * 9 + t] as i32, w[o * 9 + t] as i32 - zp[o]);

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::AlignedBytes;
 use super::plan::PadLayout;
 use super::ActivationLayout;
 use crate::problem::ConvProblem;
@@ -16,26 +17,22 @@ use crate::problem::ConvProblem;
 const KEEP_MAX: usize = 32 << 20;
 
 thread_local! {
-    static BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static BUF: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::new(AlignedBytes::default());
 }
 
 /// Gives a copy's buffer back to this thread for its next call.
-pub(super) fn recycle(buf: Vec<u8>) {
+pub(super) fn recycle(buf: AlignedBytes) {
     if buf.capacity() <= KEEP_MAX {
-        BUF.with(|b| b.set(buf));
+        BUF.with(|b| *b.borrow_mut() = buf);
     }
 }
 
 /// The padded copy of `x` (`lay.len` bytes, see `plan.rs`).
-pub(super) fn build(p: &ConvProblem, lay: &PadLayout, x: &[u8], xzp: u8, layout: ActivationLayout) -> Vec<u8> {
+pub(super) fn build(p: &ConvProblem, lay: &PadLayout, x: &[u8], xzp: u8, layout: ActivationLayout) -> AlignedBytes {
     // Every byte a nonzero weight meets is written below; the channel lanes past `Cg` and the
     // slack keep whatever the recycled buffer holds (their weights are zero).
-    let mut buf = BUF.with(|b| b.take());
-    if buf.len() < lay.len {
-        buf.resize(lay.len, 0);
-    } else {
-        buf.truncate(lay.len);
-    }
+    let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.set_len(lay.len);
     let [d0, d1, d2] = lay.dims;
     let rows = p.batch * d0 * d1;
     let row_len = d2 * lay.ps;
@@ -46,7 +43,7 @@ pub(super) fn build(p: &ConvProblem, lay: &PadLayout, x: &[u8], xzp: u8, layout:
         pad_px[g * lay.cgp..g * lay.cgp + cg].fill(xzp);
     }
     let block = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
-    buf[..rows * row_len].par_chunks_mut(block * row_len).enumerate().for_each(|(bi, dst)| {
+    buf.bytes_mut()[..rows * row_len].par_chunks_mut(block * row_len).enumerate().for_each(|(bi, dst)| {
         for (r, row) in dst.chunks_exact_mut(row_len).enumerate() {
             fill_row(p, lay, x, &pad_px, layout, bi * block + r, row);
         }

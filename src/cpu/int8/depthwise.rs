@@ -66,6 +66,9 @@ struct DwTask {
     o0: (usize, usize),
 }
 
+/// Bytes of pair rows a task builds at most (more only where one output plane needs more).
+const PAIRS_BUDGET: usize = 4 << 20;
+
 /// A task's scratch buffers, kept per thread.
 #[derive(Default)]
 struct Scratch {
@@ -141,8 +144,13 @@ impl<'a> DwCall<'a> {
         let o0n = p.out_size[0];
         let planes = p.batch * p.in_channels;
         let want = 4 * rayon::current_num_threads().max(1);
-        // Split the output depth first, then the channel multiplier, when there are few planes.
-        let dt = want.div_ceil(planes).clamp(1, o0n.max(1));
+        // Split the output depth first, then the channel multiplier, when there are few planes;
+        // and the depth so that a task's pair volume stays within `PAIRS_BUDGET`.
+        let plane_bytes = (self.ext[1] * self.pitch * 4).max(1);
+        let per_o0 = p.stride[0].max(1) * plane_bytes;
+        let span0 = (p.kernel[0].saturating_sub(1) * p.dilation[0] + 1) * plane_bytes;
+        let by_memory = o0n.div_ceil((PAIRS_BUDGET.saturating_sub(span0) / per_o0).max(1));
+        let dt = want.div_ceil(planes).max(by_memory).clamp(1, o0n.max(1));
         let mt = want.div_ceil(planes * dt).clamp(1, kg);
         let mut tasks = Vec::with_capacity(planes * dt * mt);
         for n in 0..p.batch {
@@ -166,19 +174,21 @@ impl<'a> DwCall<'a> {
         });
     }
 
-    /// Builds the pair volume of channel `c` of image `n` into `s.pairs`: planes `i0 < l0`, rows
+    /// Builds the pair volume of channel `c` of image `n` into `s.pairs`: input planes
+    /// `planes.0 <= i0 < planes.1`, rows
     /// `v1 < ext[1]`, `pitch` pairs per row (see the module documentation).
-    fn build_pairs<K: Int8Kernel>(&self, kern: K, n: usize, c: usize, s: &mut Scratch) {
+    fn build_pairs<K: Int8Kernel>(&self, kern: K, n: usize, c: usize, planes: (usize, usize), s: &mut Scratch) {
         let [l0, l1, l2] = self.p.in_size;
+        let (i0_lo, np) = (planes.0, planes.1 - planes.0);
         let (d1, pitch, sub, st, delta) = (self.ext[1], self.pitch, self.sub, self.st, self.delta);
         let mode = self.p.pad_mode;
         // Every pair is written below.
-        s.pairs.resize(l0 * d1 * pitch, 0);
+        s.pairs.resize(np * d1 * pitch, 0);
         // The padded row of codes (`x_zp` where zero padding reads nothing: centred 0); pair
         // `v < pitch` reads codes `v` and `v + δ`.
         let len = pitch + delta;
         let ext2 = self.ext[2] + delta;
-        let rows = l0 * d1;
+        let rows = np * d1;
         s.codes.clear();
         s.codes.resize(rows * len, self.xzp as u8);
         if st > 1 {
@@ -193,7 +203,7 @@ impl<'a> DwCall<'a> {
         // All padded code rows first, then all pair rows (reading rows stored long before, not
         // rows still in the store buffer).
         for (r, row) in s.codes.chunks_exact_mut(len).enumerate() {
-            let (i0, v1) = (r / d1, r % d1);
+            let (i0, v1) = (i0_lo + r / d1, r % d1);
             let Some(i1) = mode.source_index(self.lo[1] + v1 as isize, l1) else { continue };
             let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;
             let xrow = &self.x[base..base + l2];
@@ -227,7 +237,19 @@ impl<'a> DwCall<'a> {
         let taps_n: usize = p.kernel.iter().product();
         let k = p.kernel;
         let (d1, pitch, sub, st) = (self.ext[1], self.pitch, self.sub, self.st);
-        self.build_pairs(kern, t.n, t.c, s);
+        // The input planes the task's output planes read.
+        let s0 = geo.out_step[0];
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for o0 in t.o0.0..t.o0.1 {
+            let (ph0, m0) = (&geo.phases[0][o0 % s0], o0 / s0);
+            for t0 in &ph0.taps {
+                if let Some(i0) = p.pad_mode.source_index((m0 * ph0.in_step) as isize + t0.off, l0) {
+                    (lo, hi) = (lo.min(i0), hi.max(i0 + 1));
+                }
+            }
+        }
+        let planes = if lo < hi { (lo, hi) } else { (0, 0) };
+        self.build_pairs(kern, t.n, t.c, planes, s);
         let (mult, ba, bb) = self.table.lanes();
         let ep = Epi {
             mult,
@@ -239,7 +261,6 @@ impl<'a> DwCall<'a> {
             zp: self.table.output_zero_point(),
             lo: self.table.floor(),
         };
-        let s0 = geo.out_step[0];
         for o0 in t.o0.0..t.o0.1 {
             let (ph0, m0) = (&geo.phases[0][o0 % s0], o0 / s0);
             for (phi1, ph1) in geo.phases[1].iter().enumerate() {
@@ -267,7 +288,7 @@ impl<'a> DwCall<'a> {
                                 let Some(i0) = i0 else { continue };
                                 for t1 in &ph1.taps {
                                     let v1 = (m1_0 * ph1.in_step) as isize + t1.off - self.lo[1];
-                                    let roff = (i0 * d1 + v1 as usize) * pitch;
+                                    let roff = ((i0 - planes.0) * d1 + v1 as usize) * pitch;
                                     for &(off, ja, jb) in &self.pairs2[phi2] {
                                         let v = (off - self.lo[2]) as usize;
                                         let pos = roff + (v % st) * sub + v / st;

@@ -214,6 +214,28 @@ fn block_edges_match_oracle() {
             dilation: [1, 1, 1],
             ..p2d(32, 16, 1, [4, 4], 4, 2, 1, 1)
         },
+        // 3-d depthwise over a deep input (tasks build only the planes they read), reflect and
+        // transposed.
+        ConvProblem {
+            in_size: [20, 6, 7],
+            out_size: [10, 6, 7],
+            kernel: [3, 3, 3],
+            stride: [2, 1, 1],
+            pad: [1, 1, 1],
+            dilation: [1, 1, 1],
+            pad_mode: PaddingMode::Reflect,
+            ..p2d(4, 8, 4, [6, 7], 3, 1, 1, 1)
+        },
+        ConvProblem {
+            transposed: true,
+            in_size: [9, 4, 5],
+            out_size: [18, 8, 10],
+            kernel: [4, 4, 4],
+            stride: [2, 2, 2],
+            pad: [1, 1, 1],
+            dilation: [1, 1, 1],
+            ..p2d(3, 3, 3, [4, 5], 3, 1, 1, 1)
+        },
     ];
     for p in problems {
         for _ in 0..2 {

@@ -64,14 +64,15 @@ pub struct PackedInt8Weight {
     amx: Arc<Mutex<Vec<Arc<AmxPack>>>>,
 }
 
-/// The weight laid out for the AMX kernel and one reduction plan: every run of the plan's
-/// chunks (4-byte units of the canonical packing) padded to whole 64-byte units (1 KiB B tiles
-/// per panel), the pad zero, panels `panel_len` bytes apart.
+/// The weight laid out for the AMX kernel and one reduction plan: the runs of each of the plan's
+/// chunks (4-byte units of the canonical packing) in activation order, those whose activations
+/// are contiguous merged, each padded to whole 64-byte units (1 KiB B tiles per panel), the pad
+/// zero, panels `panel_len` bytes apart.
 #[derive(Debug)]
 pub(super) struct AmxPack {
-    /// The plan's runs as `(canonical weight offset, quads)`, chunk by chunk (`usize::MAX`
-    /// separates chunks): the cache key.
-    key: Vec<(usize, usize)>,
+    /// The plan's runs as `(activation offset, canonical weight offset, quads)`, chunk by chunk
+    /// (`usize::MAX` entries separate chunks): the cache key.
+    key: Vec<(usize, usize, usize)>,
     /// The chunks' plans with 64-byte units and offsets into the AMX panels.
     pub(super) plans: Vec<KPlan>,
     pub(super) panel_len: usize,
@@ -237,9 +238,9 @@ impl PackedInt8Weight {
         let mut key = Vec::new();
         for (ci, c) in chunks.iter().enumerate() {
             if ci > 0 {
-                key.push((usize::MAX, usize::MAX));
+                key.push((usize::MAX, usize::MAX, usize::MAX));
             }
-            key.extend(c.runs().iter().map(|r| (r.b, r.units * c.unit() / 4)));
+            key.extend(c.runs().iter().map(|r| (r.a, r.b, r.units * c.unit() / 4)));
         }
         let mut cache = self.amx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hit) = cache.iter().find(|p| p.key == key) {
@@ -249,12 +250,24 @@ impl PackedInt8Weight {
         let mut at = 0usize; // bytes into an AMX panel
         let mut copies = Vec::new(); // (canonical offset, AMX offset, bytes)
         for c in chunks {
-            let mut runs = Vec::with_capacity(c.runs().len());
-            for r in c.runs() {
-                let bytes = r.units * c.unit() * 16;
-                let units = bytes.div_ceil(1024);
-                runs.push(KRun { a: r.a, b: at, units });
-                copies.push((r.b, at, bytes));
+            // Runs in activation order; runs whose activations continue each other become one
+            // AMX run (their weights are copied one after the other, whatever their canonical
+            // places: e.g. the taps of a transposed phase, which the canonical order reverses).
+            let mut runs4: Vec<KRun> = c.runs().to_vec();
+            runs4.sort_by_key(|r| r.a);
+            let mut runs = Vec::with_capacity(runs4.len());
+            let mut i = 0;
+            while i < runs4.len() {
+                let a0 = runs4[i].a;
+                let mut len = 0; // activation bytes of the merged run
+                while i < runs4.len() && runs4[i].a == a0 + len {
+                    let bytes = runs4[i].units * c.unit();
+                    copies.push((runs4[i].b, at + 16 * len, 16 * bytes));
+                    len += bytes;
+                    i += 1;
+                }
+                let units = len.div_ceil(64);
+                runs.push(KRun { a: a0, b: at, units });
                 at += units * 1024;
             }
             plans.push(KPlan::new(64, runs));

@@ -53,6 +53,12 @@ pub(super) struct DwCall<'a> {
     pitch: usize,
     /// The dim-2 tap pairs of every dim-2 phase.
     pairs2: Vec<Vec<(isize, usize, Option<usize>)>>,
+    /// The input row of each padded dim-1 row (`None`: zero padding).
+    row_src: Vec<Option<usize>>,
+    /// The in-range padded columns `[a, b)` of a row, read from input column `first` on, and the
+    /// remapped edge columns `(v, input column)` of the other padding modes.
+    cols: (usize, usize, usize),
+    edges: Vec<(usize, usize)>,
     zero_corr: Vec<i32>,
 }
 
@@ -129,9 +135,38 @@ impl<'a> DwCall<'a> {
             (lo[d], ext[d]) = extent(&geo.phases[d]);
         }
         let sub = ext[2].div_ceil(st);
+        let pitch = st * sub;
         let pairs2 = ph2.iter().map(|ph| tap_pairs(ph, delta)).collect();
         let zero_corr = vec![0; p.out_channels + CHANNEL_SLACK];
-        Ok(DwCall { p, geo, w, table, xzp, x, lo, ext, st, delta, sub, pitch: st * sub, pairs2, zero_corr })
+        let [_, l1, l2] = p.in_size;
+        let row_src = (0..ext[1]).map(|v| p.pad_mode.source_index(lo[1] + v as isize, l1)).collect();
+        let ext2 = ext[2]; // the codes real outputs read (see `build_pairs`)
+        let a = (-lo[2]).clamp(0, ext2 as isize) as usize;
+        let b = (l2 as isize - lo[2]).clamp(a as isize, ext2 as isize) as usize;
+        let first = (lo[2] + a as isize).max(0) as usize;
+        let edges = (0..a)
+            .chain(b..ext2)
+            .filter_map(|v| p.pad_mode.source_index(lo[2] + v as isize, l2).map(|i| (v, i)))
+            .collect();
+        Ok(DwCall {
+            p,
+            geo,
+            w,
+            table,
+            xzp,
+            x,
+            lo,
+            ext,
+            st,
+            delta,
+            sub,
+            pitch,
+            pairs2,
+            row_src,
+            cols: (a, b, first),
+            edges,
+            zero_corr,
+        })
     }
 
     /// Releases the call's buffers.
@@ -181,44 +216,34 @@ impl<'a> DwCall<'a> {
         let [l0, l1, l2] = self.p.in_size;
         let (i0_lo, np) = (planes.0, planes.1 - planes.0);
         let (d1, pitch, sub, st, delta) = (self.ext[1], self.pitch, self.sub, self.st, self.delta);
-        let mode = self.p.pad_mode;
-        // Every pair is written below.
-        s.pairs.resize(np * d1 * pitch, 0);
-        // The padded row of codes (`x_zp` where zero padding reads nothing: centred 0); pair
-        // `v < pitch` reads codes `v` and `v + δ`.
-        let len = pitch + delta;
-        let ext2 = self.ext[2] + delta;
         let rows = np * d1;
+        // Every pair is written below.
+        s.pairs.resize(rows * pitch, 0);
+        // The padded code rows, `pitch` apart (`x_zp` where zero padding reads nothing: centred
+        // 0), `δ` spare codes after the last. Pair `v` of a row reads codes `v` and `v + δ`; the
+        // pairs a real output reads have `v + δ` inside the padded extent of their row (both taps
+        // of a pair are real taps), so the pairs near a row's end that read the next row's codes
+        // feed only discarded (virtual) columns.
         s.codes.clear();
-        s.codes.resize(rows * len, self.xzp as u8);
-        if st > 1 {
-            s.acc.clear();
-            s.acc.resize(pitch, 0);
-        }
-        let lo2 = self.lo[2];
-        // The in-range columns [a, b) read input columns lo2 + v directly.
-        let a = (-lo2).clamp(0, ext2 as isize) as usize;
-        let b = (l2 as isize - lo2).clamp(a as isize, ext2 as isize) as usize;
-        let first = (lo2 + a as isize).max(0) as usize;
-        // All padded code rows first, then all pair rows (reading rows stored long before, not
-        // rows still in the store buffer).
-        for (r, row) in s.codes.chunks_exact_mut(len).enumerate() {
+        s.codes.resize(rows * pitch + delta, self.xzp as u8);
+        let (a, b, first) = self.cols;
+        for (r, row) in s.codes.chunks_exact_mut(pitch).enumerate() {
             let (i0, v1) = (i0_lo + r / d1, r % d1);
-            let Some(i1) = mode.source_index(self.lo[1] + v1 as isize, l1) else { continue };
+            let Some(i1) = self.row_src[v1] else { continue };
             let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;
             let xrow = &self.x[base..base + l2];
-            row[a..b].copy_from_slice(&xrow[first..first + (b - a)]);
-            if mode != crate::problem::PaddingMode::Zeros {
-                for v in (0..a).chain(b..ext2) {
-                    row[v] = mode.source_index(lo2 + v as isize, l2).map_or(self.xzp as u8, |i| xrow[i]);
-                }
+            copy_bytes(&mut row[a..b], &xrow[first..first + (b - a)]);
+            for &(v, i2) in &self.edges {
+                row[v] = xrow[i2];
             }
         }
-        for (row, dst) in s.codes.chunks_exact(len).zip(s.pairs.chunks_exact_mut(pitch)) {
-            if st == 1 {
-                kern.pair_row(row, self.xzp, delta, dst);
-            } else {
-                kern.pair_row(row, self.xzp, delta, &mut s.acc[..pitch]);
+        if st == 1 {
+            kern.pair_row(&s.codes, self.xzp, delta, &mut s.pairs);
+        } else {
+            s.acc.clear();
+            s.acc.resize(pitch, 0);
+            for (r, dst) in s.pairs.chunks_exact_mut(pitch).enumerate() {
+                kern.pair_row(&s.codes[r * pitch..(r + 1) * pitch + delta], self.xzp, delta, &mut s.acc[..pitch]);
                 for (rho, sr) in dst.chunks_exact_mut(sub).enumerate() {
                     for (u, d) in sr.iter_mut().enumerate() {
                         *d = s.acc[u * st + rho];
@@ -337,4 +362,26 @@ fn tap_pairs(ph: &Phase, delta: usize) -> Vec<(isize, usize, Option<usize>)> {
         }
     }
     out
+}
+
+/// `dst.copy_from_slice(src)` for short rows without a `memcpy` call: 16-byte chunks and an
+/// overlapping last chunk, or two overlapping smaller moves.
+#[inline]
+fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    #[inline(always)]
+    fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let head: [u8; N] = src[..N].try_into().expect("N bytes");
+        let tail: [u8; N] = src[n - N..].try_into().expect("N bytes");
+        dst[..N].copy_from_slice(&head);
+        dst[n - N..n].copy_from_slice(&tail);
+    }
+    match n {
+        0..=3 => dst[..n].copy_from_slice(src),
+        4..=7 => two::<4>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst[..n].copy_from_slice(src),
+    }
 }

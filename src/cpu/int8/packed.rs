@@ -116,7 +116,7 @@ impl PackedInt8Weight {
     }
 
     /// [`PackedInt8Weight::new`] for the kernels of `level` (tests and benchmarks compare
-    /// levels); a level this CPU lacks runs the portable kernels.
+    /// levels); a level this CPU lacks runs the best one below it.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
     pub fn with_level(
@@ -140,7 +140,7 @@ impl PackedInt8Weight {
         if kernel.contains(&0) {
             return Err(Error::config("kernel_size", format!("{kernel:?}"), "every kernel size must be at least 1"));
         }
-        let level = if level.supported() { level } else { Int8Isa::Portable };
+        let level = Int8Isa::ALL.into_iter().rev().find(|l| *l <= level && l.supported()).unwrap_or(Int8Isa::Portable);
         let (cg, kg) = (in_channels / groups, out_channels / groups);
         let taps = checked_product(&kernel, "kernel size")?;
         let shape = if transposed {

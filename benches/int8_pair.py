@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Paired timing of qconv's int8 engine against PyTorch's FBGEMM on the CPU suite.
 
-    python3 benches/int8_pair.py [--rounds 3] [--threads 2] [--cases c2d_3x3,c1d]
+    python3 benches/int8_pair.py [--rounds 3] [--threads 2] [--cases c2d_3x3,c1d] [--quiet 300]
 
 Each round runs, back to back on the same machine, `scripts/bench/torch_cpu.py --ops int8`
 (FBGEMM's lowered modules, reduced-range activations, medians) and `benches/int8.rs` in its table
@@ -17,8 +17,30 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def idle_fraction(seconds=2.0):
+    """Fraction of CPU time the whole machine spent idle over `seconds` (from /proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(seconds)
+    i1, t1 = snap()
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_quiet(max_wait):
+    """Waits (at most `max_wait` s) until the machine is at least 85% idle over 2 s."""
+    t0 = time.time()
+    while True:
+        idle = idle_fraction()
+        if idle >= 0.85 or time.time() - t0 >= max_wait:
+            return idle
 
 
 def fbgemm(threads, cases):
@@ -56,13 +78,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cases", default="")
+    ap.add_argument("--quiet", type=float, default=0.0,
+                    help="before each block, wait up to this many seconds for a machine at least 85%% idle")
     a = ap.parse_args()
     best_f, best_q = {}, {}
     for r in range(a.rounds):
         print(f"round {r + 1}: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
               file=sys.stderr)
+        if a.quiet:
+            print(f"  idle {wait_quiet(a.quiet):.0%} before FBGEMM", file=sys.stderr)
         for k, v in fbgemm(a.threads, a.cases).items():
             best_f[k] = min(best_f.get(k, math.inf), v)
+        if a.quiet:
+            print(f"  idle {wait_quiet(a.quiet):.0%} before qconv", file=sys.stderr)
         for k, v in qconv(a.threads, a.cases).items():
             old = best_q.get(k, (math.inf,) * 3)
             best_q[k] = tuple(min(x, y) for x, y in zip(old, v))

@@ -333,6 +333,8 @@ impl<'y> OutSink<'y> {
 /// `p` must be valid for writes of `v.len()` bytes.
 #[inline(always)]
 unsafe fn copy_codes(p: *mut u8, v: &[u8]) {
+    /// # Safety
+    /// `p` must be valid for writes of `v.len() >= N` bytes.
     #[inline(always)]
     unsafe fn two<const N: usize>(p: *mut u8, v: &[u8]) {
         let n = v.len();

@@ -3,10 +3,10 @@
 
     python3 benches/int8_pair.py [--rounds 3] [--threads 2] [--cases c2d_3x3,c1d] [--quiet 300]
 
-Each round runs, back to back on the same machine, `scripts/bench/torch_cpu.py --ops int8`
-(FBGEMM's lowered modules, reduced-range activations, medians) and `benches/int8.rs` in its table
-mode (qconv's int8 forward on channels-first and channels-last codes and qconv's float module
-forward, medians), both with the same thread count. The machine may be shared: per case and
+Each round runs, case by case and back to back on the same machine, `scripts/bench/torch_cpu.py
+--ops int8` (FBGEMM's lowered modules, reduced-range activations, medians) and `benches/int8.rs`
+in its table mode (qconv's int8 forward on channels-first and channels-last codes and qconv's
+float module forward, medians), both with the same thread count. The machine may be shared: per case and
 column the best median over the rounds is kept (the least disturbed run), and `uptime` is printed
 before each round. Prints one table: the medians (µs), int8 / FBGEMM and float / int8.
 """
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+CASES = ["c2d_3x3", "c2d_1x1", "c2d_stem", "c2d_dw", "c2d_dil", "c1d", "c3d", "ct2d", "ct1d", "ct3d"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -82,18 +83,21 @@ def main():
                     help="before each block, wait up to this many seconds for a machine at least 85%% idle")
     a = ap.parse_args()
     best_f, best_q = {}, {}
+    names = a.cases.split(",") if a.cases else CASES
     for r in range(a.rounds):
         print(f"round {r + 1}: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
               file=sys.stderr)
-        if a.quiet:
-            print(f"  idle {wait_quiet(a.quiet):.0%} before FBGEMM", file=sys.stderr)
-        for k, v in fbgemm(a.threads, a.cases).items():
-            best_f[k] = min(best_f.get(k, math.inf), v)
-        if a.quiet:
-            print(f"  idle {wait_quiet(a.quiet):.0%} before qconv", file=sys.stderr)
-        for k, v in qconv(a.threads, a.cases).items():
-            old = best_q.get(k, (math.inf,) * 3)
-            best_q[k] = tuple(min(x, y) for x, y in zip(old, v))
+        # Case by case, FBGEMM then qconv, each after waiting for an idle machine (if asked).
+        for case in names:
+            if a.quiet:
+                print(f"  {case}: idle {wait_quiet(a.quiet):.0%} before FBGEMM", file=sys.stderr)
+            for k, v in fbgemm(a.threads, case).items():
+                best_f[k] = min(best_f.get(k, math.inf), v)
+            if a.quiet:
+                print(f"  {case}: idle {wait_quiet(a.quiet):.0%} before qconv", file=sys.stderr)
+            for k, v in qconv(a.threads, case).items():
+                old = best_q.get(k, (math.inf,) * 3)
+                best_q[k] = tuple(min(x, y) for x, y in zip(old, v))
     print(f"{a.threads} threads, best of {a.rounds} rounds (medians, µs)")
     print(f"{'case':<10} {'fbgemm':>8} {'i8_nchw':>8} {'i8_nhwc':>8} {'float':>8} {'nchw/fb':>8} {'nhwc/fb':>8} "
           f"{'float/i8':>8}")

@@ -28,6 +28,9 @@ use super::plan::{PadLayout, SubConv};
 use crate::problem::ConvProblem;
 use crate::quant::RequantTable;
 
+/// Bytes of weight panels a task keeps in L1 across its blocks (blocks outer below this).
+const L1_WEIGHTS: usize = 24 << 10;
+
 /// Marks a block row that is no output element (a virtual column).
 const SKIP: usize = usize::MAX;
 
@@ -179,11 +182,27 @@ impl GemmCall<'_> {
         let mut acc = AccTile::new();
         let mut codes = [0u8; MAX_MR * ACC_PITCH];
         let pix: Vec<[usize; MAX_MR]> = blocks.iter().map(|b| self.pixels(b)).collect();
-        let mut sums: Vec<[i64; MAX_MR]> = Vec::new();
-        let mut sums_group = usize::MAX;
+        // Row sums (non-zero weight zero points) per group of the task's pairs and block.
+        let g_first = pairs.start / per_group;
+        let sums: Vec<Vec<[i64; MAX_MR]>> = if w.any_wzp {
+            (g_first..=(pairs.end - 1) / per_group)
+                .map(|g| blocks.iter().map(|b| self.row_sums(b, g)).collect())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (mult, ba, bb) = self.table.lanes();
+        // Loop order: blocks outer when the task's weight panels fit in L1 together (each block's
+        // activation rows then serve every pair from L1), else pairs outer (one pair of panels
+        // in L1 for all blocks, the activation rows streaming from L2).
+        let b_bytes = pairs.len() * 2 * ops.first().map_or(0, |o| o.panel_len);
+        let order: Vec<(usize, usize)> = if b_bytes <= L1_WEIGHTS {
+            (0..blocks.len()).flat_map(|bi| (0..pairs.len()).map(move |pi| (pi, bi))).collect()
+        } else {
+            (0..pairs.len()).flat_map(|pi| (0..blocks.len()).map(move |bi| (pi, bi))).collect()
+        };
         // Channels-first output: rows of codes go to a task buffer `[position][task channel]`
-        // first (position `pos_at[bi] + i` of block `bi`), written out by 8 × 8 transposes.
+        // first (position `pos_at[bi] + i` of block `bi`), written out by 16 × 16 transposes.
         let buffered = out.channels_first();
         let tw = 32 * pairs.len();
         let mut pos_at = Vec::with_capacity(blocks.len());
@@ -196,77 +215,73 @@ impl GemmCall<'_> {
             }
             tbuf.resize((at + 16) * tw, 0u8);
         }
-        for (pi, pair) in pairs.clone().enumerate() {
+        for &(pi, bi) in &order {
+            let pair = pairs.start + pi;
             let (g, pr) = (pair / per_group, pair % per_group);
-            if w.any_wzp && sums_group != g {
-                sums = blocks.iter().map(|b| self.row_sums(b, g)).collect();
-                sums_group = g;
-            }
             let first = g * w.panels + 2 * pr;
             let np = (w.panels - 2 * pr).min(2);
             let ch0 = g * kg + 32 * pr;
             let nch = (kg - 32 * pr).min(32);
-            for (bi, blk) in blocks.iter().enumerate() {
-                let s = &self.subs[blk.sub];
-                let op = &ops[blk.sub];
-                let panels = [first * op.panel_len, (first + 1) * op.panel_len];
-                let panels = &panels[..np];
-                let r = &s.runs[blk.run];
-                let rows = ARows { data: self.xp, a0: r.a0 + g * self.lay.cgp + blk.pos0 * s.lda, lda: s.lda };
-                let rs = if w.any_wzp { sums[bi] } else { [0; MAX_MR] };
-                let n = r.n;
-                if !s.wide() {
-                    kern.gemm(blk.m, rows, &op.plans[0], op.data, panels, &mut acc);
-                    let ep = Epi {
-                        mult,
-                        ba,
-                        bb,
-                        corr: &corr.1[blk.sub],
-                        wzp: &w.wzp,
-                        has_bias: self.table.has_bias(),
-                        zp: self.table.output_zero_point(),
-                        lo: self.table.floor(),
-                    };
-                    let rs32: [i32; MAX_MR] = rs.map(|v| v as i32);
-                    let rowsums: &[i32] = if w.any_wzp { &rs32 } else { &[] };
-                    if buffered {
-                        let at = pos_at[bi] * tw + 32 * pi;
-                        kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut tbuf[at..], tw));
-                    } else {
-                        kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut codes, ACC_PITCH));
-                        for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                            if px != SKIP {
-                                out.write_codes(n, px, ch0, &codes[i * ACC_PITCH..i * ACC_PITCH + nch]);
-                            }
-                        }
-                    }
+            let blk = &blocks[bi];
+            let s = &self.subs[blk.sub];
+            let op = &ops[blk.sub];
+            let panels = [first * op.panel_len, (first + 1) * op.panel_len];
+            let panels = &panels[..np];
+            let r = &s.runs[blk.run];
+            let rows = ARows { data: self.xp, a0: r.a0 + g * self.lay.cgp + blk.pos0 * s.lda, lda: s.lda };
+            let rs = if w.any_wzp { sums[g - g_first][bi] } else { [0; MAX_MR] };
+            let n = r.n;
+            if !s.wide() {
+                kern.gemm(blk.m, rows, &op.plans[0], op.data, panels, &mut acc);
+                let ep = Epi {
+                    mult,
+                    ba,
+                    bb,
+                    corr: &corr.1[blk.sub],
+                    wzp: &w.wzp,
+                    has_bias: self.table.has_bias(),
+                    zp: self.table.output_zero_point(),
+                    lo: self.table.floor(),
+                };
+                let rs32: [i32; MAX_MR] = rs.map(|v| v as i32);
+                let rowsums: &[i32] = if w.any_wzp { &rs32 } else { &[] };
+                if buffered {
+                    let at = pos_at[bi] * tw + 32 * pi;
+                    kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut tbuf[at..], tw));
                 } else {
-                    let mut wide = [[0i64; ACC_PITCH]; MAX_MR];
-                    for plan in op.plans {
-                        kern.gemm(blk.m, rows, plan, op.data, panels, &mut acc);
-                        for (i, row) in wide.iter_mut().enumerate().take(blk.m) {
-                            for (d, &v) in row.iter_mut().zip(&acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH]) {
-                                *d += v as i64;
-                            }
+                    kern.requant_tile(&acc, blk.m, rowsums, &ep, ch0..ch0 + nch, (&mut codes, ACC_PITCH));
+                    for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
+                        if px != SKIP {
+                            out.write_codes(n, px, ch0, &codes[i * ACC_PITCH..i * ACC_PITCH + nch]);
                         }
                     }
-                    for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
-                        if px == SKIP {
-                            continue;
+                }
+            } else {
+                let mut wide = [[0i64; ACC_PITCH]; MAX_MR];
+                for plan in op.plans {
+                    kern.gemm(blk.m, rows, plan, op.data, panels, &mut acc);
+                    for (i, row) in wide.iter_mut().enumerate().take(blk.m) {
+                        for (d, &v) in row.iter_mut().zip(&acc.0[i * ACC_PITCH..(i + 1) * ACC_PITCH]) {
+                            *d += v as i64;
                         }
-                        let fill = |dst: &mut [u8]| {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                let o = ch0 + j;
-                                let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
-                                *d = self.table.requantize(v, o);
-                            }
-                        };
-                        if buffered {
-                            let at = (pos_at[bi] + i) * tw + 32 * pi;
-                            fill(&mut tbuf[at..at + nch]);
-                        } else {
-                            out.write_row(n, px, ch0, nch, fill);
+                    }
+                }
+                for (i, &px) in pix[bi].iter().enumerate().take(blk.m) {
+                    if px == SKIP {
+                        continue;
+                    }
+                    let fill = |dst: &mut [u8]| {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let o = ch0 + j;
+                            let v = wide[i][j] + corr.0[blk.sub][o] - w.wzp[o] as i64 * rs[i];
+                            *d = self.table.requantize(v, o);
                         }
+                    };
+                    if buffered {
+                        let at = (pos_at[bi] + i) * tw + 32 * pi;
+                        fill(&mut tbuf[at..at + nch]);
+                    } else {
+                        out.write_row(n, px, ch0, nch, fill);
                     }
                 }
             }

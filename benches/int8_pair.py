@@ -2,6 +2,7 @@
 """Paired timing of qconv's int8 engine against PyTorch's FBGEMM on the CPU suite.
 
     python3 benches/int8_pair.py [--rounds 3] [--threads 2] [--cases c2d_3x3,c1d] [--quiet 300]
+    python3 benches/int8_pair.py --cpu-time [--rounds 3]
 
 Each round runs, case by case and back to back on the same machine, `scripts/bench/torch_cpu.py
 --ops int8` (FBGEMM's lowered modules, reduced-range activations, medians) and `benches/int8.rs`
@@ -9,6 +10,11 @@ in its table mode (qconv's int8 forward on channels-first and channels-last code
 float module forward, medians), both with the same thread count. The machine may be shared: per case and
 column the best median over the rounds is kept (the least disturbed run), and `uptime` is printed
 before each round. Prints one table: the medians (µs), int8 / FBGEMM and float / int8.
+
+With --cpu-time both sides run on one thread and report the process CPU time per call instead
+(FBGEMM through `scripts/bench/torch_cpu.py`'s own case builder, qconv through the table's
+QCONV_INT8_CPU mode): a comparison of the work per call that a busy machine disturbs less than
+wall-clock medians, not a measurement of the two-thread targets.
 """
 
 import argparse
@@ -74,6 +80,69 @@ def qconv(threads, cases):
     return res
 
 
+def fbgemm_cpu(cases):
+    """One thread, process CPU time per call (µs) of FBGEMM's lowered module, per case."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts/bench"))
+    import torch
+    import torch_cpu
+    import warnings
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    torch.backends.quantized.engine = "fbgemm"
+    torch.manual_seed(0)
+    out = {}
+    with torch.no_grad():
+        for spec in torch_cpu.parse_args(["--case", ",".join(cases), "--ops", "int8"]).cases:
+            case = torch_cpu.Case(torch, spec, 1)
+            qm, qx, _ = case.int8_module(torch)
+            for _ in range(3):
+                qm(qx)
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < 3.0 or n < 20:
+                qm(qx)
+                n += 1
+            out[spec[0]] = (time.process_time() - c0) / n * 1e6
+    return out
+
+
+def qconv_cpu(cases):
+    """One thread, CPU time per call (µs) of qconv's int8 forward (channels-first, -last)."""
+    env = dict(os.environ, QCONV_INT8_CPU="1", QCONV_INT8_CASES=",".join(cases))
+    out = subprocess.run(["cargo", "bench", "--bench", "int8"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    res = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[0] in cases:
+            res[f[0]] = (float(f[1]), float(f[2]))
+    return res
+
+
+def cpu_main(a):
+    names = a.cases.split(",") if a.cases else CASES
+    best_f, best_q = {}, {}
+    for r in range(a.rounds):
+        print(f"round {r + 1}: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
+              file=sys.stderr)
+        for k, v in fbgemm_cpu(names).items():
+            best_f[k] = min(best_f.get(k, math.inf), v)
+        for k, v in qconv_cpu(names).items():
+            old = best_q.get(k, (math.inf,) * 2)
+            best_q[k] = tuple(min(x, y) for x, y in zip(old, v))
+    print(f"one thread, CPU time per call (µs), best of {a.rounds} rounds")
+    print(f"{'case':<10} {'fbgemm':>8} {'i8_nchw':>8} {'i8_nhwc':>8} {'nchw/fb':>8} {'nhwc/fb':>8}")
+    lr_c, lr_l = [], []
+    for case in names:
+        if case in best_f and case in best_q:
+            fb, (nchw, nhwc) = best_f[case], best_q[case]
+            lr_c.append(math.log(nchw / fb))
+            lr_l.append(math.log(nhwc / fb))
+            print(f"{case:<10} {fb:>8.1f} {nchw:>8.1f} {nhwc:>8.1f} {nchw / fb:>8.2f} {nhwc / fb:>8.2f}")
+    if lr_c:
+        print(f"{'geomean':<10} {'':>8} {'':>8} {'':>8} {math.exp(sum(lr_c) / len(lr_c)):>8.2f} "
+              f"{math.exp(sum(lr_l) / len(lr_l)):>8.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -81,7 +150,12 @@ def main():
     ap.add_argument("--cases", default="")
     ap.add_argument("--quiet", type=float, default=0.0,
                     help="before each block, wait up to this many seconds for a machine at least 85%% idle")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread each, CPU time per call instead of wall medians (less disturbed by a "
+                         "busy machine; a measure of work, not of the 2-thread targets)")
     a = ap.parse_args()
+    if a.cpu_time:
+        return cpu_main(a)
     best_f, best_q = {}, {}
     names = a.cases.split(",") if a.cases else CASES
     for r in range(a.rounds):

@@ -27,6 +27,8 @@
 //! | `kernels/` | the `Kernel` trait, one file per instruction set, the cached CPU feature detection |
 //! | `*_tests.rs`, `kernels/tests.rs` | each file's tests; `test_support.rs` holds their oracle check |
 //!
+//! | `int8/` | the int8 engine of the lowered convolutions ([`int8::conv_int8`]): its own paths and kernels, sharing the geometry and the feature detection |
+//!
 //! Benchmarks live outside the library: `qconv bench` and `benches/conv.rs` time the CPU suite,
 //! `benches/kernels.rs` the GEMM micro-kernel.
 
@@ -35,6 +37,7 @@ mod direct;
 mod entry;
 mod gemm;
 mod geometry;
+pub mod int8;
 pub(crate) mod kernels;
 mod packed;
 mod padded;

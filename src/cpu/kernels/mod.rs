@@ -230,7 +230,7 @@ macro_rules! target_kernels {
     };
 }
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-use target_kernels;
+pub(crate) use target_kernels;
 
 /// The CPU features the kernels can use, detected once per process (see [`CpuFeatures::get`]).
 ///

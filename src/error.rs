@@ -6,8 +6,8 @@
 //! Messages are one line of at most [`MESSAGE_MAX`] bytes, whatever the input: values a user
 //! supplied (keys, prefixes, file names, JSON text) are quoted shortened (the first characters,
 //! then `… (N bytes)`), lists show at most five names and then `… and N more`, shapes at most
-//! eight dimensions, and control characters are escaped. The helpers that do it ([`Quoted`],
-//! [`Names`], [`Dims`], [`ShownPath`]) are used by every variant's `Display`, and the whole
+//! eight dimensions, and control characters are escaped. The helpers that do it (`Quoted`,
+//! `Names`, `Dims`, `ShownPath`) are used by every variant's `Display`, and the whole
 //! message passes through a writer that keeps it on one line and cuts it at [`MESSAGE_MAX`].
 
 use std::fmt::{self, Write as _};

@@ -2,8 +2,8 @@
 //! the calling thread.
 //!
 //! Every parallel loop of the library (the CPU engine's tasks and padded copy, weight
-//! fake-quantization) goes through [`for_each`]. Its first use outside a rayon pool starts rayon's
-//! global pool (`ThreadPoolBuilder::build_global`, which honours `RAYON_NUM_THREADS`). When
+//! fake-quantization) asks [`available`] first (through a crate-internal `try_for_each` where it
+//! can). Its first use outside a rayon pool starts rayon's global pool (`ThreadPoolBuilder::build_global`, which honours `RAYON_NUM_THREADS`). When
 //! that fails — no thread can be created (`RLIMIT_NPROC`, an address-space limit too small for
 //! the threads' stacks, a sandbox) — qconv runs every loop on the calling thread instead, for the
 //! rest of the process, rather than panicking as a rayon iterator would. An application that

@@ -286,6 +286,9 @@ impl Ctx<'_> {
             // they are copied (everything else is zero already).
             let (va, vb) = in_bounds(i1_start, v_rows, l1);
             let (a, b) = in_bounds(lo2, w2, l2);
+            if a == b {
+                return Ok(()); // no input column in any row: the zeros are all in place
+            }
             let src_a = (lo2 + a as isize) as usize;
             let mut blocks = ws.xpad[..len].chunks_exact_mut((v_rows * w2).max(1));
             for c in 0..cg {

@@ -168,6 +168,9 @@ pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Result
             };
             let xrow = &x[((nc * l0 + i0) * l1 + i1) * l2..][..l2];
             match (zeros_in_place, step2) {
+                // No input column in the row (the zeros are in place): nothing to copy (and `s0`
+                // may lie past the input row).
+                (true, _) if a == b => {}
                 (true, 1) => row[a..b].copy_from_slice(&xrow[s0..s0 + (b - a)]),
                 (true, 2) => {
                     // Padded column `u` (input `s0 + u − a`) sits at `col(u)` of its sub-row:
@@ -249,7 +252,10 @@ pub(super) fn in_bounds(lo: isize, len: usize, l: usize) -> (usize, usize) {
 pub(super) fn fill_padded(xpad: &mut [f32], xrow: &[f32], lo: isize, mode: PaddingMode) {
     let len = xpad.len();
     let (a, b) = in_bounds(lo, len, xrow.len());
-    xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
+    // (A row wholly left of the input has `a == b` with `lo + a < 0`: nothing to copy.)
+    if a < b {
+        xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
+    }
     if mode == PaddingMode::Zeros {
         xpad[..a].fill(0.0);
         xpad[b..].fill(0.0);

@@ -617,3 +617,29 @@ fn stored_tensors_move_into_tensors_and_save_without_copies() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("x").unwrap().shape(), &[3]);
 }
+
+#[test]
+fn a_magic_link_to_a_pipe_is_written_through() {
+    // `/dev/stdout` when stdout is a pipe: `/proc/self/fd/N` is a link to `pipe:[..]`, which only
+    // the kernel can follow. (The pipe is this process's own, never the real stdout.)
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{}", fds[1]));
+    if !proc_path.exists() {
+        println!("skipped: no /proc/self/fd");
+        return;
+    }
+    // SAFETY: fds[0] is the read end just created, owned by the File from here on.
+    let mut read_end = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        read_end.read_to_end(&mut v).unwrap();
+        v
+    });
+    let sd = small_sd(8.0);
+    sd.save(&proc_path).unwrap();
+    // SAFETY: closes the write end (the reader then sees EOF).
+    unsafe { libc::close(fds[1]) };
+    assert_eq!(StateDict::from_bytes(&reader.join().unwrap()).unwrap(), sd);
+}

@@ -47,6 +47,27 @@ fn refuse(what: &str) -> io::Error {
 
 /// Follows symbolic links from `path` to what it finally names.
 fn resolve(path: &Path, follow: bool) -> io::Result<Target> {
+    if follow {
+        // What the path opens to, through every link (the kernel's own resolution, so that
+        // `/dev/stdout` → `/proc/self/fd/1` → `pipe:[..]` is seen as the pipe it is).
+        match fs::metadata(path) {
+            Ok(m) => {
+                let ft = m.file_type();
+                if ft.is_char_device() || ft.is_fifo() {
+                    return Ok(Target::Through { path: path.to_path_buf() });
+                }
+                if ft.is_dir() {
+                    return Err(refuse("a directory"));
+                }
+                if !ft.is_file() {
+                    return Err(refuse(if ft.is_block_device() { "a block device" } else { "a socket" }));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {} // new, or a dangling link
+            Err(e) => return Err(e),
+        }
+    }
+    // A regular file or nothing: find the name to rename over (the final link target).
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         let meta = match fs::symlink_metadata(&p) {
@@ -123,8 +144,8 @@ pub(crate) fn write_output(
 
 fn write_through(path: &Path, fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
     // No O_TRUNC (meaningless for a device or FIFO, destructive if a regular file was swapped in
-    // since `resolve` looked) and no following a link swapped in; checked again once open.
-    let file = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY).open(path)?;
+    // since `resolve` looked); what was opened is checked again before anything is written.
+    let file = OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(path)?;
     let ft = file.metadata()?.file_type();
     if !(ft.is_char_device() || ft.is_fifo()) {
         return Err(io::Error::other("the output changed from a device or FIFO to something else while being opened"));

@@ -6,8 +6,9 @@
 //! Messages are one line of at most [`MESSAGE_MAX`] bytes, whatever the input: values a user
 //! supplied (keys, prefixes, file names, JSON text) are quoted shortened (the first characters,
 //! then `… (N bytes)`), lists show at most five names and then `… and N more`, shapes at most
-//! eight dimensions, and control characters are escaped. The helpers that do it (`Quoted`,
-//! `Names`, `Dims`, `ShownPath`) are used by every variant's `Display`, and the whole
+//! eight dimensions, and control characters are escaped. The helpers that do it ([`Quoted`],
+//! [`Cut`], [`Names`], [`Dims`], [`ShownPath`]; public, so that a front end can shorten its own
+//! messages the same way) are used by every variant's `Display`, and the whole
 //! message passes through a writer that keeps it on one line and cuts it at [`MESSAGE_MAX`].
 
 use std::fmt::{self, Write as _};
@@ -450,9 +451,9 @@ fn escape_char(c: char, buf: &mut [u8; 16]) -> &str {
     std::str::from_utf8(&buf[..n]).unwrap_or("?")
 }
 
-/// A user-supplied value in quotes (`Debug` escapes), shortened to its first characters and its
-/// length when longer than [`QUOTE_MAX`] bytes: `"layer1.0.conv1.…" (1048576 bytes)`.
-pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+/// A user-supplied value in quotes (`Debug` escapes); longer than 80 bytes, shortened to its first
+/// 60 characters and its length: `"layer1.0.conv1.…" (1048576 bytes)`.
+pub struct Quoted<'a>(pub &'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -466,7 +467,7 @@ impl fmt::Display for Quoted<'_> {
 }
 
 /// A user-supplied value shown unquoted, shortened like [`Quoted`].
-pub(crate) struct Cut<'a>(pub(crate) &'a str);
+pub struct Cut<'a>(pub &'a str);
 
 impl fmt::Display for Cut<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -479,8 +480,8 @@ impl fmt::Display for Cut<'_> {
     }
 }
 
-/// A list of names: at most [`LIST_MAX`], each [`Quoted`], then `… and N more`.
-pub(crate) struct Names<'a, S: AsRef<str> = String>(pub(crate) &'a [S]);
+/// A list of names: at most 5, each [`Quoted`], then `… and N more`.
+pub struct Names<'a, S: AsRef<str> = String>(pub &'a [S]);
 
 impl<S: AsRef<str>> fmt::Display for Names<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -498,8 +499,8 @@ impl<S: AsRef<str>> fmt::Display for Names<'_, S> {
     }
 }
 
-/// A shape: at most [`DIMS_MAX`] dimensions, then `… (N dims)`.
-pub(crate) struct Dims<'a>(pub(crate) &'a [usize]);
+/// A shape: at most 8 dimensions, then `… (N dims)`.
+pub struct Dims<'a>(pub &'a [usize]);
 
 impl fmt::Display for Dims<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -516,7 +517,7 @@ impl fmt::Display for Dims<'_> {
 
 /// A path as the user typed it: bytes that are not UTF-8 as `\xNN`, control characters escaped,
 /// and a long path shortened to its start and its end (the file name).
-pub(crate) struct ShownPath<'a>(pub(crate) &'a Path);
+pub struct ShownPath<'a>(pub &'a Path);
 
 impl fmt::Display for ShownPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

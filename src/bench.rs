@@ -173,15 +173,19 @@ fn build_d<const D: usize, const T: bool>(c: &BenchCase, batch: usize, rng: &mut
         ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
     let mut in_shape = vec![batch, c.in_channels];
     in_shape.extend_from_slice(&c.spatial[..D]);
-    let input = Tensor::from_vec(rng.vec(in_shape.iter().product(), -1.0, 1.0), &in_shape)?;
+    // The batch is the caller's: an input too large for usize or memory is an error, not a panic.
+    let n_in = crate::tensor::checked_numel(&in_shape)?;
+    let mut values = crate::alloc::try_with_capacity(n_in, || format!("the input of shape {in_shape:?}"))?;
+    values.extend((0..n_in).map(|_| rng.uniform(-1.0, 1.0)));
+    let input = Tensor::from_vec(values, &in_shape)?;
     let kprod = c.kernel.pow(D as u32) as f64;
     let flops = if T {
         let sp: usize = c.spatial[..D].iter().product();
-        2.0 * (batch * c.in_channels * (c.out_channels / c.groups)) as f64 * kprod * sp as f64
+        2.0 * batch as f64 * (c.in_channels * (c.out_channels / c.groups)) as f64 * kprod * sp as f64
     } else {
         let out = module.options().conv_output_size(&c.spatial[..D].try_into().expect("D entries"))?;
         let sp: usize = out.iter().product();
-        2.0 * (batch * c.out_channels * (c.in_channels / c.groups)) as f64 * kprod * sp as f64
+        2.0 * batch as f64 * (c.out_channels * (c.in_channels / c.groups)) as f64 * kprod * sp as f64
     };
     Ok(BuiltCase { module: wrap(module), input, weight, qparams, flops })
 }

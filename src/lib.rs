@@ -33,6 +33,7 @@
 /// How this copy of qconv was built (target triple, profile, CUDA bindings version).
 pub const BUILD_INFO: &str = env!("QCONV_BUILD_INFO");
 
+mod alloc;
 pub mod bench;
 pub mod conv;
 pub mod cpu;
@@ -41,6 +42,7 @@ pub mod dtype;
 pub mod error;
 pub mod io;
 pub mod oracle;
+pub mod parallel;
 pub mod problem;
 pub mod quant;
 pub mod tensor;

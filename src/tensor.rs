@@ -8,9 +8,10 @@ use half::{bf16, f16};
 
 use cudarc::driver::CudaSlice;
 
+use crate::alloc::{try_collect, try_filled, try_to_vec};
 /// The dtype moved to [`crate::dtype`]; this re-export keeps `qconv::tensor::DType`.
 pub use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Dims, Error, Result};
 
 /// Where a tensor lives and where a module computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -255,18 +256,24 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(T::wrap(data))) })
     }
 
-    /// Builds a tensor by copying a slice in row-major order.
+    /// Builds a tensor by copying a slice in row-major order ([`Error::OutOfMemory`] if the copy
+    /// cannot be allocated).
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Tensor> {
-        Tensor::from_vec(data.to_vec(), shape)
+        let n = checked_numel(shape)?;
+        if n != data.len() {
+            return Err(Error::shape("data", shape, format!("it holds {} elements, not {n}", data.len())));
+        }
+        Tensor::from_vec(try_to_vec(data, || format!("a tensor of shape {}", Dims(shape)))?, shape)
     }
 
-    /// A tensor of zeros.
+    /// A tensor of zeros ([`Error::OutOfMemory`] if it cannot be allocated).
     pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n = checked_numel(shape)?;
+        let what = || format!("a tensor of shape {}", Dims(shape));
         let storage = match dtype {
-            DType::F32 => CpuStorage::F32(vec![0.0; n]),
-            DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
+            DType::F32 => CpuStorage::F32(try_filled(n, 0.0, what)?),
+            DType::F16 => CpuStorage::F16(try_filled(n, f16::ZERO, what)?),
+            DType::BF16 => CpuStorage::BF16(try_filled(n, bf16::ZERO, what)?),
         };
         Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(storage)) })
     }
@@ -274,13 +281,13 @@ impl Tensor {
     /// Copies an ndarray view (any layout, any dimensionality) into a new tensor.
     pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: ndarray::ArrayView<'_, T, D>) -> Result<Tensor> {
         let shape = a.shape().to_vec();
-        let data: Vec<T> = a.iter().copied().collect();
+        let data = try_collect(a.iter().copied(), || format!("a tensor of shape {}", Dims(&shape)))?;
         Tensor::from_vec(data, &shape)
     }
 
     /// Copies the tensor into an ndarray of element type `T` (which must be the tensor's dtype).
     pub fn to_ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
-        let v = self.as_slice::<T>()?.to_vec();
+        let v = self.to_vec::<T>()?;
         ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v)
             .map_err(|e| Error::shape("tensor", &self.shape, e.to_string()))
     }
@@ -331,7 +338,12 @@ impl Tensor {
     /// Copies the elements of a host tensor out as `T`; fails if `T` is not the tensor's dtype or
     /// the tensor lives on a device (see [`as_slice`](Tensor::as_slice)).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        Ok(self.as_slice::<T>()?.to_vec())
+        try_to_vec(self.as_slice::<T>()?, || self.what())
+    }
+
+    /// "a tensor of shape [..]", for allocation errors.
+    fn what(&self) -> String {
+        format!("a tensor of shape {}", Dims(&self.shape))
     }
 
     /// Converts every element to f32 (exact for every supported dtype).
@@ -357,11 +369,12 @@ impl Tensor {
                 downloaded.host_storage().ok_or_else(|| host_only(self.device(), "converting elements"))?
             }
         };
-        Ok(match host {
-            CpuStorage::F32(v) => v.clone(),
-            CpuStorage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            CpuStorage::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        })
+        let what = || format!("{} as f32", self.what());
+        match host {
+            CpuStorage::F32(v) => try_to_vec(v, what),
+            CpuStorage::F16(v) => try_collect(v.iter().map(|x| x.to_f32()), what),
+            CpuStorage::BF16(v) => try_collect(v.iter().map(|x| x.to_f32()), what),
+        }
     }
 
     /// Converts to another dtype (round-to-nearest-even when narrowing).
@@ -382,11 +395,23 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let v = self.try_to_vec_f32()?;
-        let storage = match dtype {
-            DType::F32 => CpuStorage::F32(v),
-            DType::F16 => CpuStorage::F16(v.into_iter().map(f16::from_f32).collect()),
-            DType::BF16 => CpuStorage::BF16(v.into_iter().map(bf16::from_f32).collect()),
+        let what = || format!("{} as {dtype}", self.what());
+        let storage = match (dtype, &*self.storage) {
+            // Host narrowing and widening: one pass, no f32 copy in between.
+            (DType::F16, Storage::Cpu(CpuStorage::F32(v))) => {
+                CpuStorage::F16(try_collect(v.iter().map(|&x| f16::from_f32(x)), what)?)
+            }
+            (DType::BF16, Storage::Cpu(CpuStorage::F32(v))) => {
+                CpuStorage::BF16(try_collect(v.iter().map(|&x| bf16::from_f32(x)), what)?)
+            }
+            _ => {
+                let v = self.try_to_vec_f32()?;
+                match dtype {
+                    DType::F32 => CpuStorage::F32(v),
+                    DType::F16 => CpuStorage::F16(try_collect(v.into_iter().map(f16::from_f32), what)?),
+                    DType::BF16 => CpuStorage::BF16(try_collect(v.into_iter().map(bf16::from_f32), what)?),
+                }
+            }
         };
         let host = Tensor { shape: self.shape.clone(), storage: Arc::new(Storage::Cpu(storage)) };
         host.to_device(self.device())
@@ -443,9 +468,13 @@ impl Tensor {
             v.extend_from_slice(&shape[1..shape.len() - 1]);
             (c, v)
         };
+        if self.numel() == 0 {
+            // Nothing to move (and `n · c` need not even fit).
+            return Tensor::zeros(&new_shape, self.dtype());
+        }
         let v = self.try_to_vec_f32()?;
-        let per = v.len().checked_div(n * c).unwrap_or(0);
-        let mut out = vec![0f32; v.len()];
+        let per = v.len() / (n * c); // n · c divides the (non-zero) element count
+        let mut out = try_filled(v.len(), 0f32, || self.what())?;
         for b in 0..n {
             let base = b * c * per;
             for ch in 0..c {

@@ -238,3 +238,117 @@ fn fake_quant_of_a_weight_without_channels() {
         assert_eq!(fq.numel(), 0);
     }
 }
+
+// ---- issue 13 item 10: products of user sizes ---------------------------------------------------
+// A ConvTranspose2d with stride [2^32, 2^32] on a 1×4×1×1 input (output 3×3): the CPU GEMM path
+// sized its tasks by `out_step.iter().product()`, which wrapped to 0 (release) and divided by
+// zero (or overflowed in debug).
+
+#[test]
+fn transposed_stride_2pow32_squared_runs_and_matches_the_oracle() {
+    let s = 1usize << 32;
+    let w = weight(&[4, 2, 3, 3]);
+    let b = Tensor::from_vec(vec![0.5f32, -0.25], &[2]).unwrap();
+    let m = ConvTranspose2d::from_float(w, Some(b), WeightQParams::none(), ConvOptions::new([3, 3]).stride([s, s]))
+        .unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, -2.0, 0.5, 3.0], &[1, 4, 1, 1]).unwrap();
+    let y = m.forward(&x).unwrap();
+    assert_eq!(y.shape(), &[1, 2, 3, 3]);
+    let p = m.conv_problem(x.shape(), None).unwrap();
+    let want = qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32(), Some(&[0.5, -0.25]), &x.to_vec_f32());
+    for (a, b) in y.to_vec_f32().iter().zip(&want) {
+        assert!((*a as f64 - b).abs() <= 1e-5, "{a} vs {b}");
+    }
+    // Inline (no threads) gives the same bits.
+    let inline = qconv::parallel::run_inline(|| m.forward(&x).unwrap());
+    assert_eq!(inline, y);
+}
+
+// module_config fuzz crash (issue 13: 194 s into a run on 11b3dc0): `handle_alloc_error` in the
+// CPU padded copy (`build_padded`, a `Vec::resize` sized by the geometry). Input
+// fuzz/regressions/module_config/padded-copy-stride-2pow33-batch-1000: a Conv1d with a stride of
+// 2^33 and a batch of 1000. With one output column, the stored row pitch of the copy (the padded
+// row rounded up to whole sub-rows of the dim-2 step) was 2^33 although the row itself was short,
+// and the decision to build the copy looked at the unrounded row. The decision now uses the
+// stored layout (and the copy is allocated fallibly); the fuzz input is replayed by
+// tests/fuzz_corpus.rs, this is the same case through the public API.
+#[test]
+fn conv1d_with_stride_2pow33_and_batch_1000_uses_no_huge_padded_copy() {
+    let s = 1usize << 33;
+    // (in, out, kernel, dilation, padding, length); the first is the fuzz input's module.
+    for (cin, cout, k, dil, pad, len) in
+        [(3usize, 4usize, 1usize, 6usize, 0usize, 5usize), (4, 5, 3, 1, 1, 5), (4, 5, 2, 2, 0, 3)]
+    {
+        let o = ConvOptions::new([k]).stride([s]).dilation([dil]).padding(qconv::Padding::Explicit([pad]));
+        let m = Conv1d::from_float(weight(&[cout, cin, k]), None, WeightQParams::none(), o).unwrap();
+        let x = Tensor::from_vec((0..1000 * cin * len).map(|i| (i % 5) as f32).collect(), &[1000, cin, len]).unwrap();
+        let y = m.forward(&x).unwrap();
+        assert_eq!(y.shape(), &[1000, cout, 1]);
+        let p = m.conv_problem(x.shape(), None).unwrap();
+        let want = qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32(), None, &x.to_vec_f32());
+        for (a, b) in y.to_vec_f32().iter().zip(&want) {
+            assert!((*a as f64 - b).abs() <= 1e-4, "{a} vs {b}");
+        }
+    }
+}
+
+// Fuzzer finding (module_config, 2026 reliability pass, fuzz/regressions/module_config/
+// padded-row-left-of-the-input): a Conv1d(3 → 4, kernel 1, stride 1000, dilation 1000,
+// padding 4) on an unbatched (3, 2) input. Its only tap reads input index −4: the padded copy's
+// row lies wholly left of the input, and the padded row copy sliced the input at `lo + a = −3`
+// (an empty range, but an out-of-bounds start) — a panic in `fill_padded`. The same empty range
+// could be sliced past the input's end when a zero-padded copy or window was reused.
+#[test]
+fn padded_rows_wholly_outside_the_input() {
+    let check = |m: &AnyConv, x: &Tensor| {
+        let p = qconv_problem(m, x);
+        for _ in 0..2 {
+            // Twice: the second call reuses the zero pattern of the first.
+            let y = m.forward(x, None).unwrap();
+            let want = qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32(), None, &x.to_vec_f32());
+            for (a, b) in y.to_vec_f32().iter().zip(&want) {
+                assert!((*a as f64 - b).abs() <= 1e-4, "{m}: {a} vs {b}");
+            }
+        }
+    };
+    let o = ConvOptions::new([1]).stride([1000]).dilation([1000]).padding(qconv::Padding::Explicit([4]));
+    let m = AnyConv::Conv1d(Conv1d::from_float(weight(&[4, 3, 1]), None, WeightQParams::none(), o).unwrap());
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).unwrap();
+    check(&m, &x);
+    // A sweep of rows left of, right of and across the input: GEMM (padded copy) and direct
+    // (depthwise) paths, forward and transposed.
+    for (k, stride, dil, pad, len, groups) in [
+        (1usize, 1000usize, 1000usize, 4usize, 2usize, 1usize),
+        (2, 1000, 1000, 7, 3, 4),
+        (2, 1, 5, 9, 1, 4),
+        (3, 2, 1, 6, 2, 1),
+        (1, 3, 1, 5, 1, 4),
+    ] {
+        let o = ConvOptions::new([k])
+            .stride([stride])
+            .dilation([dil])
+            .padding(qconv::Padding::Explicit([pad]))
+            .groups(groups);
+        let m =
+            AnyConv::Conv1d(Conv1d::from_float(weight(&[4, 4 / groups, k]), None, WeightQParams::none(), o).unwrap());
+        let x = Tensor::from_vec((0..8 * len).map(|i| i as f32 - 3.0).collect(), &[2, 4, len]).unwrap();
+        if m.forward(&x, None).is_ok() {
+            check(&m, &x);
+        }
+        let t = qconv::ConvTranspose1d::from_float(weight(&[4, 4 / groups, k]), None, WeightQParams::none(), o);
+        if let Ok(t) = t {
+            let t = AnyConv::ConvTranspose1d(t);
+            if t.forward(&x, None).is_ok() {
+                check(&t, &x);
+            }
+        }
+    }
+}
+
+fn qconv_problem(m: &AnyConv, x: &Tensor) -> qconv::problem::ConvProblem {
+    match m {
+        AnyConv::Conv1d(m) => m.conv_problem(x.shape(), None).unwrap(),
+        AnyConv::ConvTranspose1d(m) => m.conv_problem(x.shape(), None).unwrap(),
+        _ => unreachable!("1-d modules only"),
+    }
+}

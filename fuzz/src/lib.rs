@@ -1,8 +1,15 @@
-//! Helpers shared by the qconv fuzz targets: error-message checks, a work cap, and the
-//! properties every built module must satisfy.
+//! The qconv fuzz targets' logic ([`model_file`], [`module_config`]) and the helpers they share:
+//! error-message checks, a work cap, and the properties every built module must satisfy.
+//!
+//! The targets in `fuzz_targets/` only call [`model_file::run`] and [`module_config::run`]; the
+//! main crate's `tests/fuzz_corpus.rs` includes this file as a module and replays every file of
+//! `fuzz/corpus/` and `fuzz/regressions/` through the same functions.
 
-use qconv::problem::ConvProblem;
+pub mod model_file;
+pub mod module_config;
+
 use qconv::io::StateDict;
+use qconv::problem::ConvProblem;
 use qconv::{AnyConv, Tensor};
 
 /// Largest output (elements) a fuzz input may make `forward` produce.
@@ -12,10 +19,12 @@ pub const MAX_MACS: u128 = 4_000_000;
 /// Largest tensor (elements) a harness allocates.
 pub const MAX_ELEMS: usize = 100_000;
 
-/// Property: every error carries a non-empty message.
+/// Property: every error carries a non-empty message of one line and at most
+/// `qconv::error::MESSAGE_MAX` bytes.
 pub fn check_err(ctx: &str, e: &qconv::Error) {
     let s = e.to_string();
     assert!(!s.trim().is_empty(), "{ctx}: error with an empty message: {e:?}");
+    assert!(s.len() <= qconv::error::MESSAGE_MAX && !s.contains('\n'), "{ctx}: not one short line: {s:?}");
 }
 
 /// `ConvModule::conv_problem` of whichever module `m` holds.

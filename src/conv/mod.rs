@@ -1,6 +1,7 @@
 //! Convolution options, shape rules, the six reference modules and their state dicts.
 
 mod module;
+mod module_json;
 mod options;
 mod state;
 

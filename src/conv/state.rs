@@ -9,13 +9,16 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::alloc::try_to_vec;
 use crate::conv::module::ConvModule;
-use crate::conv::options::{ConvOptions, Padding, PaddingMode};
-use crate::error::{Error, Result};
-use crate::io::{StateDict, StoredData, StoredTensor};
+pub use crate::conv::module_json::ModuleConfig;
+use crate::conv::module_json::{module_type, padding_json, parse_config, parse_module_json};
+use crate::error::{Cut, Error, Quoted, Result};
+use crate::io::{ModelFile, StateDict, StoredData, StoredTensor};
 use crate::quant::{QParamData, QParamTensor, QScheme, QuantDType, QuantizedWeight, WeightQParams};
 use crate::tensor::{Device, Tensor};
 
@@ -34,7 +37,15 @@ fn missing(prefix: &str, keys: Vec<String>) -> Error {
     Error::StateDictKeys { prefix: prefix.to_string(), missing: keys, unexpected: vec![] }
 }
 
-fn bad(key: String, rule: impl Into<String>) -> Error {
+/// `Ok` when the report lists no unexpected key.
+fn strict(prefix: &str, report: LoadReport) -> Result<()> {
+    if report.unexpected.is_empty() {
+        return Ok(());
+    }
+    Err(Error::StateDictKeys { prefix: prefix.to_string(), missing: vec![], unexpected: report.unexpected })
+}
+
+pub(super) fn bad(key: String, rule: impl Into<String>) -> Error {
     Error::StateDictValue { key, rule: rule.into() }
 }
 
@@ -59,11 +70,12 @@ fn unexpected_keys(sd: &StateDict, prefix: &str) -> Vec<String> {
 /// fits the qscheme is decided by the same validation as for modules built in code, so every
 /// module that can be built can be saved and reloaded.
 fn qparam_tensor(key: String, t: &StoredTensor) -> Result<QParamTensor> {
+    let what = || format!("state dict entry {}", Quoted(&key));
     let data = match &t.data {
-        StoredData::F32(v) => QParamData::F32(v.clone()),
-        StoredData::F64(v) => QParamData::F64(v.clone()),
-        StoredData::I32(v) => QParamData::I32(v.clone()),
-        StoredData::I64(v) => QParamData::I64(v.clone()),
+        StoredData::F32(v) => QParamData::F32(try_to_vec(v, what)?),
+        StoredData::F64(v) => QParamData::F64(try_to_vec(v, what)?),
+        StoredData::I32(v) => QParamData::I32(try_to_vec(v, what)?),
+        StoredData::I64(v) => QParamData::I64(try_to_vec(v, what)?),
         other => {
             return Err(bad(
                 key,
@@ -84,13 +96,38 @@ fn stored_qparam(q: &QParamTensor) -> StoredTensor {
     StoredTensor { shape: q.shape.clone(), data }
 }
 
-fn float_tensor(sd: &StateDict, key: &str) -> Result<Option<Tensor>> {
-    match sd.tensors.get(key) {
-        None => Ok(None),
-        Some(t) => match &t.data {
-            StoredData::F32(v) => Tensor::from_slice(v, &t.shape).map(Some),
-            other => Err(bad(key.to_string(), format!("expected an F32 tensor, found {}", other.dtype_name()))),
-        },
+/// A state dict that is read (tensors copied out) or consumed (tensors moved out, no copy).
+enum Sd<'a> {
+    Ref(&'a StateDict),
+    Own(StateDict),
+}
+
+impl Sd<'_> {
+    fn sd(&self) -> &StateDict {
+        match self {
+            Sd::Ref(sd) => sd,
+            Sd::Own(sd) => sd,
+        }
+    }
+
+    /// The F32 tensor under `key`, if any.
+    fn float_tensor(&mut self, key: &str) -> Result<Option<Tensor>> {
+        let wrong = |d: &StoredData| bad(key.to_string(), format!("expected an F32 tensor, found {}", d.dtype_name()));
+        match self {
+            Sd::Ref(sd) => match sd.tensors.get(key) {
+                None => Ok(None),
+                Some(StoredTensor { shape, data: StoredData::F32(v) }) => Tensor::from_slice(v, shape).map(Some),
+                Some(t) => Err(wrong(&t.data)),
+            },
+            Sd::Own(sd) => match sd.tensors.get(key).map(|t| &t.data) {
+                None => Ok(None),
+                Some(StoredData::F32(_)) => {
+                    let t = sd.tensors.remove(key).expect("present");
+                    t.into_tensor(key).map(Some)
+                }
+                Some(d) => Err(wrong(d)),
+            },
+        }
     }
 }
 
@@ -140,13 +177,19 @@ pub fn qparams_from_state_dict(sd: &StateDict, prefix: &str) -> Result<WeightQPa
     };
     let parse_int = |k: &str| -> Result<Option<i64>> {
         meta(k)
-            .map(|s| s.trim().parse::<i64>().map_err(|_| bad(key(k), format!("{s:?} is not a decimal integer"))))
+            .map(|s| {
+                s.trim().parse::<i64>().map_err(|_| bad(key(k), format!("{} is not a decimal integer", Quoted(s))))
+            })
             .transpose()
     };
+    // One bound without the other is left to the qparams' validation (which accepts it where
+    // the bounds are unused, so that every module that can be built can be reloaded); its
+    // error shows the missing bound as "unset".
+    let (quant_min, quant_max) = (parse_int("weight_quant_min")?, parse_int("weight_quant_max")?);
     let is_decomposed = match meta("is_decomposed").map(|s| s.as_str()) {
         None | Some("false") | Some("False") => false,
         Some("true") | Some("True") => true,
-        Some(s) => return Err(bad(key("is_decomposed"), format!("{s:?} must be \"true\" or \"false\""))),
+        Some(s) => return Err(bad(key("is_decomposed"), format!("{} must be \"true\" or \"false\"", Quoted(s)))),
     };
     Ok(WeightQParams {
         qscheme,
@@ -154,108 +197,10 @@ pub fn qparams_from_state_dict(sd: &StateDict, prefix: &str) -> Result<WeightQPa
         scale: scale.unwrap_or_else(|| QParamTensor::scalar_f32(1.0)),
         zero_point: zero_point.unwrap_or_else(|| QParamTensor::scalar_i64(0)),
         axis: axis.unwrap_or(0),
-        quant_min: parse_int("weight_quant_min")?,
-        quant_max: parse_int("weight_quant_max")?,
+        quant_min,
+        quant_max,
         is_decomposed,
     })
-}
-
-fn dims<const D: usize>(key: &str, v: &Value, what: &str) -> Result<[usize; D]> {
-    let as_usize = |x: &Value| x.as_u64().and_then(|n| usize::try_from(n).ok());
-    let err = || bad(key.to_string(), format!("{what} must be a non-negative integer or a list of {D}, got {v}"));
-    if let Some(n) = as_usize(v) {
-        return Ok([n; D]);
-    }
-    let arr = v.as_array().ok_or_else(err)?;
-    if arr.len() != D {
-        return Err(err());
-    }
-    let mut out = [0; D];
-    for (o, x) in out.iter_mut().zip(arr) {
-        *o = as_usize(x).ok_or_else(err)?;
-    }
-    Ok(out)
-}
-
-/// Hyper-parameters read from a `module` JSON entry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModuleConfig<const D: usize> {
-    /// The PyTorch class name.
-    pub type_name: String,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Options.
-    pub options: ConvOptions<D>,
-}
-
-fn parse_module_json(key: &str, s: &str) -> Result<Value> {
-    let v: Value = serde_json::from_str(s).map_err(|e| bad(key.to_string(), format!("invalid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(bad(key.to_string(), "must be a JSON object"));
-    }
-    Ok(v)
-}
-
-fn module_type(key: &str, v: &Value) -> Result<String> {
-    v.get("type").and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad(key.to_string(), "\"type\" is missing"))
-}
-
-fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Result<ModuleConfig<D>> {
-    let field = |name: &str| v.get(name).ok_or_else(|| bad(key.to_string(), format!("\"{name}\" is missing")));
-    let uint = |name: &str| -> Result<usize> {
-        field(name)?
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| bad(key.to_string(), format!("\"{name}\" must be a non-negative integer")))
-    };
-    let mut o = ConvOptions::<D>::new(dims(key, field("kernel_size")?, "kernel_size")?);
-    if let Some(s) = v.get("stride") {
-        o.stride = dims(key, s, "stride")?;
-    }
-    if let Some(d) = v.get("dilation") {
-        o.dilation = dims(key, d, "dilation")?;
-    }
-    if let Some(p) = v.get("padding") {
-        o.padding = match p.as_str() {
-            Some("same") => Padding::Same,
-            Some("valid") => Padding::Valid,
-            Some(other) => {
-                return Err(bad(key.to_string(), format!("padding {other:?} must be 'same', 'valid' or integers")))
-            }
-            None => Padding::Explicit(dims(key, p, "padding")?),
-        };
-    }
-    if transposed {
-        if let Some(op) = v.get("output_padding") {
-            o.output_padding = dims(key, op, "output_padding")?;
-        }
-    }
-    if v.get("groups").is_some() {
-        o.groups = uint("groups")?;
-    }
-    if let Some(b) = v.get("bias") {
-        o.bias = b.as_bool().ok_or_else(|| bad(key.to_string(), "\"bias\" must be true or false"))?;
-    }
-    if let Some(m) = v.get("padding_mode") {
-        let m = m.as_str().ok_or_else(|| bad(key.to_string(), "\"padding_mode\" must be a string"))?;
-        o.padding_mode = m.parse::<PaddingMode>().map_err(|e| bad(key.to_string(), e.to_string()))?;
-    }
-    Ok(ModuleConfig {
-        type_name: module_type(key, v)?,
-        in_channels: uint("in_channels")?,
-        out_channels: uint("out_channels")?,
-        options: o,
-    })
-}
-
-fn padding_json<const D: usize>(p: &Padding<D>) -> Value {
-    match p {
-        Padding::Explicit(v) => json!(v.to_vec()),
-        Padding::Same => json!("same"),
-        Padding::Valid => json!("valid"),
-    }
 }
 
 impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
@@ -315,36 +260,49 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// prefix is an error (use [`ConvModule::from_state_dict_lenient`] to list them instead).
     pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
         let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
-        if !report.unexpected.is_empty() {
-            return Err(Error::StateDictKeys {
-                prefix: prefix.to_string(),
-                missing: vec![],
-                unexpected: report.unexpected,
-            });
-        }
-        Ok(m)
+        strict(prefix, report).map(|()| m)
     }
 
     /// Like [`ConvModule::from_state_dict`], but returns unexpected keys in a report.
     pub fn from_state_dict_lenient(sd: &StateDict, prefix: &str) -> Result<(Self, LoadReport)> {
+        Self::build(Sd::Ref(sd), prefix)
+    }
+
+    /// Like [`ConvModule::from_state_dict`], consuming `sd`: the weight and bias move into the
+    /// module instead of being copied.
+    pub fn from_state_dict_owned(sd: StateDict, prefix: &str) -> Result<Self> {
+        let (m, report) = Self::build(Sd::Own(sd), prefix)?;
+        strict(prefix, report).map(|()| m)
+    }
+
+    /// Builds the module stored under `prefix` in a safetensors file, reading only that module's
+    /// tensors (the other tensors' bytes are never read). Unexpected keys directly under the
+    /// prefix are an error.
+    pub fn from_file(path: impl AsRef<Path>, prefix: &str) -> Result<Self> {
+        Self::from_state_dict_owned(ModelFile::open(path)?.load_module(prefix)?, prefix)
+    }
+
+    fn build(mut sd: Sd<'_>, prefix: &str) -> Result<(Self, LoadReport)> {
         let key = format!("{prefix}module");
-        let json = sd.metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
+        let json = sd.sd().metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
         let v = parse_module_json(&key, json)?;
         let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
         if cfg.type_name != Self::type_name() {
-            return Err(bad(key, format!("holds a {}, not a {}", cfg.type_name, Self::type_name())));
+            return Err(bad(key, format!("holds a {}, not a {}", Cut(&cfg.type_name), Self::type_name())));
         }
-        let qparams = qparams_from_state_dict(sd, prefix)?;
-        let (weight, bias) = Self::weight_bias(sd, prefix, cfg.options.bias)?;
+        let qparams = qparams_from_state_dict(sd.sd(), prefix)?;
+        let report = LoadReport { unexpected: unexpected_keys(sd.sd(), prefix) };
+        let (weight, bias) = Self::weight_bias(&mut sd, prefix, cfg.options.bias)?;
+        drop(sd);
         let m = Self::new(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
-        Ok((m, LoadReport { unexpected: unexpected_keys(sd, prefix) }))
+        Ok((m, report))
     }
 
-    fn weight_bias(sd: &StateDict, prefix: &str, has_bias: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn weight_bias(sd: &mut Sd<'_>, prefix: &str, has_bias: bool) -> Result<(Tensor, Option<Tensor>)> {
         let wk = format!("{prefix}weight");
         let bk = format!("{prefix}bias");
-        let weight = float_tensor(sd, &wk)?;
-        let bias = float_tensor(sd, &bk)?;
+        let weight = sd.float_tensor(&wk)?;
+        let bias = sd.float_tensor(&bk)?;
         let mut absent = Vec::new();
         if weight.is_none() {
             absent.push(wk);
@@ -378,7 +336,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 || cfg.out_channels != self.out_channels()
                 || cfg.options != mine
             {
-                return Err(bad(key, format!("describes a different module ({json}) than {self}")));
+                return Err(bad(key, format!("describes a different module ({}) than {self}", Cut(json))));
             }
         }
         let report = LoadReport { unexpected: unexpected_keys(sd, prefix) };
@@ -391,7 +349,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         }
         let qparams = qparams_from_state_dict(sd, prefix)?;
         let has_bias = sd.tensors.contains_key(&format!("{prefix}bias"));
-        let (weight, bias) = Self::weight_bias(sd, prefix, has_bias)?;
+        let (weight, bias) = Self::weight_bias(&mut Sd::Ref(sd), prefix, has_bias)?;
         let mut options = *self.options();
         options.bias = bias.is_some();
         *self = Self::new(self.in_channels(), self.out_channels(), options, weight, bias, qparams)?;
@@ -434,38 +392,55 @@ impl AnyConv {
     /// keys under the prefix are an error.
     pub fn from_state_dict(sd: &StateDict, prefix: &str) -> Result<Self> {
         let (m, report) = Self::from_state_dict_lenient(sd, prefix)?;
-        if !report.unexpected.is_empty() {
-            return Err(Error::StateDictKeys {
-                prefix: prefix.to_string(),
-                missing: vec![],
-                unexpected: report.unexpected,
-            });
-        }
-        Ok(m)
+        strict(prefix, report).map(|()| m)
     }
 
     /// Like [`AnyConv::from_state_dict`], returning unexpected keys in a report.
     pub fn from_state_dict_lenient(sd: &StateDict, prefix: &str) -> Result<(Self, LoadReport)> {
+        Self::build(Sd::Ref(sd), prefix)
+    }
+
+    /// Like [`AnyConv::from_state_dict`], consuming `sd`: the weight and bias move into the
+    /// module instead of being copied.
+    pub fn from_state_dict_owned(sd: StateDict, prefix: &str) -> Result<Self> {
+        let (m, report) = Self::build(Sd::Own(sd), prefix)?;
+        strict(prefix, report).map(|()| m)
+    }
+
+    /// Loads the module under `prefix` from a safetensors file — or, with `None`, the file's only
+    /// module — reading only that module's tensors: the bytes of every other tensor are never
+    /// read (they may be missing or garbage), and the weight moves from the file buffer into the
+    /// module without a copy. Unexpected keys directly under the prefix are an error.
+    ///
+    /// Errors: those of [`ModelFile::open`] and [`ModelFile::load_module`];
+    /// [`Error::ModuleChoice`] when `prefix` is `None` and the file holds no module or several;
+    /// those of [`AnyConv::from_state_dict`].
+    pub fn from_file(path: impl AsRef<Path>, prefix: Option<&str>) -> Result<Self> {
+        Self::from_model_file(&mut ModelFile::open(path)?, prefix)
+    }
+
+    /// [`from_file`](Self::from_file) on an opened [`ModelFile`] (e.g. after listing its
+    /// modules with [`ModelFile::module_prefixes`]).
+    pub fn from_model_file(file: &mut ModelFile<'_>, prefix: Option<&str>) -> Result<Self> {
+        let prefix = file.choose_module(prefix)?;
+        Self::from_state_dict_owned(file.load_module(&prefix)?, &prefix)
+    }
+
+    fn build(sd: Sd<'_>, prefix: &str) -> Result<(Self, LoadReport)> {
         let key = format!("{prefix}module");
-        let json = sd.metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
+        let json = sd.sd().metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
         let ty = module_type(&key, &parse_module_json(&key, json)?)?;
         Ok(match ty.as_str() {
-            "Conv1d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv1d(m), r))?,
-            "Conv2d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv2d(m), r))?,
-            "Conv3d" => ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::Conv3d(m), r))?,
-            "ConvTranspose1d" => {
-                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose1d(m), r))?
-            }
-            "ConvTranspose2d" => {
-                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose2d(m), r))?
-            }
-            "ConvTranspose3d" => {
-                ConvModule::from_state_dict_lenient(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose3d(m), r))?
-            }
+            "Conv1d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::Conv1d(m), r))?,
+            "Conv2d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::Conv2d(m), r))?,
+            "Conv3d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::Conv3d(m), r))?,
+            "ConvTranspose1d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose1d(m), r))?,
+            "ConvTranspose2d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose2d(m), r))?,
+            "ConvTranspose3d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose3d(m), r))?,
             other => {
                 return Err(bad(
                     key,
-                    format!("unknown module type {other:?} (expected Conv1d/2d/3d or ConvTranspose1d/2d/3d)"),
+                    format!("unknown module type {} (expected Conv1d/2d/3d or ConvTranspose1d/2d/3d)", Quoted(other)),
                 ))
             }
         })

@@ -1,7 +1,8 @@
 //! The call context: everything the tasks of one convolution call read, and the dispatch to a
 //! path with the call's kernels.
 //!
-//! **Parallelism and determinism.** Rayon runs independent tasks, each owning a disjoint set of
+//! **Parallelism and determinism.** Rayon runs independent tasks (on the calling thread when no
+//! thread pool can be started, see [`crate::parallel`]), each owning a disjoint set of
 //! output-row sub-slices (safe `split_at_mut` partitioning, no shared mutable state): GEMM tasks
 //! are (batch × group × `mr`-aligned block of output channels × range of output positions), direct
 //! tasks (batch × channel × range of output rows). Scratch buffers are thread-local and reused
@@ -11,13 +12,13 @@
 //! bias is added last. Results are therefore bit-identical for any number of threads (on a given
 //! machine: the FMA and the portable kernels round differently).
 
-use rayon::prelude::*;
-
 use super::geometry::Geometry;
 use super::kernels::{Isa, Kernel, WithKernel};
 use super::packed::PackedWeight;
 use super::padded::Padded;
 use super::workspace::with_workspace;
+use crate::error::Result;
+use crate::parallel;
 use crate::problem::ConvProblem;
 
 /// Where the GEMM path's micro-kernel reads its input rows (`B`).
@@ -59,15 +60,15 @@ struct Run<'c, 'a, 'y> {
 }
 
 impl WithKernel for Run<'_, '_, '_> {
-    type Output = ();
-    fn run<K: Kernel>(self, kern: K) {
+    type Output = Result<()>;
+    fn run<K: Kernel>(self, kern: K) -> Result<()> {
         self.ctx.run(kern, self.y)
     }
 }
 
 impl Ctx<'_> {
     /// Runs with the best micro-kernels of at most `isa` (one dispatch per call).
-    pub(super) fn run_best(&self, isa: Isa, y: &mut [f32]) {
+    pub(super) fn run_best(&self, isa: Isa, y: &mut [f32]) -> Result<()> {
         isa.dispatch(Run { ctx: self, y })
     }
 
@@ -76,18 +77,22 @@ impl Ctx<'_> {
     /// (`direct_task`, `gemm_task`) are `#[inline]` so that each loop's closure holds its body,
     /// as it did when the engine was one module (small tasks, e.g. depthwise ones, measurably pay
     /// for an extra call across codegen units).
-    fn run<K: Kernel>(&self, kern: K, y: &mut [f32]) {
+    ///
+    /// A task whose scratch buffers cannot grow fails with [`Error::OutOfMemory`]; the call then
+    /// returns that error (the output is incomplete).
+    fn run<K: Kernel>(&self, kern: K, y: &mut [f32]) -> Result<()> {
         if self.w.mr == 1 {
-            let tasks = self.direct_tasks(y);
-            tasks.into_par_iter().for_each(|task| with_workspace(|ws| self.direct_task(kern, ws, task)));
+            let tasks = self.direct_tasks(y)?;
+            parallel::try_for_each(tasks, |task| with_workspace(|ws| self.direct_task(kern, ws, task)))
         } else {
-            let tasks = self.gemm_tasks(y);
-            tasks.into_par_iter().for_each(|task| with_workspace(|ws| self.gemm_task(kern, ws, task)));
+            let tasks = self.gemm_tasks(y)?;
+            parallel::try_for_each(tasks, |task| with_workspace(|ws| self.gemm_task(kern, ws, task)))
         }
     }
 }
 
 /// Splits `n` items into `parts` near-equal consecutive ranges; returns the `parts + 1` bounds.
+/// (`i · n` is computed in 128 bits: both may be large.)
 pub(super) fn split_bounds(n: usize, parts: usize) -> Vec<usize> {
-    (0..=parts).map(|i| i * n / parts).collect()
+    (0..=parts).map(|i| (i as u128 * n as u128 / parts as u128) as usize).collect()
 }

@@ -20,6 +20,8 @@ use super::kernels::{DirectWin, Kernel, DW, RR};
 use super::padded::{fill_padded, in_bounds};
 use super::rows::copy_short;
 use super::workspace::Workspace;
+use crate::alloc::{try_resize, try_with_capacity};
+use crate::error::{Error, Result};
 use crate::problem::PaddingMode;
 
 /// Budget (in `f32`) of the padded input plane the direct path builds per task.
@@ -40,16 +42,16 @@ pub(super) struct DirectTask<'y> {
 
 impl Ctx<'_> {
     /// The direct path's tasks over the output `y`: ranges of output rows of one channel plane.
-    pub(super) fn direct_tasks<'y>(&self, y: &'y mut [f32]) -> Vec<DirectTask<'y>> {
+    pub(super) fn direct_tasks<'y>(&self, y: &'y mut [f32]) -> Result<Vec<DirectTask<'y>>> {
         let p = self.p;
         let plane = self.geo.out_plane;
         let o2n = p.out_size[2];
         let nrows = p.out_size[0] * p.out_size[1];
-        let threads = rayon::current_num_threads().max(1);
+        let threads = crate::parallel::current_num_threads();
         let rows_total = p.batch * p.out_channels;
         let rt = (4 * threads).div_ceil(rows_total).clamp(1, nrows.max(1));
         let rb = split_bounds(nrows, rt);
-        let mut tasks = Vec::with_capacity(rows_total * rt);
+        let mut tasks = try_with_capacity(rows_total.saturating_mul(rt), || "the direct path's task list".into())?;
         for (row_idx, row) in y.chunks_mut(plane).enumerate() {
             let (n, k) = (row_idx / p.out_channels, row_idx % p.out_channels);
             let mut rest = row;
@@ -59,13 +61,13 @@ impl Ctx<'_> {
                 rest = tail;
             }
         }
-        tasks
+        Ok(tasks)
     }
 
     /// Runs one direct task: per output plane and dim-1 phase, windows of padded rows and one
     /// kernel call per window and dim-2 phase.
     #[inline]
-    pub(super) fn direct_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, task: DirectTask<'_>) {
+    pub(super) fn direct_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, task: DirectTask<'_>) -> Result<()> {
         let p = self.p;
         let geo = &self.geo;
         let [_, o1n, o2n] = p.out_size;
@@ -81,7 +83,7 @@ impl Ctx<'_> {
         let out = task.out;
         if geo.phases[2].iter().all(|ph| ph.taps.is_empty()) {
             out.fill(b); // no tap reaches any output
-            return;
+            return Ok(());
         }
         let (mut lo2, mut hi2) = (0isize, 0isize);
         if !decimated {
@@ -130,16 +132,17 @@ impl Ctx<'_> {
                 let span = (hi1 - lo1) as usize;
                 let compact = st1 > span;
                 let row_step = if compact { span } else { st1 };
-                let per_row = geo.cg * ph0.taps.len() * row_len * row_step;
+                let per_row =
+                    [geo.cg, ph0.taps.len(), row_len, row_step].iter().fold(1usize, |a, &v| a.saturating_mul(v));
                 let window = (PLANE_BUDGET / per_row.max(1) / RR * RR).max(RR);
                 let mut ma = m1a;
                 while ma < m1b {
                     let mb = (ma + window).min(m1b);
                     let groups = (mb - ma).div_ceil(RR);
-                    let v_rows = (groups * RR - 1) * row_step + span;
+                    let v_rows = ((groups * RR - 1).saturating_mul(row_step)).saturating_add(span);
                     let layout = if decimated { RowLayout::Decimated(dec_w) } else { RowLayout::Padded(lo2, w2) };
                     let rows_map = RowMap { start: (ma * st1) as isize + lo1, span, stride: st1, compact };
-                    self.fill_window(ws, (task.n, g), (ph0, m0), rows_map, v_rows, layout);
+                    self.fill_window(ws, (task.n, g), (ph0, m0), rows_map, v_rows, layout)?;
                     let pitch = row_step * row_len;
                     for (phi2, ph2) in geo.phases[2].iter().enumerate() {
                         if ph2.taps.is_empty() {
@@ -211,7 +214,9 @@ impl Ctx<'_> {
                             // Interleaved phases: compute densely, then scatter every `s2`-th element.
                             let ldo = ph2.count;
                             let mut dout = std::mem::take(&mut ws.dout);
-                            dout.resize(rows * ldo, 0.0);
+                            try_resize(&mut dout, rows.saturating_mul(ldo), 0.0, || {
+                                "the direct path's output rows".into()
+                            })?;
                             run(DirectWin { pitch, rows, cols: ph2.count, ldo, bias: b }, &mut dout);
                             for (r, src) in dout.chunks_exact(ldo).enumerate() {
                                 let at = base + r * s1 * o2n + phi2;
@@ -228,6 +233,7 @@ impl Ctx<'_> {
         }
         ws.dtaps = dtaps;
         ws.dvtaps = dvtaps;
+        Ok(())
     }
 
     /// Writes the bias to output rows `o1 = m1·s1 + phi1`, `m1 in [m1a, m1b)`, of plane `o0`.
@@ -251,7 +257,7 @@ impl Ctx<'_> {
         rows_map: RowMap,
         v_rows: usize,
         layout: RowLayout,
-    ) {
+    ) -> Result<()> {
         let i1_start = rows_map.start;
         let p = self.p;
         let [l0, l1, l2] = p.in_size;
@@ -262,8 +268,9 @@ impl Ctx<'_> {
             RowLayout::Padded(_, w2) => w2,
             RowLayout::Decimated(w) => ph2.taps.len() * w,
         };
-        let len = cg * ph0.taps.len() * v_rows * row_len;
-        ws.xpad.resize(len, 0.0);
+        let len = [cg, ph0.taps.len(), v_rows, row_len].iter().try_fold(1usize, |a, &v| a.checked_mul(v));
+        let len = len.ok_or_else(|| Error::Overflow("the direct path's window of padded rows".into()))?;
+        try_resize(&mut ws.xpad, len, 0.0, || "the direct path's window of padded rows".into())?;
         // Zero padding, padded rows: a window with the same key as the previous one has its
         // zeros in the same places already; only the in-bounds parts are copied.
         let key = match layout {
@@ -279,12 +286,15 @@ impl Ctx<'_> {
             // they are copied (everything else is zero already).
             let (va, vb) = in_bounds(i1_start, v_rows, l1);
             let (a, b) = in_bounds(lo2, w2, l2);
+            if a == b {
+                return Ok(()); // no input column in any row: the zeros are all in place
+            }
             let src_a = (lo2 + a as isize) as usize;
             let mut blocks = ws.xpad[..len].chunks_exact_mut((v_rows * w2).max(1));
             for c in 0..cg {
                 let chan = n * p.in_channels + g * cg + c;
                 for tap0 in &ph0.taps {
-                    let Some(block) = blocks.next() else { return };
+                    let Some(block) = blocks.next() else { return Ok(()) };
                     let Some(i0) = mode.source_index((m0 * ph0.in_step) as isize + tap0.off, l0) else { continue };
                     for v in va..vb {
                         let i1 = (i1_start + v as isize) as usize;
@@ -293,7 +303,7 @@ impl Ctx<'_> {
                     }
                 }
             }
-            return;
+            return Ok(());
         }
         let mut rows = ws.xpad[..len].chunks_exact_mut(row_len.max(1));
         for c in 0..cg {
@@ -301,7 +311,7 @@ impl Ctx<'_> {
             for tap0 in &ph0.taps {
                 let i0 = mode.source_index((m0 * ph0.in_step) as isize + tap0.off, l0);
                 for v in 0..v_rows {
-                    let Some(dst) = rows.next() else { return };
+                    let Some(dst) = rows.next() else { return Ok(()) };
                     let i1 = mode.source_index(rows_map.input_row(v), l1);
                     let (Some(i0), Some(i1)) = (i0, i1) else {
                         dst.fill(0.0);
@@ -320,6 +330,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -20,7 +20,9 @@ use crate::problem::ConvProblem;
 /// Errors: [`Error::Shape`] if a length does not match `p` or `w` does not fit `p`;
 /// [`Error::InvalidConfig`] for a zero stride or dilation, a non-zeros padding mode on a
 /// transposed convolution, or a reflect/circular padding larger than the input allows;
-/// [`Error::Overflow`] if a size does not fit the index arithmetic.
+/// [`Error::Overflow`] if a size does not fit the index arithmetic; [`Error::OutOfMemory`] if the
+/// padded input copy or a task's scratch buffers cannot be allocated (the output is then
+/// incomplete).
 pub fn conv(p: &ConvProblem, w: &PackedWeight, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<()> {
     conv_with(p, w, bias, x, y, Isa::best())
 }
@@ -94,11 +96,11 @@ pub(super) fn conv_with(
     } else {
         BSource::Packed
     };
-    let xp = if bsrc == BSource::Padded { build_padded(p, &geo, x) } else { Padded::default() };
+    let xp = if bsrc == BSource::Padded { build_padded(p, &geo, x)? } else { Padded::default() };
     let ctx = Ctx { p, geo, w, bias, x, bsrc, xp, call_id: next_call_id() };
-    ctx.run_best(isa, y);
+    let done = ctx.run_best(isa, y);
     recycle_padded(ctx.xp);
-    Ok(())
+    done
 }
 
 #[cfg(test)]

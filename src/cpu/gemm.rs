@@ -35,9 +35,11 @@
 use super::context::{split_bounds, BSource, Ctx};
 use super::geometry::{checked_product, Geometry, Phase};
 use super::kernels::{ASeg, CTile, Kernel, NR};
-use super::padded::padded_extent;
+use super::padded::{padded_extent, padded_layout};
 use super::rows::{fill_run, put, write_run, write_run_strided};
 use super::workspace::Workspace;
+use crate::alloc::{try_resize, try_with_capacity};
+use crate::error::Result;
 use crate::problem::ConvProblem;
 
 /// Largest reduction chunk (rows of a gathered `Col` tile).
@@ -67,6 +69,9 @@ const LONG_ROWS_BUDGET: usize = 16 * 1024;
 /// size.
 pub(super) fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) -> bool {
     let Some((_, dims)) = padded_extent(geo) else { return false };
+    // The copy as stored: dim 2 rounded up to whole sub-rows (a huge dim-2 step with one output
+    // column makes a short row of a huge stored pitch).
+    let Some(layout) = padded_layout(geo) else { return false };
     // A strided dim 2 (forward only: one phase) is stored as sub-rows, one per input phase.
     let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step);
     if step2 != 1 && geo.phases[2].len() != 1 {
@@ -101,7 +106,8 @@ pub(super) fn padded_pays_off(p: &ConvProblem, geo: &Geometry, in_len: usize) ->
     if !packs && (computed * 4 > used * 5 || (step2 > 1 && computed * 16 > used * 17)) {
         return false;
     }
-    match checked_product(&[p.batch, p.in_channels, dims[0], dims[1], dims[2]], "") {
+    let stored = layout.dims;
+    match checked_product(&[p.batch, p.in_channels, stored[0], stored[1], stored[2]], "") {
         Ok(len) => len <= in_len.saturating_mul(4).saturating_add(1 << 20),
         Err(_) => false,
     }
@@ -166,13 +172,15 @@ struct Chunk {
 impl Ctx<'_> {
     /// The GEMM path's task grid over the output `y`: every task owns its output rows' position
     /// ranges (see `context.rs`).
-    pub(super) fn gemm_tasks<'y>(&self, y: &'y mut [f32]) -> Vec<GemmTask<'y>> {
+    pub(super) fn gemm_tasks<'y>(&self, y: &'y mut [f32]) -> Result<Vec<GemmTask<'y>>> {
         let p = self.p;
         let (kg, plane) = (self.geo.kg, self.geo.out_plane);
-        let threads = rayon::current_num_threads().max(1);
+        let threads = crate::parallel::current_num_threads();
         let want = 4 * threads;
         let ng = p.batch * p.groups;
-        let phases: usize = self.geo.out_step.iter().product();
+        // Sub-convolutions per output position block: the product of the transposed strides
+        // (user sizes, saturated: a stride of 2^32 per dimension must not wrap to 0).
+        let phases = self.geo.out_step.iter().fold(1usize, |a, &s| a.saturating_mul(s));
         let mr = self.w.mr;
         let kblocks = kg.div_ceil(mr);
         // Columns per task and sub-convolution: NC_MAX, fewer when Kg is large (Ct budget).
@@ -197,7 +205,8 @@ impl Ctx<'_> {
         }
         let pb: Vec<usize> = split_bounds(units, pt).into_iter().map(|u| (u * unit).min(plane)).collect();
         let kb: Vec<usize> = split_bounds(kblocks, kt).into_iter().map(|b| (b * mr).min(kg)).collect();
-        let mut tasks: Vec<GemmTask> = Vec::with_capacity(ng * kt * pt);
+        let mut tasks: Vec<GemmTask> =
+            try_with_capacity(ng.saturating_mul(kt * pt), || "the GEMM path's task list".into())?;
         for n in 0..p.batch {
             for g in 0..p.groups {
                 for ki in 0..kt {
@@ -230,14 +239,14 @@ impl Ctx<'_> {
                 rest = tail;
             }
         }
-        tasks
+        Ok(tasks)
     }
 
     /// Runs one GEMM task: its column runs, grouped by sub-convolution.
     #[inline]
-    pub(super) fn gemm_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, mut task: GemmTask<'_>) {
+    pub(super) fn gemm_task<K: Kernel>(&self, kern: K, ws: &mut Workspace, mut task: GemmTask<'_>) -> Result<()> {
         if task.p1 <= task.p0 || task.rows.is_empty() {
-            return;
+            return Ok(());
         }
         let p = self.p;
         let geo = &self.geo;
@@ -323,10 +332,15 @@ impl Ctx<'_> {
                     end += 1;
                 }
             }
-            self.gemm_subconv(kern, ws, &mut task, &segs[start..end], cols);
+            let done = self.gemm_subconv(kern, ws, &mut task, &segs[start..end], cols);
+            if done.is_err() {
+                ws.segs = segs;
+                return done;
+            }
             start = end;
         }
         ws.segs = segs;
+        Ok(())
     }
 
     /// Whether a padded-source task packs its panels from the copy (rather than reading runs of
@@ -338,7 +352,14 @@ impl Ctx<'_> {
     }
 
     /// Computes one sub-convolution's columns of a task and writes them (plus bias) to the output.
-    fn gemm_subconv<K: Kernel>(&self, kern: K, ws: &mut Workspace, task: &mut GemmTask<'_>, segs: &[Seg], cols: usize) {
+    fn gemm_subconv<K: Kernel>(
+        &self,
+        kern: K,
+        ws: &mut Workspace,
+        task: &mut GemmTask<'_>,
+        segs: &[Seg],
+        cols: usize,
+    ) -> Result<()> {
         let p = self.p;
         let geo = &self.geo;
         let key = segs[0].key;
@@ -359,7 +380,7 @@ impl Ctx<'_> {
                     }
                 }
             }
-            return;
+            return Ok(());
         }
         let cg = geo.cg;
         let npanels = cols.div_ceil(NR);
@@ -368,7 +389,7 @@ impl Ctx<'_> {
         let ldc = npanels * NR; // Ct is [kcount rounded up to mr][ldc]
         let ct_len = nmr * mr * ldc;
         if ws.ct.len() < ct_len {
-            ws.ct.resize(ct_len, 0.0);
+            try_resize(&mut ws.ct, ct_len, 0.0, || "the GEMM path's output tile".into())?;
         }
         let panel_len = geo.kk * cg * mr; // one packed panel of the weight
         let wbase = (task.g * self.w.panels + task.k0 / mr) * panel_len;
@@ -434,7 +455,7 @@ impl Ctx<'_> {
                     BSource::Packed => {
                         let col_len = npanels * kc * NR;
                         if ws.col.len() < col_len {
-                            ws.col.resize(col_len, 0.0);
+                            try_resize(&mut ws.col, col_len, 0.0, || "the GEMM path's column tile".into())?;
                         }
                         let sub = SubConv { ph, ntaps, segs, cols };
                         self.gather(kern, &mut ws.col, task, sub, Chunk { taps: (t0, t1), chans: (c0, c1), kc });
@@ -442,7 +463,7 @@ impl Ctx<'_> {
                     BSource::Input => {
                         full_panels = cols / NR;
                         if ws.col.len() < npanels * kc * NR {
-                            ws.col.resize(npanels * kc * NR, 0.0);
+                            try_resize(&mut ws.col, npanels * kc * NR, 0.0, || "the GEMM path's column tile".into())?;
                         }
                         self.pack_1x1_tail(&mut ws.col, task, c0, c1, cols);
                     }
@@ -484,7 +505,7 @@ impl Ctx<'_> {
                 if pack {
                     rows_of(&mut psegs, NR, 0, true);
                     if ws.col.len() < kc * NR {
-                        ws.col.resize(kc * NR, 0.0);
+                        try_resize(&mut ws.col, kc * NR, 0.0, || "the GEMM path's packed panel".into())?;
                     }
                 }
                 // Many short segments (few channels per tap) whose weights are contiguous: one
@@ -557,6 +578,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Flattened kernel index of tap `t` of a sub-convolution (taps ordered dim 0, 1, 2).

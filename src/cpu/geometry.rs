@@ -139,8 +139,12 @@ impl Geometry {
                 // Phase φ = o mod s (φ < min(out, s)): o = m·s + φ, and with r = (φ + pad) mod s,
                 // m_lo = (φ + pad) / s, tap j contributes iff j·dil ≡ r (mod s), reading
                 // i = m + m_lo − (j·dil − r)/s.
+                // One phase per output column when the stride exceeds the output: sized by the
+                // user's stride and output size, so allocated fallibly.
                 let nph = out.min(s);
-                let mut list = Vec::with_capacity(nph);
+                let mut list = crate::alloc::try_with_capacity(nph, || {
+                    format!("the {nph} stride phases of dimension {d} of a transposed convolution")
+                })?;
                 for phi in 0..nph {
                     let count = (out - phi).div_ceil(s);
                     let r = (phi + pad) % s;

@@ -101,7 +101,7 @@ impl PackedWeight {
         let kk = checked_product(&kernel, "kernel size")?;
         let panels = kg.div_ceil(mr);
         let len = checked_product(&[groups, panels, kk, cg, mr], "packed weight elements")?;
-        let mut data = vec![0.0f32; len];
+        let mut data = crate::alloc::try_filled(len, 0.0f32, || "the packed weight".into())?;
         let mut at = 0;
         for g in 0..groups {
             for panel in 0..panels {

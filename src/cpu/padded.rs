@@ -19,6 +19,8 @@ use rayon::prelude::*;
 
 use super::geometry::Geometry;
 use super::kernels::NR;
+use crate::alloc::try_resize;
+use crate::error::{Error, Result};
 use crate::problem::{ConvProblem, PaddingMode};
 
 /// A copy of the input padded along every dimension (padding-mode remap baked in), so that every
@@ -72,6 +74,28 @@ pub(super) fn padded_extent(geo: &Geometry) -> Option<([isize; 3], [usize; 3])> 
     Some((lo, dims))
 }
 
+/// The stored layout of the padded copy: the extent of [`padded_extent`] with dim 2 rounded up to
+/// whole sub-rows (`dims[2] = step2 · sub`), the dim-2 step, the sub-row length and the padded
+/// row width before rounding. `None` if a size overflows.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PadLayout {
+    pub(super) lo: [isize; 3],
+    pub(super) dims: [usize; 3],
+    pub(super) step2: usize,
+    pub(super) sub: usize,
+    pub(super) width: usize,
+}
+
+/// The [`PadLayout`] of `geo`'s padded copy (what [`build_padded`] allocates per plane).
+pub(super) fn padded_layout(geo: &Geometry) -> Option<PadLayout> {
+    let (lo, mut dims) = padded_extent(geo)?;
+    let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step).max(1);
+    let width = dims[2];
+    let sub = width.div_ceil(step2);
+    dims[2] = sub.checked_mul(step2)?;
+    Some(PadLayout { lo, dims, step2, sub, width })
+}
+
 /// Largest padded-copy buffer (in `f32`, 16 MiB) a thread keeps for its next call.
 const PADDED_KEEP_MAX: usize = 4 << 20;
 
@@ -90,18 +114,23 @@ thread_local! {
 
 /// Builds the padded input copy (in parallel over the `(n, c)` planes), in this thread's
 /// recycled buffer (given back by [`recycle_padded`]).
-pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded {
-    let Some((lo, mut dims)) = padded_extent(geo) else { return Padded::default() };
-    let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step).max(1);
-    let width = dims[2]; // padded row length
-    let sub = width.div_ceil(step2);
-    dims[2] = sub * step2;
-    let plane = dims[0] * dims[1] * dims[2];
-    let planes = p.batch * p.in_channels;
+///
+/// Errors: [`Error::Overflow`] if the copy's size does not fit `usize`, [`Error::OutOfMemory`] if
+/// it cannot be allocated.
+pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Result<Padded> {
+    let what = || "the padded input copy".to_string();
+    let layout = padded_layout(geo).ok_or_else(|| Error::Overflow(what()))?;
+    let PadLayout { lo, dims, step2, sub, width } = layout;
+    let sizes = [p.batch, p.in_channels, dims[0], dims[1], dims[2]];
+    let Some(total) = sizes.iter().try_fold(1usize, |a, &v| a.checked_mul(v)) else {
+        return Err(Error::Overflow(format!("{}: {sizes:?} elements", what())));
+    };
+    let plane = dims.iter().try_fold(1usize, |a, &v| a.checked_mul(v)).ok_or_else(|| Error::Overflow(what()))?;
+    let planes = p.batch * p.in_channels; // both factors of `total`: the products fit
+    let len = total.checked_add(NR).ok_or_else(|| Error::Overflow(what()))?;
     let (mut data, prev) = PADDED_BUF.with(|b| b.take());
-    let len = planes * plane + NR;
     if data.len() < len {
-        data.resize(len, 0.0);
+        try_resize(&mut data, len, 0.0, what)?;
     } else {
         data.truncate(len);
     }
@@ -117,13 +146,14 @@ pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded
     let rows_per_plane = dims[0] * dims[1];
     let rows = planes * rows_per_plane;
     if rows == 0 || dims[2] == 0 {
-        return Padded { data, lo, dims, plane, step2, sub, key };
+        return Ok(Padded { data, lo, dims, plane, step2, sub, key });
     }
     // Blocks of rows across all planes, so that a few large planes (a stem's 3) still spread
     // over every thread.
-    let block = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
-    data[..planes * plane].par_chunks_mut(block * dims[2]).enumerate().for_each(|(bi, dst)| {
-        let mut tmp = vec![0.0f32; if step2 > 1 && !zeros_in_place { dims[2] } else { 0 }];
+    let block = rows.div_ceil(8 * crate::parallel::current_num_threads()).max(1);
+    let fill_block = |(bi, dst): (usize, &mut [f32])| -> Result<()> {
+        let mut tmp = Vec::new();
+        try_resize(&mut tmp, if step2 > 1 && !zeros_in_place { dims[2] } else { 0 }, 0.0f32, what)?;
         for (r, row) in dst.chunks_exact_mut(dims[2]).enumerate() {
             let g = bi * block + r;
             let (nc, v) = (g / rows_per_plane, g % rows_per_plane);
@@ -138,6 +168,9 @@ pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded
             };
             let xrow = &x[((nc * l0 + i0) * l1 + i1) * l2..][..l2];
             match (zeros_in_place, step2) {
+                // No input column in the row (the zeros are in place): nothing to copy (and `s0`
+                // may lie past the input row).
+                (true, _) if a == b => {}
                 (true, 1) => row[a..b].copy_from_slice(&xrow[s0..s0 + (b - a)]),
                 (true, 2) => {
                     // Padded column `u` (input `s0 + u − a`) sits at `col(u)` of its sub-row:
@@ -189,8 +222,15 @@ pub(super) fn build_padded(p: &ConvProblem, geo: &Geometry, x: &[f32]) -> Padded
                 }
             }
         }
-    });
-    Padded { data, lo, dims, plane, step2, sub, key }
+        Ok(())
+    };
+    let copy = &mut data[..planes * plane];
+    if crate::parallel::available() {
+        copy.par_chunks_mut(block * dims[2]).enumerate().try_for_each(fill_block)?;
+    } else {
+        copy.chunks_mut(block * dims[2]).enumerate().try_for_each(fill_block)?;
+    }
+    Ok(Padded { data, lo, dims, plane, step2, sub, key })
 }
 
 /// Gives a padded copy's buffer back to this thread for the next call.
@@ -212,7 +252,10 @@ pub(super) fn in_bounds(lo: isize, len: usize, l: usize) -> (usize, usize) {
 pub(super) fn fill_padded(xpad: &mut [f32], xrow: &[f32], lo: isize, mode: PaddingMode) {
     let len = xpad.len();
     let (a, b) = in_bounds(lo, len, xrow.len());
-    xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
+    // (A row wholly left of the input has `a == b` with `lo + a < 0`: nothing to copy.)
+    if a < b {
+        xpad[a..b].copy_from_slice(&xrow[(lo + a as isize) as usize..(lo + b as isize) as usize]);
+    }
     if mode == PaddingMode::Zeros {
         xpad[..a].fill(0.0);
         xpad[b..].fill(0.0);

@@ -14,8 +14,12 @@
 //!   `--no-disk-cache`); no environment variable of qconv's own is read.
 //!
 //! Entries carry a header with the key, the lengths and a checksum; a file that is truncated,
-//! corrupt or belongs to another key is recompiled and rewritten, never trusted. Writes go to a
-//! temporary file that is renamed into place, so readers never see a partial entry. An unwritable
+//! corrupt, longer than [`MAX_ENTRY`], not a regular file, or belongs to another key is recompiled
+//! and rewritten, never trusted (reads are bounded and never block on a FIFO planted in the
+//! directory). Writes go to a temporary file created exclusively under an unpredictable name,
+//! `.<entry>.qconv-tmp-<random>`, which is renamed into place, so readers never see a partial
+//! entry and a planted symbolic link is never written through (a link at an entry's own name is
+//! replaced, not followed); see `crate::io` for the temporary files' cleanup. An unwritable
 //! directory produces one warning on stderr and the cache carries on in memory.
 
 use std::collections::HashMap;
@@ -27,6 +31,9 @@ use std::time::Duration;
 use super::kernels::{KernelSource, HEADERS};
 use super::nvrtc::{self, parse_ptxas_log, Arch, CompiledKernel};
 use crate::error::{Error, Result};
+
+/// Longest cache file read (a CUBIN and its log take a few MB); a longer one is treated as corrupt.
+pub const MAX_ENTRY: u64 = 256 << 20;
 
 /// Magic bytes at the start of every cache file (the trailing digit is the format version).
 const MAGIC: &[u8; 8] = b"QCKCUBN1";
@@ -272,8 +279,8 @@ impl KernelCache {
         }
         let file = self.file_for(source, arch, key);
         if let Some(path) = &file {
-            match std::fs::read(path) {
-                Ok(bytes) => match decode_entry(&bytes, key, source, arch, &options) {
+            match read_entry(path) {
+                Ok(bytes) => match bytes.and_then(|b| decode_entry(&b, key, source, arch, &options)) {
                     Some(k) => {
                         self.disk_hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(self.remember(key, k));
@@ -316,16 +323,22 @@ impl KernelCache {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<Arc<CompiledKernel>>>>> =
             Mutex::new((0..jobs.len()).map(|_| None).collect());
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let (source, arch) = jobs[i];
-                        let r = self.get(source, arch, &[]);
-                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-                    }
-                });
+        let work = || {
+            while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let (source, arch) = jobs[i];
+                let r = self.get(source, arch, &[]);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
             }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                // A thread that cannot be created (RLIMIT_NPROC, no memory for its stack) is no
+                // error: the calling thread works through the jobs too.
+                if std::thread::Builder::new().name("qconv-nvrtc".into()).spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+            }
+            work();
         });
         let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
         jobs.into_iter()
@@ -356,18 +369,36 @@ impl KernelCache {
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
+/// The bytes of the cache file `path`: `Ok(None)` when it is not a regular file (or a link) or
+/// longer than [`MAX_ENTRY`] (to be recompiled), an error when it cannot be opened.
+fn read_entry(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO planted under an entry's name must not wait for a writer;
+    // O_NOFOLLOW: a planted link is not an entry (it fails with ELOOP and is recompiled).
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() > MAX_ENTRY {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    if bytes.try_reserve_exact(meta.len() as usize).is_err() {
+        return Ok(None);
+    }
+    f.take(MAX_ENTRY + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_ENTRY).then_some(bytes))
+}
+
+/// Writes `bytes` to a temporary file next to `path` (created exclusively, unpredictable name),
+/// then renames it over `path`; a symbolic link at `path` is replaced, not followed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::io::atomic::write_output(path, false, &mut |w| w.write_all(bytes))
 }
 
 #[cfg(test)]
@@ -446,6 +477,46 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entries_are_never_written_through_links_nor_read_unbounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("entry.cubin");
+        // A link planted at the entry's name is replaced, not followed; links planted at temp
+        // names in the old predictable pattern and the new one are never touched.
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let planted =
+            [format!(".entry.cubin.{}.0.tmp", std::process::id()), ".entry.cubin.qconv-tmp-0000000000".into()];
+        for p in &planted {
+            std::os::unix::fs::symlink(&victim, dir.path().join(p)).unwrap();
+        }
+        assert_eq!(read_entry(&path).unwrap(), None, "a link is not an entry");
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(read_entry(&path).unwrap().unwrap(), b"new");
+        for p in &planted {
+            assert!(std::fs::symlink_metadata(dir.path().join(p)).unwrap().file_type().is_symlink());
+        }
+        // A 255-byte entry name still fits its temporary name.
+        let long = dir.path().join("e".repeat(255));
+        write_atomically(&long, b"x").unwrap();
+        assert_eq!(std::fs::read(&long).unwrap(), b"x");
+        // A FIFO under an entry's name: not read (no blocking), and replaced by the next write.
+        let fifo = dir.path().join("fifo.cubin");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_entry(&fifo).unwrap(), None);
+        assert!(write_atomically(&fifo, b"y").is_err(), "a FIFO is refused, not renamed over");
+        // Directories and oversized files are not entries.
+        assert_eq!(read_entry(dir.path()).unwrap(), None);
+        let big = dir.path().join("big.cubin");
+        std::fs::File::create(&big).unwrap().set_len(MAX_ENTRY + 1).unwrap();
+        assert_eq!(read_entry(&big).unwrap(), None);
     }
 
     #[test]

@@ -120,7 +120,8 @@ pub(crate) fn pack_codes(
     };
     let (codes_all, _) = quant::quantize_codes_planned(&plan, shape, weight)?;
     let row = g.row();
-    let mut codes = vec![0u8; out_channels * row];
+    let len = out_channels.checked_mul(row).ok_or_else(|| Error::Overflow("the 8-bit weight codes".into()))?;
+    let mut codes = crate::alloc::try_filled(len, 0u8, || "the 8-bit weight codes".into())?;
     let mut scale = Vec::with_capacity(out_channels);
     let mut zero = Vec::with_capacity(out_channels);
     for k in 0..out_channels {

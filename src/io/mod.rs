@@ -1,21 +1,52 @@
-//! safetensors files: a [`StateDict`] (typed tensors + string metadata) read from bytes or a file
-//! and written atomically (temporary file + rename).
+//! safetensors files: a [`StateDict`] (typed tensors + string metadata), a [`ModelFile`] that
+//! reads a file's tensors on demand, and writers that never destroy or hijack an output.
 //!
-//! Only what a file declares is trusted after the safetensors layer has validated its header (tensor
-//! extents are checked against the buffer before any element is copied, with overflow-checked
-//! arithmetic), so a truncated or lying file is an [`Error::SafeTensors`], never a panic or a huge
-//! allocation.
+//! **Reading** ([`read`](ModelFile)): the 8-byte header length (at most 100 MB), then the header,
+//! validated as it is parsed (see [`header`]: known dtypes, at most 64 dimensions, byte sizes equal
+//! to shape × dtype, byte ranges that tile the data in order), then exactly the byte ranges of the
+//! tensors asked for, each into a buffer allocated fallibly ([`Error::OutOfMemory`]). No read
+//! runs "until EOF" and nothing is memory-mapped, so `/dev/zero`, `/dev/urandom` or a huge file
+//! with a bad header are refused after a few bytes, and loading one module
+//! ([`ModelFile::load_module`], [`StateDict::load_prefix`]) reads only that module's bytes. A
+//! file that lies is an [`Error::SafeTensorsFile`] ([`Error::SafeTensors`] for bytes in memory),
+//! never a panic or a huge allocation. Paths are `impl AsRef<Path>`: any name the OS accepts.
+//!
+//! **Writing** ([`StateDict::save`], [`save_tensors`]): the header, then each tensor's bytes
+//! streamed from its memory; to a temporary file renamed over a regular output, or through a
+//! device or FIFO; see [Temporary files](#temporary-files) below and docs/file-format.md.
+//!
+//! # Temporary files
+//!
+//! Saving to a path that is a regular file (or does not exist yet) writes a temporary file in
+//! the same directory and renames it over the path once it is complete and synced, so the path
+//! holds the old or the new content at every moment. The temporary file is named
+//! `.<name>.qconv-tmp-<10 random letters or digits>` (`<name>` is the output's file name,
+//! shortened if needed to keep within 255 bytes) and created exclusively (`O_CREAT|O_EXCL`:
+//! never through a planted symbolic link). It is removed on every error; only a process killed
+//! while writing (`kill -9`, power loss) leaves one behind. qconv never deletes temporary files
+//! it did not create in the same call; leftovers can be removed by hand, e.g.
+//! `find DIR -name '.*.qconv-tmp-*' -mmin +60 -delete`. A symbolic link as output is followed
+//! and its final target replaced (the link stays); a character device or FIFO is written
+//! through (as `cp` does); directories, block devices and sockets are refused.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+pub(crate) mod atomic;
+pub mod header;
+mod read;
+mod write;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use half::{bf16, f16};
-use safetensors::tensor::{Dtype, TensorView};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+pub use header::TensorInfo;
+pub use read::ModelFile;
+pub use write::save_tensors;
+use write::{DataRef, Layout};
 
 /// Element data of a stored tensor, in the file's dtype.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,7 +84,8 @@ impl StoredData {
         }
     }
 
-    fn len(&self) -> usize {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
         match self {
             StoredData::F32(v) => v.len(),
             StoredData::F64(v) => v.len(),
@@ -66,33 +98,9 @@ impl StoredData {
         }
     }
 
-    fn st_dtype(&self) -> Dtype {
-        match self {
-            StoredData::F32(_) => Dtype::F32,
-            StoredData::F64(_) => Dtype::F64,
-            StoredData::F16(_) => Dtype::F16,
-            StoredData::BF16(_) => Dtype::BF16,
-            StoredData::I32(_) => Dtype::I32,
-            StoredData::I64(_) => Dtype::I64,
-            StoredData::I8(_) => Dtype::I8,
-            StoredData::U8(_) => Dtype::U8,
-        }
-    }
-
-    fn to_le_bytes(&self) -> Vec<u8> {
-        fn flat<const N: usize, T: Copy>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-            v.iter().flat_map(|&x| f(x)).collect()
-        }
-        match self {
-            StoredData::F32(v) => flat(v, f32::to_le_bytes),
-            StoredData::F64(v) => flat(v, f64::to_le_bytes),
-            StoredData::F16(v) => flat(v, f16::to_le_bytes),
-            StoredData::BF16(v) => flat(v, bf16::to_le_bytes),
-            StoredData::I32(v) => flat(v, i32::to_le_bytes),
-            StoredData::I64(v) => flat(v, i64::to_le_bytes),
-            StoredData::I8(v) => flat(v, i8::to_le_bytes),
-            StoredData::U8(v) => v.clone(),
-        }
+    /// `true` when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -115,28 +123,67 @@ impl StoredTensor {
         Ok(StoredTensor { shape, data })
     }
 
-    /// Converts an activation tensor (f32/f16/bf16).
+    /// Converts an activation tensor (f32/f16/bf16; a device tensor is downloaded first).
+    ///
+    /// Panics only if the copy cannot be allocated or downloaded; see
+    /// [`try_from_tensor`](Self::try_from_tensor).
     pub fn from_tensor(t: &Tensor) -> Self {
-        let data = match t.dtype() {
-            DType::F32 => StoredData::F32(t.to_vec_f32()),
-            DType::F16 => StoredData::F16(t.to_vec::<f16>().unwrap_or_default()),
-            DType::BF16 => StoredData::BF16(t.to_vec::<bf16>().unwrap_or_default()),
-        };
-        StoredTensor { shape: t.shape().to_vec(), data }
+        match Self::try_from_tensor(t) {
+            Ok(s) => s,
+            Err(e) => panic!("StoredTensor::from_tensor: {e}"),
+        }
     }
 
-    /// Converts to an activation tensor; float32/float16/bfloat16 only.
+    /// Converts an activation tensor (one copy, allocated fallibly: [`Error::OutOfMemory`]). To
+    /// write tensors to a file without any copy, use [`save_tensors`].
+    pub fn try_from_tensor(t: &Tensor) -> Result<Self> {
+        let host;
+        let t = if t.device().is_cpu() {
+            t
+        } else {
+            host = t.to_device(crate::tensor::Device::Cpu)?;
+            &host
+        };
+        let data = match t.dtype() {
+            DType::F32 => StoredData::F32(t.to_vec()?),
+            DType::F16 => StoredData::F16(t.to_vec()?),
+            DType::BF16 => StoredData::BF16(t.to_vec()?),
+        };
+        Ok(StoredTensor { shape: t.shape().to_vec(), data })
+    }
+
+    /// Converts to an activation tensor (a copy); float32/float16/bfloat16 only.
     pub fn to_tensor(&self, name: &str) -> Result<Tensor> {
         match &self.data {
             StoredData::F32(v) => Tensor::from_slice(v, &self.shape),
             StoredData::F16(v) => Tensor::from_slice(v, &self.shape),
             StoredData::BF16(v) => Tensor::from_slice(v, &self.shape),
-            other => Err(Error::StateDictValue {
-                key: name.to_string(),
-                rule: format!("expected a float32, float16 or bfloat16 tensor, found {}", other.dtype_name()),
-            }),
+            other => Err(not_float(name, other)),
         }
     }
+
+    /// Converts to an activation tensor without copying the elements (they move into the
+    /// tensor); float32/float16/bfloat16 only.
+    pub fn into_tensor(self, name: &str) -> Result<Tensor> {
+        match self.data {
+            StoredData::F32(v) => Tensor::from_vec(v, &self.shape),
+            StoredData::F16(v) => Tensor::from_vec(v, &self.shape),
+            StoredData::BF16(v) => Tensor::from_vec(v, &self.shape),
+            other => Err(not_float(name, &other)),
+        }
+    }
+}
+
+fn not_float(name: &str, d: &StoredData) -> Error {
+    Error::StateDictValue {
+        key: name.to_string(),
+        rule: format!("expected a float32, float16 or bfloat16 tensor, found {}", d.dtype_name()),
+    }
+}
+
+/// Every `P` with a `Pmodule` key (sorted).
+pub(crate) fn module_prefixes_of(metadata: &BTreeMap<String, String>) -> Vec<String> {
+    metadata.keys().filter_map(|k| k.strip_suffix("module").map(str::to_string)).collect()
 }
 
 /// Named tensors plus string metadata: the content of one safetensors file.
@@ -148,117 +195,62 @@ pub struct StateDict {
     pub metadata: BTreeMap<String, String>,
 }
 
-fn le<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
-}
-
-fn stored_from_view(name: &str, v: &TensorView<'_>) -> Result<StoredTensor> {
-    let b = v.data();
-    let data = match v.dtype() {
-        Dtype::F32 => StoredData::F32(le(b, f32::from_le_bytes)),
-        Dtype::F64 => StoredData::F64(le(b, f64::from_le_bytes)),
-        Dtype::F16 => StoredData::F16(le(b, f16::from_le_bytes)),
-        Dtype::BF16 => StoredData::BF16(le(b, bf16::from_le_bytes)),
-        Dtype::I32 => StoredData::I32(le(b, i32::from_le_bytes)),
-        Dtype::I64 => StoredData::I64(le(b, i64::from_le_bytes)),
-        Dtype::I8 => StoredData::I8(le(b, i8::from_le_bytes)),
-        Dtype::U8 => StoredData::U8(b.to_vec()),
-        other => {
-            return Err(Error::StateDictValue {
-                key: name.to_string(),
-                rule: format!("unsupported tensor dtype {other:?}"),
-            })
-        }
-    };
-    StoredTensor::new(v.shape().to_vec(), data)
-}
-
 impl StateDict {
     /// An empty state dict.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Parses safetensors bytes.
+    /// Parses safetensors bytes (errors are [`Error::SafeTensors`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
-        let st = safetensors::SafeTensors::deserialize(bytes)?;
-        let mut sd = StateDict::new();
-        for (name, view) in st.iter() {
-            sd.tensors.insert(name.to_string(), stored_from_view(name, &view)?);
-        }
-        if let Some(m) = meta.metadata() {
-            sd.metadata.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        Ok(sd)
+        ModelFile::from_bytes(bytes)?.load_all()
     }
 
-    /// Reads a safetensors file (the file is only read, never modified).
+    /// Reads a whole safetensors file (the file is only read, never modified). The file must end
+    /// where its header says. To read one module of a large file, use
+    /// [`load_prefix`](Self::load_prefix) or [`ModelFile`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).map_err(|source| Error::Io { op: "reading", path: path.to_path_buf(), source })?;
-        Self::from_bytes(&bytes)
+        ModelFile::open(path)?.load_all()
     }
 
-    /// Serialises to safetensors bytes.
+    /// Reads the tensors and metadata whose keys start with `prefix` (any depth below it), and
+    /// nothing else: the other tensors' bytes are not read, so they may even be missing (a
+    /// truncated file) or garbage.
+    pub fn load_prefix(path: impl AsRef<Path>, prefix: &str) -> Result<Self> {
+        ModelFile::open(path)?.load(|k| k.starts_with(prefix))
+    }
+
+    fn layout(&self) -> Result<Layout<'_>> {
+        let entries =
+            self.tensors.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice(), DataRef::of(&t.data))).collect();
+        Layout::new(entries, &self.metadata)
+    }
+
+    /// Serialises to safetensors bytes (one buffer of the file's size, allocated fallibly).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        // `StoredTensor`'s fields are public: check each shape against its data before handing it
-        // to safetensors (which would overflow or reject it less clearly).
-        for (k, t) in &self.tensors {
-            let n = crate::tensor::checked_numel(&t.shape)?;
-            if n != t.data.len() {
-                return Err(Error::StateDictValue {
-                    key: k.clone(),
-                    rule: format!("shape {:?} needs {n} elements but the tensor holds {}", t.shape, t.data.len()),
-                });
-            }
-        }
-        let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
-            .tensors
-            .iter()
-            .map(|(k, t)| (k.clone(), t.data.to_le_bytes(), t.data.st_dtype(), t.shape.clone()))
-            .collect();
-        let mut views = Vec::with_capacity(bytes.len());
-        for (k, b, dt, shape) in &bytes {
-            views.push((k.clone(), TensorView::new(*dt, shape.clone(), b)?));
-        }
-        let meta: Option<HashMap<String, String>> =
-            if self.metadata.is_empty() { None } else { Some(self.metadata.clone().into_iter().collect()) };
-        Ok(safetensors::serialize(views, &meta)?)
+        let layout = self.layout()?;
+        let len =
+            usize::try_from(layout.file_len()).map_err(|_| Error::oom::<u8>("the safetensors bytes", usize::MAX))?;
+        let mut out = crate::alloc::try_with_capacity(len, || "the safetensors bytes".into())?;
+        layout.write(&mut out, &mut write::scratch()?).map_err(|e| Error::SafeTensors(e.to_string()))?;
+        Ok(out)
     }
 
-    /// Writes a safetensors file atomically: a temporary file in the same folder, flushed and then
-    /// renamed over `path`, so a crash never leaves a half-written file.
+    /// Writes a safetensors file, streaming each tensor from memory (the file is never whole in
+    /// memory). A regular file (or a new one) is replaced atomically: a temporary file in the
+    /// same folder, synced and then renamed over `path`, so a crash never leaves a half-written
+    /// file; a symbolic link is followed; a character device or FIFO is written through. See
+    /// [the module documentation](self#temporary-files) for the temporary names.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = self.to_bytes()?;
-        let io = |op, source| Error::Io { op, path: path.to_path_buf(), source };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io("writing", e));
-        }
-        Ok(())
+        self.layout()?.save(path.as_ref())
     }
 
-    /// Inserts an activation tensor under `key`.
+    /// Inserts an activation tensor under `key` (a copy; see [`StoredTensor::from_tensor`]).
     pub fn insert_tensor(&mut self, key: impl Into<String>, t: &Tensor) {
         self.tensors.insert(key.into(), StoredTensor::from_tensor(t));
     }
 
-    /// The activation tensor under `key`.
+    /// The activation tensor under `key` (a copy).
     pub fn tensor(&self, key: &str) -> Result<Tensor> {
         let t = self.tensors.get(key).ok_or_else(|| Error::StateDictKeys {
             prefix: String::new(),
@@ -268,8 +260,18 @@ impl StateDict {
         t.to_tensor(key)
     }
 
+    /// Removes the activation tensor under `key` and returns it without copying its elements.
+    pub fn take_tensor(&mut self, key: &str) -> Result<Tensor> {
+        let t = self.tensors.remove(key).ok_or_else(|| Error::StateDictKeys {
+            prefix: String::new(),
+            missing: vec![key.to_string()],
+            unexpected: vec![],
+        })?;
+        t.into_tensor(key)
+    }
+
     /// Module prefixes present in the file: every `P` with a `Pmodule` metadata entry (sorted).
     pub fn module_prefixes(&self) -> Vec<String> {
-        self.metadata.keys().filter_map(|k| k.strip_suffix("module").map(str::to_string)).collect()
+        module_prefixes_of(&self.metadata)
     }
 }

@@ -14,6 +14,8 @@ use std::mem::MaybeUninit;
 use half::f16;
 use rayon::prelude::*;
 
+use crate::alloc::{try_collect, try_filled, try_to_vec, try_with_capacity};
+
 use super::params::{DecScales, DecZeroPoints, Plan};
 use crate::error::{Error, Result};
 
@@ -107,15 +109,19 @@ fn for_each_run<T: Send>(
     out: &mut [T],
     f: impl Fn(usize, &[f32], &mut [T]) + Sync,
 ) {
+    if w.is_empty() {
+        return;
+    }
+    // `w` is not empty, so the inner size (a factor of its length) fits.
     let (channels, inner) = match axis {
         Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
         None => (1, w.len()),
     };
-    if channels == 0 || inner == 0 || w.is_empty() {
+    if channels == 0 || inner == 0 {
         return;
     }
     let run = |(i, (wc, oc)): (usize, (&[f32], &mut [T]))| f(i % channels, wc, oc);
-    if w.len() >= PAR_GRAIN {
+    if w.len() >= PAR_GRAIN && crate::parallel::available() {
         if inner >= PAR_GRAIN || axis.is_none() {
             // Long runs: split each run into chunks (same channel inside a run).
             let chunk = if axis.is_none() { PAR_GRAIN } else { inner };
@@ -134,8 +140,8 @@ fn for_each_run<T: Send>(
 /// Runs `plan` over the weight and returns the integer code and dequantized value of every element.
 ///
 /// `Plan::Identity` and `Plan::Half` have no integer codes; callers handle them first.
-fn quantize_elems(plan: &Plan, shape: &[usize], w: &[f32]) -> Vec<Elem> {
-    let mut out = vec![(0i32, 0f32); w.len()];
+fn quantize_elems(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<Vec<Elem>> {
+    let mut out = try_filled(w.len(), (0i32, 0f32), || "the quantized weight".into())?;
     match plan {
         Plan::Identity | Plan::Half => unreachable!("float plans have no integer codes"),
         Plan::Int { axis: None, scales, zero_points, qmin, qmax } => {
@@ -186,7 +192,7 @@ fn quantize_elems(plan: &Plan, shape: &[usize], w: &[f32]) -> Vec<Elem> {
             decomposed(shape, w, &mut out, *axis, scales, zero_points, *qmin, *qmax)
         }
     }
-    out
+    Ok(out)
 }
 
 /// Converts a clamped float to the integer dtype like `.to(int_dtype)`: truncation toward zero;
@@ -269,15 +275,16 @@ fn decomposed(
 
 /// `get_weight()`: the fake-quantized weight (quantize, then dequantize).
 pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<Vec<f32>> {
+    let what = || "the fake-quantized weight".to_string();
     match plan {
-        Plan::Identity => Ok(w.to_vec()),
+        Plan::Identity => try_to_vec(w, what),
         Plan::Half => {
             check_finite(w)?;
-            Ok(w.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
+            try_collect(w.iter().map(|&x| f16::from_f32(x).to_f32()), what)
         }
         _ => {
             if let Some(fast) = FastPlan::new(plan, shape) {
-                let mut fq = Vec::with_capacity(w.len());
+                let mut fq = try_with_capacity(w.len(), what)?;
                 // The finite check runs inside the (parallel) pass, on data already in cache.
                 let nonfinite = fast.run(w, &mut fq.spare_capacity_mut()[..w.len()], None);
                 // SAFETY: `run` wrote every one of the first `w.len()` elements.
@@ -288,7 +295,7 @@ pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<V
                 return Ok(fq);
             }
             check_finite(w)?;
-            Ok(quantize_elems(plan, shape, w).into_iter().map(|(_, v)| v).collect())
+            try_collect(quantize_elems(plan, shape, w)?.into_iter().map(|(_, v)| v), what)
         }
     }
 }
@@ -297,7 +304,9 @@ pub(crate) fn fake_quantize(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<V
 pub(crate) fn quantize_codes(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<(Vec<i32>, Vec<f32>)> {
     if let Some(fast) = FastPlan::new(plan, shape) {
         let n = w.len();
-        let (mut fq, mut codes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let fq_what = || "the fake-quantized weight".to_string();
+        let (mut fq, mut codes) =
+            (try_with_capacity(n, fq_what)?, try_with_capacity(n, || "the quantized weight's codes".to_string())?);
         let nonfinite = fast.run(w, &mut fq.spare_capacity_mut()[..n], Some(&mut codes.spare_capacity_mut()[..n]));
         // SAFETY: `run` wrote every one of the first `n` elements of both buffers.
         unsafe {
@@ -310,8 +319,14 @@ pub(crate) fn quantize_codes(plan: &Plan, shape: &[usize], w: &[f32]) -> Result<
         return Ok((codes, fq));
     }
     check_finite(w)?;
-    let elems = quantize_elems(plan, shape, w);
-    Ok(elems.into_iter().unzip())
+    let elems = quantize_elems(plan, shape, w)?;
+    let mut codes = try_with_capacity(elems.len(), || "the quantized weight's codes".to_string())?;
+    let mut fq = try_with_capacity(elems.len(), || "the fake-quantized weight".to_string())?;
+    for (c, v) in elems {
+        codes.push(c);
+        fq.push(v);
+    }
+    Ok((codes, fq))
 }
 
 // ---- the f32 fast path ---------------------------------------------------------------------------
@@ -464,7 +479,7 @@ impl FastPlan {
             }
             chunk_dispatch(self, k * runs_per_chunk, run_len, wc, fc, cc)
         };
-        let parallel = n >= 2 * PAR_GRAIN;
+        let parallel = n >= 2 * PAR_GRAIN && crate::parallel::available();
         match codes {
             Some(codes) if parallel => w
                 .par_chunks(chunk)
@@ -715,7 +730,7 @@ mod tests {
             let plan = qp.plan(&shape).unwrap();
             let (codes, fq) = quantize_codes(&plan, &shape, w).unwrap();
             let fq_only = fake_quantize(&plan, &shape, w).unwrap();
-            let (gc, gf): (Vec<i32>, Vec<f32>) = quantize_elems(&plan, &shape, w).into_iter().unzip();
+            let (gc, gf): (Vec<i32>, Vec<f32>) = quantize_elems(&plan, &shape, w).unwrap().into_iter().unzip();
             assert!(FastPlan::new(&plan, &shape).is_some(), "{qp:?} has a fast path");
             for i in 0..n {
                 assert_eq!(codes[i], gc[i], "{qp:?} code [{i}] x={}", w[i]);

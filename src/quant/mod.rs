@@ -83,7 +83,9 @@ pub fn quantize(weight: &Tensor, qparams: &WeightQParams) -> Result<QuantizedWei
             if qparams.qscheme != QScheme::None {
                 fakequant::check_finite(w)?;
             }
-            QuantizedValues::Float16(w.iter().map(|&x| f16::from_f32(x)).collect())
+            QuantizedValues::Float16(crate::alloc::try_collect(w.iter().map(|&x| f16::from_f32(x)), || {
+                "the float16 weight".into()
+            })?)
         }
         Plan::Identity | Plan::Half => {
             return Err(Error::NotQuantized(format!(

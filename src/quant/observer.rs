@@ -131,8 +131,8 @@ impl Observer {
     pub fn quant_range(mut self, quant_min: i64, quant_max: i64) -> Result<Self> {
         let (dmin, dmax) = self.dtype.range().unwrap_or((quant_min, quant_max));
         let err = |rule: &str| Error::QuantRange {
-            quant_min,
-            quant_max,
+            quant_min: Some(quant_min),
+            quant_max: Some(quant_max),
             dtype: self.dtype.to_string(),
             rule: rule.to_string(),
         };
@@ -184,7 +184,7 @@ impl Observer {
 
     /// Records the min/max of a tensor: over all elements, or per channel along `ch_axis`.
     pub fn observe(&mut self, x: &Tensor) -> Result<()> {
-        let data = x.to_vec_f32();
+        let data = x.try_to_vec_f32()?;
         if data.is_empty() {
             return Ok(());
         }

@@ -403,22 +403,21 @@ impl WeightQParams {
         Ok(())
     }
 
+    /// Checks that each qparam tensor's shape describes its number of values (the fields are
+    /// public, so a shape may lie; its element count may even overflow `usize`).
     fn check_numel_matches(&self) -> Result<()> {
-        let shape_numel: usize = self.scale.shape.iter().product();
-        if shape_numel != self.scale.numel() {
-            return Err(Error::QParamShape {
-                param: "weight_scale",
-                shape: self.scale.shape.clone(),
-                rule: format!("it holds {} values", self.scale.numel()),
-            });
-        }
-        let zp_numel: usize = self.zero_point.shape.iter().product();
-        if zp_numel != self.zero_point.numel() {
-            return Err(Error::QParamShape {
-                param: "weight_zero_point",
-                shape: self.zero_point.shape.clone(),
-                rule: format!("it holds {} values", self.zero_point.numel()),
-            });
+        for (param, t) in [("weight_scale", &self.scale), ("weight_zero_point", &self.zero_point)] {
+            let shape_numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if shape_numel != Some(t.numel()) {
+                return Err(Error::QParamShape {
+                    param,
+                    shape: t.shape.clone(),
+                    rule: match shape_numel {
+                        Some(_) => format!("it holds {} values", t.numel()),
+                        None => format!("its element count overflows usize, and it holds {} values", t.numel()),
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -470,8 +469,8 @@ impl WeightQParams {
             (None, None) => Ok((dtype_min, dtype_max)),
             (Some(lo), Some(hi)) => {
                 let err = |rule: String| Error::QuantRange {
-                    quant_min: lo,
-                    quant_max: hi,
+                    quant_min: Some(lo),
+                    quant_max: Some(hi),
                     dtype: self.dtype.to_string(),
                     rule,
                 };
@@ -484,8 +483,8 @@ impl WeightQParams {
                 Ok((lo, hi))
             }
             (lo, hi) => Err(Error::QuantRange {
-                quant_min: lo.unwrap_or(i64::MIN),
-                quant_max: hi.unwrap_or(i64::MAX),
+                quant_min: lo,
+                quant_max: hi,
                 dtype: self.dtype.to_string(),
                 rule: "quant_min and quant_max must be given together".into(),
             }),

@@ -184,7 +184,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         }
         let mut y = Vec::new();
         y.try_reserve_exact(out_len).map_err(|_| {
-            Error::Overflow(format!("cannot allocate the output of shape {out_shape:?} ({out_len} elements)"))
+            Error::oom::<f32>(format!("the output of shape {}", crate::error::Dims(&out_shape)), out_len)
         })?;
         y.resize(out_len, 0f32);
         if out_len == 0 {
@@ -201,7 +201,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             })?;
             match host {
                 CpuStorage::F32(v) => cpu::conv(&problem, &self.derived.packed, bias, v, &mut y)?,
-                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32(), &mut y)?,
+                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.try_to_vec_f32()?, &mut y)?,
             }
         } else if let Some(b) = &self.bias {
             // Empty input (zero-size spatial extent with padding): the output is the bias.

@@ -178,7 +178,10 @@ fn fixtures(verbose: bool) -> Fnv {
             fwd.get("output_size").and_then(|v| serde_json::from_value(v.clone()).ok());
         let x = sd.tensor(&format!("{prefix}input")).unwrap();
         let mut h = Fnv::new();
-        match m.forward(&x, output_size.as_deref()) {
+        match match output_size.as_deref() {
+            Some(o) => m.forward_with_output_size(&x, o),
+            None => m.forward(&x),
+        } {
             Ok(y) => h.f32s(&y.to_vec_f32()),
             Err(e) => h.bytes(e.to_string().as_bytes()),
         }
@@ -207,7 +210,7 @@ fn modules(verbose: bool) -> qconv::Result<Fnv> {
                 conv.forward(&x)?,
                 conv.forward_channels_last(&x.to_channels_last()?)?,
                 tconv.forward(&x)?,
-                tconv.forward_channels_last(&x.to_channels_last()?, None)?,
+                tconv.forward_channels_last(&x.to_channels_last()?)?,
             ];
             for (j, y) in outs.iter().enumerate() {
                 let mut h = Fnv::new();

@@ -1,5 +1,5 @@
 //! The CPU benchmark suite of docs/benchmarks.md, shared by `qconv bench` and the criterion benches,
-//! and the GPU suite's cases; [`gpu`] (`bench/gpu.rs`) runs the GPU suite with CUDA-event timing
+//! and the GPU suite's cases; `gpu` (`bench/gpu.rs`, with the `cuda` feature) runs the GPU suite with CUDA-event timing
 //! for `qconv bench --device cuda`.
 //!
 //! Each case builds its module the way `scripts/bench/torch_cpu.py` does: uniform weights in
@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::quant::{QuantDType, WeightQParams};
 use crate::tensor::Tensor;
 
+#[cfg(feature = "cuda")]
 pub mod gpu;
 
 /// One benchmark case.

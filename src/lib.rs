@@ -29,8 +29,9 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// How this copy of qconv was built (target triple, profile, CUDA bindings version).
+/// How this copy of qconv was built (target triple, profile, CUDA bindings version or CPU only).
 pub const BUILD_INFO: &str = env!("QCONV_BUILD_INFO");
 
 pub mod bench;

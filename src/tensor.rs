@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
-use cudarc::driver::CudaSlice;
-
 /// The dtype moved to [`crate::dtype`]; this re-export keeps `qconv::tensor::DType`.
 pub use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -158,12 +156,14 @@ impl CpuStorage {
 pub(crate) struct CudaStorage {
     pub(crate) ordinal: usize,
     pub(crate) dtype: DType,
-    pub(crate) bytes: CudaSlice<u8>,
+    pub(crate) bytes: crate::cuda::DeviceBytes,
 }
 
 /// Where a tensor's elements live.
 enum Storage {
     Cpu(CpuStorage),
+    /// Never constructed without the `cuda` feature (`CudaStorage` has no value then).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Cuda(CudaStorage),
 }
 
@@ -203,6 +203,7 @@ impl PartialEq for Tensor {
 }
 
 /// The raw bytes of host elements, in memory order (what the device buffer holds).
+#[cfg(feature = "cuda")]
 pub(crate) fn host_bytes(s: &CpuStorage) -> Vec<u8> {
     match s {
         CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
@@ -211,7 +212,8 @@ pub(crate) fn host_bytes(s: &CpuStorage) -> Vec<u8> {
     }
 }
 
-/// The inverse of [`host_bytes`].
+/// The inverse of `host_bytes`.
+#[cfg(feature = "cuda")]
 pub(crate) fn from_host_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
     match dtype {
         DType::F32 => {
@@ -462,7 +464,9 @@ impl Tensor {
     /// endianness), for interoperating with other cudarc code; `None` for a host tensor. The
     /// buffer holds at least `numel() * dtype().size_in_bytes()` bytes (an empty tensor owns a
     /// one-byte placeholder, since CUDA has no zero-size allocations).
-    pub fn as_cuda_bytes(&self) -> Option<&CudaSlice<u8>> {
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
+    pub fn as_cuda_bytes(&self) -> Option<&cudarc::driver::CudaSlice<u8>> {
         match &*self.storage {
             Storage::Cuda(c) => Some(&c.bytes),
             Storage::Cpu(_) => None,
@@ -470,12 +474,19 @@ impl Tensor {
     }
 
     /// Wraps host elements in a tensor of `shape` (the caller guarantees the element count).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn from_host(shape: Vec<usize>, host: CpuStorage) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cpu(host)) }
     }
 
     /// Wraps a device buffer holding `shape` elements of `dtype` on CUDA device `ordinal`.
-    pub(crate) fn from_cuda(shape: Vec<usize>, dtype: DType, ordinal: usize, bytes: CudaSlice<u8>) -> Tensor {
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_cuda(
+        shape: Vec<usize>,
+        dtype: DType,
+        ordinal: usize,
+        bytes: crate::cuda::DeviceBytes,
+    ) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cuda(CudaStorage { ordinal, dtype, bytes })) }
     }
 
@@ -488,6 +499,7 @@ impl Tensor {
     }
 
     /// The device buffer, or `None` for a host tensor.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn cuda_storage(&self) -> Option<&CudaStorage> {
         match &*self.storage {
             Storage::Cuda(c) => Some(c),

@@ -6,7 +6,9 @@
 //! this file → `cuda/` and `tensor.rs`).
 
 use crate::error::Result;
-use crate::tensor::{from_host_bytes, host_bytes, Device, Tensor};
+#[cfg(feature = "cuda")]
+use crate::tensor::{from_host_bytes, host_bytes};
+use crate::tensor::{Device, Tensor};
 
 impl Device {
     /// The best device on this machine: `Cuda(0)` when the CUDA probe succeeds, otherwise `Cpu`.
@@ -34,6 +36,7 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
         match (self.host_storage(), self.cuda_storage(), device) {
             (_, Some(c), Device::Cpu) => {
                 let rt = crate::cuda::runtime::Runtime::get(c.ordinal)?;
@@ -50,6 +53,15 @@ impl Tensor {
             // Between two CUDA devices: through the host.
             (None, Some(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
             _ => Ok(self.clone()),
+        }
+        #[cfg(not(feature = "cuda"))]
+        match device {
+            // A host tensor (the only kind this build has) asked for a CUDA device.
+            Device::Cuda(n) => Err(crate::cuda::require(n).err().unwrap_or_else(|| crate::Error::CudaUnavailable {
+                ordinal: n,
+                reason: crate::cuda::NOT_BUILT.into(),
+            })),
+            Device::Cpu => Ok(self.clone()),
         }
     }
 }

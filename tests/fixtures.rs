@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 mod common;
 
-use common::magnitude;
+use common::{forward_opt, magnitude};
 use qconv::io::{StateDict, StoredData};
 use qconv::quant::observer::{Observer, ObserverScheme};
 use qconv::quant::{QParamData, QuantizedValues};
@@ -81,7 +81,7 @@ fn module_fixtures_match_pytorch() {
             fwd["output_size"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap() as usize).collect());
         let x = sd.tensor(&format!("{prefix}input")).unwrap();
         let want = sd.tensor(&format!("{prefix}output")).unwrap();
-        let y = match m.forward(&x, output_size.as_deref()) {
+        let y = match forward_opt(&m, &x, output_size.as_deref()) {
             Ok(y) => y,
             Err(e) => {
                 failures.push(format!("{case}: forward failed: {e}"));

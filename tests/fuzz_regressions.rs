@@ -162,7 +162,7 @@ fn output_size_with_a_huge_transposed_stride() {
     .unwrap();
     let x = Tensor::from_vec(vec![1.0f32], &[1, 1, 1]).unwrap();
     for size in [1usize, 2, 7] {
-        match m.forward_with_output_size(&x, Some(&[size])) {
+        match m.forward_with_output_size(&x, &[size]) {
             Ok(y) => assert_eq!(y.shape(), &[1, 1, size]),
             Err(e) => assert!(!e.to_string().is_empty()),
         }

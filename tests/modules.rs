@@ -196,12 +196,12 @@ fn transposed_output_size_works_with_dilation() {
     let x = Tensor::from_vec(vec![1.0f32; 2 * 4], &[2, 4]).unwrap();
     // min = (4-1)*3 - 2 + 2*2 + 1 = 12; max = 14.
     for size in 12..=14 {
-        let y = m.forward_with_output_size(&x, Some(&[size])).unwrap();
+        let y = m.forward_with_output_size(&x, &[size]).unwrap();
         assert_eq!(y.shape(), &[3, size]);
         let (want, _) = oracle(&m, &x, Some(&[size]));
         assert_eq!(y.to_vec_f32(), want.iter().map(|&v| v as f32).collect::<Vec<_>>());
     }
-    assert_eq!(m.forward_with_output_size(&x, Some(&[3, 13])).unwrap().shape(), &[3, 13]);
+    assert_eq!(m.forward_with_output_size(&x, &[3, 13]).unwrap().shape(), &[3, 13]);
 }
 
 #[test]
@@ -503,7 +503,7 @@ fn channels_last_forward_on_the_cpu() {
     let t = qconv::ConvTranspose1d::from_float_observed(w, None, o).unwrap();
     let x = qconv::Tensor::from_vec(rng.vec(2 * 3 * 9, -1.0, 1.0), &[2, 3, 9]).unwrap();
     let y = t.forward(&x).unwrap();
-    let yl = t.forward_channels_last(&common::channels_last(&x), None).unwrap();
+    let yl = t.forward_channels_last(&common::channels_last(&x)).unwrap();
     assert_eq!(common::channels_first(&yl), y);
 }
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "cuda")]
 //! NVRTC compile checks: every kernel variant compiles for sm_80 and sm_90 wherever libnvrtc is
 //! found (no GPU needed), with no register spills; and the kernel cache stores, reloads and
 //! repairs its disk entries.

@@ -304,11 +304,11 @@ fn output_size_out_of_range_is_rejected() {
     .unwrap();
     let x = w(&[1, 2, 5, 5]);
     // min = (5-1)*2 - 2 + 3 = 9, max = 10.
-    assert_eq!(m.forward_with_output_size(&x, Some(&[10, 9])).unwrap().shape(), &[1, 3, 10, 9]);
-    let e = m.forward_with_output_size(&x, Some(&[11, 9])).unwrap_err();
+    assert_eq!(m.forward_with_output_size(&x, &[10, 9]).unwrap().shape(), &[1, 3, 10, 9]);
+    let e = m.forward_with_output_size(&x, &[11, 9]).unwrap_err();
     assert!(matches!(e, Error::OutputSize { .. }), "{e}");
     assert!(e.to_string().contains("valid sizes range from [9, 9] to [10, 10]"), "{e}");
-    let e = m.forward_with_output_size(&x, Some(&[1, 9, 9])).unwrap_err();
+    let e = m.forward_with_output_size(&x, &[1, 9, 9]).unwrap_err();
     assert!(matches!(e, Error::InvalidConfig { param: "output_size", .. }), "{e}");
 }
 

@@ -63,7 +63,10 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
         Ok(p) => p,
         Err(e) => {
             check_err("conv_problem", &e);
-            match m.forward(x, os) {
+            match match os {
+                Some(o) => m.forward_with_output_size(x, o),
+                None => m.forward(x),
+            } {
                 Ok(y) => panic!("conv_problem failed ({e}) but forward succeeded with shape {:?}", y.shape()),
                 Err(e2) => check_err("forward", &e2),
             }
@@ -73,7 +76,10 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
     if !affordable(&p) {
         return;
     }
-    match m.forward(x, os) {
+    match match os {
+                Some(o) => m.forward_with_output_size(x, o),
+                None => m.forward(x),
+            } {
         Ok(y) => {
             let d = m.spatial_dims();
             let mut want = Vec::new();
@@ -89,7 +95,10 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
             let xl = move_channels(x, batched, true);
             // Compared bit for bit (NaN outputs compare unequal as numbers).
             let bits = |t: &Tensor| t.to_vec_f32().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-            match m.forward_channels_last(&xl, os) {
+            match match os {
+                Some(o) => m.forward_channels_last_with_output_size(&xl, o),
+                None => m.forward_channels_last(&xl),
+            } {
                 Ok(yl) => {
                     let back = move_channels(&yl, batched, false);
                     assert_eq!(back.shape(), y.shape(), "forward_channels_last: shape");

@@ -488,38 +488,46 @@ impl AnyConv {
         each!(self, m => m.device())
     }
 
-    /// Runs the module. `output_size` is only valid for transposed convolutions.
-    pub fn forward(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+    /// Runs the module on a channels-first input (`[N, C, *spatial]` or unbatched `[C, *spatial]`);
+    /// a transposed convolution uses its `output_padding`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        each!(self, m => m.forward(x))
+    }
+
+    /// Runs a transposed convolution producing `output_size` (see
+    /// [`ConvModule::forward_with_output_size`]); for a forward convolution this is an
+    /// [`Error::InvalidConfig`] on `output_size`.
+    pub fn forward_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
         match self {
             AnyConv::ConvTranspose1d(m) => m.forward_with_output_size(x, output_size),
             AnyConv::ConvTranspose2d(m) => m.forward_with_output_size(x, output_size),
             AnyConv::ConvTranspose3d(m) => m.forward_with_output_size(x, output_size),
-            _ if output_size.is_some() => Err(Error::config(
-                "output_size",
-                format!("{output_size:?}"),
-                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
-            )),
-            AnyConv::Conv1d(m) => m.forward(x),
-            AnyConv::Conv2d(m) => m.forward(x),
-            AnyConv::Conv3d(m) => m.forward(x),
+            _ => Err(self.not_transposed(output_size)),
         }
+    }
+
+    fn not_transposed(&self, output_size: &[usize]) -> Error {
+        let items: Vec<String> = output_size.iter().map(|v| v.to_string()).collect();
+        Error::config(
+            "output_size",
+            format!("[{}]", items.join(", ")),
+            format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
+        )
     }
 
     /// [`forward`](Self::forward) on a channels-last input (`[N, *spatial, C]`), giving
     /// `[N, *out, K]` (see [`ConvModule::forward_channels_last`]).
-    pub fn forward_channels_last(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        each!(self, m => m.forward_channels_last(x))
+    }
+
+    /// [`forward_with_output_size`](Self::forward_with_output_size) on a channels-last input.
+    pub fn forward_channels_last_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
         match self {
-            AnyConv::ConvTranspose1d(m) => m.forward_channels_last(x, output_size),
-            AnyConv::ConvTranspose2d(m) => m.forward_channels_last(x, output_size),
-            AnyConv::ConvTranspose3d(m) => m.forward_channels_last(x, output_size),
-            _ if output_size.is_some() => Err(Error::config(
-                "output_size",
-                format!("{output_size:?}"),
-                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
-            )),
-            AnyConv::Conv1d(m) => m.forward_channels_last(x),
-            AnyConv::Conv2d(m) => m.forward_channels_last(x),
-            AnyConv::Conv3d(m) => m.forward_channels_last(x),
+            AnyConv::ConvTranspose1d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            AnyConv::ConvTranspose2d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            AnyConv::ConvTranspose3d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            _ => Err(self.not_transposed(output_size)),
         }
     }
 

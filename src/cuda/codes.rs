@@ -148,7 +148,7 @@ pub(crate) fn pack_codes(
     Ok(PackedCodes { codes, scale, zero, signed, row, cg })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
     use crate::cuda::emulate::conv_tc::dequant8;

@@ -4,6 +4,15 @@ use qconv::io::StoredData;
 use qconv::oracle::conv_naive;
 use qconv::{AnyConv, ConvModule, Tensor};
 
+/// `m.forward(x)`, or `m.forward_with_output_size(x, o)` when an output size is given.
+#[allow(dead_code)] // not every test crate uses it
+pub fn forward_opt(m: &AnyConv, x: &Tensor, output_size: Option<&[usize]>) -> qconv::Result<Tensor> {
+    match output_size {
+        Some(o) => m.forward_with_output_size(x, o),
+        None => m.forward(x),
+    }
+}
+
 /// Σ|x|·|ŵ| + |b| per output element: the same module with absolute weights and bias, no
 /// quantization, applied to |x|.
 #[allow(dead_code)] // not every test crate uses it
@@ -21,7 +30,12 @@ pub fn magnitude(m: &AnyConv, prefix: &str, x: &Tensor, output_size: Option<&[us
     sd.metadata.insert(format!("{prefix}weight_dtype"), "torch.float32".into());
     let am = AnyConv::from_state_dict(&sd, prefix).unwrap();
     let ax = Tensor::from_vec(abs(x.to_vec_f32()), x.shape()).unwrap();
-    am.forward(&ax, output_size).unwrap().to_vec_f32()
+    match output_size {
+        Some(o) => am.forward_with_output_size(&ax, o),
+        None => am.forward(&ax),
+    }
+    .unwrap()
+    .to_vec_f32()
 }
 
 /// The oracle for a module and input: f64 accumulation over the fake-quantized weight, and

@@ -28,7 +28,7 @@ fn pytorch_fixtures_run_on_cuda() {
                 continue;
             }
         };
-        let y = match md.forward(&x.to_device(CUDA).unwrap(), output_size.as_deref()) {
+        let y = match forward_opt(&md, &x.to_device(CUDA).unwrap(), output_size.as_deref()) {
             Ok(y) => y.to_device(Device::Cpu).unwrap().to_vec_f32(),
             Err(e) => {
                 failures.push(format!("{case}: forward: {e}"));
@@ -163,8 +163,8 @@ fn exported_pytorch_model_runs_on_cuda() {
         let mut shape = vec![2, c];
         shape.extend(std::iter::repeat_n(9, d));
         let x = make_input(&mut rng, &shape, DType::F32);
-        let cpu = m.forward(&x, None).unwrap();
-        let gpu = m.to_device(CUDA).unwrap().forward(&x.to_device(CUDA).unwrap(), None).unwrap();
+        let cpu = m.forward(&x).unwrap();
+        let gpu = m.to_device(CUDA).unwrap().forward(&x.to_device(CUDA).unwrap()).unwrap();
         let gpu = gpu.to_device(Device::Cpu).unwrap();
         assert_eq!(gpu.shape(), cpu.shape(), "{prefix}");
         let mag = magnitude(&m, &prefix, &x, None);

@@ -195,7 +195,7 @@ fn channels_last_matches_channels_first_everywhere() {
     for dtype in [DType::F32, DType::F16] {
         let x = make_input(&mut rng, &[2, 8, 7, 6], dtype);
         let a = tr.forward(&x.to_device(CUDA).unwrap()).unwrap().to_device(Device::Cpu).unwrap();
-        let b = tr.forward_channels_last(&channels_last(&x).to_device(CUDA).unwrap(), None).unwrap();
+        let b = tr.forward_channels_last(&channels_last(&x).to_device(CUDA).unwrap()).unwrap();
         assert_eq!(channels_first(&b.to_device(Device::Cpu).unwrap()), a, "transposed {dtype}");
     }
 }

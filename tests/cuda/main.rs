@@ -1,3 +1,4 @@
+#![cfg(feature = "cuda")]
 //! CUDA against the CPU path and PyTorch (needs a usable CUDA device; every test reports itself
 //! skipped, with the probe's reason, elsewhere — so `cargo test` passes on any machine).
 //!
@@ -22,7 +23,7 @@ mod basics;
 mod exact;
 mod fast_paths;
 
-use common::{channels_first, channels_last, magnitude, oracle, oracle_with_weight};
+use common::{channels_first, channels_last, forward_opt, magnitude, oracle, oracle_with_weight};
 use half::{bf16, f16};
 use qconv::cuda::runtime::Runtime;
 use qconv::io::StateDict;
@@ -243,7 +244,7 @@ impl<const D: usize> ClFwd for ConvModule<D, false> {
 
 impl<const D: usize> ClFwd for ConvModule<D, true> {
     fn fwd_last(&self, x: &Tensor) -> qconv::Result<Tensor> {
-        self.forward_channels_last(x, None)
+        self.forward_channels_last(x)
     }
 }
 

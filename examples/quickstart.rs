@@ -35,13 +35,14 @@ impl Net {
         let (wu, _) = weights(&mut rng, &[32, 8, 4, 4], 128)?;
         let bu = Tensor::from_vec(rng.vec(8, -0.1, 0.1), &[8])?;
         let (wh, bh) = weights(&mut rng, &[4, 8, 1, 1], 8)?;
-        let o1 = ConvOptions::new([3, 3]).padding(Padding::Same);
-        let o2 = ConvOptions::new([3, 3])
+        let o1 = ConvOptions::new().kernel_size([3, 3]).padding(Padding::Same);
+        let o2 = ConvOptions::new()
+            .kernel_size([3, 3])
             .stride([2, 2])
             .padding(Padding::Explicit([1, 1]))
             .padding_mode(PaddingMode::Reflect);
-        let ou = ConvOptions::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1]));
-        let oh = ConvOptions::new([1, 1]);
+        let ou = ConvOptions::new().kernel_size([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1]));
+        let oh = ConvOptions::new().kernel_size([1, 1]);
         if quantized {
             Ok(Net {
                 conv1: Conv2d::from_float_observed(w1, Some(b1), o1)?,
@@ -80,7 +81,7 @@ impl Net {
 
 /// ReLU on the host (qconv provides convolutions only), then back to the network's device.
 fn relu(t: &Tensor, device: Device) -> Result<Tensor> {
-    let v = t.try_to_vec_f32()?.into_iter().map(|v| v.max(0.0)).collect();
+    let v = t.to_vec_f32()?.into_iter().map(|v| v.max(0.0)).collect();
     Tensor::from_vec(v, t.shape())?.to_device(device)
 }
 
@@ -116,7 +117,7 @@ fn run() -> Result<()> {
     let x = Tensor::from_vec(rng.vec(2 * 3 * 64 * 64, -1.0, 1.0), &[2, 3, 64, 64])?.to_device(device)?;
     let yq = qnet.forward(&x)?;
     let yf = fnet.forward(&x)?;
-    let (q, f) = (yq.try_to_vec_f32()?, yf.try_to_vec_f32()?);
+    let (q, f) = (yq.to_vec_f32()?, yf.to_vec_f32()?);
     let max_dev = q.iter().zip(&f).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let max_ref = f.iter().map(|v| v.abs()).fold(0f32, f32::max);
     let mean = q.iter().map(|&v| v as f64).sum::<f64>() / q.len() as f64;
@@ -142,7 +143,7 @@ fn run() -> Result<()> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.to_vec_f32().iter().zip(b.to_vec_f32()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.to_vec_f32().unwrap().iter().zip(b.to_vec_f32().unwrap()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
 
 fn rayon_threads() -> usize {

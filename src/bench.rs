@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use crate::conv::{AnyConv, ConvModule, ConvOptions, Padding};
+use crate::conv::{AnyConv, ConvModule, ConvOptions};
 use crate::error::{Error, Result};
 use crate::quant::{QuantDType, WeightQParams};
 use crate::tensor::Tensor;
@@ -138,7 +138,7 @@ pub fn absmax_qparams(weight: &Tensor, axis: usize) -> Result<WeightQParams> {
         amax[c] = run.iter().fold(amax[c], |m, x| m.max(x.abs()));
     }
     let scales = amax.iter().map(|&a| a.max(1e-8) / 127.0).collect();
-    Ok(WeightQParams::per_channel(QuantDType::QInt8, scales, vec![0; channels], axis))
+    Ok(WeightQParams::per_channel(scales, vec![0; channels], axis, QuantDType::QInt8))
 }
 
 /// A built case: module, input and the numbers needed to report it.
@@ -157,21 +157,20 @@ pub struct BuiltCase {
 }
 
 fn build_d<const D: usize, const T: bool>(c: &BenchCase, batch: usize, rng: &mut Rng) -> Result<BuiltCase> {
-    let mut opts = ConvOptions::<D>::new([c.kernel; D])
-        .stride([c.stride; D])
-        .padding(Padding::Explicit([c.pad; D]))
-        .dilation([c.dilation; D])
+    let opts = ConvOptions::<D>::new()
+        .kernel_size(c.kernel)
+        .stride(c.stride)
+        .padding(c.pad)
+        .dilation(c.dilation)
         .groups(c.groups);
-    opts.bias = true;
-    let shape = ConvModule::<D, T>::weight_shape(c.in_channels, c.out_channels, &opts);
+    let shape = ConvModule::<D, T>::weight_shape(c.in_channels, c.out_channels, &opts)?;
     let fan_in = shape[1] * c.kernel.pow(D as u32);
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let weight = Tensor::from_vec(rng.vec(n, -bound, bound), &shape)?;
     let bias = Tensor::from_vec(rng.vec(c.out_channels, -bound, bound), &[c.out_channels])?;
     let qparams = absmax_qparams(&weight, if T { 1 } else { 0 })?;
-    let module =
-        ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
+    let module = ConvModule::<D, T>::new(weight.clone(), Some(bias), qparams.clone(), opts)?;
     let mut in_shape = vec![batch, c.in_channels];
     in_shape.extend_from_slice(&c.spatial[..D]);
     let input = Tensor::from_vec(rng.vec(in_shape.iter().product(), -1.0, 1.0), &in_shape)?;

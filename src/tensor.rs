@@ -156,6 +156,7 @@ impl CpuStorage {
 pub(crate) struct CudaStorage {
     pub(crate) ordinal: usize,
     pub(crate) dtype: DType,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) bytes: crate::cuda::DeviceBytes,
 }
 
@@ -167,25 +168,17 @@ enum Storage {
     Cuda(CudaStorage),
 }
 
-impl fmt::Debug for Storage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Storage::Cpu(c) => c.fmt(f),
-            Storage::Cuda(c) => {
-                write!(f, "Cuda {{ ordinal: {}, dtype: {}, bytes: {} }}", c.ordinal, c.dtype, c.bytes.len())
-            }
-        }
-    }
-}
-
 /// A dense, contiguous, row-major tensor with a shape, a dtype and a device.
 ///
 /// Cloning is cheap (the storage is shared); tensors are immutable once built. A tensor lives on
 /// the host ([`Device::Cpu`]) or on a CUDA device ([`Device::Cuda`], see [`Tensor::to_device`]);
 /// the element accessors ([`as_slice`](Tensor::as_slice), [`to_vec`](Tensor::to_vec),
-/// [`to_ndarray`](Tensor::to_ndarray)) need a host tensor. Equality compares shapes and elements
+/// [`to_ndarray`](Tensor::to_ndarray), [`view`](Tensor::view)) need a host tensor. ndarray
+/// arrays and views convert with `From` (`Tensor::from(&array)`, `array.into()`). Equality compares shapes and elements
 /// of host tensors; two device tensors are equal only when they share the same device buffer.
-#[derive(Clone, Debug)]
+/// `Debug` and `Display` are short whatever the size (shape, dtype, device and a few values; see
+/// `tensor_fmt.rs`); neither copies from a device.
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
     storage: Arc<Storage>,
@@ -273,20 +266,6 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(storage)) })
     }
 
-    /// Copies an ndarray view (any layout, any dimensionality) into a new tensor.
-    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: ndarray::ArrayView<'_, T, D>) -> Result<Tensor> {
-        let shape = a.shape().to_vec();
-        let data: Vec<T> = a.iter().copied().collect();
-        Tensor::from_vec(data, &shape)
-    }
-
-    /// Copies the tensor into an ndarray of element type `T` (which must be the tensor's dtype).
-    pub fn to_ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
-        let v = self.as_slice::<T>()?.to_vec();
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v)
-            .map_err(|e| Error::shape("tensor", &self.shape, e.to_string()))
-    }
-
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -336,21 +315,9 @@ impl Tensor {
         Ok(self.as_slice::<T>()?.to_vec())
     }
 
-    /// Converts every element to f32 (exact for every supported dtype).
-    ///
-    /// A device tensor is downloaded first (which synchronises its stream); that copy can only
-    /// fail on a CUDA driver error, and then this function panics — use
-    /// [`try_to_vec_f32`](Tensor::try_to_vec_f32) to get that error instead.
-    pub fn to_vec_f32(&self) -> Vec<f32> {
-        match self.try_to_vec_f32() {
-            Ok(v) => v,
-            Err(e) => panic!("Tensor::to_vec_f32: {e}"),
-        }
-    }
-
-    /// Converts every element to f32, downloading a device tensor first (synchronising); fails
-    /// only when that download fails.
-    pub fn try_to_vec_f32(&self) -> Result<Vec<f32>> {
+    /// Converts every element to f32 (exact for every supported dtype), downloading a device
+    /// tensor first (synchronising); fails only when that download fails.
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         let downloaded;
         let host = match &*self.storage {
             Storage::Cpu(c) => c,
@@ -366,25 +333,14 @@ impl Tensor {
         })
     }
 
-    /// Converts to another dtype (round-to-nearest-even when narrowing).
-    ///
-    /// A device tensor is converted through the host (download, convert, upload) and stays on
-    /// its device; like [`to_vec_f32`](Tensor::to_vec_f32) this panics only on a CUDA driver
-    /// error — use [`try_to_dtype`](Tensor::try_to_dtype) to get that error instead.
-    pub fn to_dtype(&self, dtype: DType) -> Tensor {
-        match self.try_to_dtype(dtype) {
-            Ok(t) => t,
-            Err(e) => panic!("Tensor::to_dtype: {e}"),
-        }
-    }
-
-    /// Converts to another dtype (round-to-nearest-even when narrowing); fails only when a device
-    /// tensor cannot be copied through the host.
-    pub fn try_to_dtype(&self, dtype: DType) -> Result<Tensor> {
+    /// Converts to another dtype (round-to-nearest-even when narrowing). A device tensor is
+    /// converted through the host (download, convert, upload) and stays on its device; fails only
+    /// when that copy fails.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let v = self.try_to_vec_f32()?;
+        let v = self.to_vec_f32()?;
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(v),
             DType::F16 => CpuStorage::F16(v.into_iter().map(f16::from_f32).collect()),
@@ -445,7 +401,7 @@ impl Tensor {
             v.extend_from_slice(&shape[1..shape.len() - 1]);
             (c, v)
         };
-        let v = self.try_to_vec_f32()?;
+        let v = self.to_vec_f32()?;
         let per = v.len().checked_div(n * c).unwrap_or(0);
         let mut out = vec![0f32; v.len()];
         for b in 0..n {
@@ -457,7 +413,7 @@ impl Tensor {
                 }
             }
         }
-        Tensor::from_vec(out, &new_shape)?.try_to_dtype(self.dtype())
+        Tensor::from_vec(out, &new_shape)?.to_dtype(self.dtype())
     }
 
     /// The device buffer of a CUDA tensor (the elements' raw bytes in row-major order, native
@@ -474,7 +430,6 @@ impl Tensor {
     }
 
     /// Wraps host elements in a tensor of `shape` (the caller guarantees the element count).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn from_host(shape: Vec<usize>, host: CpuStorage) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cpu(host)) }
     }

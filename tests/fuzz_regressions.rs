@@ -29,13 +29,13 @@ fn rejected_or_round_trips(built: qconv::Result<AnyConv>) {
     assert_eq!(m.to_string(), m2.to_string());
     assert_eq!(m.weight_qparams().qscheme, m2.weight_qparams().qscheme);
     assert_eq!(m.weight_qparams().dtype, m2.weight_qparams().dtype);
-    let (a, b) = (m.get_weight().to_vec_f32(), m2.get_weight().to_vec_f32());
+    let (a, b) = (m.get_weight().to_vec_f32().unwrap(), m2.get_weight().to_vec_f32().unwrap());
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "get_weight() changed in the round trip");
 }
 
 fn conv1d(qparams: WeightQParams) -> qconv::Result<AnyConv> {
-    Conv1d::from_float(weight(&[2, 1, 3]), None, qparams, ConvOptions::new([3])).map(AnyConv::Conv1d)
+    Conv1d::from_float(weight(&[2, 1, 3]), None, qparams, ConvOptions::new().kernel_size([3])).map(AnyConv::Conv1d)
 }
 
 // ---- fuzz finding 1: StateDict::to_bytes panics on a shape that disagrees with the data --------
@@ -74,14 +74,14 @@ fn unused_qparams_with_a_huge_lying_shape_do_not_panic_on_save() {
 
 #[test]
 fn per_tensor_zero_point_of_shape_1x1_round_trips() {
-    let mut q = WeightQParams::per_tensor(QuantDType::QInt8, 2.5, 0);
+    let mut q = WeightQParams::per_tensor(2.5, 0, QuantDType::QInt8);
     q.zero_point = QParamTensor { shape: vec![1, 1], data: QParamData::I64(vec![0]) };
     rejected_or_round_trips(conv1d(q));
 }
 
 #[test]
 fn per_tensor_scale_of_shape_1x1_round_trips() {
-    let mut q = WeightQParams::per_tensor(QuantDType::QUInt8, 0.05, 128);
+    let mut q = WeightQParams::per_tensor(0.05, 128, QuantDType::QUInt8);
     q.scale = QParamTensor { shape: vec![1, 1], data: QParamData::F32(vec![0.05]) };
     rejected_or_round_trips(conv1d(q));
 }
@@ -120,7 +120,7 @@ fn transposed_forward_of_an_empty_batch_with_a_huge_extent() {
         weight(&[1, 1, 1, 1]),
         Some(Tensor::from_vec(vec![0.25f32], &[1]).unwrap()),
         WeightQParams::none(),
-        ConvOptions::new([1, 1]),
+        ConvOptions::new().kernel_size([1, 1]),
     )
     .unwrap();
     let x = Tensor::from_vec(Vec::<f32>::new(), &[0, 1, 1 << 32, 1 << 32]).unwrap();
@@ -136,7 +136,7 @@ fn forward_of_an_empty_batch_with_a_huge_extent() {
         weight(&[1, 1, 1, 1]),
         Some(Tensor::from_vec(vec![0.25f32], &[1]).unwrap()),
         WeightQParams::none(),
-        ConvOptions::new([1, 1]),
+        ConvOptions::new().kernel_size([1, 1]),
     )
     .unwrap();
     let x = Tensor::from_vec(Vec::<f32>::new(), &[0, 1, 1 << 32, 1 << 32]).unwrap();
@@ -157,7 +157,7 @@ fn output_size_with_a_huge_transposed_stride() {
         weight(&[1, 1, 1]),
         None,
         WeightQParams::none(),
-        ConvOptions::new([1]).stride([usize::MAX]),
+        ConvOptions::new().kernel_size([1]).stride([usize::MAX]),
     )
     .unwrap();
     let x = Tensor::from_vec(vec![1.0f32], &[1, 1, 1]).unwrap();
@@ -183,7 +183,7 @@ fn same_padding_with_a_huge_dilation() {
         weight(&[1, 1, 3]),
         None,
         WeightQParams::none(),
-        ConvOptions::new([3]).dilation([usize::MAX]).padding(qconv::Padding::Same),
+        ConvOptions::new().kernel_size([3]).dilation([usize::MAX]).padding(qconv::Padding::Same),
     );
     let m = match built {
         Ok(m) => m,
@@ -209,7 +209,8 @@ fn depthwise_replicate_with_a_huge_stride_is_fast() {
         weight(&[7, 1, 1, 1]),
         Some(Tensor::from_vec(vec![0.5f32; 7], &[7]).unwrap()),
         WeightQParams::none(),
-        ConvOptions::new([1, 1])
+        ConvOptions::new()
+            .kernel_size([1, 1])
             .stride([65536, 7])
             .dilation([7, 7])
             .padding(qconv::Padding::Explicit([1, 1000]))
@@ -232,7 +233,7 @@ fn depthwise_replicate_with_a_huge_stride_is_fast() {
 fn fake_quant_of_a_weight_without_channels() {
     for shape in [[0usize, 3, 1, 1], [0, 2, 1, 3]] {
         let w = Tensor::from_vec(Vec::<f32>::new(), &shape).unwrap();
-        let qp = WeightQParams::per_channel(qconv::QuantDType::QInt8, vec![], vec![], 0);
+        let qp = WeightQParams::per_channel(vec![], vec![], 0, qconv::QuantDType::QInt8);
         let fq = qconv::quant::fake_quantize(&w, &qp).unwrap();
         assert_eq!(fq.shape(), &shape);
         assert_eq!(fq.numel(), 0);

@@ -84,7 +84,7 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
             _ => "ndhwc",
         };
         for dtype in [DType::F16, DType::BF16, DType::F32] {
-            let host = built.input.try_to_dtype(dtype)?;
+            let host = built.input.to_dtype(dtype)?;
             let x = host.to_device(Device::Cuda(ordinal))?;
             // The same values channels-last ([N, *spatial, C]).
             let xl = host.to_channels_last()?.to_device(Device::Cuda(ordinal))?;

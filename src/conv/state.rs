@@ -186,8 +186,10 @@ pub struct ModuleConfig<const D: usize> {
     pub in_channels: usize,
     /// Output channels.
     pub out_channels: usize,
-    /// Options.
+    /// Options (the kernel size always set).
     pub options: ConvOptions<D>,
+    /// Whether the module has a bias (`"bias"`, default true as in PyTorch).
+    pub bias: bool,
 }
 
 fn parse_module_json(key: &str, s: &str) -> Result<Value> {
@@ -210,7 +212,7 @@ fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Resul
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| bad(key.to_string(), format!("\"{name}\" must be a non-negative integer")))
     };
-    let mut o = ConvOptions::<D>::new(dims(key, field("kernel_size")?, "kernel_size")?);
+    let mut o = ConvOptions::<D>::new().kernel_size(dims::<D>(key, field("kernel_size")?, "kernel_size")?);
     if let Some(s) = v.get("stride") {
         o.stride = dims(key, s, "stride")?;
     }
@@ -235,9 +237,10 @@ fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Resul
     if v.get("groups").is_some() {
         o.groups = uint("groups")?;
     }
-    if let Some(b) = v.get("bias") {
-        o.bias = b.as_bool().ok_or_else(|| bad(key.to_string(), "\"bias\" must be true or false"))?;
-    }
+    let bias = match v.get("bias") {
+        Some(b) => b.as_bool().ok_or_else(|| bad(key.to_string(), "\"bias\" must be true or false"))?,
+        None => true,
+    };
     if let Some(m) = v.get("padding_mode") {
         let m = m.as_str().ok_or_else(|| bad(key.to_string(), "\"padding_mode\" must be a string"))?;
         o.padding_mode = m.parse::<PaddingMode>().map_err(|e| bad(key.to_string(), e.to_string()))?;
@@ -247,6 +250,7 @@ fn parse_config<const D: usize>(key: &str, v: &Value, transposed: bool) -> Resul
         in_channels: uint("in_channels")?,
         out_channels: uint("out_channels")?,
         options: o,
+        bias,
     })
 }
 
@@ -266,7 +270,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             "type": Self::type_name(),
             "in_channels": self.in_channels(),
             "out_channels": self.out_channels(),
-            "kernel_size": o.kernel_size.to_vec(),
+            "kernel_size": self.kernel_size().to_vec(),
             "stride": o.stride.to_vec(),
             "padding": padding_json(&o.padding),
             "dilation": o.dilation.to_vec(),
@@ -335,8 +339,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             return Err(bad(key, format!("holds a {}, not a {}", cfg.type_name, Self::type_name())));
         }
         let qparams = qparams_from_state_dict(sd, prefix)?;
-        let (weight, bias) = Self::weight_bias(sd, prefix, cfg.options.bias)?;
-        let m = Self::new(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
+        let (weight, bias) = Self::weight_bias(sd, prefix, cfg.bias)?;
+        let m = Self::with_channels(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
         Ok((m, LoadReport { unexpected: unexpected_keys(sd, prefix) }))
     }
 
@@ -371,12 +375,10 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         if let Some(json) = sd.metadata.get(&key) {
             let v = parse_module_json(&key, json)?;
             let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
-            let mut mine = *self.options();
-            mine.bias = cfg.options.bias;
             if cfg.type_name != Self::type_name()
                 || cfg.in_channels != self.in_channels()
                 || cfg.out_channels != self.out_channels()
-                || cfg.options != mine
+                || cfg.options != *self.options()
             {
                 return Err(bad(key, format!("describes a different module ({json}) than {self}")));
             }
@@ -392,9 +394,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let qparams = qparams_from_state_dict(sd, prefix)?;
         let has_bias = sd.tensors.contains_key(&format!("{prefix}bias"));
         let (weight, bias) = Self::weight_bias(sd, prefix, has_bias)?;
-        let mut options = *self.options();
-        options.bias = bias.is_some();
-        *self = Self::new(self.in_channels(), self.out_channels(), options, weight, bias, qparams)?;
+        *self = Self::with_channels(self.in_channels(), self.out_channels(), *self.options(), weight, bias, qparams)?;
         Ok(report)
     }
 }

@@ -16,14 +16,7 @@ pub(crate) fn unavailable(ordinal: usize) -> Error {
 }
 
 /// Device memory of a CUDA tensor: never exists in this build.
-#[derive(Debug)]
 pub(crate) enum DeviceBytes {}
-
-impl DeviceBytes {
-    pub(crate) fn len(&self) -> usize {
-        match *self {}
-    }
-}
 
 /// A caller's CUDA stream: never exists in this build.
 pub(crate) enum Stream {}

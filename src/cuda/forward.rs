@@ -209,7 +209,7 @@ fn empty_output(
     let per = if out_len == 0 { 1 } else { problem.out_size.iter().product::<usize>().max(1) };
     let channel = |i: usize| if channels_last { i % k } else { (i / per) % k };
     let y: Vec<f32> = (0..out_len).map(|i| bias.map_or(0.0, |b| b[channel(i)])).collect();
-    let host = Tensor::from_vec(y, last_shape)?.try_to_dtype(dtype)?;
+    let host = Tensor::from_vec(y, last_shape)?.to_dtype(dtype)?;
     let bytes = host.host_storage().map(host_bytes).unwrap_or_default();
     Ok(Tensor::from_cuda(last_shape.to_vec(), dtype, w.runtime.ordinal(), w.runtime.htod(&bytes, stream)?))
 }

@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 // Compiled in every build: plain data and pure host functions.
 pub(crate) mod codes;
 mod modes;
+#[doc(hidden)]
 pub mod pack;
 
 // The backend proper: only with the `cuda` feature (cudarc).
@@ -51,6 +52,7 @@ mod emulate;
 #[cfg(feature = "cuda")]
 pub(crate) mod forward;
 #[cfg(feature = "cuda")]
+#[doc(hidden)]
 pub mod kernels;
 #[cfg(feature = "cuda")]
 #[doc(hidden)]
@@ -82,6 +84,7 @@ pub(crate) type DeviceBytes = cudarc::driver::CudaSlice<u8>;
 pub(crate) type Stream = cudarc::driver::CudaStream;
 
 pub use modes::{Precision, WeightStorage};
+#[doc(hidden)]
 pub use pack::WeightSpec;
 
 /// Why CUDA is unusable in a build without the `cuda` feature (the probe's reason and the

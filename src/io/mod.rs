@@ -118,7 +118,7 @@ impl StoredTensor {
     /// Converts an activation tensor (f32/f16/bf16).
     pub fn from_tensor(t: &Tensor) -> Self {
         let data = match t.dtype() {
-            DType::F32 => StoredData::F32(t.to_vec_f32()),
+            DType::F32 => StoredData::F32(t.to_vec::<f32>().unwrap_or_default()),
             DType::F16 => StoredData::F16(t.to_vec::<f16>().unwrap_or_default()),
             DType::BF16 => StoredData::BF16(t.to_vec::<bf16>().unwrap_or_default()),
         };

@@ -34,9 +34,9 @@ struct InputShape<const D: usize> {
 
 impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// The convolution this module runs, normalised to three spatial dimensions.
-    fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> ConvProblem {
-        let (lo, _) = self.options.padding_amounts();
-        ConvProblem {
+    fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> Result<ConvProblem> {
+        let (lo, _) = self.options.padding_amounts()?;
+        Ok(ConvProblem {
             transposed: TRANSPOSED,
             batch,
             in_channels: self.in_channels,
@@ -44,12 +44,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             groups: self.options.groups,
             in_size: pad3(&in_spatial, 1),
             out_size: pad3(&out_spatial, 1),
-            kernel: pad3(&self.options.kernel_size, 1),
+            kernel: pad3(&self.kernel, 1),
             stride: pad3(&self.options.stride, 1),
             pad: pad3(&lo, 0),
             dilation: pad3(&self.options.dilation, 1),
             pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
-        }
+        })
     }
 
     /// The normalised 3-d [`ConvProblem`] this module runs for an input of shape `input_shape`
@@ -59,16 +59,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let InputShape { batched, batch, spatial } = self.input_geometry(input_shape)?;
         let out = if TRANSPOSED {
             self.options.transposed_output_size(&spatial, batched, output_size)?.0
-        } else if output_size.is_some() {
+        } else if let Some(size) = output_size {
             return Err(Error::config(
                 "output_size",
-                format!("{output_size:?}"),
+                format!("{size:?}"),
                 format!("output_size is only valid for transposed convolutions, not {}", Self::type_name()),
             ));
         } else {
             self.options.conv_output_size(&spatial)?
         };
-        Ok(self.problem(batch, spatial, out))
+        self.problem(batch, spatial, out)
     }
 
     /// Validates an input shape and returns (batched?, batch, spatial size).
@@ -150,7 +150,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 reason: format!("the module is on {} and the input on {}", self.device, x.device()),
             });
         }
-        let problem = self.problem(batch, in_spatial, out_spatial);
+        let problem = self.problem(batch, in_spatial, out_spatial)?;
         let mut out_shape = Vec::with_capacity(D + 2);
         if batched {
             out_shape.push(batch);
@@ -202,7 +202,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             })?;
             match host {
                 CpuStorage::F32(v) => cpu::conv(&problem, &self.derived.packed, bias, v, &mut y)?,
-                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32(), &mut y)?,
+                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32()?, &mut y)?,
             }
         } else if let Some(b) = &self.bias {
             // Empty input (zero-size spatial extent with padding): the output is the bias.
@@ -212,7 +212,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 *v = b[(i / per.max(1)) % self.out_channels];
             }
         }
-        Tensor::from_vec(y, &out_shape)?.try_to_dtype(x.dtype())
+        Tensor::from_vec(y, &out_shape)?.to_dtype(x.dtype())
     }
 }
 

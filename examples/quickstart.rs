@@ -5,8 +5,29 @@
 
 use std::time::Instant;
 
-use qconv::bench::Rng;
 use qconv::{Conv2d, ConvOptions, ConvTranspose2d, Device, Padding, PaddingMode, Result, Tensor, WeightQParams};
+
+/// Deterministic data: SplitMix64, uniform floats from its top 24 bits.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
 
 /// A 4-layer encoder/decoder: conv → strided conv (reflect padding) → transposed conv → 1×1 conv.
 struct Net {

@@ -225,7 +225,7 @@ impl StateDict {
         }
         let meta: Option<HashMap<String, String>> =
             if self.metadata.is_empty() { None } else { Some(self.metadata.clone().into_iter().collect()) };
-        Ok(safetensors::serialize(views, &meta)?)
+        Ok(safetensors::serialize(views, meta)?)
     }
 
     /// Writes a safetensors file atomically: a temporary file in the same folder, flushed and then

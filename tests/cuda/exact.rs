@@ -5,6 +5,7 @@
 use super::*;
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn pytorch_fixtures_run_on_cuda() {
     if !gpu("pytorch_fixtures_run_on_cuda") {
         return;
@@ -50,6 +51,7 @@ fn pytorch_fixtures_run_on_cuda() {
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn randomized_sweep_against_the_oracle() {
     if !gpu("randomized_sweep_against_the_oracle") {
         return;
@@ -64,6 +66,7 @@ fn randomized_sweep_against_the_oracle() {
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn large_tiles_and_empty_inputs() {
     if !gpu("large_tiles_and_empty_inputs") {
         return;
@@ -104,6 +107,7 @@ fn large_tiles_and_empty_inputs() {
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn own_streams_and_many_threads_give_identical_results() {
     if !gpu("own_streams_and_many_threads_give_identical_results") {
         return;
@@ -151,6 +155,7 @@ fn own_streams_and_many_threads_give_identical_results() {
 /// The model exported from PyTorch by scripts/export_pytorch.py (four modules) on CUDA: every
 /// module moved to the device agrees with the CPU path within the f32 tolerance, batched input.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn exported_pytorch_model_runs_on_cuda() {
     if !gpu("exported_pytorch_model_runs_on_cuda") {
         return;
@@ -186,6 +191,7 @@ fn exported_pytorch_model_runs_on_cuda() {
 /// elements. Sampled outputs — including the last rows, whose offsets need 64 bits — against an
 /// f64 sum over the fake-quantized weight.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn inputs_past_two_to_the_31_elements() {
     if !gpu("inputs_past_two_to_the_31_elements") {
         return;

@@ -7,6 +7,7 @@ use super::*;
 /// Tensor cores (f16/bf16): every tile, ragged tiles in both GEMM dimensions, groups, stride,
 /// dilation, every padding mode, 1-d/2-d/3-d, reduction lengths that are not multiples of 32.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
     if !gpu("tensor_core_convolutions_match_the_rounded_weight_oracle") {
         return;
@@ -74,6 +75,7 @@ fn tensor_core_convolutions_match_the_rounded_weight_oracle() {
 /// Tensor cores for transposed convolutions (phase decomposition): strides with phases that have
 /// no active tap, dilation, groups, output_padding, 1-d/2-d/3-d, ragged tiles.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn tensor_core_transposed_convolutions_match_the_rounded_weight_oracle() {
     if !gpu("tensor_core_transposed_convolutions_match_the_rounded_weight_oracle") {
         return;
@@ -132,6 +134,7 @@ fn tensor_core_transposed_convolutions_match_the_rounded_weight_oracle() {
 /// transposed): the layout kernels around the channels-first kernels give exactly the
 /// channels-first result.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn channels_last_matches_channels_first_everywhere() {
     if !gpu("channels_last_matches_channels_first_everywhere") {
         return;
@@ -205,6 +208,7 @@ fn channels_last_matches_channels_first_everywhere() {
 /// the CUDA-core fallbacks, exact precision, f32), signed and unsigned codes, per-tensor and
 /// per-channel qparams, after set_weight; 4x less device memory than the float32 weight.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn int8_code_storage_is_bit_identical_to_float_storage() {
     if !gpu("int8_code_storage_is_bit_identical_to_float_storage") {
         return;
@@ -297,6 +301,7 @@ fn int8_code_storage_is_bit_identical_to_float_storage() {
 /// for bit; problems the TF32 tiles do not take (C/groups 12 with 8 outputs, depthwise) and code storage
 /// give the exact path's output.
 #[test]
+#[ignore = "needs a CUDA device"]
 fn tf32_precision_matches_the_tf32_rounded_oracle() {
     use qconv::cuda::runtime::tf32_round;
     if !gpu("tf32_precision_matches_the_tf32_rounded_oracle") {

@@ -135,3 +135,11 @@ fn device_errors_are_results_not_panics() {
     #[cfg(not(feature = "cuda"))]
     assert_eq!(qconv::cuda::probe().unusable_reason(), Some("built without the cuda feature"));
 }
+
+#[test]
+fn loading_an_entry_as_the_wrong_type_names_the_type() {
+    let m = Conv2d::new(weight(&[4, 2, 3, 3]), None, qp(), ConvOptions::new()).unwrap();
+    let sd = m.state_dict("layer.");
+    let e = Conv1d::from_state_dict(&sd, "layer.").unwrap_err();
+    assert!(e.to_string().contains("holds a Conv2d, not a Conv1d"), "{e}");
+}

@@ -334,10 +334,13 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let key = format!("{prefix}module");
         let json = sd.metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
         let v = parse_module_json(&key, json)?;
-        let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
-        if cfg.type_name != Self::type_name() {
-            return Err(bad(key, format!("holds a {}, not a {}", cfg.type_name, Self::type_name())));
+        // The type first: a Conv2d entry read as a Conv1d is "holds a Conv2d", not a complaint
+        // about the length of its kernel_size.
+        let ty = module_type(&key, &v)?;
+        if ty != Self::type_name() {
+            return Err(bad(key, format!("holds a {ty}, not a {}", Self::type_name())));
         }
+        let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
         let qparams = qparams_from_state_dict(sd, prefix)?;
         let (weight, bias) = Self::weight_bias(sd, prefix, cfg.bias)?;
         let m = Self::with_channels(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;

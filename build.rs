@@ -1,5 +1,6 @@
 //! Records how the crate was built, for `qconv info` and bug reports
-//! (`qconv::BUILD_INFO`: target triple, profile, CUDA bindings version).
+//! (`qconv::BUILD_INFO`: target triple, profile, CUDA bindings version), and stops the build with
+//! one message when the CUDA features are combined wrongly (both versions, or `cuda` alone).
 //!
 //! With the `bindgen` feature it also regenerates the Rust bindings of the kernel argument structs
 //! (`cuda/params.h`) into `$OUT_DIR/params_sys.rs`. The crate itself always compiles the committed
@@ -9,12 +10,36 @@
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
-    let cuda = if std::env::var_os("CARGO_FEATURE_CUDA_12").is_some() { "12.9" } else { "13.0" };
-    println!("cargo:rustc-env=QCONV_BUILD_INFO=target {target}, profile {profile}, CUDA bindings {cuda}");
+    let feature = |f: &str| std::env::var_os(format!("CARGO_FEATURE_{f}")).is_some();
+    let (any, v12, v13) = (feature("CUDA"), feature("CUDA_12"), feature("CUDA_13"));
+    // One clear message for a bad combination, before anything of the crate compiles.
+    if v12 && v13 {
+        fail(
+            "the features cuda-12 and cuda-13 exclude each other; for CUDA 12 drivers use \
+             `default-features = false, features = [\"cuda-12\"]` (add \"cli\" for the command line)",
+        );
+    }
+    if any && !v12 && !v13 {
+        fail("the cuda feature needs a CUDA version: enable cuda-13 (the default) or cuda-12 instead of cuda");
+    }
+    let cuda = if v12 {
+        "CUDA bindings 12.9"
+    } else if v13 {
+        "CUDA bindings 13.0"
+    } else {
+        "CPU only (no cuda feature)"
+    };
+    println!("cargo:rustc-env=QCONV_BUILD_INFO=target {target}, profile {profile}, {cuda}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=cuda/params.h");
     #[cfg(feature = "bindgen")]
     params_bindings::generate();
+}
+
+/// Stops the build with `message` (one line, no backtrace).
+fn fail(message: &str) -> ! {
+    println!("cargo::error={message}");
+    std::process::exit(1);
 }
 
 #[cfg(feature = "bindgen")]

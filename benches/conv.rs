@@ -10,7 +10,7 @@ fn suite(c: &mut Criterion) {
         let mut g = c.benchmark_group(case.name);
         g.sample_size(20);
         g.throughput(Throughput::Elements(built.flops as u64));
-        g.bench_function("module_forward", |b| b.iter(|| built.module.forward(&built.input, None).expect("forward")));
+        g.bench_function("module_forward", |b| b.iter(|| built.module.forward(&built.input).expect("forward")));
         g.throughput(Throughput::Elements(built.weight.numel() as u64));
         g.bench_function("weight_fakequant", |b| {
             b.iter(|| qconv::quant::fake_quantize(&built.weight, &built.qparams).expect("fake-quant"))

@@ -75,7 +75,7 @@ fn suite(c: &mut Criterion) {
             g.bench_function(name, |bch| bch.iter(|| b.run().expect("int8 forward")));
         }
         let built = case.build(1).expect("float case builds");
-        g.bench_function("float_forward", |b| b.iter(|| built.module.forward(&built.input, None).expect("forward")));
+        g.bench_function("float_forward", |b| b.iter(|| built.module.forward(&built.input).expect("forward")));
         g.finish();
     }
 }
@@ -144,7 +144,7 @@ fn table() {
             f64::NAN
         } else {
             let built = case.build(1).expect("float case builds");
-            time_median_us(|| built.module.forward(&built.input, None).map(|_| ()), 50, 2.0).expect("forward")
+            time_median_us(|| built.module.forward(&built.input).map(|_| ()), 50, 2.0).expect("forward")
         };
         println!("{:<10} {:>12.1} {:>12.1} {:>12.1} {:>8.2}", case.name, t[0], t[1], f, f / t[0]);
     }

@@ -178,8 +178,11 @@ fn fixtures(verbose: bool) -> Fnv {
             fwd.get("output_size").and_then(|v| serde_json::from_value(v.clone()).ok());
         let x = sd.tensor(&format!("{prefix}input")).unwrap();
         let mut h = Fnv::new();
-        match m.forward(&x, output_size.as_deref()) {
-            Ok(y) => h.f32s(&y.to_vec_f32()),
+        match match output_size.as_deref() {
+            Some(o) => m.forward_with_output_size(&x, o),
+            None => m.forward(&x),
+        } {
+            Ok(y) => h.f32s(&y.to_vec_f32().unwrap()),
             Err(e) => h.bytes(e.to_string().as_bytes()),
         }
         total.bytes(&h.0.to_le_bytes());
@@ -198,20 +201,22 @@ fn modules(verbose: bool) -> qconv::Result<Fnv> {
             let w = Tensor::from_vec(rng.vec(k * c * ks * ks), &[k, c, ks, ks])?;
             let b = Tensor::from_vec(rng.vec(k), &[k])?;
             let qp = WeightQParams::per_channel_symmetric_from_weight(&w, 0, qconv::QuantDType::QInt8)?;
-            let conv = Conv2d::from_float(w, Some(b), qp, ConvOptions::new([ks, ks]).padding(Padding::Same))?;
-            let x = Tensor::from_vec(rng.vec(2 * c * size * size), &[2, c, size, size])?.to_dtype(dtype);
+            let conv =
+                Conv2d::from_float(w, Some(b), qp, ConvOptions::new().kernel_size([ks, ks]).padding(Padding::Same))?;
+            let x = Tensor::from_vec(rng.vec(2 * c * size * size), &[2, c, size, size])?.to_dtype(dtype).unwrap();
             let wt = Tensor::from_vec(rng.vec(c * k * ks * ks), &[c, k, ks, ks])?;
             let qpt = WeightQParams::per_tensor_symmetric_from_weight(&wt, qconv::QuantDType::QInt8)?;
-            let tconv = ConvTranspose2d::from_float(wt, None, qpt, ConvOptions::new([ks, ks]).stride([2, 2]))?;
+            let tconv =
+                ConvTranspose2d::from_float(wt, None, qpt, ConvOptions::new().kernel_size([ks, ks]).stride([2, 2]))?;
             let outs = [
                 conv.forward(&x)?,
                 conv.forward_channels_last(&x.to_channels_last()?)?,
                 tconv.forward(&x)?,
-                tconv.forward_channels_last(&x.to_channels_last()?, None)?,
+                tconv.forward_channels_last(&x.to_channels_last()?)?,
             ];
             for (j, y) in outs.iter().enumerate() {
                 let mut h = Fnv::new();
-                h.f32s(&y.try_to_vec_f32()?);
+                h.f32s(&y.to_vec_f32()?);
                 total.bytes(&h.0.to_le_bytes());
                 if verbose {
                     println!("module {i} {c}->{k} {size} k{ks} out{j} {:016x}", h.0);

@@ -5,8 +5,29 @@
 
 use std::time::Instant;
 
-use qconv::bench::Rng;
 use qconv::{Conv2d, ConvOptions, ConvTranspose2d, Device, Padding, PaddingMode, Result, Tensor, WeightQParams};
+
+/// Deterministic data: SplitMix64, uniform floats from its top 24 bits.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
 
 /// A 4-layer encoder/decoder: conv → strided conv (reflect padding) → transposed conv → 1×1 conv.
 struct Net {
@@ -35,13 +56,14 @@ impl Net {
         let (wu, _) = weights(&mut rng, &[32, 8, 4, 4], 128)?;
         let bu = Tensor::from_vec(rng.vec(8, -0.1, 0.1), &[8])?;
         let (wh, bh) = weights(&mut rng, &[4, 8, 1, 1], 8)?;
-        let o1 = ConvOptions::new([3, 3]).padding(Padding::Same);
-        let o2 = ConvOptions::new([3, 3])
+        let o1 = ConvOptions::new().kernel_size([3, 3]).padding(Padding::Same);
+        let o2 = ConvOptions::new()
+            .kernel_size([3, 3])
             .stride([2, 2])
             .padding(Padding::Explicit([1, 1]))
             .padding_mode(PaddingMode::Reflect);
-        let ou = ConvOptions::new([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1]));
-        let oh = ConvOptions::new([1, 1]);
+        let ou = ConvOptions::new().kernel_size([4, 4]).stride([2, 2]).padding(Padding::Explicit([1, 1]));
+        let oh = ConvOptions::new().kernel_size([1, 1]);
         if quantized {
             Ok(Net {
                 conv1: Conv2d::from_float_observed(w1, Some(b1), o1)?,
@@ -80,7 +102,7 @@ impl Net {
 
 /// ReLU on the host (qconv provides convolutions only), then back to the network's device.
 fn relu(t: &Tensor, device: Device) -> Result<Tensor> {
-    let v = t.try_to_vec_f32()?.into_iter().map(|v| v.max(0.0)).collect();
+    let v = t.to_vec_f32()?.into_iter().map(|v| v.max(0.0)).collect();
     Tensor::from_vec(v, t.shape())?.to_device(device)
 }
 
@@ -116,7 +138,7 @@ fn run() -> Result<()> {
     let x = Tensor::from_vec(rng.vec(2 * 3 * 64 * 64, -1.0, 1.0), &[2, 3, 64, 64])?.to_device(device)?;
     let yq = qnet.forward(&x)?;
     let yf = fnet.forward(&x)?;
-    let (q, f) = (yq.try_to_vec_f32()?, yf.try_to_vec_f32()?);
+    let (q, f) = (yq.to_vec_f32()?, yf.to_vec_f32()?);
     let max_dev = q.iter().zip(&f).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let max_ref = f.iter().map(|v| v.abs()).fold(0f32, f32::max);
     let mean = q.iter().map(|&v| v as f64).sum::<f64>() / q.len() as f64;
@@ -142,7 +164,7 @@ fn run() -> Result<()> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.to_vec_f32().iter().zip(b.to_vec_f32()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.to_vec_f32().unwrap().iter().zip(b.to_vec_f32().unwrap()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
 
 fn rayon_threads() -> usize {

@@ -136,21 +136,33 @@ ARCH_ARG=()
 step warmup-cold 240 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
 step warmup-warm 60 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
 
-# On this machine a skipped GPU test is a failure: the tests print "skipped: <reason>" (shown
-# with --nocapture) when the CUDA probe fails.
-check_not_skipped() {
+# On this machine a test that cannot run is a failure: the GPU tests are #[ignore = "needs a
+# CUDA device"] (run here with --include-ignored; each fails with the probe's reason where CUDA is
+# unusable), the NVRTC tests fail instead of skipping under QCONV_REQUIRE_NVRTC=1, and an
+# executable whose run executed no test (or skipped one) fails the step.
+check_ran() {
   if grep -q "skipped:" "$REPORT/$1.log"; then
     note "FAIL  $1: tests were skipped (CUDA unusable here?):"
     grep "skipped:" "$REPORT/$1.log" | head -3 | sed 's/^/      /' | tee -a "$SUMMARY"
+    FAILED=1
+  fi
+  local passed
+  passed=$(grep -E "^test result" "$REPORT/$1.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s += $1} END {print s + 0}')
+  if [ "$passed" -eq 0 ]; then
+    note "FAIL  $1: no test ran"
+    FAILED=1
+  fi
+  if grep -qE "^test result.* [1-9][0-9]* ignored" "$REPORT/$1.log"; then
+    note "FAIL  $1: tests were left ignored"
     FAILED=1
   fi
 }
 for t in "$CUDA_TEST" "$NVRTC_TEST"; do
   if [ -n "$t" ]; then
     name="test-$(basename "$t" | sed 's/-[0-9a-f]*$//')"
-    step "$name" 240 "$t" --test-threads=4 --nocapture
+    step "$name" 240 env QCONV_REQUIRE_NVRTC=1 "$t" --include-ignored --test-threads=4 --nocapture
     grep -E "^test result" "$REPORT/$name.log" | sed 's/^/      /' >> "$SUMMARY"
-    check_not_skipped "$name"
+    check_ran "$name"
   else
     note "FAIL  a test executable is missing in $BIN_DIR (cuda-*/nvrtc-*)"; FAILED=1
   fi
@@ -159,9 +171,9 @@ done
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 if [ -n "$SANITIZER" ] && [ -n "$CUDA_TEST" ]; then
   for tool in memcheck racecheck; do
-    step "sanitizer-$tool" 120 "$SANITIZER" --tool "$tool" --error-exitcode 1 "$CUDA_TEST" sanitizer_smoke --exact --test-threads=1 --nocapture
+    step "sanitizer-$tool" 120 "$SANITIZER" --tool "$tool" --error-exitcode 1 "$CUDA_TEST" sanitizer_smoke --exact --include-ignored --test-threads=1 --nocapture
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^test result" "$REPORT/sanitizer-$tool.log" | sed 's/^/      /' >> "$SUMMARY"
-    check_not_skipped "sanitizer-$tool"
+    check_ran "sanitizer-$tool"
   done
 else
   note "FAIL  compute-sanitizer not found (or no cuda test executable)"; FAILED=1

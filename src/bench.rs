@@ -1,5 +1,5 @@
 //! The CPU benchmark suite of docs/benchmarks.md, shared by `qconv bench` and the criterion benches,
-//! and the GPU suite's cases; [`gpu`] (`bench/gpu.rs`) runs the GPU suite with CUDA-event timing
+//! and the GPU suite's cases; `gpu` (`bench/gpu.rs`, with the `cuda` feature) runs the GPU suite with CUDA-event timing
 //! for `qconv bench --device cuda`.
 //!
 //! Each case builds its module the way `scripts/bench/torch_cpu.py` does: uniform weights in
@@ -10,11 +10,12 @@
 
 use std::time::Instant;
 
-use crate::conv::{AnyConv, ConvModule, ConvOptions, Padding};
+use crate::conv::{AnyConv, ConvModule, ConvOptions};
 use crate::error::{Error, Result};
 use crate::quant::{QuantDType, WeightQParams};
 use crate::tensor::Tensor;
 
+#[cfg(feature = "cuda")]
 pub mod gpu;
 
 /// One benchmark case.
@@ -137,7 +138,7 @@ pub fn absmax_qparams(weight: &Tensor, axis: usize) -> Result<WeightQParams> {
         amax[c] = run.iter().fold(amax[c], |m, x| m.max(x.abs()));
     }
     let scales = amax.iter().map(|&a| a.max(1e-8) / 127.0).collect();
-    Ok(WeightQParams::per_channel(QuantDType::QInt8, scales, vec![0; channels], axis))
+    Ok(WeightQParams::per_channel(scales, vec![0; channels], axis, QuantDType::QInt8))
 }
 
 /// A built case: module, input and the numbers needed to report it.
@@ -156,21 +157,20 @@ pub struct BuiltCase {
 }
 
 fn build_d<const D: usize, const T: bool>(c: &BenchCase, batch: usize, rng: &mut Rng) -> Result<BuiltCase> {
-    let mut opts = ConvOptions::<D>::new([c.kernel; D])
-        .stride([c.stride; D])
-        .padding(Padding::Explicit([c.pad; D]))
-        .dilation([c.dilation; D])
+    let opts = ConvOptions::<D>::new()
+        .kernel_size(c.kernel)
+        .stride(c.stride)
+        .padding(c.pad)
+        .dilation(c.dilation)
         .groups(c.groups);
-    opts.bias = true;
-    let shape = ConvModule::<D, T>::weight_shape(c.in_channels, c.out_channels, &opts);
+    let shape = ConvModule::<D, T>::weight_shape(c.in_channels, c.out_channels, &opts)?;
     let fan_in = shape[1] * c.kernel.pow(D as u32);
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let weight = Tensor::from_vec(rng.vec(n, -bound, bound), &shape)?;
     let bias = Tensor::from_vec(rng.vec(c.out_channels, -bound, bound), &[c.out_channels])?;
     let qparams = absmax_qparams(&weight, if T { 1 } else { 0 })?;
-    let module =
-        ConvModule::<D, T>::new(c.in_channels, c.out_channels, opts, weight.clone(), Some(bias), qparams.clone())?;
+    let module = ConvModule::<D, T>::new(weight.clone(), Some(bias), qparams.clone(), opts)?;
     let mut in_shape = vec![batch, c.in_channels];
     in_shape.extend_from_slice(&c.spatial[..D]);
     // The batch is the caller's: an input too large for usize or memory is an error, not a panic.

@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
-use cudarc::driver::CudaSlice;
-
 use crate::alloc::{try_collect, try_filled, try_to_vec};
 /// The dtype moved to [`crate::dtype`]; this re-export keeps `qconv::tensor::DType`.
 pub use crate::dtype::DType;
@@ -159,24 +157,16 @@ impl CpuStorage {
 pub(crate) struct CudaStorage {
     pub(crate) ordinal: usize,
     pub(crate) dtype: DType,
-    pub(crate) bytes: CudaSlice<u8>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) bytes: crate::cuda::DeviceBytes,
 }
 
 /// Where a tensor's elements live.
 enum Storage {
     Cpu(CpuStorage),
+    /// Never constructed without the `cuda` feature (`CudaStorage` has no value then).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Cuda(CudaStorage),
-}
-
-impl fmt::Debug for Storage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Storage::Cpu(c) => c.fmt(f),
-            Storage::Cuda(c) => {
-                write!(f, "Cuda {{ ordinal: {}, dtype: {}, bytes: {} }}", c.ordinal, c.dtype, c.bytes.len())
-            }
-        }
-    }
 }
 
 /// A dense, contiguous, row-major tensor with a shape, a dtype and a device.
@@ -184,9 +174,12 @@ impl fmt::Debug for Storage {
 /// Cloning is cheap (the storage is shared); tensors are immutable once built. A tensor lives on
 /// the host ([`Device::Cpu`]) or on a CUDA device ([`Device::Cuda`], see [`Tensor::to_device`]);
 /// the element accessors ([`as_slice`](Tensor::as_slice), [`to_vec`](Tensor::to_vec),
-/// [`to_ndarray`](Tensor::to_ndarray)) need a host tensor. Equality compares shapes and elements
+/// [`to_ndarray`](Tensor::to_ndarray), [`view`](Tensor::view)) need a host tensor. ndarray
+/// arrays and views convert with `From` (`Tensor::from(&array)`, `array.into()`). Equality compares shapes and elements
 /// of host tensors; two device tensors are equal only when they share the same device buffer.
-#[derive(Clone, Debug)]
+/// `Debug` and `Display` are short whatever the size (shape, dtype, device and a few values; see
+/// `tensor_fmt.rs`); neither copies from a device.
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
     storage: Arc<Storage>,
@@ -204,6 +197,7 @@ impl PartialEq for Tensor {
 }
 
 /// The raw bytes of host elements, in memory order (what the device buffer holds).
+#[cfg(feature = "cuda")]
 pub(crate) fn host_bytes(s: &CpuStorage) -> Vec<u8> {
     match s {
         CpuStorage::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
@@ -212,7 +206,8 @@ pub(crate) fn host_bytes(s: &CpuStorage) -> Vec<u8> {
     }
 }
 
-/// The inverse of [`host_bytes`].
+/// The inverse of `host_bytes`.
+#[cfg(feature = "cuda")]
 pub(crate) fn from_host_bytes(dtype: DType, b: &[u8]) -> CpuStorage {
     match dtype {
         DType::F32 => {
@@ -278,20 +273,6 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(storage)) })
     }
 
-    /// Copies an ndarray view (any layout, any dimensionality) into a new tensor.
-    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: ndarray::ArrayView<'_, T, D>) -> Result<Tensor> {
-        let shape = a.shape().to_vec();
-        let data = try_collect(a.iter().copied(), || format!("a tensor of shape {}", Dims(&shape)))?;
-        Tensor::from_vec(data, &shape)
-    }
-
-    /// Copies the tensor into an ndarray of element type `T` (which must be the tensor's dtype).
-    pub fn to_ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
-        let v = self.to_vec::<T>()?;
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), v)
-            .map_err(|e| Error::shape("tensor", &self.shape, e.to_string()))
-    }
-
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -346,21 +327,9 @@ impl Tensor {
         format!("a tensor of shape {}", Dims(&self.shape))
     }
 
-    /// Converts every element to f32 (exact for every supported dtype).
-    ///
-    /// A device tensor is downloaded first (which synchronises its stream); that copy can only
-    /// fail on a CUDA driver error, and then this function panics — use
-    /// [`try_to_vec_f32`](Tensor::try_to_vec_f32) to get that error instead.
-    pub fn to_vec_f32(&self) -> Vec<f32> {
-        match self.try_to_vec_f32() {
-            Ok(v) => v,
-            Err(e) => panic!("Tensor::to_vec_f32: {e}"),
-        }
-    }
-
-    /// Converts every element to f32, downloading a device tensor first (synchronising); fails
-    /// only when that download fails.
-    pub fn try_to_vec_f32(&self) -> Result<Vec<f32>> {
+    /// Converts every element to f32 (exact for every supported dtype), downloading a device
+    /// tensor first (synchronising); fails only when that download fails.
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         let downloaded;
         let host = match &*self.storage {
             Storage::Cpu(c) => c,
@@ -377,21 +346,10 @@ impl Tensor {
         }
     }
 
-    /// Converts to another dtype (round-to-nearest-even when narrowing).
-    ///
-    /// A device tensor is converted through the host (download, convert, upload) and stays on
-    /// its device; like [`to_vec_f32`](Tensor::to_vec_f32) this panics only on a CUDA driver
-    /// error — use [`try_to_dtype`](Tensor::try_to_dtype) to get that error instead.
-    pub fn to_dtype(&self, dtype: DType) -> Tensor {
-        match self.try_to_dtype(dtype) {
-            Ok(t) => t,
-            Err(e) => panic!("Tensor::to_dtype: {e}"),
-        }
-    }
-
-    /// Converts to another dtype (round-to-nearest-even when narrowing); fails only when a device
-    /// tensor cannot be copied through the host.
-    pub fn try_to_dtype(&self, dtype: DType) -> Result<Tensor> {
+    /// Converts to another dtype (round-to-nearest-even when narrowing). A device tensor is
+    /// converted through the host (download, convert, upload) and stays on its device; fails only
+    /// when that copy fails.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
@@ -405,7 +363,7 @@ impl Tensor {
                 CpuStorage::BF16(try_collect(v.iter().map(|&x| bf16::from_f32(x)), what)?)
             }
             _ => {
-                let v = self.try_to_vec_f32()?;
+                let v = self.to_vec_f32()?;
                 match dtype {
                     DType::F32 => CpuStorage::F32(v),
                     DType::F16 => CpuStorage::F16(try_collect(v.into_iter().map(f16::from_f32), what)?),
@@ -472,7 +430,7 @@ impl Tensor {
             // Nothing to move (and `n · c` need not even fit).
             return Tensor::zeros(&new_shape, self.dtype());
         }
-        let v = self.try_to_vec_f32()?;
+        let v = self.to_vec_f32()?;
         let per = v.len() / (n * c); // n · c divides the (non-zero) element count
         let mut out = try_filled(v.len(), 0f32, || self.what())?;
         for b in 0..n {
@@ -484,14 +442,16 @@ impl Tensor {
                 }
             }
         }
-        Tensor::from_vec(out, &new_shape)?.try_to_dtype(self.dtype())
+        Tensor::from_vec(out, &new_shape)?.to_dtype(self.dtype())
     }
 
     /// The device buffer of a CUDA tensor (the elements' raw bytes in row-major order, native
     /// endianness), for interoperating with other cudarc code; `None` for a host tensor. The
     /// buffer holds at least `numel() * dtype().size_in_bytes()` bytes (an empty tensor owns a
     /// one-byte placeholder, since CUDA has no zero-size allocations).
-    pub fn as_cuda_bytes(&self) -> Option<&CudaSlice<u8>> {
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
+    pub fn as_cuda_bytes(&self) -> Option<&cudarc::driver::CudaSlice<u8>> {
         match &*self.storage {
             Storage::Cuda(c) => Some(&c.bytes),
             Storage::Cpu(_) => None,
@@ -504,7 +464,13 @@ impl Tensor {
     }
 
     /// Wraps a device buffer holding `shape` elements of `dtype` on CUDA device `ordinal`.
-    pub(crate) fn from_cuda(shape: Vec<usize>, dtype: DType, ordinal: usize, bytes: CudaSlice<u8>) -> Tensor {
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_cuda(
+        shape: Vec<usize>,
+        dtype: DType,
+        ordinal: usize,
+        bytes: crate::cuda::DeviceBytes,
+    ) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cuda(CudaStorage { ordinal, dtype, bytes })) }
     }
 
@@ -517,6 +483,7 @@ impl Tensor {
     }
 
     /// The device buffer, or `None` for a host tensor.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn cuda_storage(&self) -> Option<&CudaStorage> {
         match &*self.storage {
             Storage::Cuda(c) => Some(c),

@@ -6,7 +6,9 @@
 //! this file → `cuda/` and `tensor.rs`).
 
 use crate::error::Result;
-use crate::tensor::{from_host_bytes, host_bytes, Device, Tensor};
+#[cfg(feature = "cuda")]
+use crate::tensor::{from_host_bytes, host_bytes};
+use crate::tensor::{Device, Tensor};
 
 impl Device {
     /// The best device on this machine: `Cuda(0)` when the CUDA probe succeeds, otherwise `Cpu`.
@@ -34,6 +36,7 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
         match (self.host_storage(), self.cuda_storage(), device) {
             (_, Some(c), Device::Cpu) => {
                 let rt = crate::cuda::runtime::Runtime::get(c.ordinal)?;
@@ -51,5 +54,65 @@ impl Tensor {
             (None, Some(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
             _ => Ok(self.clone()),
         }
+        #[cfg(not(feature = "cuda"))]
+        match device {
+            // A host tensor (the only kind this build has) asked for a CUDA device.
+            Device::Cuda(n) => Err(crate::cuda::require(n).err().unwrap_or_else(|| crate::Error::CudaUnavailable {
+                ordinal: n,
+                reason: crate::cuda::NOT_BUILT.into(),
+            })),
+            Device::Cpu => Ok(self.clone()),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Tensor {
+    /// Wraps a device buffer made by other cudarc code as a tensor of `shape` and `dtype` on
+    /// `device`, without copying: the inverse of [`as_cuda_bytes`](Tensor::as_cuda_bytes). The
+    /// bytes are the elements in row-major order, native endianness.
+    ///
+    /// Checked: `device` is a usable CUDA device ([`Error::CudaUnavailable`](crate::Error::CudaUnavailable)
+    /// otherwise), the buffer belongs to that device's primary context (the one qconv computes
+    /// in: `CudaContext::new(n)` or qconv's [`Runtime`](crate::cuda::runtime::Runtime)), and it holds at
+    /// least `numel · dtype.size_in_bytes()` bytes ([`Error::Shape`](crate::Error::Shape) otherwise).
+    /// Work on the buffer must be ordered before qconv's use of it (e.g. synchronise its stream).
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
+    pub fn from_cuda_bytes(
+        bytes: cudarc::driver::CudaSlice<u8>,
+        shape: &[usize],
+        dtype: crate::DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        use crate::error::Error;
+        let Device::Cuda(n) = device else {
+            return Err(Error::Unsupported {
+                op: "wrapping a CUDA buffer".into(),
+                device: device.to_string(),
+                reason: "the buffer lives on a CUDA device; name it as Device::Cuda(n)".into(),
+            });
+        };
+        let rt = crate::cuda::runtime::Runtime::get(n)?;
+        if bytes.context().cu_ctx() != rt.context().cu_ctx() {
+            return Err(Error::Unsupported {
+                op: "wrapping a CUDA buffer".into(),
+                device: device.to_string(),
+                reason: format!(
+                    "the buffer belongs to another CUDA context (device {}); use the primary context of {device}",
+                    bytes.context().ordinal()
+                ),
+            });
+        }
+        let need = crate::tensor::checked_numel(shape)?
+            .checked_mul(dtype.size_in_bytes())
+            .ok_or_else(|| Error::Overflow(format!("the byte size of shape {shape:?}")))?;
+        if bytes.len() < need {
+            return Err(Error::shape(
+                "device buffer",
+                shape,
+                format!("{} bytes cannot hold {need} bytes of {dtype}", bytes.len()),
+            ));
+        }
+        Ok(Tensor::from_cuda(shape.to_vec(), dtype, n, bytes))
     }
 }

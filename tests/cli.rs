@@ -1,3 +1,4 @@
+#![cfg(feature = "cli")]
 //! The `qconv` binary end to end: run, weights, info, bench, and clean one-line errors.
 
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ fn run_and_weights_reproduce_the_library() {
     ]);
     assert!(ok, "{err}");
     let y = StateDict::load(&out_path).unwrap().tensor("output").unwrap();
-    assert_eq!(y, m.forward(&x, None).unwrap());
+    assert_eq!(y, m.forward(&x).unwrap());
 
     let w_path = tmp("w.safetensors");
     let (ok, _, err) =
@@ -128,4 +129,239 @@ fn bench_prints_json_lines_pairing_with_torch_cpu() {
     }
     assert!(rows[0]["gflops"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["gflops"].is_null());
+}
+
+/// Runs qconv with OS-string arguments; returns (exit code, stdout, stderr).
+fn qconv_os(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qconv")).args(args).output().expect("qconv runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn code(args: &[&str]) -> (Option<i32>, String, String) {
+    let os: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    qconv_os(&os)
+}
+
+/// A fresh temporary directory for one test.
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qconv-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_subcommand_answers_help_and_version() {
+    for sub in ["info", "run", "weights", "inspect", "bench", "warmup"] {
+        for flag in ["--help", "-h"] {
+            let (c, out, err) = code(&[sub, flag]);
+            assert_eq!(c, Some(0), "{sub} {flag}: {err}");
+            assert!(out.contains(&format!("Usage: qconv {sub}")), "{sub} {flag}: {out}");
+        }
+        let (c, out, _) = code(&["help", sub]);
+        assert_eq!(c, Some(0));
+        assert!(out.contains(&format!("Usage: qconv {sub}")), "help {sub}: {out}");
+    }
+    for flag in ["--version", "-V"] {
+        let (c, out, _) = code(&[flag]);
+        assert_eq!(c, Some(0));
+        assert!(out.starts_with(&format!("qconv {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    }
+    let (c, out, _) = code(&["run", "--version"]);
+    assert_eq!(c, Some(0), "{out}");
+}
+
+/// Every usage error exits with 2, is checked before any file is read, and suggests fixes.
+#[test]
+fn usage_errors_exit_2_before_any_work() {
+    let model = fixture("export_demo.safetensors");
+    let m = model.as_str();
+    let cases: &[(&[&str], &str)] = &[
+        (&["runn"], "similar subcommand exists: 'run'"),
+        (&["run", "--modle", "x"], "similar argument exists: '--model'"),
+        (&["run", "--model", "/nonexistent", "--input", "x", "--output", "y", "--output-size", "5,a"], "5,a"),
+        (&["run", "--model", m, "--model", m, "--input", "x", "--output", "y"], "cannot be used multiple times"),
+        (&["run", "--model", m, "--input", "x", "--output", "y", "--device", "gpu"], "expected auto, cpu"),
+        (&["bench", "--batch", "1000000000"], "from 1 to 1024"),
+        (&["bench", "--batch", "18446744073709551615"], "from 1 to 1024"),
+        (&["bench", "--batch", "abc"], "from 1 to 1024"),
+        (&["bench", "--min-time", "nan"], "seconds"),
+        (&["bench", "--case", "nosuch"], "unknown case"),
+        (&["bench", "--case", "g_3x3_64"], "GPU case"),
+        (&["warmup", "--arch", "foo"], "not an architecture"),
+        (&["warmup", "--arch", "sm_75"], "older than sm_80"),
+        (&["weights", "--model", m, "--prefix", "nosuch.", "--output", "x"], "nearest: "),
+        (&["weights", "--model", m, "--output", "x"], "choose one with --prefix"),
+    ];
+    for (args, needle) in cases {
+        let (c, _, err) = code(args);
+        assert_eq!(c, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("/nonexistent") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Run-time errors exit with 1.
+    let (c, _, err) = code(&["weights", "--model", "/nonexistent.safetensors", "--output", "x"]);
+    assert_eq!(c, Some(1), "{err}");
+}
+
+fn write_input(path: &std::path::Path, shape: &[usize]) {
+    let n: usize = shape.iter().product();
+    let x = qconv::Tensor::from_vec((0..n).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect::<Vec<_>>(), shape).unwrap();
+    let mut sd = StateDict::new();
+    sd.insert_tensor("input", &x);
+    sd.save(path).unwrap();
+}
+
+#[test]
+fn prefixes_with_or_without_the_dot_and_clear_messages() {
+    let model = fixture("export_demo.safetensors");
+    let dir = tmp_dir("prefix");
+    let input = dir.join("in.safetensors");
+    write_input(&input, &[1, 3, 6, 6]);
+    let out = dir.join("out.safetensors");
+    for prefix in ["conv1.0", "conv1.0."] {
+        let (c, _, err) = code(&[
+            "run",
+            "--model",
+            &model,
+            "--prefix",
+            prefix,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(c, Some(0), "{prefix}: {err}");
+    }
+    // --output-size on a forward convolution: a usage error in words, no Rust debug text.
+    let (c, _, err) = code(&[
+        "run",
+        "--model",
+        &model,
+        "--prefix",
+        "conv1.0",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--output-size",
+        "14,8",
+    ]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("[14, 8]") && err.contains("Conv2d") && !err.contains("Some("), "{err}");
+    // A PyTorch checkpoint given as the model.
+    let pt = dir.join("model.pt");
+    std::fs::write(&pt, b"PK\x03\x04rest of a zip archive").unwrap();
+    let (c, _, err) = code(&["inspect", pt.to_str().unwrap()]);
+    assert_eq!(c, Some(1));
+    assert!(err.contains("PyTorch checkpoint") && err.contains("scripts/export_pytorch.py"), "{err}");
+    assert!(!err.contains("HeaderTooLarge"), "{err}");
+}
+
+#[test]
+fn inspect_lists_every_module() {
+    let (c, out, err) = code(&["inspect", &fixture("export_demo.safetensors")]);
+    assert_eq!(c, Some(0), "{err}");
+    for needle in ["conv1.0.", "conv2.", "head.", "up.", "ConvTranspose2d", "F32 [4, 3, 3, 3]", "torch.qint8"] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    let (c, out, _) = code(&["inspect", &fixture("export_demo.safetensors"), "--json"]);
+    assert_eq!(c, Some(0));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let modules = doc["modules"].as_array().unwrap();
+    assert_eq!(modules.len(), 4);
+    assert_eq!(modules[0]["prefix"], "conv1.0.");
+    assert_eq!(modules[0]["type"], "Conv2d");
+    assert_eq!(modules[0]["weight"]["shape"], serde_json::json!([4, 3, 3, 3]));
+    assert_eq!(modules[0]["qscheme"], "torch.per_channel_affine");
+    // Lowered int8 entries are listed too.
+    let (c, out, _) = code(&["inspect", &fixture("int8.safetensors"), "--json"]);
+    assert_eq!(c, Some(0));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first = &doc["modules"][0];
+    assert!(first["type"].as_str().unwrap().starts_with("QuantizedConv"), "{first}");
+    assert_eq!(first["weight"]["dtype"], "I8");
+}
+
+/// A closed stdout or stderr ends qconv quietly: SIGPIPE or exit 0, never a panic or a message.
+#[test]
+fn closed_pipes_end_quietly() {
+    let q = env!("CARGO_BIN_EXE_qconv");
+    let dir = tmp_dir("pipes");
+    let input = dir.join("in.safetensors");
+    write_input(&input, &[1, 4, 5, 5]);
+    let out = dir.join("out.safetensors");
+    let model = fixture("export_demo.safetensors");
+    let scripts = [
+        format!("'{q}' info | head -c 0"),
+        format!("'{q}' bench --case c2d_dw --min-time 0 | head -n 1 >/dev/null; sleep 0"),
+        format!(
+            "'{q}' run --model '{model}' --prefix up --input '{}' --output '{}' --device cpu 2>&1 >/dev/null | head -c 0",
+            input.display(),
+            out.display()
+        ),
+    ];
+    for script in scripts {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{script}; echo status=${{PIPESTATUS[0]}} >&2"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let status = err.lines().last().unwrap_or("");
+        assert!(status == "status=0" || status == "status=141", "{script}: {err}");
+        assert_eq!(err.lines().count(), 1, "{script}: {err}");
+    }
+    assert!(out.exists(), "run finished its work before stderr closed");
+}
+
+/// Non-UTF-8 paths (legal on Linux) work end to end.
+#[test]
+fn non_utf8_paths_work() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tmp_dir("utf8");
+    let model = dir.join(OsStr::from_bytes(b"m\xff.st"));
+    std::fs::copy(fixture("export_demo.safetensors"), &model).unwrap();
+    let input = dir.join(OsStr::from_bytes(b"in\xfe.st"));
+    write_input(&input, &[1, 4, 5, 5]);
+    let out = dir.join(OsStr::from_bytes(b"out\xfd.st"));
+    let args: Vec<&OsStr> = vec![
+        "run".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--prefix".as_ref(),
+        "up".as_ref(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+    ];
+    let (c, _, err) = qconv_os(&args);
+    assert_eq!(c, Some(0), "{err}");
+    assert!(StateDict::load(&out).unwrap().tensors.contains_key("output"));
+    let (c, _, err) = qconv_os(&["inspect".as_ref(), model.as_os_str()]);
+    assert_eq!(c, Some(0), "{err}");
+}
+
+/// `warmup` refuses a cache directory it cannot write before compiling anything.
+#[cfg(feature = "cuda")]
+#[test]
+fn warmup_fails_when_nothing_could_be_saved() {
+    let dir = tmp_dir("warmup");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let start = std::time::Instant::now();
+    let (c, _, err) = code(&["warmup", "--arch", "sm_90", "--cache-dir", file.join("cache").to_str().unwrap()]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("cannot save compiled kernels") && err.contains("--no-disk-cache"), "{err}");
+    assert!(start.elapsed().as_secs() < 20, "refused before compiling");
 }

@@ -46,7 +46,7 @@ fn conv(cin: usize, cout: usize, seed: f32) -> AnyConv {
     let b = Tensor::from_vec((0..cout).map(|i| i as f32 * 0.01 - seed).collect(), &[cout]).unwrap();
     let qp = WeightQParams::per_channel_symmetric_from_weight(&w, 0, QuantDType::QInt8).unwrap();
     AnyConv::Conv2d(
-        Conv2d::from_float(w, Some(b), qp, ConvOptions::new([3, 3]).padding(qconv::Padding::Explicit([1, 1]))).unwrap(),
+        Conv2d::from_float(w, Some(b), qp, ConvOptions::new().kernel_size([3, 3]).padding(qconv::Padding::Explicit([1, 1]))).unwrap(),
     )
 }
 
@@ -68,7 +68,7 @@ fn input(c: usize) -> Tensor {
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_vec_f32().iter().map(|v| v.to_bits()).collect()
+    t.to_vec_f32().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
 fn one_line(e: &Error) -> String {
@@ -215,7 +215,7 @@ fn models_and_inputs_load_from_a_fifo() {
         match prefix {
             Some(p) => {
                 let m = AnyConv::from_file(&fifo, Some(p)).unwrap();
-                assert_eq!(bits(&m.forward(&input(3), None).unwrap()), bits(&a.forward(&input(3), None).unwrap()));
+                assert_eq!(bits(&m.forward(&input(3)).unwrap()), bits(&a.forward(&input(3)).unwrap()));
             }
             None => {
                 let e = AnyConv::from_file(&fifo, None).unwrap_err();
@@ -259,7 +259,7 @@ fn loading_one_module_reads_only_its_bytes() {
     let total = read.load(Ordering::Relaxed);
     assert_eq!(total - after_header, a_bytes, "read {total} of {len} bytes for a module of {a_bytes}");
     assert!(total * 10 < len, "read {total} of {len} bytes");
-    assert_eq!(bits(&m.forward(&input(3), None).unwrap()), bits(&a.forward(&input(3), None).unwrap()));
+    assert_eq!(bits(&m.forward(&input(3)).unwrap()), bits(&a.forward(&input(3)).unwrap()));
 }
 
 #[test]
@@ -283,10 +283,10 @@ fn a_module_loads_from_a_file_whose_other_tensors_are_garbage_or_cut_off() {
     // Cut off: the file ends in the middle of b.weight.
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..(data_start + b_weight.begin + 10) as usize]).unwrap();
-    let want = bits(&a.forward(&input(3), None).unwrap());
+    let want = bits(&a.forward(&input(3)).unwrap());
     for path in [&garbage, &cut] {
         let m = AnyConv::from_file(path, Some("a.")).unwrap();
-        assert_eq!(bits(&m.forward(&input(3), None).unwrap()), want);
+        assert_eq!(bits(&m.forward(&input(3)).unwrap()), want);
         let sd = StateDict::load_prefix(path, "a.").unwrap();
         assert!(sd.tensors.keys().all(|k| k.starts_with("a.")) && sd.tensors.len() == 5);
     }
@@ -550,14 +550,14 @@ fn concurrent_runs_give_the_serial_result_and_a_replaced_model_the_old_or_the_ne
     let dir = tmpdir();
     let (model, a) = two_module_file(dir.path());
     let x = input(3);
-    let want_a = bits(&a.forward(&x, None).unwrap());
+    let want_a = bits(&a.forward(&x).unwrap());
     // 8 concurrent load → forward → save runs give the serial result bit for bit.
     std::thread::scope(|s| {
         for i in 0..8 {
             let (model, x, want_a, d) = (&model, &x, &want_a, dir.path());
             s.spawn(move || {
                 let m = AnyConv::from_file(model, Some("a.")).unwrap();
-                let y = m.forward(x, None).unwrap();
+                let y = m.forward(x).unwrap();
                 let out = d.join(format!("y{i}.safetensors"));
                 save_tensors(&out, &[("output", &y)], &BTreeMap::new()).unwrap();
                 let back = ModelFile::open(&out).unwrap().read_tensor("output").unwrap().into_tensor("output").unwrap();
@@ -567,7 +567,7 @@ fn concurrent_runs_give_the_serial_result_and_a_replaced_model_the_old_or_the_ne
     });
     // A second model under the same prefix; runs while it is swapped in and out see one or the other.
     let b = conv(3, 4, 2.0);
-    let want_b = bits(&b.forward(&x, None).unwrap());
+    let want_b = bits(&b.forward(&x).unwrap());
     let mut sd_a = StateDict::load(&model).unwrap();
     let mut sd_b = sd_a.clone();
     b.write_state_dict(&mut sd_b, "a.");
@@ -585,7 +585,7 @@ fn concurrent_runs_give_the_serial_result_and_a_replaced_model_the_old_or_the_ne
                 let mut runs = 0;
                 while !stop.load(Ordering::Relaxed) || runs == 0 {
                     let m = AnyConv::from_file(&model, Some("a.")).unwrap();
-                    let y = bits(&m.forward(&x, None).unwrap());
+                    let y = bits(&m.forward(&x).unwrap());
                     assert!(y == want_a || y == want_b, "a mix of two models");
                     runs += 1;
                 }

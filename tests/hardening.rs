@@ -28,7 +28,7 @@ fn random_qparams(rng: &mut Rng, channels: usize) -> WeightQParams {
     if pick(rng, 3) != 0 {
         // Mostly valid parameters, so that forward runs often.
         let scales = (0..channels).map(|_| rng.uniform(0.001, 0.1)).collect();
-        return WeightQParams::per_channel(QuantDType::QInt8, scales, vec![0; channels], 0);
+        return WeightQParams::per_channel(scales, vec![0; channels], 0, QuantDType::QInt8);
     }
     let dtype = [
         QuantDType::QUInt8,
@@ -51,10 +51,10 @@ fn random_qparams(rng: &mut Rng, channels: usize) -> WeightQParams {
         .collect();
     let zps: Vec<i64> = (0..n).map(|_| if pick(rng, 10) == 0 { 300 } else { pick(rng, 5) as i64 }).collect();
     let mut qp = match pick(rng, 5) {
-        0 => WeightQParams::per_tensor(dtype, scales[0], zps[0]),
-        1 => WeightQParams::per_channel(dtype, scales, zps, pick(rng, 4)),
+        0 => WeightQParams::per_tensor(scales[0], zps[0], dtype),
+        1 => WeightQParams::per_channel(scales, zps, pick(rng, 4), dtype),
         2 => {
-            WeightQParams::per_channel_float(dtype, scales, zps.iter().map(|&z| z as f32 + 0.5).collect(), pick(rng, 3))
+            WeightQParams::per_channel_float(scales, zps.iter().map(|&z| z as f32 + 0.5).collect(), pick(rng, 3), dtype)
         }
         3 => WeightQParams::none(),
         _ => WeightQParams::float16(),
@@ -83,13 +83,16 @@ where
 {
     let cin = hostile(rng);
     let cout = hostile(rng);
-    let mut o = ConvOptions::<D>::new([0; D]);
+    let mut o = ConvOptions::<D>::new();
+    let mut kernel = [0; D];
+    #[allow(clippy::needless_range_loop)] // one loop draws every array in the original order
     for d in 0..D {
-        o.kernel_size[d] = hostile(rng);
+        kernel[d] = hostile(rng);
         o.stride[d] = hostile(rng);
         o.dilation[d] = hostile(rng);
         o.output_padding[d] = pick(rng, 2);
     }
+    o.kernel_size = Some(kernel);
     o.groups = hostile(rng);
     o.padding = match pick(rng, 12) {
         0 => Padding::Same,
@@ -108,7 +111,7 @@ where
     }
     let g = o.groups.max(1);
     let mut wshape = if T { vec![cin, cout / g] } else { vec![cout, cin / g] };
-    wshape.extend_from_slice(&o.kernel_size);
+    wshape.extend_from_slice(&kernel);
     if pick(rng, 30) == 0 {
         wshape[0] += 1; // a weight that does not fit the channels
     }
@@ -116,9 +119,8 @@ where
     let weight = Tensor::from_vec(rng.vec(n, -1.0, 1.0), &wshape).unwrap();
     let bias =
         if pick(rng, 2) == 0 { Some(Tensor::from_vec(rng.vec(cout, -1.0, 1.0), &[cout]).unwrap()) } else { None };
-    o.bias = bias.is_some();
     let qp = random_qparams(rng, wshape[if T { 1 } else { 0 }]);
-    let module = match ConvModule::<D, T>::new(cin, cout, o, weight, bias, qp) {
+    let module = match ConvModule::<D, T>::new(weight, bias, qp, o) {
         Ok(m) => m,
         Err(e) => {
             assert!(!e.to_string().is_empty());
@@ -138,7 +140,7 @@ where
     let x = Tensor::from_vec(rng.vec(xs.iter().product(), -1.0, 1.0), &xs).unwrap();
     match module.forward_any(&x) {
         Ok(y) => {
-            assert!(y.to_vec_f32().iter().all(|v| v.is_finite()), "{module}: finite in, non-finite out");
+            assert!(y.to_vec_f32().unwrap().iter().all(|v| v.is_finite()), "{module}: finite in, non-finite out");
             (1, 0)
         }
         Err(e) => {
@@ -187,13 +189,18 @@ fn random_hostile_configurations_never_panic() {
 #[test]
 fn nan_and_inf_activations_propagate_like_a_float_conv() {
     let w = Tensor::from_vec(vec![0.5f32, -0.25, 0.125], &[1, 1, 3]).unwrap();
-    let m = Conv1d::from_float(w, None, WeightQParams::per_tensor(QuantDType::QInt8, 0.125, 0), ConvOptions::new([3]))
-        .unwrap();
+    let m = Conv1d::from_float(
+        w,
+        None,
+        WeightQParams::per_tensor(0.125, 0, QuantDType::QInt8),
+        ConvOptions::new().kernel_size([3]),
+    )
+    .unwrap();
     let xv = vec![1.0f32, f32::NAN, 2.0, 3.0, 4.0, f32::INFINITY, 5.0, 6.0, 7.0];
     let x = Tensor::from_vec(xv.clone(), &[1, 1, 9]).unwrap();
-    let y = m.forward(&x).unwrap().to_vec_f32();
+    let y = m.forward(&x).unwrap().to_vec_f32().unwrap();
     let p = m.conv_problem(x.shape(), None).unwrap();
-    let want = conv_naive(&p, &m.get_weight().to_vec_f32(), None, &xv);
+    let want = conv_naive(&p, &m.get_weight().to_vec_f32().unwrap(), None, &xv);
     assert_eq!(y.len(), want.len());
     for (a, b) in y.iter().zip(&want) {
         assert_eq!(a.is_nan(), b.is_nan(), "{y:?} vs {want:?}");
@@ -210,17 +217,19 @@ fn extreme_scales_behave_as_documented() {
     let w = Tensor::from_vec(vec![0.0f32, 0.5, -0.5, 1e-3], &[4]).unwrap();
     // A denormal scale: 1/s is +inf, so non-zero weights saturate and their dequantized value is
     // (q − zp)·s; zero weights give PyTorch's NaN code.
-    let fq = fake_quantize(&w, &WeightQParams::per_tensor(QuantDType::QInt8, 1e-40, 0)).unwrap().to_vec_f32();
+    let fq = fake_quantize(&w, &WeightQParams::per_tensor(1e-40, 0, QuantDType::QInt8)).unwrap().to_vec_f32().unwrap();
     assert_eq!(fq, vec![127.0 * 1e-40, 127.0 * 1e-40, -128.0 * 1e-40, 127.0 * 1e-40]);
     // A huge scale: every weight rounds to the zero point.
-    let fq = fake_quantize(&w, &WeightQParams::per_tensor(QuantDType::QInt8, 1e30, 0)).unwrap().to_vec_f32();
+    let fq = fake_quantize(&w, &WeightQParams::per_tensor(1e30, 0, QuantDType::QInt8)).unwrap().to_vec_f32().unwrap();
     assert!(fq.iter().all(|&v| v == 0.0));
     // Codes never wrap: far out-of-range weights saturate at the dtype bounds.
     let big = Tensor::from_vec(vec![3e9f32, -3e9, 1e30], &[3]).unwrap();
-    let fq = fake_quantize(&big, &WeightQParams::per_tensor(QuantDType::QUInt8, 1.0, 200)).unwrap().to_vec_f32();
+    let fq =
+        fake_quantize(&big, &WeightQParams::per_tensor(1.0, 200, QuantDType::QUInt8)).unwrap().to_vec_f32().unwrap();
     assert_eq!(fq, vec![55.0, -200.0, 55.0]);
-    let q = WeightQParams::per_channel_float(QuantDType::QUInt8, vec![1.0], vec![0.0], 0);
-    let fq = fake_quantize(&Tensor::from_vec(vec![3e9f32, 5e9, -3e9], &[1, 3]).unwrap(), &q).unwrap().to_vec_f32();
+    let q = WeightQParams::per_channel_float(vec![1.0], vec![0.0], 0, QuantDType::QUInt8);
+    let fq =
+        fake_quantize(&Tensor::from_vec(vec![3e9f32, 5e9, -3e9], &[1, 3]).unwrap(), &q).unwrap().to_vec_f32().unwrap();
     assert_eq!(fq, vec![255.0, 255.0, 0.0]);
 }
 
@@ -249,19 +258,28 @@ fn files_that_lie_about_their_size_are_errors_not_allocations() {
 #[test]
 fn size_arithmetic_overflow_is_an_error() {
     let w = Tensor::from_vec(vec![1.0f32; 4], &[2, 2, 1]).unwrap();
-    let o = ConvOptions::new([1]).dilation([usize::MAX]);
+    let o = ConvOptions::new().kernel_size([1]).dilation([usize::MAX]);
     assert!(Conv1d::from_float(w.clone(), None, WeightQParams::none(), o).is_ok());
     // A stride so large that the transposed output would overflow usize.
-    let t =
-        qconv::ConvTranspose1d::from_float(w, None, WeightQParams::none(), ConvOptions::new([1]).stride([usize::MAX]))
-            .unwrap();
+    let t = qconv::ConvTranspose1d::from_float(
+        w,
+        None,
+        WeightQParams::none(),
+        ConvOptions::new().kernel_size([1]).stride([usize::MAX]),
+    )
+    .unwrap();
     let x = Tensor::from_vec(vec![1.0f32; 2 * 3], &[2, 3]).unwrap();
     let e = t.forward(&x).unwrap_err();
     assert!(matches!(e, Error::Overflow(_)), "{e}");
     // A 2-d kernel larger than any input.
     let w2 = Tensor::from_vec(vec![1.0f32; 9], &[1, 1, 3, 3]).unwrap();
-    let c =
-        Conv2d::from_float(w2, None, WeightQParams::none(), ConvOptions::new([3, 3]).dilation([1 << 40, 1])).unwrap();
+    let c = Conv2d::from_float(
+        w2,
+        None,
+        WeightQParams::none(),
+        ConvOptions::new().kernel_size([3, 3]).dilation([1 << 40, 1]),
+    )
+    .unwrap();
     let e = c.forward(&Tensor::from_vec(vec![1.0f32; 16], &[1, 1, 4, 4]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }

@@ -21,7 +21,7 @@ fn module() -> AnyConv {
     let n = 16 * 16 * 9;
     let w = Tensor::from_vec((0..n).map(|i| ((i as f32) * 0.61).sin() * 0.3).collect(), &[16, 16, 3, 3]).unwrap();
     let qp = WeightQParams::per_channel_symmetric_from_weight(&w, 0, QuantDType::QInt8).unwrap();
-    let o = ConvOptions::new([3, 3]).padding(qconv::Padding::Explicit([1, 1]));
+    let o = ConvOptions::new().kernel_size([3, 3]).padding(qconv::Padding::Explicit([1, 1]));
     AnyConv::Conv2d(Conv2d::from_float(w, None, qp, o).unwrap())
 }
 
@@ -44,7 +44,7 @@ fn files(dir: &Path) -> (PathBuf, PathBuf) {
 fn run_once(model: &Path, input: &Path, output: &Path) -> qconv::Result<()> {
     let m = AnyConv::from_file(model, Some("m."))?;
     let x = ModelFile::open(input)?.read_tensor("input")?.into_tensor("input")?;
-    let y = m.forward(&x, None)?;
+    let y = m.forward(&x)?;
     save_tensors(output, &[("output", &y)], &BTreeMap::new())
 }
 
@@ -88,7 +88,7 @@ fn child_command(dir: &Path) -> Command {
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_vec_f32().iter().map(|v| v.to_bits()).collect()
+    t.to_vec_f32().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
 fn output_bits(dir: &Path) -> Vec<u32> {
@@ -99,7 +99,7 @@ fn output_bits(dir: &Path) -> Vec<u32> {
 fn one_module_runs_cleanly_under_address_space_limits() {
     let dir = tempfile::Builder::new().prefix("qconv-limits-").tempdir().unwrap();
     let (model, inp) = files(dir.path());
-    let want = bits(&module().forward(&input(), None).unwrap());
+    let want = bits(&module().forward(&input()).unwrap());
     let mut report = Vec::new();
     for mb in [24u64, 32, 48, 64, 96, 128, 160, 200, 256, 512] {
         let _ = std::fs::remove_file(dir.path().join("output.safetensors"));
@@ -142,7 +142,7 @@ fn without_threads_the_run_is_inline_and_bit_identical() {
     let dir = tempfile::Builder::new().prefix("qconv-nproc-").tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     files(dir.path());
-    let want = bits(&module().forward(&input(), None).unwrap());
+    let want = bits(&module().forward(&input()).unwrap());
     let mut cmd = child_command(dir.path());
     // SAFETY: only async-signal-safe calls (setrlimit, setgroups, setgid, setuid) between fork
     // and exec.
@@ -184,25 +184,25 @@ fn inline_runs_are_bit_identical_to_threaded_ones() {
     let small = Tensor::from_vec((0..2 * 16 * 9 * 9).map(|i| (i % 13) as f32 - 6.0).collect(), &[2, 16, 9, 9]).unwrap();
     let w_dw = Tensor::from_vec((0..16 * 9).map(|i| i as f32 * 0.01).collect(), &[16, 1, 3, 3]).unwrap();
     let dw = AnyConv::Conv2d(
-        Conv2d::from_float(w_dw, None, WeightQParams::none(), ConvOptions::new([3, 3]).groups(16)).unwrap(),
+        Conv2d::from_float(w_dw, None, WeightQParams::none(), ConvOptions::new().kernel_size([3, 3]).groups(16)).unwrap(),
     );
     let w_t = Tensor::from_vec((0..16 * 8 * 4).map(|i| (i as f32 * 0.3).cos()).collect(), &[16, 8, 2, 2]).unwrap();
     let tr = AnyConv::ConvTranspose2d(
-        qconv::ConvTranspose2d::from_float(w_t, None, WeightQParams::none(), ConvOptions::new([2, 2]).stride([2, 2]))
+        qconv::ConvTranspose2d::from_float(w_t, None, WeightQParams::none(), ConvOptions::new().kernel_size([2, 2]).stride([2, 2]))
             .unwrap(),
     );
     let cases: Vec<(&AnyConv, Tensor)> = vec![];
     let m = module();
     let mut cases = cases;
     cases.push((&m, x.clone()));
-    cases.push((&m, x.to_dtype(DType::F16)));
+    cases.push((&m, x.to_dtype(DType::F16).unwrap()));
     cases.push((&dw, small.clone()));
     cases.push((&tr, small));
     for (m, x) in cases {
-        let threaded = bits(&m.forward(&x, None).unwrap());
+        let threaded = bits(&m.forward(&x).unwrap());
         let inline = qconv::parallel::run_inline(|| {
             assert!(!qconv::parallel::available());
-            bits(&m.forward(&x, None).unwrap())
+            bits(&m.forward(&x).unwrap())
         });
         assert_eq!(threaded, inline, "{m}");
     }

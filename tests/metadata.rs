@@ -11,7 +11,7 @@ use qconv::{AnyConv, Conv2d, ConvOptions, ConvTranspose2d, Error, QuantDType, Te
 fn module() -> AnyConv {
     let w = Tensor::from_vec((0..4 * 3 * 9).map(|i| i as f32 * 0.01 - 0.5).collect(), &[4, 3, 3, 3]).unwrap();
     let qp = WeightQParams::per_channel_symmetric_from_weight(&w, 0, QuantDType::QInt8).unwrap();
-    AnyConv::Conv2d(Conv2d::from_float(w, None, qp, ConvOptions::new([3, 3])).unwrap())
+    AnyConv::Conv2d(Conv2d::from_float(w, None, qp, ConvOptions::new().kernel_size([3, 3])).unwrap())
 }
 
 /// The module's state dict under `p.` with its JSON edited by `edit`.
@@ -56,7 +56,7 @@ fn a_misspelt_field_is_an_error_naming_the_nearest_known_one() {
     // ... and accepted on one.
     let w = Tensor::from_vec(vec![0.5f32; 3 * 2 * 4], &[3, 2, 2, 2]).unwrap();
     let t =
-        ConvTranspose2d::from_float(w, None, WeightQParams::none(), ConvOptions::new([2, 2]).stride([2, 2])).unwrap();
+        ConvTranspose2d::from_float(w, None, WeightQParams::none(), ConvOptions::new().kernel_size([2, 2]).stride([2, 2])).unwrap();
     assert!(AnyConv::from_state_dict(&t.state_dict("q."), "q.").is_ok());
 }
 
@@ -120,14 +120,14 @@ fn every_field_reports_its_real_fault() {
 #[test]
 fn a_missing_quant_bound_is_not_shown_as_a_sentinel() {
     let w = Tensor::from_vec(vec![0.25f32; 4 * 3 * 9], &[4, 3, 3, 3]).unwrap();
-    let mut qp = WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0).decomposed(true);
+    let mut qp = WeightQParams::per_tensor(0.1, 0, QuantDType::QInt8).decomposed(true);
     qp.quant_min = Some(-100);
-    let e = Conv2d::from_float(w.clone(), None, qp, ConvOptions::new([3, 3])).unwrap_err();
+    let e = Conv2d::from_float(w.clone(), None, qp, ConvOptions::new().kernel_size([3, 3])).unwrap_err();
     let s = e.to_string();
     assert!(s.contains("[-100, unset]") && !s.contains("9223372036854775807"), "{s}");
     // From a file: a decomposed module whose stored quant_max was removed.
-    let qp = WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0).decomposed(true).with_quant_range(-100, 100);
-    let m = Conv2d::from_float(w, None, qp, ConvOptions::new([3, 3])).unwrap();
+    let qp = WeightQParams::per_tensor(0.1, 0, QuantDType::QInt8).decomposed(true).with_quant_range(-100, 100);
+    let m = Conv2d::from_float(w, None, qp, ConvOptions::new().kernel_size([3, 3])).unwrap();
     let mut sd = m.state_dict("p.");
     sd.metadata.remove("p.weight_quant_max");
     let s = AnyConv::from_state_dict(&sd, "p.").unwrap_err().to_string();
@@ -137,12 +137,12 @@ fn a_missing_quant_bound_is_not_shown_as_a_sentinel() {
 #[test]
 fn a_huge_lying_qparam_shape_is_an_error_in_every_build() {
     let w = Tensor::from_vec(vec![0.25f32; 4 * 3 * 9], &[4, 3, 3, 3]).unwrap();
-    let mut qp = WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0);
+    let mut qp = WeightQParams::per_tensor(0.1, 0, QuantDType::QInt8);
     qp.scale = QParamTensor { shape: vec![1 << 32, 1 << 32], data: QParamData::F32(vec![]) };
     let e = qp.validate(w.shape()).unwrap_err();
     assert!(matches!(e, Error::QParamShape { .. }), "{e}");
     assert!(e.to_string().contains("overflows"), "{e}");
-    assert!(Conv2d::from_float(w, None, qp, ConvOptions::new([3, 3])).is_err());
+    assert!(Conv2d::from_float(w, None, qp, ConvOptions::new().kernel_size([3, 3])).is_err());
 }
 
 #[test]

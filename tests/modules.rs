@@ -40,12 +40,15 @@ where
     let depthwise = pick(rng, 5) == 0;
     let (cin, cout) =
         if depthwise { (groups * 2, groups * 2) } else { (groups * (1 + pick(rng, 4)), groups * (1 + pick(rng, 4))) };
-    let mut o = ConvOptions::<D>::new([0; D]);
+    let mut o = ConvOptions::<D>::new();
+    let mut kernel = [0; D];
+    #[allow(clippy::needless_range_loop)] // one loop draws every array in the original order
     for d in 0..D {
-        o.kernel_size[d] = 1 + pick(rng, 3);
+        kernel[d] = 1 + pick(rng, 3);
         o.stride[d] = 1 + pick(rng, 3);
         o.dilation[d] = 1 + pick(rng, 2);
     }
+    o.kernel_size = Some(kernel);
     o.groups = if depthwise { cin } else { groups };
     let mode = if T { 0 } else { pick(rng, 6) };
     o.padding_mode = [
@@ -72,14 +75,13 @@ where
             o.output_padding[d] = pick(rng, o.stride[d].max(o.dilation[d]));
         }
     }
-    let shape = ConvModule::<D, T>::weight_shape(cin, cout, &o);
+    let shape = ConvModule::<D, T>::weight_shape(cin, cout, &o).unwrap();
     let n: usize = shape.iter().product();
     let weight = Tensor::from_vec(rng.vec(n, -0.5, 0.5), &shape).unwrap();
     let bias =
         if pick(rng, 2) == 0 { Some(Tensor::from_vec(rng.vec(cout, -0.5, 0.5), &[cout]).unwrap()) } else { None };
     let qp = random_qparams(rng, &weight, if T { 1 } else { 0 });
-    o.bias = bias.is_some();
-    let m = ConvModule::<D, T>::new(cin, cout, o, weight, bias, qp).unwrap();
+    let m = ConvModule::<D, T>::new(weight, bias, qp, o).unwrap();
     let batched = pick(rng, 3) != 0;
     let batch = 1 + pick(rng, 3);
     let mut xs = if batched { vec![batch, cin] } else { vec![cin] };
@@ -100,7 +102,7 @@ where
     let y = m.forward_any(&x);
     assert_eq!(y.dtype(), dtype);
     let (want, mag) = oracle(&m, &x, None);
-    let got = y.to_vec_f32();
+    let got = y.to_vec_f32().unwrap();
     assert_eq!(got.len(), want.len(), "{m}: output size");
     // f32 accumulation: a few roundings of Σ|x||w|; f16/bf16 outputs add one final rounding.
     let out_eps = match dtype {
@@ -157,20 +159,20 @@ fn get_weight_is_cached_and_refreshed_on_change() {
     let mut m = Conv1d::from_float(
         w.clone(),
         None,
-        WeightQParams::per_tensor(QuantDType::QInt8, 0.1, 0),
-        ConvOptions::new([1]),
+        WeightQParams::per_tensor(0.1, 0, QuantDType::QInt8),
+        ConvOptions::new().kernel_size([1]),
     )
     .unwrap();
     assert!(std::ptr::eq(m.get_weight(), m.get_weight()));
     let s = 0.1f32;
-    assert_eq!(m.get_weight().to_vec_f32(), vec![s * 5.0, s * -3.0, s * 1.0, s * 9.0]);
-    m.set_weight_qparams(WeightQParams::per_tensor(QuantDType::QInt8, 0.25, 0)).unwrap();
-    assert_eq!(m.get_weight().to_vec_f32(), vec![0.5, -0.25, 0.0, 1.0]);
+    assert_eq!(m.get_weight().to_vec_f32().unwrap(), vec![s * 5.0, s * -3.0, s * 1.0, s * 9.0]);
+    m.set_weight_qparams(WeightQParams::per_tensor(0.25, 0, QuantDType::QInt8)).unwrap();
+    assert_eq!(m.get_weight().to_vec_f32().unwrap(), vec![0.5, -0.25, 0.0, 1.0]);
     // A failed update leaves the module unchanged.
-    assert!(m.set_weight_qparams(WeightQParams::per_tensor(QuantDType::QUInt8, 0.1, 300)).is_err());
-    assert_eq!(m.get_weight().to_vec_f32(), vec![0.5, -0.25, 0.0, 1.0]);
+    assert!(m.set_weight_qparams(WeightQParams::per_tensor(0.1, 300, QuantDType::QUInt8)).is_err());
+    assert_eq!(m.get_weight().to_vec_f32().unwrap(), vec![0.5, -0.25, 0.0, 1.0]);
     m.set_weight(Tensor::from_vec(vec![1.0f32, 1.0, 1.0, 1.0], &[2, 2, 1]).unwrap()).unwrap();
-    assert_eq!(m.get_weight().to_vec_f32(), vec![1.0; 4]);
+    assert_eq!(m.get_weight().to_vec_f32().unwrap(), vec![1.0; 4]);
 }
 
 #[test]
@@ -179,8 +181,13 @@ fn padding_mode_is_honoured() {
     let w = Tensor::from_vec(vec![1.0f32, 1.0, 1.0], &[1, 1, 3]).unwrap();
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 4.0], &[1, 1, 3]).unwrap();
     let run = |mode| {
-        let o = ConvOptions::new([3]).padding(Padding::Explicit([1])).padding_mode(mode);
-        Conv1d::from_float(w.clone(), None, WeightQParams::none(), o).unwrap().forward(&x).unwrap().to_vec_f32()
+        let o = ConvOptions::new().kernel_size([3]).padding(Padding::Explicit([1])).padding_mode(mode);
+        Conv1d::from_float(w.clone(), None, WeightQParams::none(), o)
+            .unwrap()
+            .forward(&x)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap()
     };
     assert_eq!(run(PaddingMode::Zeros), vec![3.0, 7.0, 6.0]);
     assert_eq!(run(PaddingMode::Reflect), vec![5.0, 7.0, 8.0]);
@@ -191,23 +198,23 @@ fn padding_mode_is_honoured() {
 #[test]
 fn transposed_output_size_works_with_dilation() {
     let w = Tensor::from_vec(vec![1.0f32; 2 * 3 * 3], &[2, 3, 3]).unwrap();
-    let o = ConvOptions::new([3]).stride([3]).dilation([2]).padding(Padding::Explicit([1]));
+    let o = ConvOptions::new().kernel_size([3]).stride([3]).dilation([2]).padding(Padding::Explicit([1]));
     let m = ConvTranspose1d::from_float(w, None, WeightQParams::none(), o).unwrap();
     let x = Tensor::from_vec(vec![1.0f32; 2 * 4], &[2, 4]).unwrap();
     // min = (4-1)*3 - 2 + 2*2 + 1 = 12; max = 14.
     for size in 12..=14 {
-        let y = m.forward_with_output_size(&x, Some(&[size])).unwrap();
+        let y = m.forward_with_output_size(&x, &[size]).unwrap();
         assert_eq!(y.shape(), &[3, size]);
         let (want, _) = oracle(&m, &x, Some(&[size]));
-        assert_eq!(y.to_vec_f32(), want.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        assert_eq!(y.to_vec_f32().unwrap(), want.iter().map(|&v| v as f32).collect::<Vec<_>>());
     }
-    assert_eq!(m.forward_with_output_size(&x, Some(&[3, 13])).unwrap().shape(), &[3, 13]);
+    assert_eq!(m.forward_with_output_size(&x, &[3, 13]).unwrap().shape(), &[3, 13]);
 }
 
 #[test]
 fn zero_batch_gives_an_empty_output() {
     let w = Tensor::from_vec(vec![0.1f32; 4 * 2 * 9], &[4, 2, 3, 3]).unwrap();
-    let m = Conv2d::from_float_observed(w, None, ConvOptions::new([3, 3])).unwrap();
+    let m = Conv2d::from_float_observed(w, None, ConvOptions::new().kernel_size([3, 3])).unwrap();
     let y = m.forward(&Tensor::zeros(&[0, 2, 5, 5], DType::F32).unwrap()).unwrap();
     assert_eq!(y.shape(), &[0, 4, 3, 3]);
 }
@@ -225,7 +232,7 @@ fn sample_modules() -> Vec<(String, AnyConv)> {
             .unwrap()
             .decomposed(true)
             .with_quant_range(-127, 127),
-        ConvOptions::new([3, 3, 3]).padding(Padding::Same).padding_mode(PaddingMode::Replicate),
+        ConvOptions::new().kernel_size([3, 3, 3]).padding(Padding::Same).padding_mode(PaddingMode::Replicate),
     )
     .unwrap();
     v.push(("enc.conv3.".to_string(), AnyConv::Conv3d(c3)));
@@ -233,29 +240,37 @@ fn sample_modules() -> Vec<(String, AnyConv)> {
     let t2 = ConvTranspose2d::from_float(
         wt,
         None,
-        WeightQParams::per_channel_float(QuantDType::QUInt8, vec![0.01, 0.02, 0.03], vec![1.5, 120.0, 7.25], 1),
-        ConvOptions::new([2, 2]).stride([2, 2]).output_padding([1, 0]).groups(1),
+        WeightQParams::per_channel_float(vec![0.01, 0.02, 0.03], vec![1.5, 120.0, 7.25], 1, QuantDType::QUInt8),
+        ConvOptions::new().kernel_size([2, 2]).stride([2, 2]).output_padding([1, 0]).groups(1),
     )
     .unwrap();
     v.push(("dec.up.".to_string(), AnyConv::ConvTranspose2d(t2)));
     let w1 = Tensor::from_vec(rng.vec(6 * 2 * 5, -1.0, 1.0), &[6, 2, 5]).unwrap();
-    let c1 =
-        Conv1d::from_float(w1, None, WeightQParams::float16(), ConvOptions::new([5]).groups(2).dilation([2])).unwrap();
+    let c1 = Conv1d::from_float(
+        w1,
+        None,
+        WeightQParams::float16(),
+        ConvOptions::new().kernel_size([5]).groups(2).dilation([2]),
+    )
+    .unwrap();
     v.push(("".to_string(), AnyConv::Conv1d(c1)));
     let wt1 = Tensor::from_vec(rng.vec(2 * 2 * 3, -1.0, 1.0), &[2, 2, 3]).unwrap();
-    let t1 = ConvTranspose1d::from_float(wt1, None, WeightQParams::none(), ConvOptions::new([3])).unwrap();
+    let t1 =
+        ConvTranspose1d::from_float(wt1, None, WeightQParams::none(), ConvOptions::new().kernel_size([3])).unwrap();
     v.push(("t1.".to_string(), AnyConv::ConvTranspose1d(t1)));
     let w2 = Tensor::from_vec(rng.vec(3 * 3 * 4, -1.0, 1.0), &[3, 3, 2, 2]).unwrap();
     let c2 = Conv2d::from_float(
         w2,
         Some(Tensor::from_vec(vec![0.1, 0.2, 0.3], &[3]).unwrap()),
-        WeightQParams::per_tensor(QuantDType::QInt32, 1e-4, -7),
-        ConvOptions::new([2, 2]).padding(Padding::Valid),
+        WeightQParams::per_tensor(1e-4, -7, QuantDType::QInt32),
+        ConvOptions::new().kernel_size([2, 2]).padding(Padding::Valid),
     )
     .unwrap();
     v.push(("c2.".to_string(), AnyConv::Conv2d(c2)));
     let wt3 = Tensor::from_vec(rng.vec(2 * 2 * 8, -1.0, 1.0), &[2, 2, 2, 2, 2]).unwrap();
-    let t3 = ConvTranspose3d::from_float_observed(wt3, None, ConvOptions::new([2, 2, 2]).stride([2, 1, 1])).unwrap();
+    let t3 =
+        ConvTranspose3d::from_float_observed(wt3, None, ConvOptions::new().kernel_size([2, 2, 2]).stride([2, 1, 1]))
+            .unwrap();
     v.push(("t3.".to_string(), AnyConv::ConvTranspose3d(t3)));
     v
 }
@@ -307,13 +322,13 @@ fn decomposed_flag_and_quant_range_are_persisted() {
 fn loading_refreshes_the_axis_from_the_file() {
     // PyTorch keeps a stale weight_axis_int (docs/numerics.md §8); here the stored axis wins.
     let w = Tensor::from_vec((0..2 * 3 * 2).map(|i| i as f32 / 10.0).collect(), &[2, 3, 2]).unwrap();
-    let axis1 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2, 0.3], vec![0, 0, 0], 1);
-    let mut m = Conv1d::from_float(w.clone(), None, axis1, ConvOptions::new([2])).unwrap();
+    let axis1 = WeightQParams::per_channel(vec![0.1, 0.2, 0.3], vec![0, 0, 0], 1, QuantDType::QInt8);
+    let mut m = Conv1d::from_float(w.clone(), None, axis1, ConvOptions::new().kernel_size([2])).unwrap();
     let axis0 = Conv1d::from_float(
         w,
         None,
-        WeightQParams::per_channel(QuantDType::QInt8, vec![0.05, 0.07], vec![0, 0], 0),
-        ConvOptions::new([2]),
+        WeightQParams::per_channel(vec![0.05, 0.07], vec![0, 0], 0, QuantDType::QInt8),
+        ConvOptions::new().kernel_size([2]),
     )
     .unwrap();
     let report = m.load_state_dict(&axis0.state_dict("x."), "x.", true).unwrap();
@@ -435,7 +450,8 @@ fn modules_are_send_sync_and_deterministic_across_threads() {
     assert_send_sync::<AnyConv>();
     let mut rng = Rng::new(3);
     let w = Tensor::from_vec(rng.vec(16 * 8 * 9, -0.3, 0.3), &[16, 8, 3, 3]).unwrap();
-    let m = Conv2d::from_float_observed(w, None, ConvOptions::new([3, 3]).padding(Padding::Same)).unwrap();
+    let m =
+        Conv2d::from_float_observed(w, None, ConvOptions::new().kernel_size([3, 3]).padding(Padding::Same)).unwrap();
     let x = Tensor::from_vec(rng.vec(2 * 8 * 20 * 20, -1.0, 1.0), &[2, 8, 20, 20]).unwrap();
     let serial = m.forward(&x).unwrap();
     std::thread::scope(|s| {
@@ -460,13 +476,14 @@ fn modules_are_send_sync_and_deterministic_across_threads() {
 #[test]
 fn channels_last_forward_on_the_cpu() {
     let mut rng = qconv::bench::Rng::new(55);
-    let o = qconv::ConvOptions::<2>::new([3, 2]).stride([2, 1]).padding(qconv::Padding::Explicit([1, 0])).bias(true);
-    let shape = qconv::Conv2d::weight_shape(6, 4, &o);
+    let o = qconv::ConvOptions::<2>::new().kernel_size([3, 2]).stride([2, 1]).padding(qconv::Padding::Explicit([1, 0]));
+    let shape = qconv::Conv2d::weight_shape(6, 4, &o).unwrap();
     let w = qconv::Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
     let b = qconv::Tensor::from_vec(rng.vec(4, -0.5, 0.5), &[4]).unwrap();
     let m = qconv::Conv2d::from_float_observed(w, Some(b), o).unwrap();
     for dtype in [qconv::DType::F32, qconv::DType::F16, qconv::DType::BF16] {
-        let x = qconv::Tensor::from_vec(rng.vec(2 * 6 * 7 * 5, -1.0, 1.0), &[2, 6, 7, 5]).unwrap().to_dtype(dtype);
+        let x =
+            qconv::Tensor::from_vec(rng.vec(2 * 6 * 7 * 5, -1.0, 1.0), &[2, 6, 7, 5]).unwrap().to_dtype(dtype).unwrap();
         let y = m.forward(&x).unwrap();
         let yl = m.forward_channels_last(&common::channels_last(&x)).unwrap();
         assert_eq!(yl.shape(), &[2, 4, 4, 4]);
@@ -497,13 +514,13 @@ fn channels_last_forward_on_the_cpu() {
         other => panic!("expected a shape error, got {other:?}"),
     }
     // Transposed modules too.
-    let o = qconv::ConvOptions::<1>::new([3]).stride([2]).bias(false);
-    let shape = qconv::ConvTranspose1d::weight_shape(3, 5, &o);
+    let o = qconv::ConvOptions::<1>::new().kernel_size([3]).stride([2]);
+    let shape = qconv::ConvTranspose1d::weight_shape(3, 5, &o).unwrap();
     let w = qconv::Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
     let t = qconv::ConvTranspose1d::from_float_observed(w, None, o).unwrap();
     let x = qconv::Tensor::from_vec(rng.vec(2 * 3 * 9, -1.0, 1.0), &[2, 3, 9]).unwrap();
     let y = t.forward(&x).unwrap();
-    let yl = t.forward_channels_last(&common::channels_last(&x), None).unwrap();
+    let yl = t.forward_channels_last(&common::channels_last(&x)).unwrap();
     assert_eq!(common::channels_first(&yl), y);
 }
 
@@ -514,8 +531,8 @@ fn channels_last_forward_on_the_cpu() {
 fn weight_storage_is_validated_and_keeps_cpu_results() {
     use qconv::WeightStorage;
     let mut rng = Rng::new(31);
-    let o = ConvOptions::<2>::new([3, 3]).padding(Padding::Explicit([1, 1])).bias(true);
-    let shape = Conv2d::weight_shape(8, 16, &o);
+    let o = ConvOptions::<2>::new().kernel_size([3, 3]).padding(Padding::Explicit([1, 1]));
+    let shape = Conv2d::weight_shape(8, 16, &o).unwrap();
     let w = Tensor::from_vec(rng.vec(shape.iter().product(), -0.5, 0.5), &shape).unwrap();
     let b = Tensor::from_vec(rng.vec(16, -0.5, 0.5), &[16]).unwrap();
     let m = Conv2d::from_float_observed(w.clone(), Some(b.clone()), o).unwrap();
@@ -528,7 +545,7 @@ fn weight_storage_is_validated_and_keeps_cpu_results() {
     assert_eq!(q.get_weight(), m.get_weight());
 
     // qint32 codes do not fit in 8 bits: refused when switching, and as a later change.
-    let wide = WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0);
+    let wide = WeightQParams::per_tensor(0.001, 0, QuantDType::QInt32);
     let m32 = Conv2d::from_float(w.clone(), Some(b.clone()), wide.clone(), o).unwrap();
     match m32.with_weight_storage(WeightStorage::Int8Codes) {
         Err(qconv::Error::InvalidConfig { param: "weight_storage", rule, .. }) => {
@@ -542,7 +559,7 @@ fn weight_storage_is_validated_and_keeps_cpu_results() {
     assert_eq!(q.weight_qparams(), &before);
     assert_eq!(q.forward(&x).unwrap(), m.forward(&x).unwrap());
     // Per-channel along the input channels: one scale per output channel is all codes keep.
-    let per_in = WeightQParams::per_channel(QuantDType::QInt8, vec![0.004; 8], vec![0; 8], 1);
+    let per_in = WeightQParams::per_channel(vec![0.004; 8], vec![0; 8], 1, QuantDType::QInt8);
     let err = q.set_weight_qparams(per_in).unwrap_err();
     assert!(err.to_string().contains("axis 1"), "{err}");
     // Back to float storage: always possible.

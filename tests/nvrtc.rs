@@ -1,10 +1,14 @@
+#![cfg(feature = "cuda")]
 //! NVRTC compile checks: every kernel variant compiles for sm_80 and sm_90 wherever libnvrtc is
 //! found (no GPU needed), with no register spills (a failing assertion for every entry point whose
 //! ptxas report comes back), at most 255 registers and, for the tiles, the expected static shared
 //! memory; and the kernel cache stores, reloads and repairs its disk entries.
 //!
-//! Without libnvrtc each test prints `skipped: <reason>` and passes. To run them here:
-//! `LD_LIBRARY_PATH=<dir of libnvrtc.so.13> cargo test --release --test nvrtc -- --nocapture`.
+//! Without libnvrtc each test prints `skipped: <reason>` and passes, so a newcomer's `cargo test`
+//! passes; with `QCONV_REQUIRE_NVRTC=1` (what CI sets: .ci/run) a missing libnvrtc fails every
+//! test instead, so CI never passes without compiling every kernel. The variable is read here
+//! only. To run them: `LD_LIBRARY_PATH=<dir of libnvrtc.so.13> cargo test --release --test nvrtc
+//! -- --nocapture`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,12 +20,16 @@ use qconv::cuda::nvrtc::{self, Arch};
 /// The architectures CI compiles for.
 const ARCHS: [Arch; 2] = [Arch::new(8, 0), Arch::new(9, 0)];
 
-/// `Some(reason)` when NVRTC cannot be used here.
+/// The switch that turns a skip into a failure (CI sets it).
+const REQUIRE_NVRTC: &str = "QCONV_REQUIRE_NVRTC";
+
+/// `Some(reason)` when NVRTC cannot be used here; a failure instead when `QCONV_REQUIRE_NVRTC=1`.
 fn skip_reason() -> Option<String> {
-    match nvrtc::nvrtc_available() {
-        Ok(_) => None,
-        Err(e) => Some(e.to_string()),
+    let reason = nvrtc::nvrtc_available().err()?.to_string();
+    if std::env::var_os(REQUIRE_NVRTC).is_some_and(|v| v == "1") {
+        panic!("{REQUIRE_NVRTC}=1 but NVRTC is unusable: {reason}");
     }
+    Some(reason)
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

@@ -72,7 +72,10 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
         Ok(p) => p,
         Err(e) => {
             check_err("conv_problem", &e);
-            match m.forward(x, os) {
+            match match os {
+                Some(o) => m.forward_with_output_size(x, o),
+                None => m.forward(x),
+            } {
                 Ok(y) => panic!("conv_problem failed ({e}) but forward succeeded with shape {:?}", y.shape()),
                 Err(e2) => check_err("forward", &e2),
             }
@@ -82,7 +85,10 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
     if !affordable(&p) {
         return;
     }
-    match m.forward(x, os) {
+    match match os {
+                Some(o) => m.forward_with_output_size(x, o),
+                None => m.forward(x),
+            } {
         Ok(y) => {
             let d = m.spatial_dims();
             let mut want = Vec::new();
@@ -97,8 +103,11 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
             let batched = x.ndim() == d + 2;
             let xl = move_channels(x, batched, true);
             // Compared bit for bit (NaN outputs compare unequal as numbers).
-            let bits = |t: &Tensor| t.to_vec_f32().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-            match m.forward_channels_last(&xl, os) {
+            let bits = |t: &Tensor| t.to_vec_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            match match os {
+                Some(o) => m.forward_channels_last_with_output_size(&xl, o),
+                None => m.forward_channels_last(&xl),
+            } {
                 Ok(yl) => {
                     let back = move_channels(&yl, batched, false);
                     assert_eq!(back.shape(), y.shape(), "forward_channels_last: shape");
@@ -106,8 +115,8 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
                         bits(&back) == bits(&y),
                         "forward_channels_last differs from forward (input {:?}): {:?} vs {:?}",
                         x.shape(),
-                        &back.to_vec_f32()[..back.numel().min(8)],
-                        &y.to_vec_f32()[..y.numel().min(8)]
+                        &back.to_vec_f32().unwrap()[..back.numel().min(8)],
+                        &y.to_vec_f32().unwrap()[..y.numel().min(8)]
                     );
                 }
                 Err(e) => panic!("forward succeeded but forward_channels_last failed: {e}"),
@@ -134,7 +143,7 @@ fn move_channels(x: &Tensor, batched: bool, to_last: bool) -> Tensor {
         v.extend_from_slice(&shape[lead..shape.len() - 1]);
         (shape[shape.len() - 1], v)
     };
-    let v = x.to_vec_f32();
+    let v = x.to_vec_f32().unwrap();
     let per = v.len().checked_div(n * c).unwrap_or(0);
     let mut out = vec![0f32; v.len()];
     for b in 0..n {
@@ -145,7 +154,7 @@ fn move_channels(x: &Tensor, batched: bool, to_last: bool) -> Tensor {
             }
         }
     }
-    Tensor::from_vec(out, &new_shape).unwrap().to_dtype(x.dtype())
+    Tensor::from_vec(out, &new_shape).unwrap().to_dtype(x.dtype()).unwrap()
 }
 
 /// Property: a built module survives state_dict → safetensors bytes → AnyConv::from_state_dict
@@ -170,8 +179,8 @@ pub fn check_roundtrip(m: &AnyConv) {
         format!("{:?}", m2.weight_qparams()),
         "round trip changed the qparams"
     );
-    let a = m.get_weight().to_vec_f32();
-    let b = m2.get_weight().to_vec_f32();
+    let a = m.get_weight().to_vec_f32().unwrap();
+    let b = m2.get_weight().to_vec_f32().unwrap();
     assert!(
         a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
         "round trip changed get_weight()"

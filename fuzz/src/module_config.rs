@@ -257,7 +257,7 @@ fn qparams(q: &QP, weight_shape: &[usize], int_zp: bool) -> WeightQParams {
 fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) -> AnyConv) {
     let in_c = inp.in_channels.get();
     let out_c = inp.out_channels.get();
-    let mut o = ConvOptions::<D>::new(std::array::from_fn(|d| inp.kernel[d].get()));
+    let mut o = ConvOptions::<D>::new().kernel_size(std::array::from_fn(|d| inp.kernel[d].get()));
     o.stride = std::array::from_fn(|d| inp.stride[d].get());
     o.dilation = std::array::from_fn(|d| inp.dilation[d].get());
     o.padding = match &inp.padding {
@@ -267,7 +267,7 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
     };
     o.output_padding = std::array::from_fn(|d| inp.output_padding[d].get());
     o.groups = inp.groups.get();
-    o.bias = !inp.bias.is_multiple_of(3);
+    let has_bias = !inp.bias.is_multiple_of(3);
     o.padding_mode = match inp.padding_mode % 4 {
         0 => PaddingMode::Zeros,
         1 => PaddingMode::Reflect,
@@ -276,12 +276,15 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
     };
     let wshape: Vec<usize> = match &inp.weight_shape {
         Some(s) => s.iter().take(6).map(|d| d.get()).collect(),
-        None => ConvModule::<D, T>::weight_shape(in_c, out_c, &o),
+        None => match ConvModule::<D, T>::weight_shape(in_c, out_c, &o) {
+            Ok(s) => s,
+            Err(e) => return check_err("weight_shape", &e),
+        },
     };
     let Some(wn) = numel(&wshape).filter(|&n| n <= MAX_ELEMS) else { return };
     let weight = Tensor::from_vec(fill(wn, &inp.weight_vals, 0), &wshape).expect("weight tensor");
     // bias: right length, or (bias % 3 == 2) a wrong one.
-    let bias = if o.bias {
+    let bias = if has_bias {
         let n = if inp.bias % 3 == 2 { out_c.saturating_add(1) } else { out_c };
         if n > MAX_ELEMS {
             return;
@@ -307,7 +310,7 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
     let built = if inp.use_from_float {
         ConvModule::<D, T>::from_float(weight, bias, qp, o)
     } else {
-        ConvModule::<D, T>::new(in_c, out_c, o, weight, bias, qp)
+        ConvModule::<D, T>::new(weight, bias, qp, o)
     };
     let mut m = match built {
         Ok(m) => m,
@@ -337,8 +340,8 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
     let x = Tensor::from_vec(fill(n, &inp.input_vals, 5), &shape).expect("input tensor");
     let x = match inp.input_dtype % 3 {
         0 => x,
-        1 => x.to_dtype(DType::F16),
-        _ => x.to_dtype(DType::BF16),
+        1 => x.to_dtype(DType::F16).unwrap(),
+        _ => x.to_dtype(DType::BF16).unwrap(),
     };
     let os: Option<Vec<usize>> = inp.output_size.as_ref().map(|v| v.iter().take(6).map(|d| d.get()).collect());
     exercise_forward(&m, &x, os.as_deref());

@@ -84,25 +84,25 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
             _ => "ndhwc",
         };
         for dtype in [DType::F16, DType::BF16, DType::F32] {
-            let host = built.input.try_to_dtype(dtype)?;
+            let host = built.input.to_dtype(dtype)?;
             let x = host.to_device(Device::Cuda(ordinal))?;
             // The same values channels-last ([N, *spatial, C]).
             let xl = host.to_channels_last()?.to_device(Device::Cuda(ordinal))?;
             // (layout, precision, timed call); f32 is exact whatever the precision says.
             let mut runs: Vec<TimedRun> = vec![
-                ("nchw", "default", "float", Box::new(|| module.forward(&x, None).map(|_| ()))),
-                (last_name, "default", "float", Box::new(|| module.forward_channels_last(&xl, None).map(|_| ()))),
+                ("nchw", "default", "float", Box::new(|| module.forward(&x).map(|_| ()))),
+                (last_name, "default", "float", Box::new(|| module.forward_channels_last(&xl).map(|_| ()))),
             ];
             if dtype == DType::F32 {
-                runs.push(("nchw", "tf32", "float", Box::new(|| tf32.forward(&x, None).map(|_| ()))));
-                runs.push((last_name, "tf32", "float", Box::new(|| tf32.forward_channels_last(&xl, None).map(|_| ()))));
+                runs.push(("nchw", "tf32", "float", Box::new(|| tf32.forward(&x).map(|_| ()))));
+                runs.push((last_name, "tf32", "float", Box::new(|| tf32.forward_channels_last(&xl).map(|_| ()))));
             } else {
-                runs.push(("nchw", "exact", "float", Box::new(|| exact.forward(&x, None).map(|_| ()))));
+                runs.push(("nchw", "exact", "float", Box::new(|| exact.forward(&x).map(|_| ()))));
                 runs.push((
                     last_name,
                     "default",
                     "int8_codes",
-                    Box::new(|| codes.forward_channels_last(&xl, None).map(|_| ())),
+                    Box::new(|| codes.forward_channels_last(&xl).map(|_| ())),
                 ));
             }
             for (layout, precision, weights, f) in runs {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use crate::conv::options::{ConvOptions, Padding, PaddingMode};
 use crate::cpu::PackedWeight;
 use crate::cuda::codes::{self, PackedCodes};
-use crate::cuda::weights::DeviceWeights;
-use crate::cuda::WeightSpec;
+use crate::cuda::{DeviceWeights, WeightSpec};
 pub use crate::cuda::{Precision, WeightStorage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -33,6 +32,8 @@ mod forward;
 pub struct ConvModule<const D: usize, const TRANSPOSED: bool> {
     in_channels: usize,
     out_channels: usize,
+    /// The kernel size (`options.kernel_size` always holds it too).
+    kernel: [usize; D],
     options: ConvOptions<D>,
     weight: Tensor,
     bias: Option<Tensor>,
@@ -86,26 +87,24 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         }
     }
 
-    /// Expected weight shape for the given channels and options.
-    pub fn weight_shape(in_channels: usize, out_channels: usize, options: &ConvOptions<D>) -> Vec<usize> {
+    /// Expected weight shape for the given channels and options (which must state the kernel
+    /// size: [`Error::InvalidConfig`] otherwise): `(out, in/groups, *k)`, transposed
+    /// `(in, out/groups, *k)`.
+    pub fn weight_shape(in_channels: usize, out_channels: usize, options: &ConvOptions<D>) -> Result<Vec<usize>> {
         let g = options.groups.max(1);
         let mut shape =
             if TRANSPOSED { vec![in_channels, out_channels / g] } else { vec![out_channels, in_channels / g] };
-        shape.extend_from_slice(&options.kernel_size);
-        shape
+        shape.extend_from_slice(&options.kernel()?);
+        Ok(shape)
     }
 
     /// Builds a module from a float weight (PyTorch layout: `(out, in/groups, *k)`, transposed
-    /// `(in, out/groups, *k)`), an optional bias `(out,)`, weight qparams and options — PyTorch's
-    /// `from_float(float_conv, weight_qparams)`. Channel counts come from the weight's shape.
+    /// `(in, out/groups, *k)`), an optional bias `(out,)`, weight qparams and options — the one
+    /// argument order of every constructor: `(weight, bias, qparams, options)`.
     ///
-    /// `options.bias` is ignored: the module has a bias exactly when `bias` is `Some`.
-    pub fn from_float(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        qparams: WeightQParams,
-        mut options: ConvOptions<D>,
-    ) -> Result<Self> {
+    /// Channel counts and the kernel size come from the weight's shape (and `options.groups`);
+    /// a kernel size stated in `options` must agree ([`Error::Shape`] on the weight otherwise). The module has a bias exactly when `bias` is `Some`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, qparams: WeightQParams, options: ConvOptions<D>) -> Result<Self> {
         if weight.ndim() != D + 2 {
             return Err(Error::shape(
                 "weight",
@@ -122,8 +121,28 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         } else {
             (s[1].checked_mul(options.groups).ok_or_else(|| Error::Overflow("in_channels".into()))?, s[0])
         };
-        options.bias = bias.is_some();
-        Self::new(in_channels, out_channels, options, weight, bias, qparams)
+        let mut kernel = [0; D];
+        kernel.copy_from_slice(&s[2..]);
+        if let Some(k) = options.kernel_size.filter(|&k| k != kernel) {
+            return Err(Error::shape(
+                "weight",
+                s,
+                format!("its kernel size is {kernel:?}, but the options state kernel_size {k:?}"),
+            ));
+        }
+        let options = ConvOptions { kernel_size: Some(kernel), ..options };
+        Self::with_channels(in_channels, out_channels, options, weight, bias, qparams)
+    }
+
+    /// PyTorch's name for [`new`](Self::new) (`from_float(float_conv, weight_qparams)`), same
+    /// arguments.
+    pub fn from_float(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        qparams: WeightQParams,
+        options: ConvOptions<D>,
+    ) -> Result<Self> {
+        Self::new(weight, bias, qparams, options)
     }
 
     /// Builds a module from a float weight and bias with qparams from PyTorch's default x86 weight
@@ -135,11 +154,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         } else {
             WeightQParams::per_channel_symmetric_from_weight(&weight, 0, QuantDType::QInt8)?
         };
-        Self::from_float(weight, bias, qparams, options)
+        Self::new(weight, bias, qparams, options)
     }
 
-    /// Builds a module with explicit channel counts (checked against the weight's shape).
-    pub fn new(
+    /// Builds a module whose channel counts are known (a state dict's `module` entry): checks the
+    /// weight's shape against them.
+    pub(crate) fn with_channels(
         in_channels: usize,
         out_channels: usize,
         options: ConvOptions<D>,
@@ -148,7 +168,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         qparams: WeightQParams,
     ) -> Result<Self> {
         options.validate(in_channels, out_channels, TRANSPOSED)?;
-        let expected = Self::weight_shape(in_channels, out_channels, &options);
+        let expected = Self::weight_shape(in_channels, out_channels, &options)?;
         if weight.shape() != expected.as_slice() {
             return Err(Error::shape(
                 "weight",
@@ -167,17 +187,6 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 rule: "module weights are float32 (quantization only works on float32 weights)".into(),
             });
         }
-        if options.bias != bias.is_some() {
-            return Err(Error::config(
-                "bias",
-                options.bias,
-                if options.bias {
-                    "options.bias is true but no bias tensor was given"
-                } else {
-                    "options.bias is false but a bias tensor was given"
-                },
-            ));
-        }
         if let Some(b) = &bias {
             Self::check_bias(b, out_channels)?;
         }
@@ -186,6 +195,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         Ok(ConvModule {
             in_channels,
             out_channels,
+            kernel: options.kernel()?,
             options,
             weight,
             bias,
@@ -223,14 +233,8 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let plan: Plan = qparams.plan(weight.shape())?;
         let w = weight.as_slice::<f32>()?;
         let fq = quant::fake_quantize_planned(&plan, weight.shape(), w)?;
-        let packed = PackedWeight::new(
-            TRANSPOSED,
-            in_channels,
-            out_channels,
-            options.groups,
-            pad3(&options.kernel_size, 1),
-            &fq,
-        )?;
+        let packed =
+            PackedWeight::new(TRANSPOSED, in_channels, out_channels, options.groups, pad3(&options.kernel()?, 1), &fq)?;
         let codes = match storage {
             WeightStorage::Float => None,
             WeightStorage::Int8Codes => Some(codes::pack_codes(
@@ -270,7 +274,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             in_channels,
             out_channels,
             groups: options.groups.max(1),
-            taps: options.kernel_size.iter().product(),
+            taps: options.kernel_size.unwrap_or([1; D]).iter().product(),
         }
     }
 
@@ -334,7 +338,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     }
     /// Kernel size.
     pub fn kernel_size(&self) -> [usize; D] {
-        self.options.kernel_size
+        self.kernel
     }
     /// Stride.
     pub fn stride(&self) -> [usize; D] {
@@ -437,7 +441,6 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             Device::Cuda(n) => Some(Arc::new(self.upload(n, &self.derived, bias.as_ref())?)),
             Device::Cpu => None,
         };
-        self.options.bias = bias.is_some();
         self.bias = bias;
         self.cuda = cuda;
         Ok(())
@@ -496,7 +499,7 @@ impl<const D: usize, const TRANSPOSED: bool> fmt::Display for ConvModule<D, TRAN
             Self::type_name(),
             self.in_channels,
             self.out_channels,
-            tuple(&o.kernel_size),
+            tuple(&self.kernel),
             tuple(&o.stride)
         )?;
         match o.padding {

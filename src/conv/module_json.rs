@@ -19,8 +19,10 @@ pub struct ModuleConfig<const D: usize> {
     pub in_channels: usize,
     /// Output channels.
     pub out_channels: usize,
-    /// Options.
+    /// Options (the kernel size always set).
     pub options: ConvOptions<D>,
+    /// Whether the module has a bias (`"bias"`, default true as in PyTorch).
+    pub bias: bool,
 }
 
 /// The fields of a `module` JSON entry (`output_padding` only for transposed convolutions).
@@ -175,7 +177,7 @@ pub(super) fn parse_config<const D: usize>(key: &str, v: &Value, transposed: boo
         }
     }
     let type_name = module_type(key, v)?;
-    let mut o = ConvOptions::<D>::new(f.dims("kernel_size", f.required("kernel_size")?)?);
+    let mut o = ConvOptions::<D>::new().kernel_size(f.dims("kernel_size", f.required("kernel_size")?)?);
     if let Some(s) = v.get("stride") {
         o.stride = f.dims("stride", s)?;
     }
@@ -203,9 +205,10 @@ pub(super) fn parse_config<const D: usize>(key: &str, v: &Value, transposed: boo
     if let Some(g) = v.get("groups") {
         o.groups = f.uint_of("groups", g)?;
     }
-    if let Some(b) = v.get("bias") {
-        o.bias = b.as_bool().ok_or_else(|| f.err(format!("\"bias\" must be true or false, not {}", json_kind(b))))?;
-    }
+    let bias = match v.get("bias") {
+        Some(b) => b.as_bool().ok_or_else(|| f.err(format!("\"bias\" must be true or false, not {}", json_kind(b))))?,
+        None => true,
+    };
     if let Some(m) = v.get("padding_mode") {
         let m = f.string("padding_mode", m)?;
         o.padding_mode = m.parse::<PaddingMode>().map_err(|e| f.err(e.to_string()))?;
@@ -215,6 +218,7 @@ pub(super) fn parse_config<const D: usize>(key: &str, v: &Value, transposed: boo
         in_channels: f.uint("in_channels")?,
         out_channels: f.uint("out_channels")?,
         options: o,
+        bias,
     })
 }
 

@@ -20,20 +20,60 @@ impl<const D: usize> Default for Padding<D> {
     }
 }
 
+impl<const D: usize> From<usize> for Padding<D> {
+    /// The same amount in every dimension (`.padding(1)`).
+    fn from(v: usize) -> Self {
+        Padding::Explicit([v; D])
+    }
+}
+
+impl<const D: usize> From<[usize; D]> for Padding<D> {
+    /// Per-dimension amounts (`.padding([1, 0])`).
+    fn from(v: [usize; D]) -> Self {
+        Padding::Explicit(v)
+    }
+}
+
+/// A per-dimension size given as one number for every dimension (`2`) or as an array (`[2, 1]`):
+/// what the [`ConvOptions`] builder methods take, PyTorch's `int or tuple`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Dims<const D: usize>(pub [usize; D]);
+
+impl<const D: usize> From<usize> for Dims<D> {
+    fn from(v: usize) -> Self {
+        Dims([v; D])
+    }
+}
+
+impl<const D: usize> From<[usize; D]> for Dims<D> {
+    fn from(v: [usize; D]) -> Self {
+        Dims(v)
+    }
+}
+
 /// Hyper-parameters of a convolution with `D` spatial dimensions (1, 2 or 3).
 ///
-/// Built with [`ConvOptions::new`] and the builder methods; validated when a module is built.
+/// Built with [`ConvOptions::new`] (PyTorch's defaults) and the builder methods, which take one
+/// number for every dimension or an array (`.stride(2)`, `.stride([2, 1])`, `.padding(1)`,
+/// `.padding(Padding::Same)`); validated when a module is built. The kernel size is taken from
+/// the weight's shape; stating it with [`kernel_size`](Self::kernel_size) makes the module check
+/// that the weight agrees. Whether a module has a bias is decided by the bias tensor it is given.
 ///
 /// ```
 /// use qconv::{ConvOptions, Padding, PaddingMode};
-/// let opts = ConvOptions::<2>::new([3, 3]).stride([2, 2]).padding(Padding::Explicit([1, 1])).groups(4);
+/// let opts = ConvOptions::<2>::new().stride(2).padding(1).groups(4);
 /// assert_eq!(opts.stride, [2, 2]);
+/// assert_eq!(opts.padding, Padding::Explicit([1, 1]));
 /// assert_eq!(opts.padding_mode, PaddingMode::Zeros);
+/// assert_eq!(opts.kernel_size, None); // from the weight
+/// let same = ConvOptions::<2>::new().kernel_size([3, 5]).padding(Padding::Same).dilation([1, 2]);
+/// assert_eq!(same.kernel_size, Some([3, 5]));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvOptions<const D: usize> {
-    /// Kernel size per spatial dimension.
-    pub kernel_size: [usize; D],
+    /// Kernel size per spatial dimension; `None` (the default): the weight's. A module's
+    /// [`options`](crate::ConvModule::options) always hold the size in use.
+    pub kernel_size: Option<[usize; D]>,
     /// Stride per spatial dimension (default 1).
     pub stride: [usize; D],
     /// Padding (default 0).
@@ -45,48 +85,59 @@ pub struct ConvOptions<const D: usize> {
     pub output_padding: [usize; D],
     /// Number of groups (default 1).
     pub groups: usize,
-    /// Whether the module has a bias (default true).
-    pub bias: bool,
     /// Padding mode (default zeros).
     pub padding_mode: PaddingMode,
 }
 
-impl<const D: usize> ConvOptions<D> {
-    /// Options with the given kernel size and PyTorch's defaults for everything else.
-    pub fn new(kernel_size: [usize; D]) -> Self {
+impl<const D: usize> Default for ConvOptions<D> {
+    fn default() -> Self {
         ConvOptions {
-            kernel_size,
+            kernel_size: None,
             stride: [1; D],
             padding: Padding::default(),
             dilation: [1; D],
             output_padding: [0; D],
             groups: 1,
-            bias: true,
             padding_mode: PaddingMode::Zeros,
         }
     }
+}
 
-    /// Sets the stride.
-    pub fn stride(mut self, stride: [usize; D]) -> Self {
-        self.stride = stride;
+impl<const D: usize> ConvOptions<D> {
+    /// PyTorch's defaults: stride 1, padding 0, dilation 1, groups 1, zeros padding, and the
+    /// kernel size of the weight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// States the kernel size (`3` or `[3, 5]`); a module built with a weight of another kernel
+    /// size fails with [`Error::Shape`] on the weight.
+    pub fn kernel_size(mut self, kernel_size: impl Into<Dims<D>>) -> Self {
+        self.kernel_size = Some(kernel_size.into().0);
         self
     }
 
-    /// Sets the padding.
-    pub fn padding(mut self, padding: Padding<D>) -> Self {
-        self.padding = padding;
+    /// Sets the stride (`2` or `[2, 1]`).
+    pub fn stride(mut self, stride: impl Into<Dims<D>>) -> Self {
+        self.stride = stride.into().0;
         self
     }
 
-    /// Sets the dilation.
-    pub fn dilation(mut self, dilation: [usize; D]) -> Self {
-        self.dilation = dilation;
+    /// Sets the padding: `1`, `[1, 0]`, [`Padding::Same`] or [`Padding::Valid`].
+    pub fn padding(mut self, padding: impl Into<Padding<D>>) -> Self {
+        self.padding = padding.into();
         self
     }
 
-    /// Sets the output padding (transposed convolutions only).
-    pub fn output_padding(mut self, output_padding: [usize; D]) -> Self {
-        self.output_padding = output_padding;
+    /// Sets the dilation (`2` or `[2, 1]`).
+    pub fn dilation(mut self, dilation: impl Into<Dims<D>>) -> Self {
+        self.dilation = dilation.into().0;
+        self
+    }
+
+    /// Sets the output padding (transposed convolutions only; `1` or `[1, 0]`).
+    pub fn output_padding(mut self, output_padding: impl Into<Dims<D>>) -> Self {
+        self.output_padding = output_padding.into().0;
         self
     }
 
@@ -96,19 +147,26 @@ impl<const D: usize> ConvOptions<D> {
         self
     }
 
-    /// Sets whether the module has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-
     /// Sets the padding mode.
     pub fn padding_mode(mut self, padding_mode: PaddingMode) -> Self {
         self.padding_mode = padding_mode;
         self
     }
 
-    /// Checks every rule PyTorch's `nn.ConvNd` / `nn.ConvTransposeNd` constructors check.
+    /// The kernel size, or an [`Error::InvalidConfig`] when it is unset (options not yet joined
+    /// with a weight).
+    pub fn kernel(&self) -> Result<[usize; D]> {
+        self.kernel_size.ok_or_else(|| {
+            Error::config(
+                "kernel_size",
+                "unset",
+                "the kernel size comes from the weight; state it with .kernel_size(..) to compute shapes without a module",
+            )
+        })
+    }
+
+    /// Checks every rule PyTorch's `nn.ConvNd` / `nn.ConvTransposeNd` constructors check (the
+    /// kernel-size rules only when the kernel size is set).
     pub fn validate(&self, in_channels: usize, out_channels: usize, transposed: bool) -> Result<()> {
         if !(1..=3).contains(&D) {
             return Err(Error::config("spatial dimensions", D, "must be 1, 2 or 3"));
@@ -136,13 +194,14 @@ impl<const D: usize> ConvOptions<D> {
                 format!("out_channels ({out_channels}) must be divisible by groups"),
             ));
         }
-        for (name, v) in [("kernel_size", &self.kernel_size), ("stride", &self.stride), ("dilation", &self.dilation)] {
+        let kernel = self.kernel_size.unwrap_or([1; D]);
+        for (name, v) in [("kernel_size", &kernel), ("stride", &self.stride), ("dilation", &self.dilation)] {
             if v.contains(&0) {
                 return Err(Error::config(name, format!("{v:?}"), "every element must be positive"));
             }
         }
-        for d in 0..D {
-            if self.dilation[d].checked_mul(self.kernel_size[d] - 1).and_then(|v| v.checked_add(1)).is_none() {
+        for (d, (&dil, &k)) in self.dilation.iter().zip(&kernel).enumerate() {
+            if dil.checked_mul(k - 1).and_then(|v| v.checked_add(1)).is_none() {
                 return Err(Error::config(
                     "dilation",
                     format!("{:?}", self.dilation),
@@ -205,23 +264,25 @@ impl<const D: usize> ConvOptions<D> {
         Ok(())
     }
 
-    /// Leading and trailing padding per dimension for a forward convolution.
-    pub fn padding_amounts(&self) -> ([usize; D], [usize; D]) {
-        match self.padding {
+    /// Leading and trailing padding per dimension for a forward convolution (`Same` needs the
+    /// kernel size: see [`kernel`](Self::kernel)).
+    pub fn padding_amounts(&self) -> Result<([usize; D], [usize; D])> {
+        Ok(match self.padding {
             Padding::Explicit(p) => (p, p),
             Padding::Valid => ([0; D], [0; D]),
             Padding::Same => {
+                let kernel = self.kernel()?;
                 let mut lo = [0; D];
                 let mut hi = [0; D];
                 for d in 0..D {
                     // `validate` rejects an overflowing span; saturate for unvalidated options.
-                    let total = self.dilation[d].saturating_mul(self.kernel_size[d].saturating_sub(1));
+                    let total = self.dilation[d].saturating_mul(kernel[d].saturating_sub(1));
                     lo[d] = total / 2;
                     hi[d] = total - lo[d];
                 }
                 (lo, hi)
             }
-        }
+        })
     }
 
     /// Output spatial size of a forward convolution over an input of spatial size `input`.
@@ -229,7 +290,8 @@ impl<const D: usize> ConvOptions<D> {
     /// `floor((L + pad_lo + pad_hi − dilation·(k−1) − 1) / stride) + 1`, an error when the dilated
     /// kernel does not fit the padded input, and the padding-mode limits of `torch.nn.functional.pad`.
     pub fn conv_output_size(&self, input: &[usize; D]) -> Result<[usize; D]> {
-        let (lo, hi) = self.padding_amounts();
+        let kernel = self.kernel()?;
+        let (lo, hi) = self.padding_amounts()?;
         let mut out = [0; D];
         for d in 0..D {
             let l = input[d];
@@ -268,7 +330,7 @@ impl<const D: usize> ConvOptions<D> {
                 .and_then(|v| v.checked_add(hi[d]))
                 .ok_or_else(|| Error::Overflow(format!("padded input size in dimension {d}")))?;
             let eff = self.dilation[d]
-                .checked_mul(self.kernel_size[d] - 1)
+                .checked_mul(kernel[d].saturating_sub(1))
                 .and_then(|v| v.checked_add(1))
                 .ok_or_else(|| Error::Overflow(format!("dilated kernel size in dimension {d}")))?;
             if padded < eff {
@@ -277,7 +339,7 @@ impl<const D: usize> ConvOptions<D> {
                     input,
                     format!(
                         "the padded input size {padded} in dimension {d} is smaller than the dilated kernel size {eff} (kernel {}, dilation {})",
-                        self.kernel_size[d], self.dilation[d]
+                        kernel[d], self.dilation[d]
                     ),
                 ));
             }
@@ -289,7 +351,8 @@ impl<const D: usize> ConvOptions<D> {
     /// Smallest output size of a transposed convolution (output padding 0) per dimension:
     /// `(L−1)·stride − 2·padding + dilation·(k−1) + 1`. Errors when it is not positive.
     pub fn transposed_min_output_size(&self, input: &[usize; D]) -> Result<[usize; D]> {
-        let (p, _) = self.padding_amounts();
+        let kernel = self.kernel()?;
+        let (p, _) = self.padding_amounts()?;
         let mut out = [0; D];
         for d in 0..D {
             if input[d] == 0 {
@@ -300,7 +363,7 @@ impl<const D: usize> ConvOptions<D> {
                 ));
             }
             let grow = (input[d] as u128 - 1) * self.stride[d] as u128
-                + self.dilation[d] as u128 * (self.kernel_size[d] as u128 - 1)
+                + self.dilation[d] as u128 * (kernel[d] as u128).saturating_sub(1)
                 + 1;
             let shrink = 2 * p[d] as u128;
             if grow <= shrink {
@@ -346,7 +409,7 @@ impl<const D: usize> ConvOptions<D> {
         if req.len() != D {
             return Err(Error::config(
                 "output_size",
-                format!("{output_size:?}"),
+                format!("{:?}", output_size.unwrap_or(&[])),
                 format!(
                     "ConvTranspose{D}D: for {}D input, output_size must have {D} or {} elements",
                     D + lead,

@@ -211,7 +211,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             "type": Self::type_name(),
             "in_channels": self.in_channels(),
             "out_channels": self.out_channels(),
-            "kernel_size": o.kernel_size.to_vec(),
+            "kernel_size": self.kernel_size().to_vec(),
             "stride": o.stride.to_vec(),
             "padding": padding_json(&o.padding),
             "dilation": o.dilation.to_vec(),
@@ -286,15 +286,18 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let key = format!("{prefix}module");
         let json = sd.sd().metadata.get(&key).ok_or_else(|| missing(prefix, vec![key.clone()]))?;
         let v = parse_module_json(&key, json)?;
-        let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
-        if cfg.type_name != Self::type_name() {
-            return Err(bad(key, format!("holds a {}, not a {}", Cut(&cfg.type_name), Self::type_name())));
+        // The type first: a Conv2d entry read as a Conv1d is "holds a Conv2d", not a complaint
+        // about the length of its kernel_size.
+        let ty = module_type(&key, &v)?;
+        if ty != Self::type_name() {
+            return Err(bad(key, format!("holds a {}, not a {}", Cut(&ty), Self::type_name())));
         }
+        let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
         let qparams = qparams_from_state_dict(sd.sd(), prefix)?;
         let report = LoadReport { unexpected: unexpected_keys(sd.sd(), prefix) };
-        let (weight, bias) = Self::weight_bias(&mut sd, prefix, cfg.options.bias)?;
+        let (weight, bias) = Self::weight_bias(&mut sd, prefix, cfg.bias)?;
         drop(sd);
-        let m = Self::new(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
+        let m = Self::with_channels(cfg.in_channels, cfg.out_channels, cfg.options, weight, bias, qparams)?;
         Ok((m, report))
     }
 
@@ -329,12 +332,10 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         if let Some(json) = sd.metadata.get(&key) {
             let v = parse_module_json(&key, json)?;
             let cfg = parse_config::<D>(&key, &v, TRANSPOSED)?;
-            let mut mine = *self.options();
-            mine.bias = cfg.options.bias;
             if cfg.type_name != Self::type_name()
                 || cfg.in_channels != self.in_channels()
                 || cfg.out_channels != self.out_channels()
-                || cfg.options != mine
+                || cfg.options != *self.options()
             {
                 return Err(bad(key, format!("describes a different module ({}) than {self}", Cut(json))));
             }
@@ -350,9 +351,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let qparams = qparams_from_state_dict(sd, prefix)?;
         let has_bias = sd.tensors.contains_key(&format!("{prefix}bias"));
         let (weight, bias) = Self::weight_bias(&mut Sd::Ref(sd), prefix, has_bias)?;
-        let mut options = *self.options();
-        options.bias = bias.is_some();
-        *self = Self::new(self.in_channels(), self.out_channels(), options, weight, bias, qparams)?;
+        *self = Self::with_channels(self.in_channels(), self.out_channels(), *self.options(), weight, bias, qparams)?;
         Ok(report)
     }
 }
@@ -463,38 +462,46 @@ impl AnyConv {
         each!(self, m => m.device())
     }
 
-    /// Runs the module. `output_size` is only valid for transposed convolutions.
-    pub fn forward(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+    /// Runs the module on a channels-first input (`[N, C, *spatial]` or unbatched `[C, *spatial]`);
+    /// a transposed convolution uses its `output_padding`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        each!(self, m => m.forward(x))
+    }
+
+    /// Runs a transposed convolution producing `output_size` (see
+    /// [`ConvModule::forward_with_output_size`]); for a forward convolution this is an
+    /// [`Error::InvalidConfig`] on `output_size`.
+    pub fn forward_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
         match self {
             AnyConv::ConvTranspose1d(m) => m.forward_with_output_size(x, output_size),
             AnyConv::ConvTranspose2d(m) => m.forward_with_output_size(x, output_size),
             AnyConv::ConvTranspose3d(m) => m.forward_with_output_size(x, output_size),
-            _ if output_size.is_some() => Err(Error::config(
-                "output_size",
-                format!("{output_size:?}"),
-                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
-            )),
-            AnyConv::Conv1d(m) => m.forward(x),
-            AnyConv::Conv2d(m) => m.forward(x),
-            AnyConv::Conv3d(m) => m.forward(x),
+            _ => Err(self.not_transposed(output_size)),
         }
+    }
+
+    fn not_transposed(&self, output_size: &[usize]) -> Error {
+        let items: Vec<String> = output_size.iter().map(|v| v.to_string()).collect();
+        Error::config(
+            "output_size",
+            format!("[{}]", items.join(", ")),
+            format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
+        )
     }
 
     /// [`forward`](Self::forward) on a channels-last input (`[N, *spatial, C]`), giving
     /// `[N, *out, K]` (see [`ConvModule::forward_channels_last`]).
-    pub fn forward_channels_last(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        each!(self, m => m.forward_channels_last(x))
+    }
+
+    /// [`forward_with_output_size`](Self::forward_with_output_size) on a channels-last input.
+    pub fn forward_channels_last_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
         match self {
-            AnyConv::ConvTranspose1d(m) => m.forward_channels_last(x, output_size),
-            AnyConv::ConvTranspose2d(m) => m.forward_channels_last(x, output_size),
-            AnyConv::ConvTranspose3d(m) => m.forward_channels_last(x, output_size),
-            _ if output_size.is_some() => Err(Error::config(
-                "output_size",
-                format!("{output_size:?}"),
-                format!("output_size is only valid for transposed convolutions, not {}", self.type_name()),
-            )),
-            AnyConv::Conv1d(m) => m.forward_channels_last(x),
-            AnyConv::Conv2d(m) => m.forward_channels_last(x),
-            AnyConv::Conv3d(m) => m.forward_channels_last(x),
+            AnyConv::ConvTranspose1d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            AnyConv::ConvTranspose2d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            AnyConv::ConvTranspose3d(m) => m.forward_channels_last_with_output_size(x, output_size),
+            _ => Err(self.not_transposed(output_size)),
         }
     }
 

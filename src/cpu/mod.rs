@@ -52,7 +52,9 @@ pub use crate::oracle::conv_naive;
 pub use crate::problem::ConvProblem;
 pub use entry::conv;
 #[doc(hidden)]
+#[doc(hidden)]
 pub use kernels::bench as kernel_bench;
+#[doc(hidden)]
 pub use packed::PackedWeight;
 
 /// The instruction set the CPU kernels use on this machine, chosen at run time: `"avx512f"` (the

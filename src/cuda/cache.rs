@@ -8,10 +8,10 @@
 //! * **on disk**, one file per entry named `<source>-<arch>-<key>.cubin`, where the key is a
 //!   128-bit hash of the source and headers, the complete option list, the NVRTC version and the
 //!   architecture. The directory is a constructor argument (`None`: memory only);
-//!   [`KernelCache::default_dir`] is the standard location (`$XDG_CACHE_HOME/qconv`, else
-//!   `~/.cache/qconv`). The runtime's process-wide cache is chosen with
-//!   [`crate::cuda::runtime::configure_kernel_cache`] (the CLI's `--cache-dir` /
-//!   `--no-disk-cache`); no environment variable of qconv's own is read.
+//!   [`KernelCache::default_dir`] is the standard location (`$QCONV_KERNEL_CACHE_DIR`, else
+//!   `$XDG_CACHE_HOME/qconv`, else `~/.cache/qconv`). The runtime's process-wide cache is chosen
+//!   with [`crate::cuda::runtime::configure_kernel_cache`]: an explicit directory (the CLI's
+//!   `--cache-dir`) wins over the variable, which wins over the XDG and home defaults.
 //!
 //! Entries carry a header with the key, the lengths and a checksum; a file that is truncated,
 //! corrupt, longer than [`MAX_ENTRY`], not a regular file, or belongs to another key is recompiled
@@ -20,7 +20,8 @@
 //! `.<entry>.qconv-tmp-<random>`, which is renamed into place, so readers never see a partial
 //! entry and a planted symbolic link is never written through (a link at an entry's own name is
 //! replaced, not followed); see `crate::io` for the temporary files' cleanup. An unwritable
-//! directory produces one warning on stderr and the cache carries on in memory.
+//! directory produces one warning (through the `log` crate) and the cache carries on in memory;
+//! [`KernelCache::stats`] counts the writes that failed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ use crate::error::{Error, Result};
 
 /// Longest cache file read (a CUBIN and its log take a few MB); a longer one is treated as corrupt.
 pub const MAX_ENTRY: u64 = 256 << 20;
+/// The environment variable naming the kernel cache directory (see [`KernelCache::default_dir`]).
+pub const CACHE_DIR_VAR: &str = "QCONV_KERNEL_CACHE_DIR";
 
 /// Magic bytes at the start of every cache file (the trailing digit is the format version).
 const MAGIC: &[u8; 8] = b"QCKCUBN1";
@@ -195,6 +198,9 @@ fn decode_entry(
     })
 }
 
+/// The callback of [`KernelCache::warm_all_with`]: one call per finished program.
+pub type WarmReport<'a> = dyn Fn(KernelSource, Arch, &Result<Arc<CompiledKernel>>) + Sync + 'a;
+
 /// Compiled kernels in memory and (optionally) on disk. `Send + Sync`; share it per process.
 #[derive(Debug)]
 pub struct KernelCache {
@@ -229,8 +235,14 @@ impl KernelCache {
         KernelCache::new(None)
     }
 
-    /// `$XDG_CACHE_HOME/qconv`, else `$HOME/.cache/qconv`; `None` when neither variable is set.
+    /// The default directory: `$QCONV_KERNEL_CACHE_DIR`, else `$XDG_CACHE_HOME/qconv`, else
+    /// `$HOME/.cache/qconv` (empty variables count as unset); `None` when none is set. An explicit
+    /// directory ([`DiskCache::Dir`](super::runtime::DiskCache::Dir), `qconv --cache-dir`) wins
+    /// over all three.
     pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os(CACHE_DIR_VAR).filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(dir));
+        }
         let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
         let base = xdg
             .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
@@ -309,6 +321,16 @@ impl KernelCache {
     /// `available_parallelism` threads (NVRTC compiles one program per thread). One result per
     /// (program, architecture), in order; failures do not stop the others.
     pub fn warm_all(&self, archs: &[Arch]) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
+        self.warm_all_with(archs, &|_, _, _| {})
+    }
+
+    /// [`warm_all`](Self::warm_all), calling `on_done` (from the thread that did the work) as each
+    /// program finishes, for progress reports.
+    pub fn warm_all_with(
+        &self,
+        archs: &[Arch],
+        on_done: &WarmReport<'_>,
+    ) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
         let jobs: Vec<(KernelSource, Arch)> =
             archs.iter().flat_map(|&arch| KernelSource::ALL.into_iter().map(move |source| (source, arch))).collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, jobs.len().max(1));
@@ -327,6 +349,7 @@ impl KernelCache {
             while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let (source, arch) = jobs[i];
                 let r = self.get(source, arch, &[]);
+                on_done(source, arch, &r);
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
             }
         };
@@ -364,7 +387,7 @@ impl KernelCache {
 
     fn warn_once(&self, what: &str) {
         if !self.warned.swap(true, Ordering::Relaxed) {
-            eprintln!("qconv: warning: kernel cache: {what}; continuing without the disk cache for this entry (choose another directory with --cache-dir or disable it with --no-disk-cache)");
+            log::warn!("kernel cache: {what}; continuing without the disk cache for this entry (the stats count every write that failed)");
         }
     }
 }

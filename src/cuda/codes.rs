@@ -149,7 +149,7 @@ pub(crate) fn pack_codes(
     Ok(PackedCodes { codes, scale, zero, signed, row, cg })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
     use crate::cuda::emulate::conv_tc::dequant8;
@@ -184,7 +184,7 @@ mod tests {
         let shape = if transposed { vec![c, k / groups, taps] } else { vec![k, c / groups, taps] };
         let w = weight(shape.iter().product(), (c * 31 + k * 7 + taps) as u64);
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
-        let fq = quant::fake_quantize(&wt, qp).unwrap().to_vec_f32();
+        let fq = quant::fake_quantize(&wt, qp).unwrap().to_vec_f32().unwrap();
         let geo = WeightGeometry { out_channels: k, cg: c / groups, cg_pad, taps, groups };
         let p = pack_codes(transposed, geo, &w, &shape, qp, &fq).unwrap();
         let (cg, kg) = (c / groups, k / groups);
@@ -247,10 +247,10 @@ mod tests {
     fn codes_reproduce_the_fake_quantized_weight_in_every_loader() {
         let sym = |k: usize, s: f32| {
             WeightQParams::per_channel(
-                QuantDType::QInt8,
                 (0..k).map(|i| s * (1.0 + i as f32 / 7.0)).collect(),
                 vec![0; k],
                 0,
+                QuantDType::QInt8,
             )
         };
         // Forward, per channel (signed), every chunk full.
@@ -258,19 +258,19 @@ mod tests {
         // Groups and C/groups = 3: 27 codes per row, 5 padding bytes, a partial last chunk.
         check(false, 6, 4, 2, 9, &sym(4, 0.004));
         // Unsigned codes per tensor (zero point 128), 1-d taps.
-        let p = check(false, 8, 16, 1, 5, &WeightQParams::per_tensor(QuantDType::QUInt8, 0.0035, 128));
+        let p = check(false, 8, 16, 1, 5, &WeightQParams::per_tensor(0.0035, 128, QuantDType::QUInt8));
         assert!(!p.signed && p.scale.iter().all(|&s| s == 0.0035) && p.zero.iter().all(|&z| z == 128.0));
         // Transposed, per channel along axis 1 (output channels), 2 groups.
         let kg = 6;
         let qp = WeightQParams::per_channel(
-            QuantDType::QInt8,
             (0..kg).map(|i| 0.002 + i as f32 * 1e-4).collect(),
             vec![0, 1, -2, 3, 0, 5],
             1,
+            QuantDType::QInt8,
         );
         check(true, 8, 12, 2, 4, &qp);
         // Transposed per tensor.
-        check(true, 8, 12, 1, 9, &WeightQParams::per_tensor(QuantDType::QInt8, 0.004, -3));
+        check(true, 8, 12, 1, 9, &WeightQParams::per_tensor(0.004, -3, QuantDType::QInt8));
         // quint4x2, float zero points, the decomposed path with a narrow range.
         check(
             false,
@@ -278,7 +278,7 @@ mod tests {
             8,
             1,
             9,
-            &WeightQParams::per_channel_float(QuantDType::QUInt4x2, vec![0.06; 8], vec![7.5; 8], 0),
+            &WeightQParams::per_channel_float(vec![0.06; 8], vec![7.5; 8], 0, QuantDType::QUInt4x2),
         );
         check(
             false,
@@ -287,20 +287,20 @@ mod tests {
             1,
             9,
             &WeightQParams::per_channel_float(
-                QuantDType::QUInt8,
                 vec![0.004, 0.003, 0.005, 0.0041],
                 vec![127.5, 100.25, 128.0, 90.0],
                 0,
+                QuantDType::QUInt8,
             ),
         );
-        let dec = WeightQParams::per_channel(QuantDType::QInt8, vec![0.05; 8], vec![1; 8], 0)
+        let dec = WeightQParams::per_channel(vec![0.05; 8], vec![1; 8], 0, QuantDType::QInt8)
             .with_quant_range(-8, 7)
             .decomposed(true);
         check(false, 16, 8, 1, 9, &dec);
         // Input channels padded for the 16-byte loader: a 3-channel stem (8 slots) and 2 groups
         // of 12 (16 slots), with unsigned codes whose zero point is not 0 (padding must still
         // load as +0).
-        let stem = check_padded(false, 3, 16, 1, 8, 49, &WeightQParams::per_tensor(QuantDType::QUInt8, 0.004, 120));
+        let stem = check_padded(false, 3, 16, 1, 8, 49, &WeightQParams::per_tensor(0.004, 120, QuantDType::QUInt8));
         assert_eq!((stem.row, stem.cg), (392, 3));
         check_padded(false, 24, 32, 2, 16, 9, &sym(32, 0.002));
     }
@@ -311,20 +311,20 @@ mod tests {
         let w = weight(8 * 16 * 9, 5);
         let wt = Tensor::from_vec(w.clone(), &shape).unwrap();
         let try_pack = |qp: WeightQParams| {
-            let fq = quant::fake_quantize(&wt, &qp).unwrap().to_vec_f32();
+            let fq = quant::fake_quantize(&wt, &qp).unwrap().to_vec_f32().unwrap();
             let geo = WeightGeometry { out_channels: 8, cg: 16, cg_pad: 16, taps: 9, groups: 1 };
             pack_codes(false, geo, &w, &shape, &qp, &fq).unwrap_err().to_string()
         };
-        let e = try_pack(WeightQParams::per_tensor(QuantDType::QInt32, 0.001, 0));
+        let e = try_pack(WeightQParams::per_tensor(0.001, 0, QuantDType::QInt32));
         assert!(e.contains("weight_storage") && e.contains("does not fit in 8 bits"), "{e}");
         let e = try_pack(WeightQParams::float16());
         assert!(e.contains("not quantized to integer codes"), "{e}");
         let e = try_pack(WeightQParams::none());
         assert!(e.contains("not quantized to integer codes"), "{e}");
-        let e = try_pack(WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 16], vec![0; 16], 1));
+        let e = try_pack(WeightQParams::per_channel(vec![0.01; 16], vec![0; 16], 1, QuantDType::QInt8));
         assert!(e.contains("axis 1") && e.contains("(axis 0)"), "{e}");
         // Decomposed, float64 per-channel scales that are not float32 values.
-        let mut qp = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 8], vec![0; 8], 0).decomposed(true);
+        let mut qp = WeightQParams::per_channel(vec![0.01; 8], vec![0; 8], 0, QuantDType::QInt8).decomposed(true);
         qp.scale = QParamTensor::from_f64((0..8).map(|i| 0.003 + i as f64 * 1e-9 + 1e-12).collect());
         let e = try_pack(qp);
         assert!(e.contains("float32-exact"), "{e}");

@@ -29,34 +29,7 @@ use crate::error::{Error, Result};
 use crate::problem::ConvProblem;
 use crate::tensor::{host_bytes, Device, Tensor};
 
-/// How a CUDA forward pass multiplies (the CPU path is always [`Precision::Exact`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Precision {
-    /// Tensor cores wherever the kernels apply, for f16 and bf16 activations: forward and
-    /// transposed convolutions with `in_channels / groups` a multiple of 8, and forward ones with
-    /// at least 16 output channels per group (the input's channels padded with zeros to a
-    /// multiple of 8 first, e.g. a 3-channel stem; one channel per group uses an element-wise
-    /// loader). Both operands in the activation dtype (the fake-quantized weight rounded to
-    /// nearest even, as PyTorch's `module.half()` / `.bfloat16()` gives cuDNN), products
-    /// accumulated in f32, bias added in f32, one rounding of the output. Other problems
-    /// (depthwise, few output channels per group) and f32 activations run as `Exact`.
-    #[default]
-    TensorCore,
-    /// The f32 fake-quantized weight and f32 fused multiply-adds for every activation dtype
-    /// (f16/bf16 inputs widened exactly), one rounding of the output: the CPU path's numerics.
-    Exact,
-    /// Opt-in TF32 for f32 activations (PyTorch's `torch.backends.cudnn.allow_tf32 = True`):
-    /// forward and transposed convolutions with `in_channels / groups` a multiple of 8, and
-    /// forward ones with 2 to 7 (mod 8) input and at least 16 output channels per group (input
-    /// channels padded to a multiple of 8), run on tensor cores with both operands rounded to TF32
-    /// (10 mantissa bits, to nearest with ties away from zero: the weight on the host, the
-    /// activations in the kernel), products
-    /// accumulated in f32, bias added in f32. Relative error grows to about 2⁻¹¹ per product.
-    /// f16/bf16 activations run as [`TensorCore`](Precision::TensorCore); other problems and
-    /// modules stored as 8-bit codes run f32 as `Exact`. The TF32 copy of the weight is built
-    /// and uploaded on the first TF32 call (4 bytes per weight element, kept with the module).
-    Tf32,
-}
+pub use super::modes::Precision;
 
 /// One forward call, in backend terms.
 pub(crate) struct ForwardCall<'a> {
@@ -236,7 +209,7 @@ fn empty_output(
     let per = if out_len == 0 { 1 } else { problem.out_size.iter().product::<usize>().max(1) };
     let channel = |i: usize| if channels_last { i % k } else { (i / per) % k };
     let y: Vec<f32> = (0..out_len).map(|i| bias.map_or(0.0, |b| b[channel(i)])).collect();
-    let host = Tensor::from_vec(y, last_shape)?.try_to_dtype(dtype)?;
+    let host = Tensor::from_vec(y, last_shape)?.to_dtype(dtype)?;
     let bytes = host.host_storage().map(host_bytes).unwrap_or_default();
     Ok(Tensor::from_cuda(last_shape.to_vec(), dtype, w.runtime.ordinal(), w.runtime.htod(&bytes, stream)?))
 }

@@ -32,35 +32,82 @@
 //! and cached. When the probe fails, every CUDA entry point returns [`Error::CudaUnavailable`]
 //! with [`Probe::unusable_reason`], and computation stays on the CPU.
 
+#[cfg(feature = "cuda")]
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
+#[cfg(feature = "cuda")]
 use cudarc::driver::sys as dsys;
+#[cfg(feature = "cuda")]
 use cudarc::nvrtc::sys as nsys;
 
 use crate::error::{Error, Result};
 
-pub mod cache;
+// Compiled in every build: plain data and pure host functions.
 pub(crate) mod codes;
-#[cfg(test)]
+mod modes;
+#[doc(hidden)]
+pub mod pack;
+
+// The backend proper: only with the `cuda` feature (cudarc).
+#[cfg(feature = "cuda")]
+pub mod cache;
+#[cfg(all(test, feature = "cuda"))]
 mod emulate;
+#[cfg(feature = "cuda")]
 pub(crate) mod forward;
+#[cfg(feature = "cuda")]
 mod forward_int8;
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
 pub mod kernels;
+#[cfg(feature = "cuda")]
 #[doc(hidden)]
 pub mod launch;
+#[cfg(feature = "cuda")]
 pub mod nvrtc;
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
 pub mod ops;
-pub mod pack;
+#[cfg(feature = "cuda")]
 pub mod pack_int8;
+#[cfg(feature = "cuda")]
 mod params_sys;
+#[cfg(feature = "cuda")]
 pub mod runtime;
+#[cfg(feature = "cuda")]
 pub(crate) mod weights;
+#[cfg(feature = "cuda")]
 mod weights_int8;
 
-pub use forward::Precision;
+// Without it: stand-ins that make every CUDA entry point fail with `Error::CudaUnavailable`.
+#[cfg(not(feature = "cuda"))]
+mod disabled;
+#[cfg(not(feature = "cuda"))]
+pub(crate) use disabled::{DeviceBytes, DeviceWeights, Stream};
+#[cfg(feature = "cuda")]
+pub(crate) use weights::DeviceWeights;
+/// A CUDA tensor's device memory.
+#[cfg(feature = "cuda")]
+pub(crate) type DeviceBytes = cudarc::driver::CudaSlice<u8>;
+/// A caller's CUDA stream.
+#[cfg(feature = "cuda")]
+pub(crate) type Stream = cudarc::driver::CudaStream;
+
+pub use modes::{Precision, WeightStorage};
+#[doc(hidden)]
+pub use pack::WeightSpec;
+
+/// Why CUDA is unusable in a build without the `cuda` feature (the probe's reason and the
+/// reason of every [`Error::CudaUnavailable`] such a build returns).
+pub const NOT_BUILT: &str = "built without the cuda feature";
+
+/// The oldest GPU generation qconv's kernels run on: compute capability 8.0 (`sm_80`, Ampere).
+/// The probe reports CUDA unusable on older devices, and `Device::best()` picks the CPU there.
+pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+#[cfg(feature = "cuda")]
 pub use forward_int8::{forward_int8, int8_can_run, Int8Layout};
-pub use weights::{WeightSpec, WeightStorage};
+#[cfg(feature = "cuda")]
 pub use weights_int8::DeviceInt8Weights;
 
 /// One CUDA device seen by the probe.
@@ -109,8 +156,15 @@ impl Probe {
     }
 }
 
-/// The CUDA version the driver bindings were compiled for.
-pub const BINDINGS_VERSION: i32 = if cfg!(feature = "cuda-12") { 12090 } else { 13000 };
+/// The CUDA version the driver bindings were compiled for (e.g. 13000); 0 in a build without the
+/// `cuda` feature.
+pub const BINDINGS_VERSION: i32 = if !cfg!(feature = "cuda") {
+    0
+} else if cfg!(feature = "cuda-12") {
+    12090
+} else {
+    13000
+};
 
 /// Probes CUDA once per process and returns the cached outcome. Never panics.
 pub fn probe() -> &'static Probe {
@@ -125,12 +179,42 @@ pub fn require(ordinal: usize) -> Result<&'static CudaDeviceInfo> {
     if let Some(reason) = p.unusable_reason() {
         return Err(Error::CudaUnavailable { ordinal, reason: reason.to_string() });
     }
-    p.devices.get(ordinal).ok_or_else(|| Error::CudaUnavailable {
+    let d = p.devices.get(ordinal).ok_or_else(|| Error::CudaUnavailable {
         ordinal,
         reason: format!("only {} CUDA device(s) present", p.devices.len()),
+    })?;
+    match too_old(d) {
+        Some(reason) => Err(Error::CudaUnavailable { ordinal, reason }),
+        None => Ok(d),
+    }
+}
+
+/// Why device `d` is too old for qconv's kernels, or `None` when it is `sm_80` or newer.
+fn too_old(d: &CudaDeviceInfo) -> Option<String> {
+    let (major, minor) = d.compute_capability;
+    (d.compute_capability < MIN_COMPUTE_CAPABILITY).then(|| {
+        format!(
+            "{} (cuda:{}) has compute capability {major}.{minor}; qconv's CUDA kernels need {}.{} (sm_80, Ampere) or newer",
+            d.name, d.ordinal, MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
+        )
     })
 }
 
+#[cfg(not(feature = "cuda"))]
+fn run_probe() -> Probe {
+    Probe {
+        driver_loaded: false,
+        driver_version: None,
+        bindings_version: BINDINGS_VERSION,
+        devices: Vec::new(),
+        context_ok: false,
+        nvrtc_loaded: false,
+        nvrtc_version: None,
+        failure: Some(NOT_BUILT.into()),
+    }
+}
+
+#[cfg(feature = "cuda")]
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     // A panic inside cudarc (a symbol missing from an old driver) must not escape the probe.
     let prev = std::panic::take_hook();
@@ -140,6 +224,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     r
 }
 
+#[cfg(feature = "cuda")]
 fn driver_code(r: dsys::CUresult) -> std::result::Result<(), String> {
     if r == dsys::CUresult::CUDA_SUCCESS {
         Ok(())
@@ -148,6 +233,7 @@ fn driver_code(r: dsys::CUresult) -> std::result::Result<(), String> {
     }
 }
 
+#[cfg(feature = "cuda")]
 fn run_probe() -> Probe {
     let mut p = Probe {
         driver_loaded: false,
@@ -172,6 +258,7 @@ fn run_probe() -> Probe {
     p
 }
 
+#[cfg(feature = "cuda")]
 fn probe_driver(p: &mut Probe) -> std::result::Result<(), String> {
     // SAFETY: `is_culib_present` only tries to dlopen the library candidates; it calls no CUDA function.
     p.driver_loaded = guarded(|| unsafe { dsys::is_culib_present() }).unwrap_or(false);
@@ -207,6 +294,9 @@ fn probe_driver(p: &mut Probe) -> std::result::Result<(), String> {
     if p.devices.is_empty() {
         return Err("the CUDA driver is installed but reports no usable device".into());
     }
+    if let Some(reason) = too_old(&p.devices[0]) {
+        return Err(reason);
+    }
     let ctx = guarded(|| cudarc::driver::CudaContext::new(0).map(|_| ()).map_err(|e| e.0 as i32))
         .ok_or("creating a CUDA context panicked")?;
     match ctx {
@@ -216,6 +306,7 @@ fn probe_driver(p: &mut Probe) -> std::result::Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "cuda")]
 fn device_info(ordinal: i32) -> Option<CudaDeviceInfo> {
     use cudarc::driver::result::device;
     let dev = device::get(ordinal).ok()?;
@@ -233,6 +324,7 @@ fn device_info(ordinal: i32) -> Option<CudaDeviceInfo> {
     Some(CudaDeviceInfo { ordinal: ordinal as usize, name, compute_capability: (major, minor), total_memory })
 }
 
+#[cfg(feature = "cuda")]
 fn probe_nvrtc(p: &mut Probe) {
     // SAFETY: only dlopens the NVRTC library candidates.
     p.nvrtc_loaded = guarded(|| unsafe { nsys::is_culib_present() }).unwrap_or(false);
@@ -257,11 +349,22 @@ mod tests {
         let b = probe();
         assert!(std::ptr::eq(a, b));
         assert_eq!(a.usable(), a.unusable_reason().is_none());
-        if !a.driver_loaded {
+        if cfg!(not(feature = "cuda")) {
+            assert_eq!(a.unusable_reason(), Some(NOT_BUILT));
+            assert!(a.devices.is_empty() && !a.driver_loaded);
+        } else if !a.driver_loaded {
             assert!(a.devices.is_empty());
             assert!(!a.usable());
             assert!(a.unusable_reason().unwrap().contains("libcuda"));
         }
+    }
+
+    #[test]
+    fn devices_older_than_sm_80_are_unusable() {
+        let d = |cc| CudaDeviceInfo { ordinal: 0, name: "Tesla T4".into(), compute_capability: cc, total_memory: 0 };
+        let why = too_old(&d((7, 5))).unwrap();
+        assert!(why.contains("7.5") && why.contains("sm_80") && why.contains("Tesla T4"), "{why}");
+        assert!([(8, 0), (8, 6), (9, 0), (12, 0)].iter().all(|&cc| too_old(&d(cc)).is_none()));
     }
 
     #[test]

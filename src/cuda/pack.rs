@@ -4,7 +4,15 @@
 //! rounding of the TF32 tiles' weight ([`tf32_round`]) and the `[taps][C]` packing of the
 //! depthwise kernel ([`pack_depthwise`]). The 8-bit codes are packed by `cuda/codes.rs`.
 
-use crate::cuda::ops::conv_tc;
+/// C/groups as the tensor-core tiles see a forward convolution: `cg` itself when it is a
+/// multiple of 8, else (forward convolutions with at least 2 channels per group and 16 output
+/// channels per group) `cg` rounded up to 8, the input being copied with zero channels by
+/// `qc_pad_channels` first: the 16-byte loader on 8/3 of the work beats the element-wise loader
+/// for a 3-channel stem. `None` when no padding applies (the element-wise loader or the CUDA-core
+/// kernels take the problem).
+pub fn padded_cg(transposed: bool, cg: usize, kg: usize) -> Option<usize> {
+    (!transposed && cg >= 2 && !cg.is_multiple_of(8) && kg >= 16).then(|| cg.div_ceil(8) * 8)
+}
 
 /// Elements per row of the packed tensor-core weight: `taps * C/groups` rounded up to 8.
 pub fn tc_weight_row(cg: usize, taps: usize) -> usize {
@@ -21,7 +29,7 @@ pub struct WeightGeometry {
     /// Input channels per group.
     pub cg: usize,
     /// Channel slots per tap: `cg`, or more when the input's channels are padded
-    /// ([`padded_cg`](crate::cuda::ops::conv_tc::padded_cg)); the slots past `cg` hold zeros.
+    /// ([`padded_cg`]); the slots past `cg` hold zeros.
     pub cg_pad: usize,
     /// Kernel taps.
     pub taps: usize,
@@ -94,13 +102,13 @@ impl WeightSpec {
 
     /// The geometry of the packed tensor-core weight (and codes): `cg_pad` is `C/groups`, rounded
     /// up to 8 where the forward tensor-core path pads the input's channels
-    /// ([`conv_tc::padded_cg`]).
+    /// ([`padded_cg`]).
     pub fn geometry(&self) -> WeightGeometry {
         let (cg, kg) = (self.cg(), self.kg());
         WeightGeometry {
             out_channels: self.out_channels,
             cg,
-            cg_pad: conv_tc::padded_cg(self.transposed, cg, kg).unwrap_or(cg),
+            cg_pad: padded_cg(self.transposed, cg, kg).unwrap_or(cg),
             taps: self.taps,
             groups: self.groups.max(1),
         }

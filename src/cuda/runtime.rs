@@ -48,7 +48,8 @@ pub(crate) fn driver_err(call: &'static str) -> impl Fn(cudarc::driver::DriverEr
 /// Where compiled kernels are cached on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskCache {
-    /// `$XDG_CACHE_HOME/qconv`, else `~/.cache/qconv` ([`KernelCache::default_dir`]).
+    /// `$QCONV_KERNEL_CACHE_DIR`, else `$XDG_CACHE_HOME/qconv`, else `~/.cache/qconv`
+    /// ([`KernelCache::default_dir`]).
     Default,
     /// This directory.
     Dir(PathBuf),

@@ -1,7 +1,7 @@
 //! A module's weight on a CUDA device ([`DeviceWeights`]): uploaded once when the module moves
 //! there (or its weight, qparams or bias change) in the forms the kernels read — the float32
 //! `get_weight()`, its f16 / bf16 tensor-core copies and the depthwise `[taps][C]` copy, or, with
-//! [`WeightStorage::Int8Codes`], only the 8-bit codes — plus the TF32 copy built on the first TF32
+//! [`WeightStorage::Int8Codes`](super::WeightStorage::Int8Codes), only the 8-bit codes — plus the TF32 copy built on the first TF32
 //! call, the float32 weight a kernel without a code loader needs, and the self-check that the
 //! device's fake-quant agrees with the CPU's bit for bit.
 //!
@@ -16,70 +16,16 @@ use super::codes::PackedCodes;
 use super::ops::conv_tc::{self, DeviceCodes};
 use super::ops::depthwise;
 use super::ops::params::{QcDequantLayout, QC_DQ_DEPTHWISE, QC_DQ_FORWARD, QC_DQ_TRANSPOSED};
-use super::pack::{pack_depthwise, tf32_round, WeightGeometry};
+use super::pack::{pack_depthwise, tf32_round};
 use super::runtime::Runtime;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::quant::WeightQParams;
 use crate::tensor::{Device, Tensor};
 
-/// How a module keeps its weight in CUDA device memory (the CPU path always uses the host's
-/// float32 `get_weight()`). Outputs do not depend on it: both forms hold the same values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum WeightStorage {
-    /// The fake-quantized weight in float32, plus the binary16 and bfloat16 copies the tensor-core
-    /// kernels read (and a `[taps][C]` copy for depthwise modules): 4 to 8 bytes per weight
-    /// element, nothing to convert per call.
-    #[default]
-    Float,
-    /// The weight's 8-bit integer codes (`get_quantized_weight()`, packed for the kernels) and a
-    /// float32 scale and zero point per output channel: about 1 byte per weight element, 4× less
-    /// than float32. The tensor-core kernels dequantize the codes as they load them into shared
-    /// memory, with a formula that reproduces `get_weight()` bit for bit (checked on the host for
-    /// every element when the codes are built), so outputs are identical to `Float`'s. Every other
-    /// CUDA kernel (exact precision, f32 activations, depthwise, transposed convolutions outside
-    /// the tensor-core tiles) first expands the codes into a temporary float32 weight on the
-    /// call's stream, freed when the call's work completes.
-    ///
-    /// Needs integer codes of at most 8 bits (qint8, quint8, quint4x2, or a decomposed range
-    /// inside one of them), one scale per output channel (per tensor, or per channel along axis 0
-    /// for convolutions and axis 1 for transposed convolutions), and scales and zero points that
-    /// are float32 values; anything else is an [`Error::InvalidConfig`](crate::Error::InvalidConfig) on `weight_storage`.
-    Int8Codes,
-}
-
-/// A convolution weight as the CUDA backend sees it: direction, channels, groups and kernel taps
-/// (module layout: forward `[K, C/groups, taps]`, transposed `[C, K/groups, taps]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WeightSpec {
-    /// Transposed convolution.
-    pub transposed: bool,
-    /// Input channels C.
-    pub in_channels: usize,
-    /// Output channels K.
-    pub out_channels: usize,
-    /// Groups (divides C and K).
-    pub groups: usize,
-    /// Kernel taps (the product of the kernel size).
-    pub taps: usize,
-}
+pub use super::pack::WeightSpec;
 
 impl WeightSpec {
-    /// The geometry of the packed tensor-core weight (and of the 8-bit codes): `cg_pad` is
-    /// `C/groups`, rounded up to 8 where the forward tensor-core path pads the input's channels
-    /// ([`conv_tc::padded_cg`]).
-    pub fn geometry(&self) -> WeightGeometry {
-        let groups = self.groups.max(1);
-        let (cg, kg) = (self.in_channels / groups, self.out_channels / groups);
-        WeightGeometry {
-            out_channels: self.out_channels,
-            cg,
-            cg_pad: conv_tc::padded_cg(self.transposed, cg, kg).unwrap_or(cg),
-            taps: self.taps,
-            groups,
-        }
-    }
-
     /// Whether the tensor-core tiles of `dtype` run convolutions of this weight (on the input's
     /// channels as the tiles see them, padded where [`conv_tc::padded_cg`] says).
     pub fn tensor_cores(&self, dtype: DType) -> bool {

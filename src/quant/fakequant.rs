@@ -658,8 +658,8 @@ mod tests {
             let base: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
             let shape = [ch, n / ch];
             let plans = [
-                WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; ch], vec![0; ch], 0),
-                WeightQParams::per_tensor(QuantDType::QUInt8, 0.01, 128),
+                WeightQParams::per_channel(vec![0.01; ch], vec![0; ch], 0, QuantDType::QInt8),
+                WeightQParams::per_tensor(0.01, 128, QuantDType::QUInt8),
             ];
             for plan in plans.iter().map(|q| q.plan(&shape).unwrap()) {
                 assert!(FastPlan::new(&plan, &shape).is_some(), "the fast path takes this plan");
@@ -703,26 +703,26 @@ mod tests {
         let ch = shape[0];
         let scales = |k: f32| (0..ch).map(|c| k * (1.0 + c as f32 * 0.01)).collect::<Vec<f32>>();
         let mut plans = vec![
-            WeightQParams::per_tensor(QuantDType::QUInt8, 0.01, 100),
-            WeightQParams::per_tensor(QuantDType::QUInt8, 0.0, 200),
-            WeightQParams::per_tensor(QuantDType::QUInt8, 1e-45, 130),
-            WeightQParams::per_tensor(QuantDType::QInt8, -0.5, 3),
-            WeightQParams::per_tensor(QuantDType::QInt8, 1.0, 0),
-            WeightQParams::per_channel(QuantDType::QInt8, scales(0.02), vec![0; ch], 0),
-            WeightQParams::per_channel(QuantDType::QUInt8, scales(0.0), vec![7; ch], 0),
-            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.03), vec![1.5; ch], 0),
-            WeightQParams::per_channel_float(QuantDType::QUInt4x2, scales(0.3), vec![0.5; ch], 0),
-            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.0), vec![1.0; ch], 0),
-            WeightQParams::per_tensor(QuantDType::QInt8, 0.01, 0).decomposed(true).with_quant_range(-127, 127),
-            WeightQParams::per_channel(QuantDType::QUInt8, scales(0.02), vec![128; ch], 0).decomposed(true),
-            WeightQParams::per_channel_float(QuantDType::QUInt8, scales(0.02), vec![0.75; ch], 0).decomposed(true),
+            WeightQParams::per_tensor(0.01, 100, QuantDType::QUInt8),
+            WeightQParams::per_tensor(0.0, 200, QuantDType::QUInt8),
+            WeightQParams::per_tensor(1e-45, 130, QuantDType::QUInt8),
+            WeightQParams::per_tensor(-0.5, 3, QuantDType::QInt8),
+            WeightQParams::per_tensor(1.0, 0, QuantDType::QInt8),
+            WeightQParams::per_channel(scales(0.02), vec![0; ch], 0, QuantDType::QInt8),
+            WeightQParams::per_channel(scales(0.0), vec![7; ch], 0, QuantDType::QUInt8),
+            WeightQParams::per_channel_float(scales(0.03), vec![1.5; ch], 0, QuantDType::QUInt8),
+            WeightQParams::per_channel_float(scales(0.3), vec![0.5; ch], 0, QuantDType::QUInt4x2),
+            WeightQParams::per_channel_float(scales(0.0), vec![1.0; ch], 0, QuantDType::QUInt8),
+            WeightQParams::per_tensor(0.01, 0, QuantDType::QInt8).decomposed(true).with_quant_range(-127, 127),
+            WeightQParams::per_channel(scales(0.02), vec![128; ch], 0, QuantDType::QUInt8).decomposed(true),
+            WeightQParams::per_channel_float(scales(0.02), vec![0.75; ch], 0, QuantDType::QUInt8).decomposed(true),
         ];
         if with_axis1 {
             let axis1 = WeightQParams::per_channel(
-                QuantDType::QInt8,
                 (0..13).map(|c| 0.05 + c as f32 * 0.001).collect(),
                 vec![1; 13],
                 1,
+                QuantDType::QInt8,
             );
             plans.push(axis1);
         }
@@ -742,9 +742,9 @@ mod tests {
 
     #[test]
     fn general_path_is_kept_for_qint32_and_f64_scales() {
-        let plan = WeightQParams::per_tensor(QuantDType::QInt32, 0.1, 0).plan(&[4]).unwrap();
+        let plan = WeightQParams::per_tensor(0.1, 0, QuantDType::QInt32).plan(&[4]).unwrap();
         assert!(FastPlan::new(&plan, &[4]).is_none());
-        let mut qp = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2], vec![0, 0], 0);
+        let mut qp = WeightQParams::per_channel(vec![0.1, 0.2], vec![0, 0], 0, QuantDType::QInt8);
         qp.scale = crate::quant::QParamTensor::from_f64(vec![0.1, 0.08656351797648074]);
         assert!(FastPlan::new(&qp.plan(&[2, 3]).unwrap(), &[2, 3]).is_none());
     }

@@ -184,7 +184,7 @@ impl Observer {
 
     /// Records the min/max of a tensor: over all elements, or per channel along `ch_axis`.
     pub fn observe(&mut self, x: &Tensor) -> Result<()> {
-        let data = x.try_to_vec_f32()?;
+        let data = x.to_vec_f32()?;
         if data.is_empty() {
             return Ok(());
         }

@@ -285,7 +285,10 @@ pub struct WeightQParams {
 
 impl WeightQParams {
     /// Per-tensor affine parameters with an integer zero point (0-d float32 scale, 0-d int64 zp).
-    pub fn per_tensor(dtype: QuantDType, scale: f32, zero_point: i64) -> Self {
+    ///
+    /// Every constructor takes its values first and the dtype last, in PyTorch's order
+    /// (`torch.quantize_per_tensor(x, scale, zero_point, dtype)`).
+    pub fn per_tensor(scale: f32, zero_point: i64, dtype: QuantDType) -> Self {
         WeightQParams {
             qscheme: QScheme::PerTensorAffine,
             dtype,
@@ -298,8 +301,9 @@ impl WeightQParams {
         }
     }
 
-    /// Per-channel affine parameters with integer zero points along `axis`.
-    pub fn per_channel(dtype: QuantDType, scales: Vec<f32>, zero_points: Vec<i64>, axis: usize) -> Self {
+    /// Per-channel affine parameters with integer zero points along `axis`
+    /// (`torch.quantize_per_channel(x, scales, zero_points, axis, dtype)`'s order).
+    pub fn per_channel(scales: Vec<f32>, zero_points: Vec<i64>, axis: usize, dtype: QuantDType) -> Self {
         WeightQParams {
             qscheme: QScheme::PerChannelAffine,
             dtype,
@@ -313,7 +317,7 @@ impl WeightQParams {
     }
 
     /// Per-channel parameters with float zero points (`per_channel_affine_float_qparams`).
-    pub fn per_channel_float(dtype: QuantDType, scales: Vec<f32>, zero_points: Vec<f32>, axis: usize) -> Self {
+    pub fn per_channel_float(scales: Vec<f32>, zero_points: Vec<f32>, axis: usize, dtype: QuantDType) -> Self {
         WeightQParams {
             qscheme: QScheme::PerChannelAffineFloatQParams,
             dtype,

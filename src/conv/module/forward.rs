@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::CudaStream;
-
 use super::{pad3, ConvModule};
 use crate::conv::options::PaddingMode;
 use crate::cpu;
+#[cfg(feature = "cuda")]
 use crate::cuda::forward::{self, ForwardCall};
+use crate::cuda::Stream;
 use crate::error::{Error, Result};
 use crate::problem::ConvProblem;
 use crate::tensor::{checked_numel, CpuStorage, Device, Tensor};
@@ -34,9 +34,9 @@ struct InputShape<const D: usize> {
 
 impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// The convolution this module runs, normalised to three spatial dimensions.
-    fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> ConvProblem {
-        let (lo, _) = self.options.padding_amounts();
-        ConvProblem {
+    fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> Result<ConvProblem> {
+        let (lo, _) = self.options.padding_amounts()?;
+        Ok(ConvProblem {
             transposed: TRANSPOSED,
             batch,
             in_channels: self.in_channels,
@@ -44,12 +44,12 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             groups: self.options.groups,
             in_size: pad3(&in_spatial, 1),
             out_size: pad3(&out_spatial, 1),
-            kernel: pad3(&self.options.kernel_size, 1),
+            kernel: pad3(&self.kernel, 1),
             stride: pad3(&self.options.stride, 1),
             pad: pad3(&lo, 0),
             dilation: pad3(&self.options.dilation, 1),
             pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
-        }
+        })
     }
 
     /// The normalised 3-d [`ConvProblem`] this module runs for an input of shape `input_shape`
@@ -59,16 +59,16 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         let InputShape { batched, batch, spatial } = self.input_geometry(input_shape)?;
         let out = if TRANSPOSED {
             self.options.transposed_output_size(&spatial, batched, output_size)?.0
-        } else if output_size.is_some() {
+        } else if let Some(size) = output_size {
             return Err(Error::config(
                 "output_size",
-                format!("{output_size:?}"),
+                format!("{size:?}"),
                 format!("output_size is only valid for transposed convolutions, not {}", Self::type_name()),
             ));
         } else {
             self.options.conv_output_size(&spatial)?
         };
-        Ok(self.problem(batch, spatial, out))
+        self.problem(batch, spatial, out)
     }
 
     /// Validates an input shape and returns (batched?, batch, spatial size).
@@ -133,7 +133,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         x: &Tensor,
         input: InputShape<D>,
         out_spatial: [usize; D],
-        stream: Option<&Arc<CudaStream>>,
+        stream: Option<&Arc<Stream>>,
         layout: Layout,
     ) -> Result<Tensor> {
         let InputShape { batched, batch, spatial: in_spatial } = input;
@@ -150,7 +150,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 reason: format!("the module is on {} and the input on {}", self.device, x.device()),
             });
         }
-        let problem = self.problem(batch, in_spatial, out_spatial);
+        let problem = self.problem(batch, in_spatial, out_spatial)?;
         let mut out_shape = Vec::with_capacity(D + 2);
         if batched {
             out_shape.push(batch);
@@ -158,6 +158,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
         out_shape.push(self.out_channels);
         out_shape.extend_from_slice(&out_spatial);
         let out_len = checked_numel(&out_shape)?;
+        #[cfg(feature = "cuda")]
         if let Device::Cuda(_) = self.device {
             let cw = self.cuda.as_ref().ok_or_else(|| Error::Unsupported {
                 op: "forward".into(),
@@ -201,7 +202,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
             })?;
             match host {
                 CpuStorage::F32(v) => cpu::conv(&problem, &self.derived.packed, bias, v, &mut y)?,
-                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.try_to_vec_f32()?, &mut y)?,
+                _ => cpu::conv(&problem, &self.derived.packed, bias, &x.to_vec_f32()?, &mut y)?,
             }
         } else if let Some(b) = &self.bias {
             // Empty input (zero-size spatial extent with padding): the output is the bias.
@@ -211,7 +212,7 @@ impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
                 *v = b[(i / per.max(1)) % self.out_channels];
             }
         }
-        Tensor::from_vec(y, &out_shape)?.try_to_dtype(x.dtype())
+        Tensor::from_vec(y, &out_shape)?.to_dtype(x.dtype())
     }
 }
 
@@ -248,19 +249,27 @@ impl<const D: usize> ConvModule<D, false> {
         self.run(x, input, out, None, Layout::ChannelsLast)
     }
 
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
     /// [`forward_channels_last`](Self::forward_channels_last) enqueued on the caller's CUDA
     /// `stream`; returns without waiting. Errors for a CPU module.
-    pub fn forward_channels_last_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
+    pub fn forward_channels_last_on_stream(
+        &self,
+        x: &Tensor,
+        stream: &Arc<cudarc::driver::CudaStream>,
+    ) -> Result<Tensor> {
         let input = self.geometry(x.shape(), Layout::ChannelsLast)?;
         let out = self.options.conv_output_size(&input.spatial)?;
         self.run(x, input, out, Some(stream), Layout::ChannelsLast)
     }
 
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
     /// [`forward`](Self::forward) for a module and input on a CUDA device, enqueued on the
     /// caller's `stream` (of that device) instead of the device's default stream. Returns without
     /// waiting; the output tensor is ready once `stream` has reached this point (copying it to
     /// the host waits for that). Errors for a CPU module.
-    pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<CudaStream>) -> Result<Tensor> {
+    pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<cudarc::driver::CudaStream>) -> Result<Tensor> {
         let input = self.input_geometry(x.shape())?;
         let out = self.options.conv_output_size(&input.spatial)?;
         self.run(x, input, out, Some(stream), Layout::ChannelsFirst)
@@ -275,40 +284,61 @@ impl<const D: usize> ConvModule<D, false> {
 impl<const D: usize> ConvModule<D, true> {
     /// Transposed convolution with the module's `output_padding`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_with_output_size(x, None)
+        self.transposed(x, None, None, Layout::ChannelsFirst)
     }
 
     /// Transposed convolution producing `output_size` (spatial, or with the leading batch/channel
     /// entries), which must lie within `[min, min + stride − 1]` per dimension; it overrides the
     /// module's `output_padding`, as in `torch.nn.ConvTransposeNd` (PyTorch's reference module
     /// crashes here; docs/numerics.md §6).
-    pub fn forward_with_output_size(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
-        let input = self.input_geometry(x.shape())?;
-        let (out, _) = self.options.transposed_output_size(&input.spatial, input.batched, output_size)?;
-        self.run(x, input, out, None, Layout::ChannelsFirst)
+    pub fn forward_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
+        self.transposed(x, Some(output_size), None, Layout::ChannelsFirst)
     }
 
-    /// [`forward_with_output_size`](Self::forward_with_output_size) on a channels-last input,
-    /// `[N, *spatial, C]` (or unbatched `[*spatial, C]`), giving `[N, *out, K]`; `output_size`
-    /// is spatial (or channels-first with its leading entries).
-    pub fn forward_channels_last(&self, x: &Tensor, output_size: Option<&[usize]>) -> Result<Tensor> {
-        let input = self.geometry(x.shape(), Layout::ChannelsLast)?;
-        let (out, _) = self.options.transposed_output_size(&input.spatial, input.batched, output_size)?;
-        self.run(x, input, out, None, Layout::ChannelsLast)
+    /// [`forward`](Self::forward) on a channels-last input, `[N, *spatial, C]` (or unbatched
+    /// `[*spatial, C]`), giving `[N, *out, K]`.
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        self.transposed(x, None, None, Layout::ChannelsLast)
     }
 
-    /// [`forward_with_output_size`](Self::forward_with_output_size) for a module and input on a
-    /// CUDA device, enqueued on the caller's `stream` (of that device). Returns without waiting;
-    /// the output is ready once `stream` has reached this point. Errors for a CPU module.
-    pub fn forward_on_stream(
+    /// [`forward_with_output_size`](Self::forward_with_output_size) on a channels-last input;
+    /// `output_size` is spatial (or channels-first with its leading entries).
+    pub fn forward_channels_last_with_output_size(&self, x: &Tensor, output_size: &[usize]) -> Result<Tensor> {
+        self.transposed(x, Some(output_size), None, Layout::ChannelsLast)
+    }
+
+    /// [`forward`](Self::forward) for a module and input on a CUDA device, enqueued on the
+    /// caller's `stream` (of that device). Returns without waiting; the output is ready once
+    /// `stream` has reached this point. Errors for a CPU module.
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
+    pub fn forward_on_stream(&self, x: &Tensor, stream: &Arc<cudarc::driver::CudaStream>) -> Result<Tensor> {
+        self.transposed(x, None, Some(stream), Layout::ChannelsFirst)
+    }
+
+    /// [`forward_with_output_size`](Self::forward_with_output_size) enqueued on the caller's
+    /// CUDA `stream` (see [`forward_on_stream`](Self::forward_on_stream)).
+    #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
+    pub fn forward_with_output_size_on_stream(
+        &self,
+        x: &Tensor,
+        output_size: &[usize],
+        stream: &Arc<cudarc::driver::CudaStream>,
+    ) -> Result<Tensor> {
+        self.transposed(x, Some(output_size), Some(stream), Layout::ChannelsFirst)
+    }
+
+    fn transposed(
         &self,
         x: &Tensor,
         output_size: Option<&[usize]>,
-        stream: &Arc<CudaStream>,
+        stream: Option<&Arc<Stream>>,
+        layout: Layout,
     ) -> Result<Tensor> {
-        let input = self.input_geometry(x.shape())?;
+        let input = self.geometry(x.shape(), layout)?;
         let (out, _) = self.options.transposed_output_size(&input.spatial, input.batched, output_size)?;
-        self.run(x, input, out, Some(stream), Layout::ChannelsFirst)
+        self.run(x, input, out, stream, layout)
     }
 
     /// Output spatial size for an input of spatial size `input` and an optional requested size.

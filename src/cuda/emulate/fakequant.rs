@@ -286,10 +286,10 @@ mod tests {
             for &scale in &[f32::from_bits(0x3b0cceaa), 0.02, 1.0, 0.1, 3.7e-5] {
                 let w = tricky_weights(&mut rng, 60, scale);
                 let zp = if lo == 0 { 128.min(hi) } else { -3 };
-                check_fakequant(&WeightQParams::per_tensor(dtype, scale, zp), &shape, &w);
-                check_fakequant(&WeightQParams::per_tensor(dtype, scale, zp).decomposed(true), &shape, &w);
+                check_fakequant(&WeightQParams::per_tensor(scale, zp, dtype), &shape, &w);
+                check_fakequant(&WeightQParams::per_tensor(scale, zp, dtype).decomposed(true), &shape, &w);
                 // A float64 per-tensor scale: f32(scale) normally, f32(1.0 / scale) decomposed.
-                let mut pt64 = WeightQParams::per_tensor(dtype, scale, zp);
+                let mut pt64 = WeightQParams::per_tensor(scale, zp, dtype);
                 pt64.scale = QParamTensor { shape: vec![], data: QParamData::F64(vec![scale as f64 * (1.0 + 1e-9)]) };
                 check_fakequant(&pt64, &shape, &w);
                 check_fakequant(&pt64.clone().decomposed(true), &shape, &w);
@@ -297,7 +297,7 @@ mod tests {
                     let ch = shape[axis];
                     let scales: Vec<f32> = (0..ch).map(|c| scale * (1.0 + c as f32 * 0.37)).collect();
                     let zps: Vec<i64> = (0..ch).map(|c| (lo + 3 * c as i64).min(hi)).collect();
-                    let pc = WeightQParams::per_channel(dtype, scales.clone(), zps.clone(), axis);
+                    let pc = WeightQParams::per_channel(scales.clone(), zps.clone(), axis, dtype);
                     check_fakequant(&pc, &shape, &w);
                     check_fakequant(&pc.clone().decomposed(true), &shape, &w);
                     check_fakequant(&pc.clone().decomposed(true).with_quant_range(lo + 1, hi - 1), &shape, &w);
@@ -308,7 +308,7 @@ mod tests {
                     check_fakequant(&pc64.clone().decomposed(true), &shape, &w);
                     if dtype != QuantDType::QInt32 {
                         let fzp: Vec<f32> = (0..ch).map(|c| c as f32 * 1.25 + 0.5).collect();
-                        let pf = WeightQParams::per_channel_float(dtype, scales.clone(), fzp, axis);
+                        let pf = WeightQParams::per_channel_float(scales.clone(), fzp, axis, dtype);
                         check_fakequant(&pf, &shape, &w);
                         check_fakequant(&pf.clone().decomposed(true), &shape, &w);
                     }
@@ -318,7 +318,7 @@ mod tests {
         // quint4x2 (float zero points only), float16, identity.
         let w = tricky_weights(&mut rng, 60, 0.1);
         check_fakequant(
-            &WeightQParams::per_channel_float(QuantDType::QUInt4x2, vec![0.1; 4], vec![0.5; 4], 0),
+            &WeightQParams::per_channel_float(vec![0.1; 4], vec![0.5; 4], 0, QuantDType::QUInt4x2),
             &shape,
             &w,
         );
@@ -352,8 +352,8 @@ mod tests {
             for &s in &scales {
                 for zp in [lo, 0.max(lo), hi, (lo + hi) / 2] {
                     let qps = [
-                        WeightQParams::per_tensor(dtype, s, zp),
-                        WeightQParams::per_channel(dtype, vec![s, s * 0.75], vec![zp, zp], 0),
+                        WeightQParams::per_tensor(s, zp, dtype),
+                        WeightQParams::per_channel(vec![s, s * 0.75], vec![zp, zp], 0, dtype),
                     ];
                     for qp in qps {
                         let a = fakequant_args(&qp, &[2, 1]).unwrap();
@@ -390,19 +390,19 @@ mod tests {
         }
         // Selection: the integer modes with f32-exact scales only.
         let w = Tensor::from_vec(vec![0.5f32; 8 * 4 * 3 * 3], &[8, 4, 3, 3]).unwrap();
-        let pc = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 8], vec![0; 8], 0);
+        let pc = WeightQParams::per_channel(vec![0.01; 8], vec![0; 8], 0, QuantDType::QInt8);
         assert!(fakequant_fast_ok(&fakequant_args(&pc, w.shape()).unwrap()));
-        let pt = WeightQParams::per_tensor(QuantDType::QUInt8, 0.02, 128);
+        let pt = WeightQParams::per_tensor(0.02, 128, QuantDType::QUInt8);
         assert!(fakequant_fast_ok(&fakequant_args(&pt, w.shape()).unwrap()));
         assert!(!fakequant_fast_ok(&fakequant_args(&pt, &[7, 5, 3]).unwrap()), "numel % 4");
         let mut f64s = pc.clone();
         f64s.scale = QParamTensor::from_f64(vec![0.1; 8]); // 0.1 is not a float32
         assert!(!fakequant_fast_ok(&fakequant_args(&f64s, w.shape()).unwrap()));
-        let q32 = WeightQParams::per_tensor(QuantDType::QInt32, 0.01, 0);
+        let q32 = WeightQParams::per_tensor(0.01, 0, QuantDType::QInt32);
         assert!(!fakequant_fast_ok(&fakequant_args(&q32, w.shape()).unwrap()), "qint32 range");
-        let fzp = WeightQParams::per_channel_float(QuantDType::QUInt8, vec![0.01; 8], vec![1.5; 8], 0);
+        let fzp = WeightQParams::per_channel_float(vec![0.01; 8], vec![1.5; 8], 0, QuantDType::QUInt8);
         assert!(!fakequant_fast_ok(&fakequant_args(&fzp, w.shape()).unwrap()), "float zero points");
-        let inner3 = WeightQParams::per_channel(QuantDType::QInt8, vec![0.01; 3], vec![0; 3], 2);
+        let inner3 = WeightQParams::per_channel(vec![0.01; 3], vec![0; 3], 2, QuantDType::QInt8);
         assert!(!fakequant_fast_ok(&fakequant_args(&inner3, w.shape()).unwrap()), "inner 3");
     }
 
@@ -411,33 +411,33 @@ mod tests {
     fn fakequant_golden_vectors_of_semantics_md() {
         // §10b: reciprocal vs division, quint8 → 128.
         let x = f32::from_bits(0x3e8c41db);
-        let qp = WeightQParams::per_tensor(QuantDType::QUInt8, f32::from_bits(0x3b0cceaa), 0);
+        let qp = WeightQParams::per_tensor(f32::from_bits(0x3b0cceaa), 0, QuantDType::QUInt8);
         let a = fakequant_args(&qp, &[1]).unwrap();
         assert_eq!(kernel_elem(&a, 0, x), (128, f32::from_bits(0x3e8cceaa)));
         // Ties, integer zp 1: [0.5,1.5,2.5,-0.5,-1.5] → [1,3,3,1,0].
-        let a = fakequant_args(&WeightQParams::per_tensor(QuantDType::QUInt8, 1.0, 1), &[5]).unwrap();
+        let a = fakequant_args(&WeightQParams::per_tensor(1.0, 1, QuantDType::QUInt8), &[5]).unwrap();
         let q: Vec<i64> =
             [0.5f32, 1.5, 2.5, -0.5, -1.5].iter().enumerate().map(|(i, &x)| kernel_elem(&a, i as u64, x).0).collect();
         assert_eq!(q, [1, 3, 3, 1, 0]);
         // Two roundings with a float zero point: 136, not the FMA's 137.
         let qp = WeightQParams::per_channel_float(
-            QuantDType::QUInt8,
             vec![f32::from_bits(0x3b526ae8)],
             vec![f32::from_bits(0x426c548a)],
             0,
+            QuantDType::QUInt8,
         );
         let a = fakequant_args(&qp, &[1]).unwrap();
         assert_eq!(kernel_elem(&a, 0, f32::from_bits(0x3e7e87fb)), (136, 0.24696020781993866));
         // Scale 0 per tensor: NaN code for x = 0, signed zeros.
-        check_fakequant(&WeightQParams::per_tensor(QuantDType::QUInt8, 0.0, 3), &[4], &[0.0, 1.0, -1.0, 0.5]);
-        check_fakequant(&WeightQParams::per_tensor(QuantDType::QInt32, 0.0, 3), &[4], &[0.0, 1.0, -1.0, 0.5]);
+        check_fakequant(&WeightQParams::per_tensor(0.0, 3, QuantDType::QUInt8), &[4], &[0.0, 1.0, -1.0, 0.5]);
+        check_fakequant(&WeightQParams::per_tensor(0.0, 3, QuantDType::QInt32), &[4], &[0.0, 1.0, -1.0, 0.5]);
         check_fakequant(
-            &WeightQParams::per_channel(QuantDType::QInt8, vec![0.0, 1.0], vec![1, 0], 0),
+            &WeightQParams::per_channel(vec![0.0, 1.0], vec![1, 0], 0, QuantDType::QInt8),
             &[2, 2],
             &[0.0, 1.0, -1.0, 0.5],
         );
         // qint32 float add above 2^24.
-        let a = fakequant_args(&WeightQParams::per_tensor(QuantDType::QInt32, 1.0, 3), &[1]).unwrap();
+        let a = fakequant_args(&WeightQParams::per_tensor(1.0, 3, QuantDType::QInt32), &[1]).unwrap();
         assert_eq!(kernel_elem(&a, 0, 16777216.0).0, 16777220);
     }
 }

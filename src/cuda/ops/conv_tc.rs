@@ -73,15 +73,7 @@ pub fn tc_supported(p: &QcConvParams, dtype: DType) -> bool {
     can_run(p.transposed != 0, n(p.cg), n(p.kg), dtype)
 }
 
-/// C/groups as the tensor-core tiles see a forward convolution: `cg` itself when it is a
-/// multiple of 8, else (forward convolutions with at least 2 channels per group and 16 output
-/// channels per group) `cg` rounded up to 8, the input being copied with zero channels by
-/// `qc_pad_channels` first: the 16-byte loader on 8/3 of the work beats the element-wise loader
-/// for a 3-channel stem. `None` when no padding applies (the element-wise loader or the CUDA-core
-/// kernels take the problem).
-pub fn padded_cg(transposed: bool, cg: usize, kg: usize) -> Option<usize> {
-    (!transposed && cg >= 2 && !cg.is_multiple_of(8) && kg >= 16).then(|| cg.div_ceil(8) * 8)
-}
+pub use crate::cuda::pack::padded_cg;
 
 /// [`conv_params`] for the tensor-core kernel: the same problem with the weight described as
 /// packed `[K][row]` in the activation dtype (`row` = [`tc_weight_row`], tap-major then channel,

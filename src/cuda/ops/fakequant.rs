@@ -472,7 +472,7 @@ mod tests {
 
     #[test]
     fn fakequant_args_layout_and_launch() {
-        let qp = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2, 0.3], vec![0, 1, 2], 1);
+        let qp = WeightQParams::per_channel(vec![0.1, 0.2, 0.3], vec![0, 1, 2], 1, QuantDType::QInt8);
         let a = fakequant_args(&qp, &[2, 3, 4, 5]).unwrap();
         assert_eq!((a.params.numel, a.params.channels, a.params.inner), (120, 3, 20));
         assert_eq!(a.params.mode, QC_FQ_INT_PER_CHANNEL as i32);
@@ -495,7 +495,7 @@ mod tests {
         broken.numel = 0;
         assert_eq!(fakequant_launch(&broken).unwrap(), None);
         // Validation is the CPU path's.
-        let bad = WeightQParams::per_channel(QuantDType::QInt8, vec![0.1, 0.2], vec![0, 1], 1);
+        let bad = WeightQParams::per_channel(vec![0.1, 0.2], vec![0, 1], 1, QuantDType::QInt8);
         assert!(matches!(fakequant_args(&bad, &[2, 3]), Err(Error::ChannelMismatch { .. })));
         let mut none = WeightQParams::none();
         none.qscheme = QScheme::None;

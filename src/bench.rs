@@ -296,9 +296,14 @@ mod tests {
         assert_eq!(out("g_c1d"), (16, [1, 1, 4096], [1, 1, 3]));
         assert_eq!(out("g_c3d"), (4, [16, 56, 56], [3, 3, 3]));
         assert_eq!(out("g_ct2d"), (32, [1, 56, 56], [1, 4, 4]));
+    }
+
+    /// Every GPU case has an int8 kernel (the int8 rows of bench::gpu run them all).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn gpu_cases_have_int8_kernels() {
         let (dw, b) = find_gpu_case("g_dw").unwrap();
         assert!(crate::cuda::ops::int8_simt::dw_can_run(&dw.problem(b)));
-        // Every case has an int8 kernel (the int8 rows of bench::gpu run them all).
         for (c, b) in GPU_SUITE {
             let p = c.problem(b);
             assert!(crate::cuda::ops::conv_imma::can_run(&p), "{}", c.name);

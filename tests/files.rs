@@ -46,7 +46,13 @@ fn conv(cin: usize, cout: usize, seed: f32) -> AnyConv {
     let b = Tensor::from_vec((0..cout).map(|i| i as f32 * 0.01 - seed).collect(), &[cout]).unwrap();
     let qp = WeightQParams::per_channel_symmetric_from_weight(&w, 0, QuantDType::QInt8).unwrap();
     AnyConv::Conv2d(
-        Conv2d::from_float(w, Some(b), qp, ConvOptions::new().kernel_size([3, 3]).padding(qconv::Padding::Explicit([1, 1]))).unwrap(),
+        Conv2d::from_float(
+            w,
+            Some(b),
+            qp,
+            ConvOptions::new().kernel_size([3, 3]).padding(qconv::Padding::Explicit([1, 1])),
+        )
+        .unwrap(),
     )
 }
 

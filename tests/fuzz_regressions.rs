@@ -250,13 +250,23 @@ fn transposed_stride_2pow32_squared_runs_and_matches_the_oracle() {
     let s = 1usize << 32;
     let w = weight(&[4, 2, 3, 3]);
     let b = Tensor::from_vec(vec![0.5f32, -0.25], &[2]).unwrap();
-    let m = ConvTranspose2d::from_float(w, Some(b), WeightQParams::none(), ConvOptions::new().kernel_size([3, 3]).stride([s, s]))
-        .unwrap();
+    let m = ConvTranspose2d::from_float(
+        w,
+        Some(b),
+        WeightQParams::none(),
+        ConvOptions::new().kernel_size([3, 3]).stride([s, s]),
+    )
+    .unwrap();
     let x = Tensor::from_vec(vec![1.0f32, -2.0, 0.5, 3.0], &[1, 4, 1, 1]).unwrap();
     let y = m.forward(&x).unwrap();
     assert_eq!(y.shape(), &[1, 2, 3, 3]);
     let p = m.conv_problem(x.shape(), None).unwrap();
-    let want = qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32().unwrap(), Some(&[0.5, -0.25]), &x.to_vec_f32().unwrap());
+    let want = qconv::oracle::conv_naive(
+        &p,
+        &m.get_weight().to_vec_f32().unwrap(),
+        Some(&[0.5, -0.25]),
+        &x.to_vec_f32().unwrap(),
+    );
     for (a, b) in y.to_vec_f32().unwrap().iter().zip(&want) {
         assert!((*a as f64 - b).abs() <= 1e-5, "{a} vs {b}");
     }
@@ -280,7 +290,8 @@ fn conv1d_with_stride_2pow33_and_batch_1000_uses_no_huge_padded_copy() {
     for (cin, cout, k, dil, pad, len) in
         [(3usize, 4usize, 1usize, 6usize, 0usize, 5usize), (4, 5, 3, 1, 1, 5), (4, 5, 2, 2, 0, 3)]
     {
-        let o = ConvOptions::new().kernel_size([k]).stride([s]).dilation([dil]).padding(qconv::Padding::Explicit([pad]));
+        let o =
+            ConvOptions::new().kernel_size([k]).stride([s]).dilation([dil]).padding(qconv::Padding::Explicit([pad]));
         let m = Conv1d::from_float(weight(&[cout, cin, k]), None, WeightQParams::none(), o).unwrap();
         let x = Tensor::from_vec((0..1000 * cin * len).map(|i| (i % 5) as f32).collect(), &[1000, cin, len]).unwrap();
         let y = m.forward(&x).unwrap();
@@ -306,7 +317,8 @@ fn padded_rows_wholly_outside_the_input() {
         for _ in 0..2 {
             // Twice: the second call reuses the zero pattern of the first.
             let y = m.forward(x).unwrap();
-            let want = qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32().unwrap(), None, &x.to_vec_f32().unwrap());
+            let want =
+                qconv::oracle::conv_naive(&p, &m.get_weight().to_vec_f32().unwrap(), None, &x.to_vec_f32().unwrap());
             for (a, b) in y.to_vec_f32().unwrap().iter().zip(&want) {
                 assert!((*a as f64 - b).abs() <= 1e-4, "{m}: {a} vs {b}");
             }
@@ -325,7 +337,8 @@ fn padded_rows_wholly_outside_the_input() {
         (3, 2, 1, 6, 2, 1),
         (1, 3, 1, 5, 1, 4),
     ] {
-        let o = ConvOptions::new().kernel_size([k])
+        let o = ConvOptions::new()
+            .kernel_size([k])
             .stride([stride])
             .dilation([dil])
             .padding(qconv::Padding::Explicit([pad]))

@@ -184,12 +184,18 @@ fn inline_runs_are_bit_identical_to_threaded_ones() {
     let small = Tensor::from_vec((0..2 * 16 * 9 * 9).map(|i| (i % 13) as f32 - 6.0).collect(), &[2, 16, 9, 9]).unwrap();
     let w_dw = Tensor::from_vec((0..16 * 9).map(|i| i as f32 * 0.01).collect(), &[16, 1, 3, 3]).unwrap();
     let dw = AnyConv::Conv2d(
-        Conv2d::from_float(w_dw, None, WeightQParams::none(), ConvOptions::new().kernel_size([3, 3]).groups(16)).unwrap(),
+        Conv2d::from_float(w_dw, None, WeightQParams::none(), ConvOptions::new().kernel_size([3, 3]).groups(16))
+            .unwrap(),
     );
     let w_t = Tensor::from_vec((0..16 * 8 * 4).map(|i| (i as f32 * 0.3).cos()).collect(), &[16, 8, 2, 2]).unwrap();
     let tr = AnyConv::ConvTranspose2d(
-        qconv::ConvTranspose2d::from_float(w_t, None, WeightQParams::none(), ConvOptions::new().kernel_size([2, 2]).stride([2, 2]))
-            .unwrap(),
+        qconv::ConvTranspose2d::from_float(
+            w_t,
+            None,
+            WeightQParams::none(),
+            ConvOptions::new().kernel_size([2, 2]).stride([2, 2]),
+        )
+        .unwrap(),
     );
     let cases: Vec<(&AnyConv, Tensor)> = vec![];
     let m = module();

@@ -55,8 +55,13 @@ fn a_misspelt_field_is_an_error_naming_the_nearest_known_one() {
     assert!(err(&sd).contains("only valid for transposed convolutions"));
     // ... and accepted on one.
     let w = Tensor::from_vec(vec![0.5f32; 3 * 2 * 4], &[3, 2, 2, 2]).unwrap();
-    let t =
-        ConvTranspose2d::from_float(w, None, WeightQParams::none(), ConvOptions::new().kernel_size([2, 2]).stride([2, 2])).unwrap();
+    let t = ConvTranspose2d::from_float(
+        w,
+        None,
+        WeightQParams::none(),
+        ConvOptions::new().kernel_size([2, 2]).stride([2, 2]),
+    )
+    .unwrap();
     assert!(AnyConv::from_state_dict(&t.state_dict("q."), "q.").is_ok());
 }
 

@@ -86,9 +86,9 @@ pub fn exercise_forward(m: &AnyConv, x: &Tensor, os: Option<&[usize]>) {
         return;
     }
     match match os {
-                Some(o) => m.forward_with_output_size(x, o),
-                None => m.forward(x),
-            } {
+        Some(o) => m.forward_with_output_size(x, o),
+        None => m.forward(x),
+    } {
         Ok(y) => {
             let d = m.spatial_dims();
             let mut want = Vec::new();

@@ -2,8 +2,8 @@
 //! and the int8 depthwise kernel) against the exact integer oracle `conv_int8_naive`, code for
 //! code: random problems in both layouts, the PyTorch fixtures, the int32 bound, large tiles, and
 //! the refusal past it. Written before a GPU run (the kernels were checked by their CPU
-//! transcriptions, src/cuda/emulate/conv_imma.rs); like every test of this crate each one reports
-//! itself skipped without a usable device.
+//! transcriptions, src/cuda/emulate/conv_imma.rs); like every test of this crate each one is
+//! `#[ignore = "needs a CUDA device"]` (run by `scripts/gpu-check.sh` with `--include-ignored`).
 
 use super::*;
 use qconv::cuda::{forward_int8, int8_can_run, DeviceInt8Weights, Int8Layout};
@@ -114,6 +114,7 @@ fn random_call(
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn int8_random_problems_match_the_oracle() {
     if !gpu("int8_random_problems_match_the_oracle") {
         return;
@@ -131,6 +132,7 @@ fn int8_random_problems_match_the_oracle() {
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn int8_pytorch_fixtures_run_on_cuda() {
     if !gpu("int8_pytorch_fixtures_run_on_cuda") {
         return;
@@ -144,6 +146,7 @@ fn int8_pytorch_fixtures_run_on_cuda() {
 }
 
 #[test]
+#[ignore = "needs a CUDA device"]
 fn int8_large_tiles_int32_bound_and_refusal() {
     if !gpu("int8_large_tiles_int32_bound_and_refusal") {
         return;

@@ -153,12 +153,20 @@ impl CpuStorage {
     }
 }
 
+/// A CUDA tensor's device memory (defined here, below the CUDA backend, which uses it through
+/// `DeviceBytes`).
+#[cfg(feature = "cuda")]
+pub(crate) type DeviceBytes = cudarc::driver::CudaSlice<u8>;
+/// A CUDA tensor's device memory: never exists in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub(crate) enum DeviceBytes {}
+
 /// Device memory of a tensor: raw bytes of `dtype` elements on CUDA device `ordinal`.
 pub(crate) struct CudaStorage {
     pub(crate) ordinal: usize,
     pub(crate) dtype: DType,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) bytes: crate::cuda::DeviceBytes,
+    pub(crate) bytes: DeviceBytes,
 }
 
 /// Where a tensor's elements live.
@@ -469,7 +477,7 @@ impl Tensor {
         shape: Vec<usize>,
         dtype: DType,
         ordinal: usize,
-        bytes: crate::cuda::DeviceBytes,
+        bytes: DeviceBytes,
     ) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cuda(CudaStorage { ordinal, dtype, bytes })) }
     }

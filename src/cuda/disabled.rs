@@ -15,9 +15,6 @@ pub(crate) fn unavailable(ordinal: usize) -> Error {
     Error::CudaUnavailable { ordinal, reason: NOT_BUILT.into() }
 }
 
-/// Device memory of a CUDA tensor: never exists in this build.
-pub(crate) enum DeviceBytes {}
-
 /// A caller's CUDA stream: never exists in this build.
 pub(crate) enum Stream {}
 

@@ -84,12 +84,9 @@ mod weights_int8;
 #[cfg(not(feature = "cuda"))]
 mod disabled;
 #[cfg(not(feature = "cuda"))]
-pub(crate) use disabled::{DeviceBytes, DeviceWeights, Stream};
+pub(crate) use disabled::{DeviceWeights, Stream};
 #[cfg(feature = "cuda")]
 pub(crate) use weights::DeviceWeights;
-/// A CUDA tensor's device memory.
-#[cfg(feature = "cuda")]
-pub(crate) type DeviceBytes = cudarc::driver::CudaSlice<u8>;
 /// A caller's CUDA stream.
 #[cfg(feature = "cuda")]
 pub(crate) type Stream = cudarc::driver::CudaStream;

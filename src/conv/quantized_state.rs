@@ -356,6 +356,11 @@ impl AnyQuantizedConv {
         each!(self, m => m.out_channels())
     }
 
+    /// The qint8 weight.
+    pub fn weight(&self) -> &Int8Weight {
+        each!(self, m => m.weight())
+    }
+
     /// The weight's qscheme.
     pub fn weight_qscheme(&self) -> QScheme {
         each!(self, m => m.weight().qparams().qscheme)

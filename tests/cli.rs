@@ -119,8 +119,8 @@ fn bench_prints_json_lines_pairing_with_torch_cpu() {
     let (ok, out, err) = qconv(&["bench", "--case", "c2d_dw", "--min-time", "0"]);
     assert!(ok, "{err}");
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(rows.len(), 2);
-    for (row, op) in rows.iter().zip(["module_forward", "weight_fakequant"]) {
+    assert_eq!(rows.len(), 3);
+    for (row, op) in rows.iter().zip(["module_forward", "weight_fakequant", "int8_module"]) {
         assert_eq!(row["peer"], "qconv");
         assert_eq!(row["case"], "c2d_dw");
         assert_eq!(row["op"], op);
@@ -129,6 +129,10 @@ fn bench_prints_json_lines_pairing_with_torch_cpu() {
     }
     assert!(rows[0]["gflops"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["gflops"].is_null());
+    // The int8 row pairs with torch_cpu.py's `int8_module` rows: same case, op and settings.
+    assert!(rows[2]["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(rows[2]["act_zero_point"], 64);
+    assert_eq!(rows[2]["weight_qscheme"], "per_channel_symmetric");
 }
 
 /// Runs qconv with OS-string arguments; returns (exit code, stdout, stderr).

@@ -1,5 +1,7 @@
 //! `info`, `run`, `weights`, `inspect` and `bench` (the GPU suite and `warmup` are in `gpu.rs`).
 
+use qconv::cpu::int8::bench::{Int8Bench, ACT_SCALE, ACT_ZERO_POINT};
+use qconv::cpu::int8::ActivationLayout;
 use qconv::quant::QuantizedValues;
 use qconv::{bench, Device};
 
@@ -260,8 +262,17 @@ pub fn bench(a: &BenchArgs) -> CliResult {
             20,
             min_time,
         )?;
-        for (op, t, flops) in [("module_forward", fwd, Some(built.flops)), ("weight_fakequant", fq, None)] {
-            let row = serde_json::json!({
+        // The lowered int8 forward with scripts/bench/torch_cpu.py's int8 settings (reduced-range
+        // activations; weights per channel for convolutions, per tensor for transposed ones).
+        let mut int8 = Int8Bench::new(&c.problem(batch), ActivationLayout::ChannelsFirst, None, 7)?;
+        let i8t = bench::time_median_us(|| int8.run(), 20, min_time)?;
+        let rows = [
+            ("module_forward", fwd, Some(built.flops)),
+            ("weight_fakequant", fq, None),
+            ("int8_module", i8t, Some(built.flops)),
+        ];
+        for (op, t, flops) in rows {
+            let mut row = serde_json::json!({
                 "peer": "qconv",
                 "version": env!("CARGO_PKG_VERSION"),
                 "case": c.name,
@@ -272,6 +283,13 @@ pub fn bench(a: &BenchArgs) -> CliResult {
                 "threads": threads,
                 "peak_rss_kib": bench::peak_rss_kib(),
             });
+            if op == "int8_module" {
+                row["engine"] = format!("qconv-{}", qconv::cpu::int8::int8_level()).into();
+                row["act_scale"] = ACT_SCALE.into();
+                row["act_zero_point"] = ACT_ZERO_POINT.into();
+                row["weight_qscheme"] =
+                    if c.transposed { "per_tensor_symmetric" } else { "per_channel_symmetric" }.into();
+            }
             println!("{row}");
         }
     }

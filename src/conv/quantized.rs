@@ -165,8 +165,11 @@ pub struct QuantizedConvModule<const D: usize, const TRANSPOSED: bool> {
     relu: bool,
     packed: Arc<PackedInt8Weight>,
     /// Requantization tables by input scale (bits), most recent last.
-    tables: Arc<Mutex<Vec<(u64, Arc<RequantTable>)>>>,
+    tables: Arc<Mutex<TableCache>>,
 }
+
+/// Requantization tables keyed by the bits of the input scale.
+type TableCache = Vec<(u64, Arc<RequantTable>)>;
 
 /// Most requantization tables a module keeps (one per input scale it meets).
 const TABLE_CACHE: usize = 4;

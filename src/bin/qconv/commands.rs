@@ -1,7 +1,6 @@
 //! `info`, `run`, `weights`, `inspect` and `bench` (the GPU suite and `warmup` are in `gpu.rs`).
 
-use qconv::cpu::int8::bench::{Int8Bench, ACT_SCALE, ACT_ZERO_POINT};
-use qconv::cpu::int8::ActivationLayout;
+use qconv::cpu::int8::bench::{ACT_SCALE, ACT_ZERO_POINT};
 use qconv::quant::QuantizedValues;
 use qconv::{bench, Device};
 
@@ -264,8 +263,8 @@ pub fn bench(a: &BenchArgs) -> CliResult {
         )?;
         // The lowered int8 forward with scripts/bench/torch_cpu.py's int8 settings (reduced-range
         // activations; weights per channel for convolutions, per tensor for transposed ones).
-        let mut int8 = Int8Bench::new(&c.problem(batch), ActivationLayout::ChannelsFirst, None, 7)?;
-        let i8t = bench::time_median_us(|| int8.run(), 20, min_time)?;
+        let (qm, qx) = c.build_int8(batch)?;
+        let i8t = bench::time_median_us(|| qm.forward(&qx).map(|_| ()), 20, min_time)?;
         let rows = [
             ("module_forward", fwd, Some(built.flops)),
             ("weight_fakequant", fq, None),

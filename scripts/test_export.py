@@ -16,7 +16,9 @@ Without torch installed it prints a skip line and exits 0.
   and from a TorchScript file through the command line: codes, qparams, bias and hyper-parameters
   read back equal the torch modules; input qparams are traced through relu/maxpool/dropout/
   flatten; running the exported entries with scripts/int8_reference.py reproduces the modules'
-  output codes bit for bit.
+  output codes bit for bit, and so does `qconv run` on the exported file (u8 codes in, and a float
+  input quantized with the stored input qparams; skipped unless target/release/qconv or $QCONV_BIN
+  exists).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -42,6 +45,7 @@ except ImportError:  # pragma: no cover
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import export_pytorch as ep  # noqa: E402
 import int8_reference as ir  # noqa: E402
 
@@ -352,6 +356,33 @@ class LoweredExport(unittest.TestCase):
             self.assertIn("3 module(s), prefixes: c1. up. c3.", buf.getvalue())
             _, md = read(out)
             self.check_file(out, json.loads(md["__modules__"]))
+
+    def test_qconv_run_reproduces_the_modules(self):
+        """The exported file through `qconv run` (u8 codes in; for c1 also the float input, quantized
+        with the stored input qparams): every module's output codes and qparams, bit for bit."""
+        exe = os.environ.get("QCONV_BIN", os.path.join(ROOT, "target", "release", "qconv"))
+        if not os.path.exists(exe):
+            self.skipTest(f"{exe} not built (cargo build --release, or set QCONV_BIN)")
+        from safetensors.torch import load_file, save_file
+        with tempfile.TemporaryDirectory() as d:
+            model, xin_path, out = (os.path.join(d, f) for f in ("q.safetensors", "x.safetensors", "y.safetensors"))
+            quiet(ep.export_model, self.q, model)
+            for n in ("c1", "up", "c3"):
+                xin, yout = self.io[n]
+                inputs = [{"input": xin.int_repr().contiguous(),
+                           "input_scale": torch.tensor(xin.q_scale(), dtype=torch.float64),
+                           "input_zero_point": torch.tensor(xin.q_zero_point(), dtype=torch.int64)}]
+                if n == "c1":
+                    inputs.append({"input": self.x.contiguous()})
+                for tensors in inputs:
+                    save_file(tensors, xin_path)
+                    r = subprocess.run([exe, "run", "--model", model, "--prefix", n, "--input", xin_path,
+                                        "--output", out], capture_output=True, text=True)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    y = load_file(out)
+                    self.assertTrue(torch.equal(y["output"], yout.int_repr()), n)
+                    self.assertEqual(float(y["output_scale"]), yout.q_scale(), n)
+                    self.assertEqual(int(y["output_zero_point"]), yout.q_zero_point(), n)
 
     def test_torch_save_of_fused_convrelu(self):
         """PyTorch 2.15 cannot torch.load a lowered model with ConvReLU2d; the exporter says what to do."""

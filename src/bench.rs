@@ -10,9 +10,11 @@
 
 use std::time::Instant;
 
-use crate::conv::{AnyConv, ConvModule, ConvOptions};
+use crate::conv::{AnyConv, AnyQuantizedConv, ConvModule, ConvOptions, Int8Weight, QuantizedConvModule};
+use crate::cpu::int8::bench::{Int8Bench, ACT_SCALE, ACT_ZERO_POINT};
+use crate::cpu::int8::ActivationLayout;
 use crate::error::{Error, Result};
-use crate::quant::{QuantDType, WeightQParams};
+use crate::quant::{ActivationQParams, QuantDType, QuantizedTensor, WeightQParams};
 use crate::tensor::Tensor;
 
 #[cfg(feature = "cuda")]
@@ -251,6 +253,44 @@ impl BenchCase {
     }
 }
 
+/// The lowered int8 module of case `c` from the data of `b` (same codes, qparams and bias).
+fn int8_d<const D: usize, const T: bool>(c: &BenchCase, b: &Int8Bench) -> Result<QuantizedConvModule<D, T>> {
+    let mut shape =
+        if T { vec![c.in_channels, c.out_channels / c.groups] } else { vec![c.out_channels, c.in_channels / c.groups] };
+    shape.extend_from_slice(&b.p.kernel[3 - D..]);
+    let qparams = if T {
+        WeightQParams::per_tensor(b.weight_scales[0], 0, QuantDType::QInt8)
+    } else {
+        WeightQParams::per_channel(b.weight_scales.clone(), vec![0; c.out_channels], 0, QuantDType::QInt8)
+    };
+    let weight = Int8Weight::new(b.weight_codes.clone(), &shape, qparams)?;
+    let bias = Tensor::from_slice(&b.bias, &[c.out_channels])?;
+    let opts = ConvOptions::<D>::new().stride(c.stride).padding(c.pad).dilation(c.dilation).groups(c.groups);
+    let output = ActivationQParams::new(b.output_scale, b.output_zero_point as i64)?;
+    QuantizedConvModule::new(weight, Some(bias), output, opts)
+}
+
+impl BenchCase {
+    /// The case as a lowered int8 module and its quantized input for `batch`, with
+    /// `scripts/bench/torch_cpu.py --ops int8`'s settings (see [`Int8Bench`]).
+    pub fn build_int8(&self, batch: usize) -> Result<(AnyQuantizedConv, QuantizedTensor)> {
+        let b = Int8Bench::new(&self.problem(batch), ActivationLayout::ChannelsFirst, None, 7)?;
+        let m = match (self.dims, self.transposed) {
+            (1, false) => AnyQuantizedConv::Conv1d(int8_d(self, &b)?),
+            (2, false) => AnyQuantizedConv::Conv2d(int8_d(self, &b)?),
+            (3, false) => AnyQuantizedConv::Conv3d(int8_d(self, &b)?),
+            (1, true) => AnyQuantizedConv::ConvTranspose1d(int8_d(self, &b)?),
+            (2, true) => AnyQuantizedConv::ConvTranspose2d(int8_d(self, &b)?),
+            (3, true) => AnyQuantizedConv::ConvTranspose3d(int8_d(self, &b)?),
+            _ => return Err(Error::config("dims", self.dims, "must be 1, 2 or 3")),
+        };
+        let mut shape = vec![batch, self.in_channels];
+        shape.extend_from_slice(&self.spatial[..self.dims.clamp(1, 3)]);
+        let x = QuantizedTensor::from_codes(b.x, &shape, ACT_SCALE, ACT_ZERO_POINT as i64)?;
+        Ok((m, x))
+    }
+}
+
 /// Median wall time of `f` in microseconds, measured like `scripts/bench/torch_cpu.py`: 3 warm-up calls,
 /// then at least `min_iters` calls and at least `min_secs` seconds (at most 2000 calls).
 pub fn time_median_us(mut f: impl FnMut() -> Result<()>, min_iters: usize, min_secs: f64) -> Result<f64> {
@@ -296,6 +336,20 @@ mod tests {
         assert_eq!(out("g_c1d"), (16, [1, 1, 4096], [1, 1, 3]));
         assert_eq!(out("g_c3d"), (4, [16, 56, 56], [3, 3, 3]));
         assert_eq!(out("g_ct2d"), (32, [1, 56, 56], [1, 4, 4]));
+    }
+
+    /// The int8 rows of `qconv bench` time the module forward: it computes the engine case's codes.
+    #[test]
+    fn int8_modules_compute_the_engine_cases_codes() {
+        for name in ["c2d_dw", "c1d", "ct1d"] {
+            let c = find_case(name).unwrap();
+            let (m, x) = c.build_int8(1).unwrap();
+            let mut b = Int8Bench::new(&c.problem(1), ActivationLayout::ChannelsFirst, None, 7).unwrap();
+            b.run().unwrap();
+            let y = m.forward(&x).unwrap();
+            assert_eq!(y.codes(), b.y.as_slice(), "{name}");
+            assert!(y.codes().iter().any(|&q| q != y.codes()[0]), "{name}");
+        }
     }
 
     /// Every GPU case has an int8 kernel (the int8 rows of bench::gpu run them all).

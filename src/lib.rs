@@ -92,8 +92,10 @@ pub use module::Forward;
 pub use ndarray;
 
 pub use conv::{
-    AnyConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Dims,
-    Padding, PaddingMode, Precision, WeightStorage,
+    AnyConv, AnyQuantizedConv, Conv1d, Conv2d, Conv3d, ConvModule, ConvOptions, ConvTranspose1d, ConvTranspose2d,
+    ConvTranspose3d, Dims, Int8Weight, Padding, PaddingMode, Precision, QuantizedConv1d, QuantizedConv2d,
+    QuantizedConv3d, QuantizedConvModule, QuantizedConvTranspose1d, QuantizedConvTranspose2d, QuantizedConvTranspose3d,
+    WeightStorage,
 };
 pub use error::{Error, Result};
 
@@ -102,5 +104,5 @@ pub use error::{Error, Result};
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 pub use dtype::DType;
-pub use quant::{QScheme, QuantDType, QuantizedWeight, WeightQParams};
+pub use quant::{ActivationQParams, QScheme, QuantDType, QuantizedTensor, QuantizedWeight, WeightQParams};
 pub use tensor::{Device, Element, Tensor};

@@ -119,8 +119,8 @@ fn bench_prints_json_lines_pairing_with_torch_cpu() {
     let (ok, out, err) = qconv(&["bench", "--case", "c2d_dw", "--min-time", "0"]);
     assert!(ok, "{err}");
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(rows.len(), 2);
-    for (row, op) in rows.iter().zip(["module_forward", "weight_fakequant"]) {
+    assert_eq!(rows.len(), 3);
+    for (row, op) in rows.iter().zip(["module_forward", "weight_fakequant", "int8_module"]) {
         assert_eq!(row["peer"], "qconv");
         assert_eq!(row["case"], "c2d_dw");
         assert_eq!(row["op"], op);
@@ -129,6 +129,10 @@ fn bench_prints_json_lines_pairing_with_torch_cpu() {
     }
     assert!(rows[0]["gflops"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["gflops"].is_null());
+    // The int8 row pairs with torch_cpu.py's `int8_module` rows: same case, op and settings.
+    assert!(rows[2]["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(rows[2]["act_zero_point"], 64);
+    assert_eq!(rows[2]["weight_qscheme"], "per_channel_symmetric");
 }
 
 /// Runs qconv with OS-string arguments; returns (exit code, stdout, stderr).
@@ -364,4 +368,154 @@ fn warmup_fails_when_nothing_could_be_saved() {
     assert_eq!(c, Some(1), "{err}");
     assert!(err.contains("cannot save compiled kernels") && err.contains("--no-disk-cache"), "{err}");
     assert!(start.elapsed().as_secs() < 20, "refused before compiling");
+}
+
+/// A clean model file holding the lowered module of fixture case `case` (the fixture file adds
+/// test entries under each prefix), with or without its stored input qparams.
+fn lowered_model(case: &str, keep_input_qparams: bool) -> (PathBuf, qconv::AnyQuantizedConv, StateDict) {
+    let sd = StateDict::load(fixture("int8.safetensors")).unwrap();
+    let (m, _) = qconv::AnyQuantizedConv::from_state_dict_lenient(&sd, &format!("{case}.")).unwrap();
+    let mut model = m.state_dict("layer.");
+    if !keep_input_qparams {
+        model.tensors.remove("layer.input_scale");
+        model.tensors.remove("layer.input_zero_point");
+    }
+    let path = tmp(&format!("lowered_{case}_{keep_input_qparams}.safetensors"));
+    model.save(&path).unwrap();
+    let m = qconv::AnyQuantizedConv::from_state_dict(&model, "layer.").unwrap();
+    (path, m, sd)
+}
+
+fn run_args<'a>(model: &'a str, input: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["run", "--model", model, "--input", input, "--output", output];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn run_on_lowered_int8_modules() {
+    let case = "convrelu2d_pt";
+    let (model, m, sd) = lowered_model(case, true);
+    let model = model.to_str().unwrap().to_string();
+    let out_path = tmp("lowered_out.safetensors");
+    let out = out_path.to_str().unwrap();
+    // U8 codes with F32/I32 qparams beside them (they win over the stored ones): PyTorch's codes.
+    let mut input = StateDict::new();
+    input.tensors.insert("input".into(), sd.tensors[&format!("{case}.input")].clone());
+    let StoredData::F64(s) = &sd.tensors[&format!("{case}.input_scale")].data else { panic!() };
+    let StoredData::I64(z) = &sd.tensors[&format!("{case}.input_zero_point")].data else { panic!() };
+    input
+        .tensors
+        .insert("input_scale".into(), qconv::io::StoredTensor::new(vec![], StoredData::F64(vec![s[0]])).unwrap());
+    input.tensors.insert(
+        "input_zero_point".into(),
+        qconv::io::StoredTensor::new(vec![], StoredData::I32(vec![z[0] as i32])).unwrap(),
+    );
+    let in_path = tmp("lowered_in_u8.safetensors");
+    input.save(&in_path).unwrap();
+    let (ok, _, err) = qconv(&run_args(&model, in_path.to_str().unwrap(), out, &["--device", "cpu"]));
+    assert!(ok, "{err}");
+    let y = StateDict::load(&out_path).unwrap();
+    assert_eq!(y.tensors["output"], sd.tensors[&format!("{case}.output")]);
+    let StoredData::F64(os) = &y.tensors["output_scale"].data else { panic!("output_scale must be F64") };
+    let StoredData::I64(oz) = &y.tensors["output_zero_point"].data else { panic!("output_zero_point must be I64") };
+    assert_eq!((os[0], oz[0]), (m.output_qparams().scale(), m.output_qparams().zero_point() as i64));
+    assert!(y.tensors["output_scale"].shape.is_empty() && y.tensors["output_zero_point"].shape.is_empty());
+
+    // Stored input qparams win only when the file gives none; other qparams give other codes.
+    input
+        .tensors
+        .insert("input_scale".into(), qconv::io::StoredTensor::new(vec![], StoredData::F32(vec![0.5])).unwrap());
+    input.save(&in_path).unwrap();
+    let (ok, _, err) = qconv(&run_args(&model, in_path.to_str().unwrap(), out, &[]));
+    assert!(ok, "{err}");
+    let x = qconv::QuantizedTensor::from_codes(
+        match &input.tensors["input"].data {
+            StoredData::U8(v) => v.clone(),
+            _ => panic!(),
+        },
+        &input.tensors["input"].shape,
+        0.5f32 as f64,
+        z[0],
+    )
+    .unwrap();
+    let StoredData::U8(got) = &StateDict::load(&out_path).unwrap().tensors["output"].data.clone() else { panic!() };
+    assert_eq!(got.as_slice(), m.forward(&x).unwrap().codes());
+
+    // A float input is quantized with the stored input qparams (torch.quantize_per_tensor).
+    let mut input = StateDict::new();
+    input.tensors.insert("input".into(), sd.tensors[&format!("{case}.input_float")].clone());
+    let fin = tmp("lowered_in_f32.safetensors");
+    input.save(&fin).unwrap();
+    let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, &[]));
+    assert!(ok, "{err}");
+    let xf = input.tensor("input").unwrap();
+    let xq = qconv::QuantizedTensor::quantize_with(&xf, m.input_qparams().unwrap()).unwrap();
+    assert_eq!(
+        xq.codes(),
+        match &sd.tensors[&format!("{case}.input_q")].data {
+            StoredData::U8(v) => v.as_slice(),
+            _ => panic!(),
+        }
+    );
+    let want = m.forward(&xq).unwrap();
+    let StoredData::U8(got) = &StateDict::load(&out_path).unwrap().tensors["output"].data.clone() else { panic!() };
+    assert_eq!(got.as_slice(), want.codes());
+
+    // --dequantize: F32 values f32(scale) · f32(q − zp).
+    let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, &["--dequantize"]));
+    assert!(ok, "{err}");
+    let yd = StateDict::load(&out_path).unwrap();
+    assert_eq!(yd.tensor("output").unwrap(), want.dequantize().unwrap());
+    assert!(!yd.tensors.contains_key("output_scale"));
+
+    // Weights of a lowered module: the codes and their dequantized values.
+    let w_path = tmp("lowered_w.safetensors");
+    let (ok, _, err) = qconv(&["weights", "--model", &model, "--output", w_path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let w = StateDict::load(&w_path).unwrap();
+    let StoredData::I32(codes) = &w.tensors["weight_q"].data else { panic!("weight_q must be I32") };
+    assert_eq!(codes.iter().map(|&c| c as i8).collect::<Vec<_>>(), m.weight().codes());
+    assert_eq!(w.tensor("weight_fq").unwrap(), m.weight().dequantize().unwrap());
+
+    // inspect lists the lowered entry with its fused ReLU.
+    let (ok, stdout, err) = qconv(&["inspect", &model]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("QuantizedConv2d (relu)") && stdout.contains("I8 ["), "{stdout}");
+}
+
+#[test]
+fn lowered_run_errors_are_clean() {
+    let (model, _, sd) = lowered_model("conv1d_pc", false);
+    let model = model.to_str().unwrap().to_string();
+    let mut input = StateDict::new();
+    input.tensors.insert("input".into(), sd.tensors["conv1d_pc.input_float"].clone());
+    let fin = tmp("lowered_err_in.safetensors");
+    input.save(&fin).unwrap();
+    let out = tmp("lowered_err_out.safetensors");
+    let out = out.to_str().unwrap();
+    // A float input for a model without stored input qparams.
+    let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, &[]));
+    assert!(!ok && err.starts_with("error: ") && err.contains("input qparams"), "{err}");
+    // One qparam without the other, an out-of-range zero point, CUDA, --output-size.
+    input
+        .tensors
+        .insert("input_scale".into(), qconv::io::StoredTensor::new(vec![], StoredData::F64(vec![0.1])).unwrap());
+    input.save(&fin).unwrap();
+    let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, &[]));
+    assert!(!ok && err.contains("together"), "{err}");
+    input
+        .tensors
+        .insert("input_zero_point".into(), qconv::io::StoredTensor::new(vec![], StoredData::I64(vec![256])).unwrap());
+    input.save(&fin).unwrap();
+    let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, &[]));
+    assert!(!ok && err.starts_with("error: ") && err.contains("256"), "{err}");
+    for extra in [&["--device", "cuda:0"][..], &["--output-size", "5"][..]] {
+        let (ok, _, err) = qconv(&run_args(&model, fin.to_str().unwrap(), out, extra));
+        assert!(!ok && err.starts_with("error: ") && !err.contains("panicked"), "{extra:?}: {err}");
+    }
+    // --dequantize on a reference module is a usage error.
+    let (ok, _, err) =
+        qconv(&run_args(&fixture("export_demo.safetensors"), "x", out, &["--prefix", "head.", "--dequantize"]));
+    assert!(!ok && err.contains("--dequantize"), "{err}");
 }

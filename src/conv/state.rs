@@ -33,12 +33,12 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
 }
 
-fn missing(prefix: &str, keys: Vec<String>) -> Error {
+pub(super) fn missing(prefix: &str, keys: Vec<String>) -> Error {
     Error::StateDictKeys { prefix: prefix.to_string(), missing: keys, unexpected: vec![] }
 }
 
 /// `Ok` when the report lists no unexpected key.
-fn strict(prefix: &str, report: LoadReport) -> Result<()> {
+pub(super) fn strict(prefix: &str, report: LoadReport) -> Result<()> {
     if report.unexpected.is_empty() {
         return Ok(());
     }
@@ -69,7 +69,7 @@ fn unexpected_keys(sd: &StateDict, prefix: &str) -> Vec<String> {
 /// A stored scale or zero point. Any shape and any of the four dtypes is read as is: whether it
 /// fits the qscheme is decided by the same validation as for modules built in code, so every
 /// module that can be built can be saved and reloaded.
-fn qparam_tensor(key: String, t: &StoredTensor) -> Result<QParamTensor> {
+pub(super) fn qparam_tensor(key: String, t: &StoredTensor) -> Result<QParamTensor> {
     let what = || format!("state dict entry {}", Quoted(&key));
     let data = match &t.data {
         StoredData::F32(v) => QParamData::F32(try_to_vec(v, what)?),
@@ -436,6 +436,16 @@ impl AnyConv {
             "ConvTranspose1d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose1d(m), r))?,
             "ConvTranspose2d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose2d(m), r))?,
             "ConvTranspose3d" => ConvModule::build(sd, prefix).map(|(m, r)| (AnyConv::ConvTranspose3d(m), r))?,
+            lowered if lowered.starts_with("Quantized") => {
+                return Err(bad(
+                    key,
+                    format!(
+                        "holds the lowered int8 module {}: load it with AnyQuantizedConv (or {}::from_state_dict); AnyConv holds reference modules",
+                        Quoted(lowered),
+                        Cut(lowered)
+                    ),
+                ))
+            }
             other => {
                 return Err(bad(
                     key,

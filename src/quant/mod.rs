@@ -1,5 +1,6 @@
 //! Weight quantization: schemes, dtypes, parameters, observers and the exact fake-quant rule;
-//! and [`requant`], the requantization of the lowered int8 convolutions.
+//! and [`requant`], the requantization of the lowered int8 convolutions; [`QuantizedTensor`], their
+//! u8 activations.
 //!
 //! [`fake_quantize`] is PyTorch's `get_weight()` and [`quantize`] its `get_quantized_weight()`,
 //! bit-identical to PyTorch CPU for finite weights (docs/numerics.md §3–§4). Non-finite weights are
@@ -9,12 +10,14 @@
 mod fakequant;
 pub mod observer;
 mod params;
+mod qtensor;
 pub mod requant;
 
 use half::f16;
 
 pub(crate) use params::{DecScales, DecZeroPoints, Plan};
 pub use params::{QParamData, QParamTensor, QScheme, QuantDType, WeightQParams};
+pub use qtensor::{quantize_code, ActivationQParams, QuantizedTensor};
 pub use requant::{RequantParams, RequantTable, WeightScales};
 
 use crate::dtype::DType;

@@ -1,5 +1,6 @@
 //! `info`, `run`, `weights`, `inspect` and `bench` (the GPU suite and `warmup` are in `gpu.rs`).
 
+use qconv::cpu::int8::bench::{ACT_SCALE, ACT_ZERO_POINT};
 use qconv::quant::QuantizedValues;
 use qconv::{bench, Device};
 
@@ -83,8 +84,17 @@ fn open(model: &crate::ModelArgs) -> CliResult<(Model, String)> {
 
 pub fn run(a: &RunArgs) -> CliResult {
     configure_cache(&a.cache)?;
-    let (device, _) = compute_device(a.device)?;
     let (model, prefix) = open(&a.model)?;
+    if model.module_type(&prefix).is_some_and(|t| qconv::AnyQuantizedConv::is_lowered_type(&t)) {
+        return run_lowered(a, &model, &prefix);
+    }
+    if a.dequantize {
+        return Err(CliError::Usage(format!(
+            "--dequantize applies to lowered int8 modules only; module {prefix:?} is a {}",
+            model.module_type(&prefix).unwrap_or_default()
+        )));
+    }
+    let (device, _) = compute_device(a.device)?;
     if let Some(size) = &a.output_size {
         let ty = model.module_type(&prefix).unwrap_or_default();
         if !ty.starts_with("ConvTranspose") {
@@ -113,8 +123,53 @@ pub fn run(a: &RunArgs) -> CliResult {
     Ok(())
 }
 
+/// `run` on a lowered int8 module: u8 codes in, u8 codes (or dequantized values) out, on the CPU.
+fn run_lowered(a: &RunArgs, model: &Model, prefix: &str) -> CliResult {
+    let module = model.quantized_module(prefix)?;
+    if let Some(size) = &a.output_size {
+        return Err(CliError::Usage(format!(
+            "--output-size {} does not apply to lowered int8 modules ({} takes its output padding from the model)",
+            list(&size.0),
+            module.type_name()
+        )));
+    }
+    if let DeviceArg::Device(d @ Device::Cuda(_)) = a.device {
+        return Err(CliError::Run(format!(
+            "lowered int8 modules run on the CPU in this version of qconv; --device {d} is not supported (use cpu or auto)"
+        )));
+    }
+    let x = files::read_quantized_input(&a.input, module.input_qparams())?;
+    let y = module.forward(&x)?;
+    if a.dequantize {
+        files::save(&a.output, vec![("output", files::stored(&y.dequantize()?)?)])?;
+    } else {
+        let codes = qconv::io::StoredTensor::new(y.shape().to_vec(), qconv::io::StoredData::U8(y.codes().to_vec()))?;
+        let scale = qconv::io::StoredTensor::new(vec![], qconv::io::StoredData::F64(vec![y.scale()]))?;
+        let zp = qconv::io::StoredTensor::new(vec![], qconv::io::StoredData::I64(vec![y.zero_point() as i64]))?;
+        files::save(&a.output, vec![("output", codes), ("output_scale", scale), ("output_zero_point", zp)])?;
+    }
+    eprintln!(
+        "{module} on cpu: input {} ({}) -> output {} ({}) written to {}",
+        list(x.shape()),
+        x.qparams(),
+        list(y.shape()),
+        y.qparams(),
+        a.output.display()
+    );
+    Ok(())
+}
+
 pub fn weights(a: &WeightsArgs) -> CliResult {
     let (model, prefix) = open(&a.model)?;
+    if model.module_type(&prefix).is_some_and(|t| qconv::AnyQuantizedConv::is_lowered_type(&t)) {
+        // A lowered module stores the codes: weight_q is them, weight_fq their dequantized values.
+        let m = model.quantized_module(&prefix)?;
+        let w = m.weight();
+        let fq = files::stored(&w.dequantize()?)?;
+        let codes = w.codes().iter().map(|&c| c as i32).collect();
+        let q = qconv::io::StoredTensor::new(w.shape().to_vec(), qconv::io::StoredData::I32(codes))?;
+        return files::save(&a.output, vec![("weight_fq", fq), ("weight_q", q)]);
+    }
     let module = model.module(&prefix)?;
     let mut out = vec![("weight_fq", files::stored(module.get_weight())?)];
     match module.get_quantized_weight() {
@@ -148,7 +203,11 @@ pub fn inspect(a: &InspectArgs) -> CliResult {
         println!(
             "{:<28} {:<34} {:<24} {:<14} {:<38} {}",
             prefix,
-            if e.runnable { e.type_name.clone() } else { format!("{} (not runnable)", e.type_name) },
+            match (e.runnable, e.module.get("relu").and_then(serde_json::Value::as_bool)) {
+                (false, _) => format!("{} (not runnable)", e.type_name),
+                (true, Some(true)) => format!("{} (relu)", e.type_name),
+                (true, _) => e.type_name.clone(),
+            },
             shape(&e.weight),
             shape(&e.bias),
             e.qscheme.as_deref().unwrap_or("-"),
@@ -202,8 +261,17 @@ pub fn bench(a: &BenchArgs) -> CliResult {
             20,
             min_time,
         )?;
-        for (op, t, flops) in [("module_forward", fwd, Some(built.flops)), ("weight_fakequant", fq, None)] {
-            let row = serde_json::json!({
+        // The lowered int8 forward with scripts/bench/torch_cpu.py's int8 settings (reduced-range
+        // activations; weights per channel for convolutions, per tensor for transposed ones).
+        let (qm, qx) = c.build_int8(batch)?;
+        let i8t = bench::time_median_us(|| qm.forward(&qx).map(|_| ()), 20, min_time)?;
+        let rows = [
+            ("module_forward", fwd, Some(built.flops)),
+            ("weight_fakequant", fq, None),
+            ("int8_module", i8t, Some(built.flops)),
+        ];
+        for (op, t, flops) in rows {
+            let mut row = serde_json::json!({
                 "peer": "qconv",
                 "version": env!("CARGO_PKG_VERSION"),
                 "case": c.name,
@@ -214,6 +282,13 @@ pub fn bench(a: &BenchArgs) -> CliResult {
                 "threads": threads,
                 "peak_rss_kib": bench::peak_rss_kib(),
             });
+            if op == "int8_module" {
+                row["engine"] = format!("qconv-{}", qconv::cpu::int8::int8_level()).into();
+                row["act_scale"] = ACT_SCALE.into();
+                row["act_zero_point"] = ACT_ZERO_POINT.into();
+                row["weight_qscheme"] =
+                    if c.transposed { "per_tensor_symmetric" } else { "per_channel_symmetric" }.into();
+            }
             println!("{row}");
         }
     }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use qconv::io::{StateDict, StoredTensor};
-use qconv::{AnyConv, Tensor};
+use qconv::io::{StateDict, StoredData, StoredTensor};
+use qconv::{ActivationQParams, AnyConv, AnyQuantizedConv, QuantizedTensor, Tensor};
 use serde_json::Value;
 
 use crate::{CliError, CliResult};
@@ -39,8 +39,21 @@ pub struct TensorInfo {
     pub dtype: String,
 }
 
-/// The module types `qconv run` runs.
-const RUNNABLE: [&str; 6] = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"];
+/// The module types `qconv run` runs (reference modules, then lowered int8 modules).
+const RUNNABLE: [&str; 12] = [
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "QuantizedConv1d",
+    "QuantizedConv2d",
+    "QuantizedConv3d",
+    "QuantizedConvTranspose1d",
+    "QuantizedConvTranspose2d",
+    "QuantizedConvTranspose3d",
+];
 
 /// Reads a model file; a PyTorch checkpoint given by mistake is named as such.
 pub fn open_model(path: &Path) -> CliResult<Model> {
@@ -115,6 +128,11 @@ impl Model {
         Ok(AnyConv::from_state_dict(&self.sd, prefix)?)
     }
 
+    /// Builds the lowered int8 module under `prefix`.
+    pub fn quantized_module(&self, prefix: &str) -> CliResult<AnyQuantizedConv> {
+        Ok(AnyQuantizedConv::from_state_dict(&self.sd, prefix)?)
+    }
+
     /// Every module, for `qconv inspect`.
     pub fn entries(&self) -> Vec<Entry> {
         let info = |k: String| {
@@ -158,6 +176,69 @@ pub fn read_input(path: &Path) -> CliResult<Tensor> {
             "{} has {} tensors and none is named `input`",
             path.display(),
             sd.tensors.len()
+        ))),
+    }
+}
+
+/// The activations of a lowered int8 module from an input file (docs/file-format.md, "Input and
+/// output files"): U8 codes `input` with scalars `input_scale` (F32/F64) and `input_zero_point`
+/// (I32/I64), or a float32 `input` quantized exactly as `torch.quantize_per_tensor`. Qparams in
+/// the file win over `stored` (the model's input qparams); without either it is an error.
+pub fn read_quantized_input(path: &Path, stored: Option<ActivationQParams>) -> CliResult<QuantizedTensor> {
+    let sd = StateDict::load(path).map_err(|e| not_safetensors(path, e))?;
+    let Some(t) = sd.tensors.get("input") else {
+        return Err(CliError::Usage(format!(
+            "{} has no tensor named `input` (a lowered int8 module reads `input` with `input_scale` and `input_zero_point`)",
+            path.display()
+        )));
+    };
+    let scalar = |name: &str| -> CliResult<Option<f64>> {
+        match sd.tensors.get(name).map(|t| (&t.data, t.shape.clone())) {
+            None => Ok(None),
+            Some((StoredData::F64(v), _)) if v.len() == 1 => Ok(Some(v[0])),
+            Some((StoredData::F32(v), _)) if v.len() == 1 => Ok(Some(v[0] as f64)),
+            Some((d, shape)) => Err(CliError::Run(format!(
+                "{}: `{name}` must be one F32 or F64 value, not {} {shape:?}",
+                path.display(),
+                d.dtype_name()
+            ))),
+        }
+    };
+    let int = |name: &str| -> CliResult<Option<i64>> {
+        match sd.tensors.get(name).map(|t| (&t.data, t.shape.clone())) {
+            None => Ok(None),
+            Some((StoredData::I64(v), _)) if v.len() == 1 => Ok(Some(v[0])),
+            Some((StoredData::I32(v), _)) if v.len() == 1 => Ok(Some(v[0] as i64)),
+            Some((d, shape)) => Err(CliError::Run(format!(
+                "{}: `{name}` must be one I32 or I64 value, not {} {shape:?}",
+                path.display(),
+                d.dtype_name()
+            ))),
+        }
+    };
+    let qparams = match (scalar("input_scale")?, int("input_zero_point")?) {
+        (Some(s), Some(z)) => ActivationQParams::new(s, z)?,
+        (None, None) => stored.ok_or_else(|| {
+            CliError::Run(format!(
+                "{} gives no `input_scale` / `input_zero_point` and the model stores no input qparams: \
+                 add both scalars to the input file",
+                path.display()
+            ))
+        })?,
+        _ => {
+            return Err(CliError::Run(format!(
+                "{}: `input_scale` and `input_zero_point` must be given together",
+                path.display()
+            )))
+        }
+    };
+    match &t.data {
+        StoredData::U8(codes) => Ok(QuantizedTensor::with_qparams(codes.clone(), &t.shape, qparams)?),
+        StoredData::F32(_) => Ok(QuantizedTensor::quantize_with(&t.to_tensor("input")?, qparams)?),
+        d => Err(CliError::Run(format!(
+            "{}: `input` must be U8 codes or F32 values for a lowered int8 module, not {}",
+            path.display(),
+            d.dtype_name()
         ))),
     }
 }

@@ -76,12 +76,18 @@ struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Input file: a tensor named `input` (or the file's only tensor), `(N, C, *spatial)` or
-    /// unbatched.
+    /// unbatched. For a lowered int8 module: U8 codes `input` (batched) with scalars
+    /// `input_scale` and `input_zero_point` beside it (they win over the model's stored input
+    /// qparams), or a float32 `input` quantized with the model's stored input qparams.
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// Output file; receives the tensor `output`.
+    /// Output file; receives the tensor `output` (lowered int8 modules: U8 codes with scalars
+    /// `output_scale` (F64) and `output_zero_point` (I64), or F32 values with --dequantize).
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
+    /// Lowered int8 modules: write the dequantized output (F32) instead of the u8 codes.
+    #[arg(long)]
+    dequantize: bool,
     /// Where to compute: auto (CUDA when usable, else the CPU), cpu, cuda or cuda:N (N < 1024).
     #[arg(long, value_name = "DEVICE", default_value = "auto")]
     device: DeviceArg,

@@ -35,6 +35,16 @@ pub struct Int8Bench {
     pub y: Vec<u8>,
     /// The activations' layout.
     pub layout: ActivationLayout,
+    /// The i8 weight codes (PyTorch's layout), for building the same case as a module.
+    pub weight_codes: Vec<i8>,
+    /// The weight scales: one per output channel (forward) or one (transposed); zero points 0.
+    pub weight_scales: Vec<f32>,
+    /// The float bias.
+    pub bias: Vec<f32>,
+    /// The output scale.
+    pub output_scale: f64,
+    /// The output zero point.
+    pub output_zero_point: i32,
 }
 
 /// `round_ties_even(v / s)` clamped to `[lo, hi]`.
@@ -109,7 +119,19 @@ impl Int8Bench {
                 y
             }
         };
-        Ok(Int8Bench { p: p.clone(), weight, table, x, y: vec![0; p.output_len()], layout })
+        Ok(Int8Bench {
+            p: p.clone(),
+            weight,
+            table,
+            x,
+            y: vec![0; p.output_len()],
+            layout,
+            weight_codes: wq,
+            weight_scales: scales,
+            bias,
+            output_scale: out_scale,
+            output_zero_point: out_zp,
+        })
     }
 
     /// One forward call.

@@ -162,6 +162,71 @@ pub fn random_problem(rng: &mut Rng, transposed: bool, budget: ProblemBudget) ->
 
 /// One case of the lowered-module fixtures (`tests/fixtures/int8.safetensors`, written by
 /// `scripts/gen_int8_fixtures.py` from PyTorch runs): the call as a backend receives it and the
+
+/// Every tiny geometry, forward and transposed: sizes 1–3 along one, two or three dimensions,
+/// kernels 1–3, strides and dilations 1–2, padding 0–1 in every padding mode (zeros only for
+/// transposed convolutions; reflect and circular only where the padding is smaller than the
+/// size), depthwise and GEMM channel counts, batch 1 or 2. Edge cases that random problems
+/// rarely draw: one-column rows, stride phases that no kernel tap reaches.
+pub fn tiny_problems() -> Vec<ConvProblem> {
+    let modes = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular];
+    let mut out = Vec::new();
+    for transposed in [false, true] {
+        for (c, k, groups) in [(1, 1, 1), (1, 2, 1), (2, 2, 2), (2, 4, 2), (3, 2, 1)] {
+            for l in 1..=3usize {
+                for shape in [[1, 1, l], [1, l, 2], [l, 1, 3]] {
+                    // The kernel, stride, dilation and padding apply along the dimensions a
+                    // 1-, 2- or 3-d module has (extent > 1, and always the last).
+                    let active: [bool; 3] = std::array::from_fn(|d| shape[d] > 1 || d == 2);
+                    for ks in 1..=3usize {
+                        for (stride, dil, pad) in [(1, 1, 0), (2, 1, 1), (1, 2, 1), (2, 2, 0), (1, 1, 1)] {
+                            for mode in modes {
+                                if transposed && mode != PaddingMode::Zeros {
+                                    continue;
+                                }
+                                let on = |d: usize, v: usize, off: usize| if active[d] { v } else { off };
+                                let pd = |d: usize| on(d, pad, 0);
+                                if matches!(mode, PaddingMode::Reflect | PaddingMode::Circular)
+                                    && (0..3).any(|d| pd(d) >= shape[d])
+                                {
+                                    continue;
+                                }
+                                let size = |d: usize| -> Option<usize> {
+                                    let (l, k, s, dl, p) =
+                                        (shape[d], on(d, ks, 1), on(d, stride, 1), on(d, dil, 1), pd(d));
+                                    if transposed {
+                                        ((l - 1) * s + dl * (k - 1) + 1).checked_sub(2 * p)
+                                    } else {
+                                        (l + 2 * p).checked_sub(dl * (k - 1) + 1).map(|v| v / s + 1)
+                                    }
+                                };
+                                let (Some(o0), Some(o1), Some(o2)) = (size(0), size(1), size(2)) else { continue };
+                                if [o0, o1, o2].contains(&0) {
+                                    continue;
+                                }
+                                out.push(ConvProblem {
+                                    transposed,
+                                    batch: 1 + out.len() % 2,
+                                    in_channels: c,
+                                    out_channels: k,
+                                    groups,
+                                    in_size: shape,
+                                    out_size: [o0, o1, o2],
+                                    kernel: std::array::from_fn(|d| on(d, ks, 1)),
+                                    stride: std::array::from_fn(|d| on(d, stride, 1)),
+                                    pad: std::array::from_fn(pd),
+                                    dilation: std::array::from_fn(|d| on(d, dil, 1)),
+                                    pad_mode: mode,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
 /// expected output codes (PyTorch's, or the exact oracle's where the case's `check` is `oracle`).
 #[derive(Clone, Debug)]
 pub struct Int8Fixture {

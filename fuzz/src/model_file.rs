@@ -8,7 +8,7 @@
 //! module that the whole file gives.
 
 use qconv::io::{ModelFile, StateDict};
-use qconv::{AnyConv, Tensor};
+use qconv::{AnyConv, AnyQuantizedConv, QuantizedTensor, Tensor};
 
 use super::{check_err, exercise_forward};
 
@@ -41,6 +41,7 @@ pub fn run(data: &[u8]) {
         Err(e) => check_err("to_bytes", &e),
     }
     for prefix in sd.module_prefixes().iter().take(8) {
+        lowered(&sd, prefix);
         let whole = AnyConv::from_state_dict(&sd, prefix);
         if let Err(e) = &whole {
             check_err("from_state_dict", e);
@@ -78,6 +79,51 @@ pub fn run(data: &[u8]) {
             let v: Vec<f32> = (0..n).map(|j| ((j * 7919 % 23) as f32 - 11.0) / 8.0).collect();
             let x = Tensor::from_vec(v, &shape).expect("valid input tensor");
             exercise_forward(&m, &x, None);
+        }
+    }
+}
+
+/// A lowered int8 entry: loads or fails with a clean error; a loaded module survives a state-dict
+/// round trip unchanged and runs small u8 inputs (the output has the predicted channel count and
+/// the module's output qparams), or fails cleanly.
+fn lowered(sd: &StateDict, prefix: &str) {
+    let m = match AnyQuantizedConv::from_state_dict_lenient(sd, prefix) {
+        Ok((m, _)) => m,
+        Err(e) => return check_err("AnyQuantizedConv::from_state_dict_lenient", &e),
+    };
+    let back = AnyQuantizedConv::from_state_dict(&m.state_dict("q."), "q.").expect("a saved lowered module must load");
+    assert_eq!(
+        format!("{:?}", m.state_dict("")),
+        format!("{:?}", back.state_dict("")),
+        "lowered round trip changed it"
+    );
+    let d = m.spatial_dims();
+    let c = m.in_channels();
+    for (i, size) in [1usize, 3, 0].into_iter().enumerate() {
+        let mut shape = vec![1, c];
+        shape.extend(std::iter::repeat_n(size, d));
+        let n: usize = match shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
+            Some(n) if n <= 4096 => n,
+            _ => continue,
+        };
+        let codes: Vec<u8> = (0..n).map(|j| (j * 37 % 256) as u8).collect();
+        let zp = [0i64, 128, 255][i];
+        let x = QuantizedTensor::from_codes(codes, &shape, 0.02, zp).expect("valid u8 input");
+        match m.conv_problem(&shape) {
+            Ok(p) if !super::affordable(&p) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                check_err("AnyQuantizedConv::conv_problem", &e);
+                assert!(m.forward(&x).is_err(), "conv_problem failed ({e}) but forward succeeded");
+                continue;
+            }
+        }
+        match m.forward(&x) {
+            Ok(y) => {
+                assert_eq!(y.shape().get(1), Some(&m.out_channels()), "lowered output channels");
+                assert_eq!(y.zero_point(), m.output_qparams().zero_point(), "lowered output zero point");
+            }
+            Err(e) => check_err("AnyQuantizedConv::forward", &e),
         }
     }
 }

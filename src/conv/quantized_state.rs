@@ -320,6 +320,21 @@ impl AnyQuantizedConv {
         }
     }
 
+    /// The backend problem this module runs for a channels-first input shape (see
+    /// [`QuantizedConvModule::conv_problem`]).
+    pub fn conv_problem(&self, input_shape: &[usize]) -> Result<crate::problem::ConvProblem> {
+        each!(self, m => m.conv_problem(input_shape))
+    }
+
+    /// The number of spatial dimensions (1, 2 or 3).
+    pub fn spatial_dims(&self) -> usize {
+        match self {
+            Self::Conv1d(_) | Self::ConvTranspose1d(_) => 1,
+            Self::Conv2d(_) | Self::ConvTranspose2d(_) => 2,
+            Self::Conv3d(_) | Self::ConvTranspose3d(_) => 3,
+        }
+    }
+
     /// Runs the module on channels-first u8 activations (see [`QuantizedConvModule::forward`]).
     pub fn forward(&self, x: &QuantizedTensor) -> Result<QuantizedTensor> {
         each!(self, m => m.forward(x))

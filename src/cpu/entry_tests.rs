@@ -6,7 +6,7 @@ use crate::cpu::packed::PackedWeight;
 use crate::cpu::test_support::{check, check_random_data, problem};
 use crate::error::Error;
 use crate::problem::{ConvProblem, PaddingMode};
-use crate::testing::{random_problem, ProblemBudget, Rng};
+use crate::testing::{random_problem, tiny_problems, ProblemBudget, Rng};
 
 #[test]
 fn random_forward_matches_naive() {
@@ -29,6 +29,16 @@ fn random_transposed_matches_naive() {
             check_random_data(&mut rng, &p);
             done += 1;
         }
+    }
+}
+
+/// Every tiny geometry of [`tiny_problems`] (one-column rows, stride phases without taps, every
+/// padding mode) against the oracle.
+#[test]
+fn tiny_geometries_match_naive() {
+    let mut rng = Rng::new(0x7e57_0002);
+    for p in tiny_problems() {
+        check_random_data(&mut rng, &p);
     }
 }
 

@@ -1,12 +1,13 @@
 //! Writes the `model_file` seed corpus: every module of tests/fixtures/*.safetensors extracted
-//! into its own small safetensors file, plus a few whole small fixture files.
+//! (reference and lowered int8 modules) into its own small safetensors file, plus a few whole
+//! small fixture files.
 //!
 //! Run from fuzz/: `cargo run --bin gen_seeds`.
 
 use std::path::Path;
 
 use qconv::io::StateDict;
-use qconv::AnyConv;
+use qconv::{AnyConv, AnyQuantizedConv};
 
 fn main() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
@@ -28,9 +29,15 @@ fn main() {
         }
         let Ok(sd) = StateDict::from_bytes(&bytes) else { continue };
         for (i, prefix) in sd.module_prefixes().iter().enumerate() {
-            let Ok((m, _)) = AnyConv::from_state_dict_lenient(&sd, prefix) else { continue };
-            let Ok(b) = m.state_dict("").to_bytes() else { continue };
-            if b.len() <= 16384 {
+            let bytes = if let Ok((m, _)) = AnyConv::from_state_dict_lenient(&sd, prefix) {
+                m.state_dict("").to_bytes()
+            } else if let Ok((m, _)) = AnyQuantizedConv::from_state_dict_lenient(&sd, prefix) {
+                m.state_dict("").to_bytes()
+            } else {
+                continue;
+            };
+            let Ok(b) = bytes else { continue };
+            if b.len() <= 16384 && !out.join(format!("seed-{stem}-{i:03}.safetensors")).exists() {
                 std::fs::write(out.join(format!("seed-{stem}-{i:03}.safetensors")), &b).expect("write");
                 written += 1;
             }

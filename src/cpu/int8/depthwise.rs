@@ -227,7 +227,9 @@ impl<'a> DwCall<'a> {
         s.codes.clear();
         s.codes.resize(rows * pitch + delta, self.xzp as u8);
         let (a, b, first) = self.cols;
-        for (r, row) in s.codes.chunks_exact_mut(pitch).enumerate() {
+        // Only the `rows` rows: the `δ` spare codes after them are no row (with a pitch of at
+        // most `δ`, chunking the whole buffer would make them one and read past the input).
+        for (r, row) in s.codes[..rows * pitch].chunks_exact_mut(pitch).enumerate() {
             let (i0, v1) = (i0_lo + r / d1, r % d1);
             let Some(i1) = self.row_src[v1] else { continue };
             let base = (((n * self.p.in_channels + c) * l0 + i0) * l1 + i1) * l2;

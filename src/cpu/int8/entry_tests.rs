@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::oracle::{conv_int8_acc, conv_int8_naive};
 use crate::problem::{ConvProblem, PaddingMode};
 use crate::quant::{RequantParams, RequantTable, WeightScales};
-use crate::testing::{random_problem, ProblemBudget, Rng};
+use crate::testing::{random_problem, tiny_problems, ProblemBudget, Rng};
 
 /// A lowered convolution's data: codes, zero points and requantization.
 pub(super) struct Case {
@@ -370,3 +370,16 @@ fn errors_instead_of_panics() {
 
 #[path = "fixtures_tests.rs"]
 mod fixtures;
+
+/// Every tiny geometry of [`tiny_problems`] (fuzz findings: a depthwise 1-d convolution with
+/// one-column rows read past its input; a transposed stride phase without taps whose positions
+/// mapped past the output row) on every level and layout against the oracle.
+#[test]
+fn tiny_geometries_match_oracle() {
+    let mut rng = Rng::new(0x7e57_0001);
+    let problems = tiny_problems();
+    assert!(problems.len() > 1000, "{} problems", problems.len());
+    for p in problems {
+        check_case(&random_case(&mut rng, p));
+    }
+}

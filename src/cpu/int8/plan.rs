@@ -91,8 +91,13 @@ pub(super) fn pad_layout(p: &ConvProblem, geo: &Geometry) -> Result<PadLayout> {
     for d in dims.iter_mut() {
         *d = (*d).max(1);
     }
-    // Flattened runs need a row pitch that is a multiple of the dim-2 input step.
+    // Flattened runs need a row pitch that is a multiple of the dim-2 input step, and rows wide
+    // enough for every phase's positions (`wv = dims[2] / step2 >= count2`): a phase without taps
+    // (a transposed stride phase that no kernel tap reaches) reads nothing, so the extent above
+    // does not cover its outputs, yet its positions still map to pixels through `wv`.
     let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step).max(1);
+    let count2 = geo.phases[2].iter().map(|ph| ph.count).max().unwrap_or(1);
+    dims[2] = dims[2].max(checked_product(&[count2, step2], "padded row")?);
     dims[2] = dims[2].div_ceil(step2) * step2;
     let cgp = geo.cg.div_ceil(4) * 4;
     let ps = checked_product(&[p.groups, cgp], "padded pixel")?;

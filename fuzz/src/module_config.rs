@@ -6,9 +6,11 @@
 //! one short line, forward's output shape matches `conv_problem`, save→load is exact.
 
 use arbitrary::Arbitrary;
+use qconv::oracle::conv_int8_naive;
 use qconv::quant::{fake_quantize, quantize, QParamData, QParamTensor};
 use qconv::{
-    AnyConv, ConvModule, ConvOptions, DType, Padding, PaddingMode, QScheme, QuantDType, Tensor, WeightQParams,
+    ActivationQParams, AnyConv, ConvModule, ConvOptions, DType, Padding, PaddingMode, QScheme, QuantDType,
+    QuantizedConvModule, QuantizedTensor, Tensor, WeightQParams,
 };
 
 use super::{check_err, check_roundtrip, exercise_forward, MAX_ELEMS};
@@ -307,6 +309,9 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
         check_err("validate", &e);
     }
 
+    // The lowered int8 module of the same weight, options and qparams (when bit 6 of `kind` is
+    // set), run on the same input once it is known.
+    let lowered_args = (inp.kind & 0x40 != 0).then(|| (weight.clone(), bias.clone(), qp.clone()));
     let built = if inp.use_from_float {
         ConvModule::<D, T>::from_float(weight, bias, qp, o)
     } else {
@@ -345,6 +350,62 @@ fn build<const D: usize, const T: bool>(inp: &Input, wrap: fn(ConvModule<D, T>) 
     };
     let os: Option<Vec<usize>> = inp.output_size.as_ref().map(|v| v.iter().take(6).map(|d| d.get()).collect());
     exercise_forward(&m, &x, os.as_deref());
+    if let Some((w, b, q)) = lowered_args {
+        lowered::<D, T>(&w, b, &q, o, &x, inp);
+    }
+}
+
+/// Builds the lowered int8 module (output zero point and ReLU from the input bits), checks its
+/// state-dict round trip, and runs it on `x` quantized with a fixed scale and zero point: the
+/// codes must equal the exact integer oracle's, or both `conv_problem` and `forward` fail cleanly.
+fn lowered<const D: usize, const T: bool>(
+    weight: &Tensor,
+    bias: Option<Tensor>,
+    qp: &WeightQParams,
+    o: ConvOptions<D>,
+    x: &Tensor,
+    inp: &Input,
+) {
+    let out = match ActivationQParams::new(0.05, (inp.bias as i64 * 37) % 256) {
+        Ok(q) => q,
+        Err(e) => return check_err("ActivationQParams::new", &e),
+    };
+    let m = match QuantizedConvModule::<D, T>::from_float(weight, bias, qp, o, out) {
+        Ok(m) => m,
+        Err(e) => return check_err("QuantizedConvModule::from_float", &e),
+    };
+    let m = match m.with_relu(inp.padding_mode & 0x10 != 0) {
+        Ok(m) => m,
+        Err(e) => return check_err("with_relu", &e),
+    };
+    let back = QuantizedConvModule::<D, T>::from_state_dict(&m.state_dict("q."), "q.")
+        .expect("a saved lowered module must load");
+    assert_eq!(format!("{:?}", m.state_dict("")), format!("{:?}", back.state_dict("")), "lowered round trip");
+    let Ok(xf) = x.to_dtype(DType::F32) else { return };
+    let (scale, zp) = (0.02, (inp.padding_mode as i64 * 53) % 256);
+    let qx = match QuantizedTensor::quantize(&xf, scale, zp) {
+        Ok(q) => q,
+        Err(e) => return check_err("QuantizedTensor::quantize", &e),
+    };
+    let p = match m.conv_problem(qx.shape()) {
+        Ok(p) => p,
+        Err(e) => {
+            check_err("QuantizedConvModule::conv_problem", &e);
+            assert!(m.forward(&qx).is_err(), "conv_problem failed ({e}) but forward succeeded");
+            return;
+        }
+    };
+    if !super::affordable(&p) {
+        return;
+    }
+    match m.forward(&qx) {
+        Ok(y) => {
+            let table = m.requant_table(scale).expect("the table forward used");
+            let want = conv_int8_naive(&p, m.weight().codes(), m.weight().zero_points(), qx.codes(), zp as i32, &table);
+            assert!(y.codes() == &want[..], "lowered forward differs from the integer oracle for {p:?}");
+        }
+        Err(e) => check_err("QuantizedConvModule::forward", &e),
+    }
 }
 
 /// Runs one decoded input.

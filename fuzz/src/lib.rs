@@ -60,7 +60,12 @@ pub fn affordable(p: &ConvProblem) -> bool {
         } else {
             out.checked_mul((p.in_channels / g) as u128)?.checked_mul(k)?
         };
-        Some(out <= MAX_OUT && inp <= MAX_OUT && macs <= MAX_MACS)
+        // The padded input the engines walk (rows of a huge replicate/reflect padding are
+        // materialised, e.g. 1000 rows of padding around 7): its volume counts as work too.
+        let padded = (0..3).try_fold(prod(&[p.batch, p.in_channels])?, |a, d| {
+            a.checked_mul((p.in_size[d] as u128).checked_add(2 * p.pad[d] as u128)?)
+        })?;
+        Some(out <= MAX_OUT && inp <= MAX_OUT && macs <= MAX_MACS && padded <= MAX_MACS)
     };
     f().unwrap_or(false)
 }

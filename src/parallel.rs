@@ -83,6 +83,17 @@ pub(crate) fn try_for_each<T: Send, E: Send>(
     }
 }
 
+/// Runs `f(i, chunk)` on the `chunk`-element chunks of `data` (the last may be shorter), in
+/// parallel when [`available`], else in order on this thread.
+pub(crate) fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    let chunk = chunk.max(1);
+    if data.len() > chunk && available() {
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

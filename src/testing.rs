@@ -160,9 +160,6 @@ pub fn random_problem(rng: &mut Rng, transposed: bool, budget: ProblemBudget) ->
     (p.flops() / 2.0 < budget.max_macs && p.output_len() < budget.max_output).then_some(p)
 }
 
-/// One case of the lowered-module fixtures (`tests/fixtures/int8.safetensors`, written by
-/// `scripts/gen_int8_fixtures.py` from PyTorch runs): the call as a backend receives it and the
-
 /// Every tiny geometry, forward and transposed: sizes 1–3 along one, two or three dimensions,
 /// kernels 1–3, strides and dilations 1–2, padding 0–1 in every padding mode (zeros only for
 /// transposed convolutions; reflect and circular only where the padding is smaller than the
@@ -227,6 +224,8 @@ pub fn tiny_problems() -> Vec<ConvProblem> {
     }
     out
 }
+/// One case of the lowered-module fixtures (`tests/fixtures/int8.safetensors`, written by
+/// `scripts/gen_int8_fixtures.py` from PyTorch runs): the call as a backend receives it and the
 /// expected output codes (PyTorch's, or the exact oracle's where the case's `check` is `oracle`).
 #[derive(Clone, Debug)]
 pub struct Int8Fixture {

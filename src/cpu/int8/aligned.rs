@@ -3,6 +3,11 @@
 //! boundary with glibc, so every 64-byte tile row of the padded copy or of a weight panel would
 //! straddle two cache lines (twice the loads: the AMX kernel ran at a third of its speed).
 
+use crate::alloc::try_resize;
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+
 /// One cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
@@ -16,19 +21,22 @@ pub(super) struct AlignedBytes {
 }
 
 impl AlignedBytes {
-    /// `len` zero bytes.
-    pub(super) fn zeroed(len: usize) -> AlignedBytes {
-        AlignedBytes { lines: vec![Line([0; 64]); len.div_ceil(64)], len }
+    /// `len` zero bytes ([`Error::OutOfMemory`] naming `what` if they cannot be allocated).
+    pub(super) fn zeroed(len: usize, what: &str) -> Result<AlignedBytes> {
+        let mut b = AlignedBytes::default();
+        b.set_len(len, what)?;
+        Ok(b)
     }
 
     /// Sets the length to `len`, keeping the storage (and its bytes) where it suffices; new bytes
-    /// are zero.
-    pub(super) fn set_len(&mut self, len: usize) {
+    /// are zero. The storage grows fallibly: [`Error::OutOfMemory`] naming `what`.
+    pub(super) fn set_len(&mut self, len: usize, what: &str) -> Result<()> {
         let lines = len.div_ceil(64);
         if lines > self.lines.len() {
-            self.lines.resize(lines, Line([0; 64]));
+            try_resize(&mut self.lines, lines, Line([0; 64]), || what.to_string())?;
         }
         self.len = len;
+        Ok(())
     }
 
     /// Bytes of storage.
@@ -70,18 +78,23 @@ mod tests {
 
     #[test]
     fn aligned_and_sized() {
-        let mut b = AlignedBytes::zeroed(100);
+        let mut b = AlignedBytes::zeroed(100, "test").unwrap();
         assert_eq!(b.bytes().len(), 100);
         assert_eq!(b.bytes().as_ptr() as usize % 64, 0);
         b.bytes_mut()[99] = 7;
-        b.set_len(1000);
+        b.set_len(1000, "test").unwrap();
         assert_eq!(b.bytes()[99], 7);
         assert!(b.bytes()[100..].iter().all(|&v| v == 0));
         assert_eq!(b.codes()[99], 7);
         b.codes_mut()[0] = -1;
         assert_eq!(b.bytes()[0], 255);
-        b.set_len(10);
+        b.set_len(10, "test").unwrap();
         assert_eq!(b.bytes().len(), 10);
         assert!(b.capacity() >= 1000);
+        // A size that cannot be allocated is a typed error, not an abort.
+        let e = b.set_len(usize::MAX / 2, "the padded copy").unwrap_err();
+        assert!(matches!(e, crate::error::Error::OutOfMemory { .. }), "{e}");
+        assert!(e.to_string().contains("the padded copy"), "{e}");
+        assert_eq!(b.bytes().len(), 10);
     }
 }

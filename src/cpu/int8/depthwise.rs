@@ -22,13 +22,12 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::entry::OutSink;
 use super::kernels::{dot2, Epi, Int8Kernel, MAX_EXACT_K};
 use super::packed::{PackedInt8Weight, CHANNEL_SLACK};
 use super::padded::relayout;
 use super::ActivationLayout;
+use crate::alloc::try_resize;
 use crate::cpu::geometry::{Geometry, Phase};
 use crate::error::Result;
 use crate::problem::ConvProblem;
@@ -118,7 +117,7 @@ impl<'a> DwCall<'a> {
         let x = match layout {
             ActivationLayout::ChannelsFirst => std::borrow::Cow::Borrowed(x),
             ActivationLayout::ChannelsLast => {
-                std::borrow::Cow::Owned(relayout(x, p.in_channels, p.in_size.iter().product(), false))
+                std::borrow::Cow::Owned(relayout(x, p.in_channels, p.in_size.iter().product(), false)?)
             }
         };
         let ph2 = &geo.phases[2];
@@ -173,12 +172,12 @@ impl<'a> DwCall<'a> {
     pub(super) fn finish(self) {}
 
     /// Runs every task with the kernels `kern`, writing `out`.
-    pub(super) fn run<K: Int8Kernel>(&self, kern: K, out: &OutSink<'_>) {
+    pub(super) fn run<K: Int8Kernel>(&self, kern: K, out: &OutSink<'_>) -> Result<()> {
         let p = self.p;
         let kg = self.w.kg();
         let o0n = p.out_size[0];
         let planes = p.batch * p.in_channels;
-        let want = 4 * rayon::current_num_threads().max(1);
+        let want = 4 * crate::parallel::current_num_threads();
         // Split the output depth first, then the channel multiplier, when there are few planes;
         // and the depth so that a task's pair volume stays within `PAIRS_BUDGET`.
         let plane_bytes = (self.ext[1] * self.pitch * 4).max(1);
@@ -201,31 +200,39 @@ impl<'a> DwCall<'a> {
                 }
             }
         }
-        tasks.into_par_iter().for_each(|t| {
+        crate::parallel::try_for_each(tasks, |t| {
             SCRATCH.with(|s| match s.try_borrow_mut() {
                 Ok(mut s) => self.task(kern, t, &mut s, out),
                 Err(_) => self.task(kern, t, &mut Scratch::default(), out),
             })
-        });
+        })
     }
 
     /// Builds the pair volume of channel `c` of image `n` into `s.pairs`: input planes
     /// `planes.0 <= i0 < planes.1`, rows
     /// `v1 < ext[1]`, `pitch` pairs per row (see the module documentation).
-    fn build_pairs<K: Int8Kernel>(&self, kern: K, n: usize, c: usize, planes: (usize, usize), s: &mut Scratch) {
+    fn build_pairs<K: Int8Kernel>(
+        &self,
+        kern: K,
+        n: usize,
+        c: usize,
+        planes: (usize, usize),
+        s: &mut Scratch,
+    ) -> Result<()> {
         let [l0, l1, l2] = self.p.in_size;
         let (i0_lo, np) = (planes.0, planes.1 - planes.0);
         let (d1, pitch, sub, st, delta) = (self.ext[1], self.pitch, self.sub, self.st, self.delta);
         let rows = np * d1;
         // Every pair is written below.
-        s.pairs.resize(rows * pitch, 0);
+        let what = || "the int8 depthwise pair rows".to_string();
+        try_resize(&mut s.pairs, rows * pitch, 0, what)?;
         // The padded code rows, `pitch` apart (`x_zp` where zero padding reads nothing: centred
         // 0), `δ` spare codes after the last. Pair `v` of a row reads codes `v` and `v + δ`; the
         // pairs a real output reads have `v + δ` inside the padded extent of their row (both taps
         // of a pair are real taps), so the pairs near a row's end that read the next row's codes
         // feed only discarded (virtual) columns.
         s.codes.clear();
-        s.codes.resize(rows * pitch + delta, self.xzp as u8);
+        try_resize(&mut s.codes, rows * pitch + delta, self.xzp as u8, what)?;
         let (a, b, first) = self.cols;
         // Only the `rows` rows: the `δ` spare codes after them are no row (with a pitch of at
         // most `δ`, chunking the whole buffer would make them one and read past the input).
@@ -243,7 +250,7 @@ impl<'a> DwCall<'a> {
             kern.pair_row(&s.codes, self.xzp, delta, &mut s.pairs);
         } else {
             s.acc.clear();
-            s.acc.resize(pitch, 0);
+            try_resize(&mut s.acc, pitch, 0, what)?;
             for (r, dst) in s.pairs.chunks_exact_mut(pitch).enumerate() {
                 kern.pair_row(&s.codes[r * pitch..(r + 1) * pitch + delta], self.xzp, delta, &mut s.acc[..pitch]);
                 for (rho, sr) in dst.chunks_exact_mut(sub).enumerate() {
@@ -253,9 +260,10 @@ impl<'a> DwCall<'a> {
                 }
             }
         }
+        Ok(())
     }
 
-    fn task<K: Int8Kernel>(&self, kern: K, t: DwTask, s: &mut Scratch, out: &OutSink<'_>) {
+    fn task<K: Int8Kernel>(&self, kern: K, t: DwTask, s: &mut Scratch, out: &OutSink<'_>) -> Result<()> {
         let p = self.p;
         let geo = self.geo;
         let l0 = p.in_size[0];
@@ -276,7 +284,7 @@ impl<'a> DwCall<'a> {
             }
         }
         let planes = if lo < hi { (lo, hi) } else { (0, 0) };
-        self.build_pairs(kern, t.n, t.c, planes, s);
+        self.build_pairs(kern, t.n, t.c, planes, s)?;
         let (mult, ba, bb) = self.table.lanes();
         let ep = Epi {
             mult,
@@ -344,6 +352,7 @@ impl<'a> DwCall<'a> {
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use super::kernels::{Int8Kernel, WithInt8Kernel};
 use super::packed::PackedInt8Weight;
 use super::plan::{pad_layout, sub_convs};
 use super::{padded, ActivationLayout};
+use crate::alloc::try_filled;
 use crate::cpu::geometry::{checked_product, Geometry};
 use crate::error::{Error, Result};
 use crate::problem::ConvProblem;
@@ -88,24 +89,24 @@ pub fn conv_int8(
         // in and out (16 × 16 byte blocks).
         let call = DwCall::new(p, &geo, w, table, input_zero_point, x, layout)?;
         if layout == ActivationLayout::ChannelsFirst {
-            w.level.dispatch(RunDw { call: &call, out: &OutSink::new(y, layout, p.out_channels, geo.out_plane) });
+            w.level.dispatch(RunDw { call: &call, out: &OutSink::new(y, layout, p.out_channels, geo.out_plane) })?;
         } else {
-            let mut tmp = vec![0u8; out_len];
+            let mut tmp = try_filled(out_len, 0u8, || "the int8 depthwise output (channels first)".to_string())?;
             let out = OutSink::new(&mut tmp, ActivationLayout::ChannelsFirst, p.out_channels, geo.out_plane);
-            w.level.dispatch(RunDw { call: &call, out: &out });
-            y.copy_from_slice(&padded::relayout(&tmp, p.out_channels, geo.out_plane, true));
+            w.level.dispatch(RunDw { call: &call, out: &out })?;
+            y.copy_from_slice(&padded::relayout(&tmp, p.out_channels, geo.out_plane, true)?);
         }
         call.finish();
         return Ok(());
     }
     let out = OutSink::new(y, layout, p.out_channels, geo.out_plane);
     let lay = pad_layout(p, &geo)?;
-    let xp = padded::build(p, &lay, x, input_zero_point as u8, layout);
+    let xp = padded::build(p, &lay, x, input_zero_point as u8, layout)?;
     let subs = sub_convs(p, &geo, &lay, w);
     let call = GemmCall { p, w, table, lay, subs, xp: xp.bytes(), xzp: input_zero_point, out_step: geo.out_step };
-    w.level.dispatch(RunGemm { call: &call, out: &out });
+    let done = w.level.dispatch(RunGemm { call: &call, out: &out });
     padded::recycle(xp);
-    Ok(())
+    done
 }
 
 struct RunGemm<'c, 'a, 'o> {
@@ -114,8 +115,8 @@ struct RunGemm<'c, 'a, 'o> {
 }
 
 impl WithInt8Kernel for RunGemm<'_, '_, '_> {
-    type Output = ();
-    fn run<K: Int8Kernel>(self, kern: K) {
+    type Output = Result<()>;
+    fn run<K: Int8Kernel>(self, kern: K) -> Result<()> {
         self.call.run(kern, self.out)
     }
 }
@@ -126,8 +127,8 @@ struct RunDw<'c, 'a, 'o> {
 }
 
 impl WithInt8Kernel for RunDw<'_, '_, '_> {
-    type Output = ();
-    fn run<K: Int8Kernel>(self, kern: K) {
+    type Output = Result<()>;
+    fn run<K: Int8Kernel>(self, kern: K) -> Result<()> {
         self.call.run(kern, self.out)
     }
 }

@@ -270,6 +270,11 @@ fn bit_identical_for_any_thread_count() {
                     assert!(got == base, "{level:?} {layout:?} {threads} threads");
                 }
             }
+            // Without any thread pool (what runs when none can be started): the calling thread.
+            for layout in [ActivationLayout::ChannelsFirst, ActivationLayout::ChannelsLast] {
+                let got = crate::parallel::run_inline(|| run_case(case, level, layout));
+                assert!(got == base, "{level:?} {layout:?} inline");
+            }
         }
     }
 }

@@ -18,13 +18,13 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::entry::OutSink;
 use super::kernels::{ARows, AccTile, Epi, Int8Kernel, KPlan, ACC_PITCH, MAX_MR};
 use super::packed::{AmxPack, PackedInt8Weight, CHANNEL_SLACK};
 use super::padded::transpose16;
 use super::plan::{PadLayout, SubConv};
+use crate::alloc::try_resize;
+use crate::error::Result;
 use crate::problem::ConvProblem;
 use crate::quant::RequantTable;
 
@@ -74,7 +74,7 @@ struct Task {
 
 impl GemmCall<'_> {
     /// Runs every task with the kernels `kern`, writing `out`.
-    pub(super) fn run<K: Int8Kernel>(&self, kern: K, out: &OutSink<'_>) {
+    pub(super) fn run<K: Int8Kernel>(&self, kern: K, out: &OutSink<'_>) -> Result<()> {
         let mr = K::MR.min(MAX_MR);
         let mut blocks = Vec::new();
         for (si, s) in self.subs.iter().enumerate() {
@@ -89,7 +89,7 @@ impl GemmCall<'_> {
         }
         let pairs_per_group = self.w.panels.div_ceil(2);
         let pairs = self.p.groups * pairs_per_group;
-        let want = 4 * rayon::current_num_threads().max(1);
+        let want = 4 * crate::parallel::current_num_threads();
         let bt = blocks.len().clamp(1, want);
         let ct = want.div_ceil(bt).clamp(1, pairs.max(1));
         let bb: Vec<usize> = (0..=bt).map(|i| i * blocks.len() / bt).collect();
@@ -103,8 +103,11 @@ impl GemmCall<'_> {
         let corr32: Vec<Vec<i32>> = corr.iter().map(|c| c.iter().map(|&v| v as i32).collect()).collect();
         // The weights and plans the kernel reads: the canonical packing, or (AMX) its 64-byte-unit
         // form for each sub-convolution's plan.
-        let amx: Vec<Arc<AmxPack>> =
-            if K::UNIT == 64 { self.subs.iter().map(|s| self.w.amx_pack(&s.chunks)).collect() } else { Vec::new() };
+        let amx: Vec<Arc<AmxPack>> = if K::UNIT == 64 {
+            self.subs.iter().map(|s| self.w.amx_pack(&s.chunks)).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let operands: Vec<Operands<'_>> = self
             .subs
             .iter()
@@ -114,11 +117,12 @@ impl GemmCall<'_> {
                 None => Operands { plans: &s.chunks, data: self.w.data.codes(), panel_len: self.w.panel_len },
             })
             .collect();
-        tasks.into_par_iter().for_each(|t| {
+        crate::parallel::try_for_each(tasks, |t| {
             kern.task_begin();
-            self.task(kern, &blocks[t.b0..t.b1], t.c0..t.c1, pairs_per_group, (&corr, &corr32), &operands, out);
+            let r = self.task(kern, &blocks[t.b0..t.b1], t.c0..t.c1, pairs_per_group, (&corr, &corr32), &operands, out);
             kern.task_end();
-        });
+            r
+        })
     }
 
     /// `corr[o] = −x_zp · Σ_{t ∈ taps} (tap_sums[t, o] − Cg·w_zp[o])` (zeros past the channels).
@@ -176,7 +180,7 @@ impl GemmCall<'_> {
         corr: (&[Vec<i64>], &[Vec<i32>]),
         ops: &[Operands<'_>],
         out: &OutSink<'_>,
-    ) {
+    ) -> Result<()> {
         let w = self.w;
         let kg = w.kg();
         let mut acc = AccTile::new();
@@ -213,7 +217,7 @@ impl GemmCall<'_> {
                 pos_at.push(at);
                 at += b.m;
             }
-            tbuf.resize((at + 16) * tw, 0u8);
+            try_resize(&mut tbuf, (at + 16) * tw, 0u8, || "an int8 output block buffer".to_string())?;
         }
         for &(pi, bi) in &order {
             let pair = pairs.start + pi;
@@ -289,6 +293,7 @@ impl GemmCall<'_> {
         if buffered {
             self.write_transposed(blocks, &pix, &tbuf, tw, pairs, per_group, out);
         }
+        Ok(())
     }
 
     /// Writes a channels-first task buffer (see [`GemmCall::task`]) to the output: per segment

@@ -211,7 +211,10 @@ impl PackedInt8Weight {
         let cu = cg.div_ceil(unit) * unit;
         let panels = kg.div_ceil(16);
         let panel_len = checked_product(&[taps, cu, 16], "packed weight")?;
-        let mut data = AlignedBytes::zeroed(checked_product(&[groups, panels, panel_len], "packed weight")?);
+        let mut data = AlignedBytes::zeroed(
+            checked_product(&[groups, panels, panel_len], "packed weight")?,
+            "the packed int8 weight",
+        )?;
         let codes = data.codes_mut();
         let mut tap_sums = vec![0i64; checked_product(&[taps, out_channels], "tap sums")?];
         for o in 0..out_channels {
@@ -234,7 +237,7 @@ impl PackedInt8Weight {
 
     /// The AMX packing for the reduction `chunks` (4-byte-unit plans over this weight's
     /// canonical packing), built on first use and kept.
-    pub(super) fn amx_pack(&self, chunks: &[KPlan]) -> Arc<AmxPack> {
+    pub(super) fn amx_pack(&self, chunks: &[KPlan]) -> Result<Arc<AmxPack>> {
         let mut key = Vec::new();
         for (ci, c) in chunks.iter().enumerate() {
             if ci > 0 {
@@ -244,7 +247,7 @@ impl PackedInt8Weight {
         }
         let mut cache = self.amx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hit) = cache.iter().find(|p| p.key == key) {
-            return hit.clone();
+            return Ok(hit.clone());
         }
         let mut plans = Vec::with_capacity(chunks.len());
         let mut at = 0usize; // bytes into an AMX panel
@@ -273,7 +276,7 @@ impl PackedInt8Weight {
             plans.push(KPlan::new(64, runs));
         }
         let panels = self.groups * self.panels;
-        let mut data = AlignedBytes::zeroed(panels * at);
+        let mut data = AlignedBytes::zeroed(panels * at, "the AMX weight packing")?;
         let dst = data.codes_mut();
         let src = self.data.codes();
         for p in 0..panels {
@@ -286,7 +289,7 @@ impl PackedInt8Weight {
             cache.remove(0);
         }
         cache.push(pack.clone());
-        pack
+        Ok(pack)
     }
 
     /// Whether the weight was packed for `p`'s channels, groups, kernel and direction.

@@ -6,11 +6,11 @@
 //! byte by byte. The buffer is kept by the calling thread for its next call (up to
 //! [`KEEP_MAX`]), so a call does not page-fault a fresh allocation.
 
-use rayon::prelude::*;
-
 use super::aligned::AlignedBytes;
 use super::plan::PadLayout;
 use super::ActivationLayout;
+use crate::alloc::try_filled;
+use crate::error::Result;
 use crate::problem::ConvProblem;
 
 /// Largest copy (bytes) a thread keeps for its next call.
@@ -28,11 +28,17 @@ pub(super) fn recycle(buf: AlignedBytes) {
 }
 
 /// The padded copy of `x` (`lay.len` bytes, see `plan.rs`).
-pub(super) fn build(p: &ConvProblem, lay: &PadLayout, x: &[u8], xzp: u8, layout: ActivationLayout) -> AlignedBytes {
+pub(super) fn build(
+    p: &ConvProblem,
+    lay: &PadLayout,
+    x: &[u8],
+    xzp: u8,
+    layout: ActivationLayout,
+) -> Result<AlignedBytes> {
     // Every byte a nonzero weight meets is written below; the channel lanes past `Cg` and the
     // slack keep whatever the recycled buffer holds (their weights are zero).
     let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    buf.set_len(lay.len);
+    buf.set_len(lay.len, "the int8 padded input copy")?;
     let [d0, d1, d2] = lay.dims;
     let rows = p.batch * d0 * d1;
     let row_len = d2 * lay.ps;
@@ -42,13 +48,13 @@ pub(super) fn build(p: &ConvProblem, lay: &PadLayout, x: &[u8], xzp: u8, layout:
     for g in 0..p.groups {
         pad_px[g * lay.cgp..g * lay.cgp + cg].fill(xzp);
     }
-    let block = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
-    buf.bytes_mut()[..rows * row_len].par_chunks_mut(block * row_len).enumerate().for_each(|(bi, dst)| {
+    let block = rows.div_ceil(8 * crate::parallel::current_num_threads()).max(1);
+    crate::parallel::for_each_chunk_mut(&mut buf.bytes_mut()[..rows * row_len], block * row_len, |bi, dst| {
         for (r, row) in dst.chunks_exact_mut(row_len).enumerate() {
             fill_row(p, lay, x, &pad_px, layout, bi * block + r, row);
         }
     });
-    buf
+    Ok(buf)
 }
 
 /// Fills padded row `r` (`(n, v0, v1)` flattened) of the copy.
@@ -220,16 +226,17 @@ fn transpose_in(
 /// Changes the layout of images of `c` channels × `s` positions (`src.len() / (c·s)` of them):
 /// channels-first to channels-last (`to_last`) or back, 16 × 16 byte blocks at a time, in
 /// parallel over images and blocks of 16 destination rows.
-pub(super) fn relayout(src: &[u8], c: usize, s: usize, to_last: bool) -> Vec<u8> {
-    let mut dst = vec![0u8; src.len()];
+pub(super) fn relayout(src: &[u8], c: usize, s: usize, to_last: bool) -> Result<Vec<u8>> {
+    let mut dst = try_filled(src.len(), 0u8, || "an int8 layout copy".to_string())?;
     let image = c * s;
     if image == 0 {
-        return dst;
+        return Ok(dst);
     }
     // Each image is a `rows × cols` matrix transposed into `cols × rows`.
     let (rows, cols) = if to_last { (c, s) } else { (s, c) };
-    dst.par_chunks_mut(image).zip(src.par_chunks(image)).for_each(|(d, x)| {
-        d.par_chunks_mut(16 * rows).enumerate().for_each(|(cb, dblk)| {
+    crate::parallel::for_each_chunk_mut(&mut dst, image, |ii, d| {
+        let x = &src[ii * image..(ii + 1) * image];
+        crate::parallel::for_each_chunk_mut(d, 16 * rows, |cb, dblk| {
             let c0 = 16 * cb;
             let cn = (cols - c0).min(16);
             let mut r = 0;
@@ -247,7 +254,7 @@ pub(super) fn relayout(src: &[u8], c: usize, s: usize, to_last: bool) -> Vec<u8>
             }
         });
     });
-    dst
+    Ok(dst)
 }
 
 /// Transposes a 16 × 16 byte block: `dst[c·ds + r] = src[r·ss + c]` for `r, c < 16`.
@@ -334,7 +341,7 @@ mod tests {
     fn relayout_round_trips() {
         for (c, s) in [(3, 5), (16, 16), (17, 40), (40, 17), (1, 9)] {
             let x: Vec<u8> = (0..2 * c * s).map(|i| (i * 13 % 256) as u8).collect();
-            let y = super::relayout(&x, c, s, true);
+            let y = super::relayout(&x, c, s, true).unwrap();
             for n in 0..2 {
                 for ch in 0..c {
                     for i in 0..s {
@@ -342,7 +349,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(super::relayout(&y, c, s, false), x);
+            assert_eq!(super::relayout(&y, c, s, false).unwrap(), x);
         }
     }
 

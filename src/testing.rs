@@ -224,6 +224,7 @@ pub fn tiny_problems() -> Vec<ConvProblem> {
     }
     out
 }
+
 /// One case of the lowered-module fixtures (`tests/fixtures/int8.safetensors`, written by
 /// `scripts/gen_int8_fixtures.py` from PyTorch runs): the call as a backend receives it and the
 /// expected output codes (PyTorch's, or the exact oracle's where the case's `check` is `oracle`).

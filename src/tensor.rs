@@ -473,12 +473,7 @@ impl Tensor {
 
     /// Wraps a device buffer holding `shape` elements of `dtype` on CUDA device `ordinal`.
     #[cfg(feature = "cuda")]
-    pub(crate) fn from_cuda(
-        shape: Vec<usize>,
-        dtype: DType,
-        ordinal: usize,
-        bytes: DeviceBytes,
-    ) -> Tensor {
+    pub(crate) fn from_cuda(shape: Vec<usize>, dtype: DType, ordinal: usize, bytes: DeviceBytes) -> Tensor {
         Tensor { shape, storage: Arc::new(Storage::Cuda(CudaStorage { ordinal, dtype, bytes })) }
     }
 

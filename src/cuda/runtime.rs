@@ -291,7 +291,8 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) and loads every kernel variant for this device, so the
-    /// first forward call does not pay for NVRTC.
+    /// first forward call does not pay for NVRTC: every program for the device's `sm_XY`, and on
+    /// compute capability 9.0 also the opt-in Hopper program for `sm_90a`.
     pub fn load_all(&self) -> Result<()> {
         // Compile (or read from the disk cache) every program in parallel first; loading is then
         // quick.

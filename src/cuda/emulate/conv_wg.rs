@@ -154,8 +154,9 @@ fn tma_im2col(plan: &WgPlan, x: &[u16], coords: &[i64; 5], offs: [i64; 3], sm: &
     }
 }
 
-/// One tiled TMA load of `plan.wgt` (rank 3, box {64, 1, 128}) at {c0, tap, n0}.
-fn tma_tile(plan: &WgPlan, w: &[u16], c0: i64, tap: i64, n0: i64, sm: &mut Smem, dst: u32, m: Mutation) {
+/// One tiled TMA load of `plan.wgt` (rank 3, box {64, 1, 128}) at `at` = {c0, tap, n0}.
+fn tma_tile(plan: &WgPlan, w: &[u16], at: [i64; 3], sm: &mut Smem, dst: u32, m: Mutation) {
+    let [c0, tap, n0] = at;
     let t = &plan.wgt;
     let es = plan.elem_bytes as i64;
     let span = if m == Mutation::TmaSwizzle64 { 64 } else { 128 };
@@ -256,7 +257,7 @@ fn emulate(
                     _ => [ch, bw, img, 0, 0],
                 };
                 tma_im2col(plan, x, &coords, offs, &mut sm, a_dst, m);
-                tma_tile(plan, w, ch, tap, n0, &mut sm, a_dst + tile_bytes, m);
+                tma_tile(plan, w, [ch, tap, n0], &mut sm, a_dst + tile_bytes, m);
                 // ---- both consumer warpgroups: 4 wgmma k16 steps on this stage ----
                 for (cw, dc) in d.iter_mut().enumerate() {
                     let row_bytes = if m == Mutation::ConsumerOffset { 64 } else { 128 };
@@ -514,7 +515,7 @@ fn the_im2col_traversal_is_the_convolution_gather() {
         for tap in 0..6i64 {
             let (t1, t2) = (tap / 2, tap % 2);
             let mut sm = Smem(vec![0u8; 16384]);
-            let coords = [0, q - 0, o1 * 2 - 1, img, 0];
+            let coords = [0, q, o1 * 2 - 1, img, 0];
             tma_im2col(&plan, &x, &coords, [t2 * 3, t1, 0], &mut sm, 0, Mutation::None);
             for p in 0..128i64 {
                 let mm = m0 + p;

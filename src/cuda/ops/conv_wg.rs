@@ -271,7 +271,7 @@ fn encode_maps(p: &mut QcWgConvParams, plan: &WgPlan, dtype: DType, x: u64, w: u
     if !encoders_present() {
         return Err(Error::Cuda { call: "cuTensorMapEncodeIm2col", message: "missing from this driver".into() });
     }
-    if x % 16 != 0 || w % 16 != 0 {
+    if !x.is_multiple_of(16) || !w.is_multiple_of(16) {
         return Err(Error::config("QcWgConvParams", "(tensor maps)", "x and w must be 16-byte aligned"));
     }
     let a = &plan.act;
@@ -402,7 +402,7 @@ mod tests {
         assert!(src.contains("__launch_bounds__(384, 1)") && WG_THREADS == 384);
         assert_eq!(WG_SMEM_BYTES, 6 * 32768 + 96 + 1024);
         // Within the 227 KiB a Hopper block may opt into.
-        assert!(WG_SMEM_BYTES <= 232_448);
+        const { assert!(WG_SMEM_BYTES <= 232_448) };
         assert_eq!(std::mem::size_of::<QcWgConvParams>(), 640);
         assert_eq!(std::mem::align_of::<QcWgConvParams>(), 128);
         assert_eq!(std::mem::size_of::<QcTensorMap>(), std::mem::size_of::<dsys::CUtensorMap>());

@@ -27,9 +27,9 @@
  * (setmaxnreg.inc 232), rows 0-63 and 64-127 of the tile: each waits for the stage's "full"
  * barrier, issues 4 wgmma (k16 each) into its 64 accumulators per thread, commits, waits until at
  * most the group just issued is pending and releases the previous stage ("empty" barrier, one
- * arrival per consumer warpgroup). STAGES = 6 stages of 32 KiB in dynamic shared memory, every
- * stage on a 1024-byte boundary (the swizzle's repeat: TMA and wgmma both key the XOR to the
- * absolute address; the base is rounded up at run time).
+ * arrival per consumer thread, 256 in all). STAGES = 6 stages of 32 KiB in dynamic shared
+ * memory, every stage on a 1024-byte boundary (the swizzle's repeat: TMA and wgmma both key the
+ * XOR to the absolute address; the base is rounded up at run time).
  *
  * Epilogue from the registers: accumulator v of thread t of a consumer warpgroup is row
  * 16*(t/32) + (t%32)/4 + 8*((v>>1)&1), column 8*(v>>2) + 2*(t%4) + (v&1); bias added in f32,
@@ -255,10 +255,11 @@ __device__ __forceinline__ void qc_wg_consume(const QcWgConvParams& p, unsigned 
             QcWgmma<T>::mma(d, qc_wg_desc(a + 32 * k), qc_wg_desc(b + 32 * k), kt > 0 || k > 0);
         }
         qc_wg_commit();
-        /* The group of k-step kt-1 has finished reading its stage: release it. */
+        /* The group of k-step kt-1 has finished reading its stage: release it (every consumer
+         * thread arrives after its own wait, as CUTLASS's consumer_release: 256 arrivals). */
         qc_wg_wait<1>();
         qc_wg_fence_acc(d);
-        if (kt > 0 && t == 0) qc_mbar_arrive(empty0 + 8 * ((kt - 1) % QC_WG_STAGES));
+        if (kt > 0) qc_mbar_arrive(empty0 + 8 * ((kt - 1) % QC_WG_STAGES));
     }
     qc_wg_wait<0>();
     qc_wg_fence_acc(d);
@@ -316,7 +317,7 @@ __device__ __forceinline__ void qc_conv_wg(const QcWgConvParams& p) {
 #pragma unroll
         for (int s = 0; s < QC_WG_STAGES; ++s) {
             qc_mbar_init(full0 + 8 * s, 1);
-            qc_mbar_init(empty0 + 8 * s, 2);
+            qc_mbar_init(empty0 + 8 * s, 256);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }

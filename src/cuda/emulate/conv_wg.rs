@@ -550,7 +550,8 @@ pub enum PipeBug {
 /// The mbarrier ring of `qc_conv_wg` as a state machine: the producer (waits `empty[s]` with
 /// parity `phase ^ 1`, then fills), two consumers (wait `full[s]` with `phase`, issue a wgmma
 /// group that reads the stage until the next iteration's `wait_group 1` (or the final
-/// `wait_group 0`), then arrive on the previous stage's `empty`). Every interleaving a seeded
+/// `wait_group 0`), then arrive on the previous stage's `empty`: the kernel's 128 arrivals per
+/// warpgroup (count 256) are one arrival per consumer here (count 2)). Every interleaving a seeded
 /// scheduler picks must finish (no deadlock) without the producer overwriting a stage a group
 /// still reads. Returns the number of steps taken. `bug` injects a mistake (see the test).
 pub fn pipeline_model(stages: usize, k_steps: usize, seed: u64, bug: PipeBug) -> usize {

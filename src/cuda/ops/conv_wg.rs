@@ -330,8 +330,9 @@ impl Runtime {
     /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][row]` in the activation dtype
     /// (the tensor-core tiles' packing), optional float32 `io.bias`, into `io.y` (channels-last
     /// when `out_nhwc`, else `[N, K, *out_size]`). Errors before any launch when the device is not
-    /// compute capability 9.0, the problem is not one the kernel computes ([`wg_plan`]), a buffer
-    /// is too short or misaligned, or the driver refuses a tensor map. Returns without waiting.
+    /// compute capability 9.0 or lacks [`WG_SMEM_BYTES`] of opt-in shared memory per block, the
+    /// problem is not one the kernel computes ([`wg_plan`]), a buffer is too short or misaligned,
+    /// or the driver refuses a tensor map. Returns without waiting.
     pub fn conv_device_wg(
         &self,
         problem: &ConvProblem,
@@ -343,6 +344,16 @@ impl Runtime {
     ) -> Result<()> {
         if self.info().compute_capability != (9, 0) {
             return Err(unsupported(problem, format!("it runs on compute capability 9.0 only, not {}", self.arch())));
+        }
+        let optin = self
+            .context()
+            .attribute(dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(driver_err("cuDeviceGetAttribute"))?;
+        if i64::from(optin) < i64::from(WG_SMEM_BYTES) {
+            return Err(unsupported(
+                problem,
+                format!("it needs {WG_SMEM_BYTES} bytes of shared memory per block; the device allows {optin}"),
+            ));
         }
         let s = self.pick(stream)?;
         let plan = wg_plan(problem, dtype)?;

@@ -1,35 +1,38 @@
 /*
- * The Hopper convolution (sm_90a only): a forward implicit GEMM on wgmma.mma_async (m64n128k16,
- * f16 or bf16 operands, f32 accumulation) fed by TMA, with an mbarrier ring pipeline and
- * warp-specialised warpgroups. Opt-in (Precision::TensorCoreSm90a) until it has run on a GPU;
+ * The Hopper convolution (sm_90a only): a forward implicit GEMM on wgmma.mma_async
+ * (m64nBNk16, BN = 128 or 64, f16 or bf16 operands, f32 accumulation) fed by TMA, with an
+ * mbarrier ring pipeline and warp-specialised warpgroups. Opt-in (Precision::TensorCoreSm90a)
+ * until it has run on a GPU;
  * docs/gpu-results.md lists what awaits that run.
  *
  * GEMM view (groups 1):
  *     Y[m, n] = bias[n] + sum_r A[m, r] * B[n, r]
  *   m = output pixel, batch-major (W fastest: the order the im2col TMA traverses), BM = 128
- *   n = output channel, BN = 128
+ *   n = output channel, BN = 128, or 64 when K <= 64 (no half-empty tiles)
  *   r = tap * C + c (tap-major, channel-minor: the packed tensor-core weight's order), one
  *       reduction step (k-step) = 64 channels of one tap = 128 bytes of f16/bf16
  *   A: the im2col TMA copies, per k-step, 128 output pixels x 64 channels of the tap's input
  *      pixels into shared memory (row-major [128][64], 128-byte swizzle); padding, the tail of
  *      the last tile, and channels >= C are zero-filled by the copy engine. The map's pixel box
- *      is [-pad, X + pad - (R-1)*dil) per spatial dimension, traversed with the convolution
- *      stride; the instruction gives the tile's first output pixel (its filter base) and the
- *      tap's offsets (s*dil_W, r*dil_H, t*dil_D).
- *   B: the tiled TMA copies the packed weight box {64 channels, tap, 128 output channels}
+ *      is [-pad, (out-1)*stride + 1 - pad) per spatial dimension (exactly `out` filter bases),
+ *      traversed with the convolution stride; the instruction gives the tile's first output
+ *      pixel (its filter base) and the tap's offsets (s*dil_W, r*dil_H, t*dil_D).
+ *   B: the tiled TMA copies the packed weight box {64 channels, tap, BN output channels}
  *      (rank 3 view {C, taps, K} of the [K][row] rows) the same way.
  * Both tiles are K-major with 128-byte rows, the canonical SW128 layout of wgmma: descriptor
  * start = tile + 32 bytes per k16 step, LBO 16 (unused), SBO 1024 (8 rows), swizzle code 1.
  *
  * Block: 384 threads = 3 warpgroups, __launch_bounds__(384, 1). Warpgroup 0 is the producer
  * (setmaxnreg.dec 40): one thread waits for a free stage, arms its "full" barrier with the
- * 32768 bytes of the two boxes and issues both TMA copies. Warpgroups 1 and 2 are the consumers
- * (setmaxnreg.inc 232), rows 0-63 and 64-127 of the tile: each waits for the stage's "full"
- * barrier, issues 4 wgmma (k16 each) into its 64 accumulators per thread, commits, waits until at
+ * bytes of the two boxes (16 KiB + BN * 128) and issues both TMA copies. Warpgroups 1 and 2
+ * are the consumers (setmaxnreg.inc 232), rows 0-63 and 64-127 of the tile: each waits for the
+ * stage's "full" barrier, issues 4 wgmma (k16 each) into its BN/2 accumulators per thread,
+ * commits, waits until at
  * most the group just issued is pending and releases the previous stage ("empty" barrier, one
- * arrival per consumer thread, 256 in all). STAGES = 6 stages of 32 KiB in dynamic shared
- * memory, every stage on a 1024-byte boundary (the swizzle's repeat: TMA and wgmma both key the
- * XOR to the absolute address; the base is rounded up at run time).
+ * arrival per consumer thread, 256 in all). 6 stages of 32 KiB (BN 128) or 8 of 24 KiB (BN 64)
+ * in dynamic shared memory (QcWgTile<BN>), every stage on a 1024-byte boundary (the swizzle's
+ * repeat: TMA and wgmma both key the XOR to the absolute address; the base is rounded up at run
+ * time).
  *
  * Epilogue from the registers: accumulator v of thread t of a consumer warpgroup is row
  * 16*(t/32) + (t%32)/4 + 8*((v>>1)&1), column 8*(v>>2) + 2*(t%4) + (v&1); bias added in f32,
@@ -41,7 +44,7 @@
  * zeros, forward, the TMA limits of the im2col map (corners, offsets, strides <= 8), y 4-byte
  * aligned for the paired stores, 64-bit offsets throughout.
  *
- * Entry points: qc_conv_wg_f16_128x128, qc_conv_wg_bf16_128x128, one NVRTC program for sm_90a
+ * Entry points: qc_conv_wg_<f16|bf16>_128x<128|64>, one NVRTC program for sm_90a
  * (src/cuda/kernels.rs). CPU transcription: src/cuda/emulate/conv_wg.rs.
  */
 #include "tensor_core.cuh" /* common.cuh, QcMma<T>::cvt */
@@ -51,14 +54,24 @@
 #endif
 
 #define QC_WG_BM 128
-#define QC_WG_BN 128
 #define QC_WG_BK_BYTES 128
-#define QC_WG_STAGES 6
-#define QC_WG_TILE_BYTES (QC_WG_BM * QC_WG_BK_BYTES) /* 16 KiB: A and B tiles are equal */
-#define QC_WG_STAGE_BYTES (2 * QC_WG_TILE_BYTES)
-/* Dynamic shared memory the host requests: the stages, the 2 * STAGES barriers, and 1 KiB to
- * round the base up to a 1024-byte boundary. */
-#define QC_WG_SMEM_BYTES (QC_WG_STAGES * QC_WG_STAGE_BYTES + 2 * QC_WG_STAGES * 8 + 1024)
+/* Pipeline stages of the 128- and 64-channel tiles (32 KiB and 24 KiB per stage). */
+#define QC_WG_STAGES_N128 6
+#define QC_WG_STAGES_N64 8
+
+/** The tile of BN output channels (128, or 64 for convolutions with at most 64 output
+ *  channels): stage layout A [128][128 B] then B [BN][128 B], both on 1024-byte boundaries. */
+template <int BN>
+struct QcWgTile {
+    static_assert(BN == 128 || BN == 64, "tile");
+    static constexpr int STAGES = BN == 128 ? QC_WG_STAGES_N128 : QC_WG_STAGES_N64;
+    static constexpr unsigned A_BYTES = QC_WG_BM * QC_WG_BK_BYTES;
+    static constexpr unsigned STAGE_BYTES = A_BYTES + BN * QC_WG_BK_BYTES;
+    /* Dynamic shared memory the host requests: the stages, the 2 * STAGES barriers, and 1 KiB to
+     * round the base up to a 1024-byte boundary. */
+    static constexpr unsigned SMEM_BYTES = STAGES * STAGE_BYTES + 2 * STAGES * 8 + 1024;
+    static_assert(STAGE_BYTES % 1024 == 0, "stages stay 1024-aligned");
+};
 
 /* ---- mbarrier -------------------------------------------------------------------------------- */
 
@@ -146,60 +159,67 @@ __device__ __forceinline__ void qc_wg_wait() {
 
 /** Keeps the compiler from moving accumulator uses across a wgmma wait (CUTLASS's
  *  warpgroup_fence_operand). */
-__device__ __forceinline__ void qc_wg_fence_acc(float (&d)[64]) {
+template <int R>
+__device__ __forceinline__ void qc_wg_fence_acc(float (&d)[R]) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 #define QC_WG_D8(i)                                                                                             \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
         "+f"(d[i + 7])
+#define QC_WG_REGS32 \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 #define QC_WG_REGS64                                                                                        \
     "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
     "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,"  \
     "%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
-/** One m64n128k16 product per operand type: D (+)= A * B^T, both from shared memory (K-major,
- *  no transpose); `scale_d` 0 ignores D's previous contents (the first k-step). */
-template <typename T>
+/** One m64nBNk16 product per operand type and tile width: D (+)= A * B^T, both from shared
+ *  memory (K-major, no transpose); `scale_d` 0 ignores D's previous contents (the first k-step). */
+template <typename T, int BN>
 struct QcWgmma;
 
-template <>
-struct QcWgmma<qc_half> {
-    static __device__ __forceinline__ void mma(float (&d)[64], unsigned long long da, unsigned long long db,
-                                               int scale_d) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " QC_WG_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}"
-            : QC_WG_D8(0), QC_WG_D8(8), QC_WG_D8(16), QC_WG_D8(24), QC_WG_D8(32), QC_WG_D8(40), QC_WG_D8(48),
-              QC_WG_D8(56)
-            : "l"(da), "l"(db), "r"(scale_d));
-    }
-};
+#define QC_WG_MMA(T, PTXTYPE)                                                                                 \
+    template <>                                                                                               \
+    struct QcWgmma<T, 128> {                                                                                  \
+        static __device__ __forceinline__ void mma(float (&d)[64], unsigned long long da, unsigned long long db, \
+                                                   int scale_d) {                                             \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                          \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." PTXTYPE "." PTXTYPE " " QC_WG_REGS64     \
+                         ", %64, %65, p, 1, 1, 0, 0;\n}"                                                        \
+                         : QC_WG_D8(0), QC_WG_D8(8), QC_WG_D8(16), QC_WG_D8(24), QC_WG_D8(32), QC_WG_D8(40),    \
+                           QC_WG_D8(48), QC_WG_D8(56)                                                         \
+                         : "l"(da), "l"(db), "r"(scale_d));                                                   \
+        }                                                                                                     \
+    };                                                                                                        \
+    template <>                                                                                               \
+    struct QcWgmma<T, 64> {                                                                                   \
+        static __device__ __forceinline__ void mma(float (&d)[32], unsigned long long da, unsigned long long db, \
+                                                   int scale_d) {                                             \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                          \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." PTXTYPE "." PTXTYPE " " QC_WG_REGS32      \
+                         ", %32, %33, p, 1, 1, 0, 0;\n}"                                                        \
+                         : QC_WG_D8(0), QC_WG_D8(8), QC_WG_D8(16), QC_WG_D8(24)                                 \
+                         : "l"(da), "l"(db), "r"(scale_d));                                                   \
+        }                                                                                                     \
+    };
 
-template <>
-struct QcWgmma<qc_bf16> {
-    static __device__ __forceinline__ void mma(float (&d)[64], unsigned long long da, unsigned long long db,
-                                               int scale_d) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " QC_WG_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}"
-            : QC_WG_D8(0), QC_WG_D8(8), QC_WG_D8(16), QC_WG_D8(24), QC_WG_D8(32), QC_WG_D8(40), QC_WG_D8(48),
-              QC_WG_D8(56)
-            : "l"(da), "l"(db), "r"(scale_d));
-    }
-};
+QC_WG_MMA(qc_half, "f16")
+QC_WG_MMA(qc_bf16, "bf16")
 
 /* ---- the producer ---------------------------------------------------------------------------- */
 
 /** The one producer thread: for every k-step, wait for the stage to be free, arm its barrier
  *  and copy the A box (im2col) and the B box (tiled) into it. */
+template <int BN>
 __device__ __forceinline__ void qc_wg_produce(const QcWgConvParams& p, unsigned smem, unsigned full0,
                                               unsigned empty0) {
+    using Tile = QcWgTile<BN>;
     const QcConvParams& c = p.conv;
     /* The tile's first output pixel: its image and output coordinates -> the filter base. */
     const long long m0 = (long long)blockIdx.x * QC_WG_BM;
-    const int n0 = blockIdx.y * QC_WG_BN;
+    const int n0 = blockIdx.y * BN;
     const int img = (int)(m0 / c.out_spatial);
     long long rest = m0 - (long long)img * c.out_spatial;
     const int q = (int)(rest % c.out_size[2]);
@@ -211,18 +231,18 @@ __device__ __forceinline__ void qc_wg_produce(const QcWgConvParams& p, unsigned 
     const int bd = o0 * c.stride[0] - c.pad[0];
     const int kw = c.kernel[2], khw = c.kernel[1] * c.kernel[2];
     for (int kt = 0; kt < p.k_steps; ++kt) {
-        const int s = kt % QC_WG_STAGES;
-        const unsigned phase = (unsigned)(kt / QC_WG_STAGES) & 1u;
+        const int s = kt % Tile::STAGES;
+        const unsigned phase = (unsigned)(kt / Tile::STAGES) & 1u;
         qc_mbar_wait(empty0 + 8 * s, phase ^ 1u);
         const unsigned full = full0 + 8 * s;
-        qc_mbar_expect_tx(full, QC_WG_STAGE_BYTES);
+        qc_mbar_expect_tx(full, Tile::STAGE_BYTES);
         const int tap = kt / p.c_chunks;
         const int ch = (kt - tap * p.c_chunks) * 64;
         const int t0 = tap / khw, t1 = (tap / kw) % c.kernel[1], t2 = tap % kw;
         const unsigned short ow = (unsigned short)(t2 * c.dilation[2]);
         const unsigned short oh = (unsigned short)(t1 * c.dilation[1]);
         const unsigned short od = (unsigned short)(t0 * c.dilation[0]);
-        const unsigned a_dst = smem + s * QC_WG_STAGE_BYTES;
+        const unsigned a_dst = smem + s * Tile::STAGE_BYTES;
         if (p.spatial_dims == 3) {
             qc_tma_im2col_5d(a_dst, &p.act, full, ch, bw, bh, bd, img, ow, oh, od);
         } else if (p.spatial_dims == 2) {
@@ -230,7 +250,7 @@ __device__ __forceinline__ void qc_wg_produce(const QcWgConvParams& p, unsigned 
         } else {
             qc_tma_im2col_3d(a_dst, &p.act, full, ch, bw, img, ow);
         }
-        qc_tma_tile_3d(a_dst + QC_WG_TILE_BYTES, &p.wgt, full, ch, tap, n0);
+        qc_tma_tile_3d(a_dst + Tile::A_BYTES, &p.wgt, full, ch, tap, n0);
     }
 }
 
@@ -238,28 +258,29 @@ __device__ __forceinline__ void qc_wg_produce(const QcWgConvParams& p, unsigned 
 
 /** Consumer warpgroup `cw` (0 or 1): rows 64*cw ... 64*cw + 63 of the tile, every k-step, then
  *  the epilogue. */
-template <typename T>
+template <typename T, int BN>
 __device__ __forceinline__ void qc_wg_consume(const QcWgConvParams& p, unsigned smem, unsigned full0,
                                               unsigned empty0, int cw) {
+    using Tile = QcWgTile<BN>;
     const QcConvParams& c = p.conv;
     const int t = threadIdx.x & 127;
-    float d[64];
+    float d[BN / 2];
     for (int kt = 0; kt < p.k_steps; ++kt) {
-        const int s = kt % QC_WG_STAGES;
-        qc_mbar_wait(full0 + 8 * s, (unsigned)(kt / QC_WG_STAGES) & 1u);
-        const unsigned a = smem + s * QC_WG_STAGE_BYTES + cw * (64 * QC_WG_BK_BYTES);
-        const unsigned b = smem + s * QC_WG_STAGE_BYTES + QC_WG_TILE_BYTES;
+        const int s = kt % Tile::STAGES;
+        qc_mbar_wait(full0 + 8 * s, (unsigned)(kt / Tile::STAGES) & 1u);
+        const unsigned a = smem + s * Tile::STAGE_BYTES + cw * (64 * QC_WG_BK_BYTES);
+        const unsigned b = smem + s * Tile::STAGE_BYTES + Tile::A_BYTES;
         qc_wg_fence();
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-            QcWgmma<T>::mma(d, qc_wg_desc(a + 32 * k), qc_wg_desc(b + 32 * k), kt > 0 || k > 0);
+            QcWgmma<T, BN>::mma(d, qc_wg_desc(a + 32 * k), qc_wg_desc(b + 32 * k), kt > 0 || k > 0);
         }
         qc_wg_commit();
         /* The group of k-step kt-1 has finished reading its stage: release it (every consumer
          * thread arrives after its own wait, as CUTLASS's consumer_release: 256 arrivals). */
         qc_wg_wait<1>();
         qc_wg_fence_acc(d);
-        if (kt > 0) qc_mbar_arrive(empty0 + 8 * ((kt - 1) % QC_WG_STAGES));
+        if (kt > 0) qc_mbar_arrive(empty0 + 8 * ((kt - 1) % Tile::STAGES));
     }
     qc_wg_wait<0>();
     qc_wg_fence_acc(d);
@@ -268,7 +289,7 @@ __device__ __forceinline__ void qc_wg_consume(const QcWgConvParams& p, unsigned 
     const int warp = t >> 5, lane = t & 31;
     const long long m_total = (long long)c.batch * c.out_spatial;
     const long long K = c.out_channels;
-    const int n0 = blockIdx.y * QC_WG_BN;
+    const int n0 = blockIdx.y * BN;
     const float* bias = c.has_bias ? reinterpret_cast<const float*>(c.bias) : 0;
     unsigned short* y = reinterpret_cast<unsigned short*>(c.y);
 #pragma unroll
@@ -280,7 +301,7 @@ __device__ __forceinline__ void qc_wg_consume(const QcWgConvParams& p, unsigned 
         const long long base = c.out_nhwc ? m * K : img * K * c.out_spatial + o_lin;
         const long long kstride = c.out_nhwc ? 1 : c.out_spatial;
 #pragma unroll
-        for (int j = 0; j < QC_WG_BN / 8; ++j) {
+        for (int j = 0; j < BN / 8; ++j) {
             const int n = n0 + 8 * j + 2 * (lane & 3);
             float v0 = d[4 * j + 2 * h];
             float v1 = d[4 * j + 2 * h + 1];
@@ -303,19 +324,20 @@ __device__ __forceinline__ void qc_wg_consume(const QcWgConvParams& p, unsigned 
 
 /* ---- the kernel ------------------------------------------------------------------------------- */
 
-template <typename T>
+template <typename T, int BN>
 __device__ __forceinline__ void qc_conv_wg(const QcWgConvParams& p) {
+    using Tile = QcWgTile<BN>;
     extern __shared__ __align__(1024) unsigned char qc_wg_smem[];
     /* Stage s: A at smem + s*32 KiB, B 16 KiB later; the barriers after the stages. */
     const unsigned smem = (qc_smem_addr(qc_wg_smem) + 1023u) & ~1023u;
-    const unsigned full0 = smem + QC_WG_STAGES * QC_WG_STAGE_BYTES;
-    const unsigned empty0 = full0 + 8 * QC_WG_STAGES;
+    const unsigned full0 = smem + Tile::STAGES * Tile::STAGE_BYTES;
+    const unsigned empty0 = full0 + 8 * Tile::STAGES;
     const int wg = threadIdx.x >> 7;
     if (threadIdx.x == 0) {
         qc_prefetch_map(&p.act);
         qc_prefetch_map(&p.wgt);
 #pragma unroll
-        for (int s = 0; s < QC_WG_STAGES; ++s) {
+        for (int s = 0; s < Tile::STAGES; ++s) {
             qc_mbar_init(full0 + 8 * s, 1);
             qc_mbar_init(empty0 + 8 * s, 256);
         }
@@ -324,16 +346,16 @@ __device__ __forceinline__ void qc_conv_wg(const QcWgConvParams& p) {
     __syncthreads();
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-        if (threadIdx.x == 0) qc_wg_produce(p, smem, full0, empty0);
+        if (threadIdx.x == 0) qc_wg_produce<BN>(p, smem, full0, empty0);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-        qc_wg_consume<T>(p, smem, full0, empty0, wg - 1);
+        qc_wg_consume<T, BN>(p, smem, full0, empty0, wg - 1);
     }
 }
 
 /* 384 threads, one block per multiprocessor (the register cap 65536 / 384 = 168 per thread, which
  * setmaxnreg redistributes: 128 * 40 + 256 * 232 = 64512). */
-#define QC_WG_ENTRY(NAME, T)                                                                      \
+#define QC_WG_ENTRY(NAME, T, BN)                                                                  \
     extern "C" __global__ void __launch_bounds__(384, 1) NAME(const __grid_constant__ QcWgConvParams p) { \
-        qc_conv_wg<T>(p);                                                                         \
+        qc_conv_wg<T, BN>(p);                                                                     \
     }

@@ -114,7 +114,7 @@ fn every_kernel_variant_compiles_without_spills() {
                     assert_eq!(r.shared_bytes, tile.shared_bytes(), "{}: shared memory", v.name);
                     assert!(r.shared_bytes <= 48 * 1024, "{} needs opt-in shared memory", v.name);
                 }
-                if v.kind == KernelKind::Conv(ConvAlgo::Wgmma) {
+                if let KernelKind::Conv(ConvAlgo::Wgmma(_)) = v.kind {
                     // __launch_bounds__(384, 1): ptxas reports the entry's cap, 65536 / 384 -> 168;
                     // setmaxnreg then gives the producer 40 and the consumers 232 each.
                     assert_eq!(r.registers, 168, "{}: registers", v.name);

@@ -348,11 +348,13 @@ kernel_programs! {
         qc_dw_int8: Int8Conv(Int8Algo::Depthwise), None, false, false => QC_DW_INT8_ENTRY();
         qc_pad_channels_u8: PadChannelsU8, None, false, false => QC_PAD_U8_ENTRY();
     }
-    /// `cuda/conv_wg.cu`: Hopper's wgmma + TMA forward convolution, 128×128 tiles, f16 and bf16
-    /// (compiled for `sm_90a` only: [`KernelSource::targets`]).
+    /// `cuda/conv_wg.cu`: Hopper's wgmma + TMA forward convolution, 128×128 and 128×64 tiles, f16
+    /// and bf16 (compiled for `sm_90a` only: [`KernelSource::targets`]).
     ConvWg = "conv_wg" in "conv_wg.cu" {
-        qc_conv_wg_f16_128x128: Conv(Wgmma), Some(F16), false, false => QC_WG_ENTRY(qc_half);
-        qc_conv_wg_bf16_128x128: Conv(Wgmma), Some(BF16), false, false => QC_WG_ENTRY(qc_bf16);
+        qc_conv_wg_f16_128x128: Conv(Wgmma(128)), Some(F16), false, false => QC_WG_ENTRY(qc_half, 128);
+        qc_conv_wg_f16_128x64: Conv(Wgmma(64)), Some(F16), false, false => QC_WG_ENTRY(qc_half, 64);
+        qc_conv_wg_bf16_128x128: Conv(Wgmma(128)), Some(BF16), false, false => QC_WG_ENTRY(qc_bf16, 128);
+        qc_conv_wg_bf16_128x64: Conv(Wgmma(64)), Some(BF16), false, false => QC_WG_ENTRY(qc_bf16, 64);
     }
 }
 
@@ -569,8 +571,9 @@ pub enum ConvAlgo {
     /// weights packed `[taps][C]`).
     DepthwiseNhwc,
     /// Hopper's wgmma + TMA implicit GEMM (`cuda/conv_wg.cu`, sm_90a, forward, groups 1,
-    /// f16/bf16, 128×128 tiles; opt-in: [`Precision::TensorCoreSm90a`](crate::cuda::Precision)).
-    Wgmma,
+    /// f16/bf16; opt-in: [`Precision::TensorCoreSm90a`](crate::cuda::Precision)), tiles of 128
+    /// output pixels × this many output channels (128, or 64).
+    Wgmma(u32),
 }
 
 /// How a lowered int8 convolution (u8 × s8 codes, exact int32 sums, requantized to u8) is
@@ -803,15 +806,19 @@ mod tests {
         let int8 = |v: &&KernelVariant| matches!(v.kind, KernelKind::Int8Conv(_) | KernelKind::PadChannelsU8);
         assert_eq!(
             VARIANTS.iter().filter(|v| !layout_or_splitk(v) && !int8(v)).count(),
-            4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3 + 2
+            4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3 + 4
         );
-        // The Hopper program: f16 and bf16, forward only, for sm_90a only.
+        // The Hopper program: f16 and bf16, 128 and 64 channels per tile, forward only.
         for dtype in [DType::F16, DType::BF16] {
-            let v = conv_variant(false, dtype, ConvAlgo::Wgmma).unwrap();
-            assert_eq!(v.source, KernelSource::ConvWg);
-            assert!(conv_variant(true, dtype, ConvAlgo::Wgmma).is_none());
+            for bn in [128, 64] {
+                let v = conv_variant(false, dtype, ConvAlgo::Wgmma(bn)).unwrap();
+                assert_eq!(v.source, KernelSource::ConvWg);
+                assert!(v.name.ends_with(&format!("_128x{bn}")) && v.definition.ends_with(&format!(", {bn})")));
+                assert!(conv_variant(true, dtype, ConvAlgo::Wgmma(bn)).is_none());
+            }
+            assert!(conv_variant(false, dtype, ConvAlgo::Wgmma(32)).is_none());
         }
-        assert!(conv_variant(false, DType::F32, ConvAlgo::Wgmma).is_none());
+        assert!(conv_variant(false, DType::F32, ConvAlgo::Wgmma(128)).is_none());
         assert_eq!(VARIANTS.iter().filter(layout_or_splitk).count(), 7);
         // The int8 family: 3 forward and 2 transposed tiles, 4 of them also as *_wzp, the
         // depthwise kernel, the u8 copy.

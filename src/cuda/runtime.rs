@@ -261,10 +261,10 @@ impl Runtime {
             f.set_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100)
                 .map_err(driver_err("cuFuncSetAttribute"))?;
         }
-        if variant.kind == KernelKind::Conv(ConvAlgo::Wgmma) {
+        if let KernelKind::Conv(ConvAlgo::Wgmma(bn)) = variant.kind {
             // The Hopper tiles' pipeline lives in dynamic shared memory beyond the 48 KiB that
-            // needs no opt-in (ops::conv_wg::WG_SMEM_BYTES, checked there against the device).
-            let bytes = i32::try_from(super::ops::conv_wg::WG_SMEM_BYTES).unwrap_or(i32::MAX);
+            // needs no opt-in (ops::conv_wg::wg_smem_bytes, checked there against the device).
+            let bytes = i32::try_from(super::ops::conv_wg::wg_smem_bytes(bn)).unwrap_or(i32::MAX);
             f.set_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
                 .map_err(driver_err("cuFuncSetAttribute"))?;
         }

@@ -19,7 +19,7 @@
 
 use half::{bf16, f16};
 
-use crate::cuda::ops::conv_wg::{wg_plan, WgPlan, WG_BK, WG_BM, WG_BN, WG_STAGES, WG_STAGE_BYTES};
+use crate::cuda::ops::conv_wg::{wg_plan, wg_stage_bytes, wg_stages, WgPlan, WG_BK, WG_BM};
 use crate::dtype::DType;
 use crate::oracle::conv_naive;
 use crate::problem::{ConvProblem, PaddingMode};
@@ -154,7 +154,7 @@ fn tma_im2col(plan: &WgPlan, x: &[u16], coords: &[i64; 5], offs: [i64; 3], sm: &
     }
 }
 
-/// One tiled TMA load of `plan.wgt` (rank 3, box {64, 1, 128}) at `at` = {c0, tap, n0}.
+/// One tiled TMA load of `plan.wgt` (rank 3, box {64, 1, bn}) at `at` = {c0, tap, n0}.
 fn tma_tile(plan: &WgPlan, w: &[u16], at: [i64; 3], sm: &mut Smem, dst: u32, m: Mutation) {
     let [c0, tap, n0] = at;
     let t = &plan.wgt;
@@ -227,8 +227,9 @@ fn emulate(
     // The kernel's layout: base rounded up to 1024, stage s at base + s * 32 KiB (A, then B).
     let smem = (raw_base + 1023) & !1023;
     assert_eq!(smem % 1024, 0);
-    let mut sm = Smem(vec![0u8; (smem + WG_STAGES * WG_STAGE_BYTES) as usize]);
-    let tile_bytes = WG_STAGE_BYTES / 2;
+    let (bn, stages, stage_bytes) = (plan.bn, wg_stages(plan.bn), wg_stage_bytes(plan.bn));
+    let mut sm = Smem(vec![0u8; (smem + stages * stage_bytes) as usize]);
+    let a_bytes = WG_BM * WG_BK * 2;
     let kdim = pr.kernel.map(|v| v as i64);
     let (dil, stride, pad) = (pr.dilation.map(|v| v as i64), pr.stride.map(|v| v as i64), pr.pad.map(|v| v as i64));
     let osz = pr.out_size.map(|v| v as i64);
@@ -236,7 +237,7 @@ fn emulate(
         for by in 0..plan.grid.1 as i64 {
             // ---- qc_wg_produce's coordinates (per block), then per k-step ----
             let m0 = bx * WG_BM as i64;
-            let n0 = by * WG_BN as i64;
+            let n0 = by * bn as i64;
             let img = m0 / out_sp;
             let mut rest = m0 - img * out_sp;
             let q = rest % osz[2];
@@ -245,28 +246,28 @@ fn emulate(
             let (bw, bh, bd) = (q * stride[2] - pad[2], o1 * stride[1] - pad[1], o0 * stride[0] - pad[0]);
             let mut d = [[[0f32; 64]; 128]; 2];
             for kt in 0..plan.k_steps as i64 {
-                let s = (kt % WG_STAGES as i64) as u32;
+                let s = (kt % stages as i64) as u32;
                 let tap = kt / plan.c_chunks as i64;
                 let ch = (kt - tap * plan.c_chunks as i64) * WG_BK as i64;
                 let (t0, t1, t2) = (tap / (kdim[1] * kdim[2]), (tap / kdim[2]) % kdim[1], tap % kdim[2]);
                 let offs = [t2 * dil[2], t1 * dil[1], t0 * dil[0]];
-                let a_dst = smem + s * WG_STAGE_BYTES;
+                let a_dst = smem + s * stage_bytes;
                 let coords = match plan.spatial_dims {
                     3 => [ch, bw, bh, bd, img],
                     2 => [ch, bw, bh, img, 0],
                     _ => [ch, bw, img, 0, 0],
                 };
                 tma_im2col(plan, x, &coords, offs, &mut sm, a_dst, m);
-                tma_tile(plan, w, [ch, tap, n0], &mut sm, a_dst + tile_bytes, m);
+                tma_tile(plan, w, [ch, tap, n0], &mut sm, a_dst + a_bytes, m);
                 // ---- both consumer warpgroups: 4 wgmma k16 steps on this stage ----
                 for (cw, dc) in d.iter_mut().enumerate() {
                     let row_bytes = if m == Mutation::ConsumerOffset { 64 } else { 128 };
-                    let a = smem + s * WG_STAGE_BYTES + cw as u32 * 64 * row_bytes;
-                    let b = smem + s * WG_STAGE_BYTES + tile_bytes;
+                    let a = smem + s * stage_bytes + cw as u32 * 64 * row_bytes;
+                    let b = smem + s * stage_bytes + a_bytes;
                     let sbo = if m == Mutation::Sbo512 { 512 } else { 1024 };
                     for k in 0..4u32 {
                         let adv = if m == Mutation::NoKAdvance { 0 } else { 32 * k };
-                        wgmma(&sm, desc(a + adv, sbo), desc(b + adv, sbo), 128, dc, kt > 0 || k > 0, cvt);
+                        wgmma(&sm, desc(a + adv, sbo), desc(b + adv, sbo), bn as usize, dc, kt > 0 || k > 0, cvt);
                     }
                 }
             }
@@ -283,7 +284,7 @@ fn emulate(
                         let o_lin = mm - im * out_sp;
                         let base = if out_nhwc { mm * kk } else { im * kk * out_sp + o_lin };
                         let kstride = if out_nhwc { 1 } else { out_sp };
-                        for j in 0..(WG_BN / 8) as i64 {
+                        for j in 0..(bn / 8) as i64 {
                             let n = n0 + 8 * j + 2 * (lane & 3);
                             let (i0, i1) = if m == Mutation::FragmentTransposed {
                                 (4 * j + h, 4 * j + h + 2)
@@ -397,8 +398,9 @@ fn matches_oracle(pr: &ConvProblem, dtype: DType, out_nhwc: bool, raw_base: u32,
 }
 
 /// The cases: 1-d, 2-d and 3-d; padding, stride, dilation, 'same' padding's extra output;
-/// C not a multiple of 64 (channel OOB fill) and above 64 (two chunks per tap); K above 128
-/// (two column tiles, a ragged one); M tails and tiles that wrap rows and images.
+/// C not a multiple of 64 (channel OOB fill) and above 64 (two chunks per tap); both tiles:
+/// K <= 64 (128x64), K = 100 (one ragged 128-wide tile) and 136 (two, a ragged one); M tails and
+/// tiles that wrap rows and images.
 fn cases() -> Vec<ConvProblem> {
     vec![
         problem(2, 16, 24, [1, 9, 7], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1], [0; 3]),
@@ -407,6 +409,7 @@ fn cases() -> Vec<ConvProblem> {
         problem(2, 24, 8, [1, 1, 40], [1, 1, 5], [1, 1, 3], [0, 0, 2], [1, 1, 2], [0; 3]),
         problem(1, 16, 16, [4, 5, 6], [3, 2, 3], [2, 1, 1], [1, 0, 1], [1, 1, 1], [0; 3]),
         problem(2, 8, 32, [1, 12, 12], [1, 7, 7], [1, 2, 2], [0, 3, 3], [1, 1, 1], [0; 3]),
+        problem(2, 32, 100, [1, 5, 9], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1], [0; 3]),
     ]
 }
 
@@ -636,7 +639,8 @@ pub fn pipeline_model(stages: usize, k_steps: usize, seed: u64, bug: PipeBug) ->
 fn the_mbarrier_ring_neither_deadlocks_nor_overwrites() {
     for k_steps in [1, 2, 5, 6, 7, 13, 40] {
         for seed in 0..20 {
-            pipeline_model(WG_STAGES as usize, k_steps, seed, PipeBug::None);
+            pipeline_model(wg_stages(128) as usize, k_steps, seed, PipeBug::None);
+            pipeline_model(wg_stages(64) as usize, k_steps, seed, PipeBug::None);
         }
     }
     // The smallest ring that works with one wgmma group in flight: two stages.
@@ -644,7 +648,7 @@ fn the_mbarrier_ring_neither_deadlocks_nor_overwrites() {
     // The model catches the two classic mistakes: a producer parity that waits forever, and a
     // release before the reads are done (the producer refills a stage a group still reads).
     let fails = |bug| {
-        (0..20).any(|seed| std::panic::catch_unwind(|| pipeline_model(WG_STAGES as usize, 13, seed, bug)).is_err())
+        (0..20).any(|seed| std::panic::catch_unwind(|| pipeline_model(wg_stages(128) as usize, 13, seed, bug)).is_err())
     };
     assert!(fails(PipeBug::ProducerParity) && fails(PipeBug::ReleaseCurrent));
 }

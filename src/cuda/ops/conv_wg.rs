@@ -32,19 +32,43 @@ unsafe impl DeviceRepr for QcWgConvParams {}
 
 /// Output pixels per block tile (two consumer warpgroups of 64 rows).
 pub const WG_BM: u32 = 128;
-/// Output channels per block tile.
-pub const WG_BN: u32 = 128;
 /// Channels per reduction step: 128 bytes of f16/bf16, one 128-byte swizzle row.
 pub const WG_BK: u32 = 64;
-/// Pipeline stages (`QC_WG_STAGES`).
-pub const WG_STAGES: u32 = 6;
 /// Threads per block: a producer and two consumer warpgroups.
 pub const WG_THREADS: u32 = 384;
-/// Bytes of one stage: the A and B boxes, 16 KiB each (the mbarrier transaction count).
-pub const WG_STAGE_BYTES: u32 = 2 * WG_BM * WG_BK * 2;
-/// Dynamic shared memory per block (`QC_WG_SMEM_BYTES`): the stages, 2 mbarriers per stage and
-/// 1 KiB to round the base up to the swizzle's 1024-byte repeat.
-pub const WG_SMEM_BYTES: u32 = WG_STAGES * WG_STAGE_BYTES + 2 * WG_STAGES * 8 + 1024;
+/// Most dynamic shared memory a block of this kernel may request (what Hopper allows).
+pub const WG_MAX_SMEM_BYTES: u32 = 232_448;
+
+/// Output channels per block tile for `out_channels` channels: 64 when they fit one such tile
+/// (no half-empty 128-wide tiles, e.g. 3×3 convolutions with 64 outputs), else 128.
+pub fn wg_bn(out_channels: usize) -> u32 {
+    if out_channels <= 64 {
+        64
+    } else {
+        128
+    }
+}
+
+/// Pipeline stages of the `bn`-wide tile (`QC_WG_STAGES_N128` / `_N64`).
+pub fn wg_stages(bn: u32) -> u32 {
+    if bn == 64 {
+        8
+    } else {
+        6
+    }
+}
+
+/// Bytes of one stage: the A box (128 pixels × 128 bytes) and the B box (`bn` channels × 128
+/// bytes); also the mbarrier transaction count of a stage.
+pub fn wg_stage_bytes(bn: u32) -> u32 {
+    (WG_BM + bn) * WG_BK * 2
+}
+
+/// Dynamic shared memory per block (`QcWgTile<BN>::SMEM_BYTES`): the stages, 2 mbarriers per
+/// stage and 1 KiB to round the base up to the swizzle's 1024-byte repeat.
+pub fn wg_smem_bytes(bn: u32) -> u32 {
+    wg_stages(bn) * wg_stage_bytes(bn) + 2 * wg_stages(bn) * 8 + 1024
+}
 
 /// The parameters of `cuTensorMapEncodeIm2col` for the activations (arrays innermost first,
 /// entries past `rank` unused): NWC (rank 3), NHWC (4) or NDHWC (5).
@@ -77,7 +101,7 @@ pub struct TiledMap {
     pub global_dim: [u64; 3],
     /// `{C·es, row·es}`.
     pub global_strides: [u64; 2],
-    /// `{64, 1, 128}`.
+    /// `{64, 1, bn}`.
     pub box_dim: [u32; 3],
 }
 
@@ -91,11 +115,13 @@ pub struct WgPlan {
     pub c_chunks: u32,
     /// Reduction steps (taps × chunks).
     pub k_steps: u32,
+    /// Output channels per block tile ([`wg_bn`]): the entry `qc_conv_wg_*_128x<bn>`.
+    pub bn: u32,
     /// Activation map.
     pub act: Im2colMap,
     /// Weight map.
     pub wgt: TiledMap,
-    /// `(ceil(N·out_spatial / 128), ceil(K / 128), 1)`.
+    /// `(ceil(N·out_spatial / 128), ceil(K / bn), 1)`.
     pub grid: (u32, u32, u32),
     /// Element size (2).
     pub elem_bytes: u64,
@@ -191,7 +217,8 @@ pub fn wg_plan(problem: &ConvProblem, dtype: DType) -> Result<WgPlan> {
     global_strides[rank as usize - 2] = stride_bytes;
     let taps: u64 = p.kernel.iter().map(|&v| v as u64).product();
     let row = crate::cuda::pack::tc_weight_row(p.in_channels, taps as usize) as u64;
-    let wgt = TiledMap { global_dim: [c, taps, k], global_strides: [c * es, row * es], box_dim: [WG_BK, 1, WG_BM] };
+    let bn = wg_bn(p.out_channels);
+    let wgt = TiledMap { global_dim: [c, taps, k], global_strides: [c * es, row * es], box_dim: [WG_BK, 1, bn] };
     let dims_ok = global_dim[..rank as usize].iter().chain(&wgt.global_dim).all(|&v| (1..=1 << 32).contains(&v));
     let strides = global_strides[..rank as usize - 1].iter().chain(&wgt.global_strides);
     let strides_ok = strides.into_iter().all(|&v| v % 16 == 0 && v < 1 << 40);
@@ -204,7 +231,7 @@ pub fn wg_plan(problem: &ConvProblem, dtype: DType) -> Result<WgPlan> {
     let m = (p.batch as u64).checked_mul(out_sp).ok_or_else(|| Error::Overflow("GEMM rows".into()))?;
     let grid = (
         grid_dim("gridDim.x (output-pixel tiles)", ceil_div(m, WG_BM as u64), MAX_GRID_X)?,
-        grid_dim("gridDim.y (output-channel tiles)", ceil_div(k, WG_BN as u64), MAX_GRID_YZ)?,
+        grid_dim("gridDim.y (output-channel tiles)", ceil_div(k, bn as u64), MAX_GRID_YZ)?,
         1,
     );
     let act = Im2colMap {
@@ -217,7 +244,7 @@ pub fn wg_plan(problem: &ConvProblem, dtype: DType) -> Result<WgPlan> {
         pixels_per_column: WG_BM,
         element_strides,
     };
-    Ok(WgPlan { spatial_dims, c_chunks: c_chunks as u32, k_steps, act, wgt, grid, elem_bytes: es })
+    Ok(WgPlan { spatial_dims, c_chunks: c_chunks as u32, k_steps, bn, act, wgt, grid, elem_bytes: es })
 }
 
 /// The rule, its only statement: whether the Hopper kernel computes `problem` in `dtype` (see
@@ -240,9 +267,9 @@ pub fn wg_params(problem: &ConvProblem, plan: &WgPlan, has_bias: bool, out_nhwc:
     })
 }
 
-/// The launch of `plan`: its grid, 384 threads, [`WG_SMEM_BYTES`] of dynamic shared memory.
+/// The launch of `plan`: its grid, 384 threads, [`wg_smem_bytes`] of dynamic shared memory.
 pub fn wg_launch_dims(plan: &WgPlan) -> LaunchDims {
-    LaunchDims { grid: plan.grid, block: (WG_THREADS, 1, 1), dynamic_shared_bytes: WG_SMEM_BYTES }
+    LaunchDims { grid: plan.grid, block: (WG_THREADS, 1, 1), dynamic_shared_bytes: wg_smem_bytes(plan.bn) }
 }
 
 fn tma_dtype(dtype: DType) -> dsys::CUtensorMapDataType {
@@ -330,7 +357,7 @@ impl Runtime {
     /// (`[N, *in_size, C]`, f16/bf16 bytes), `weight` packed `[K][row]` in the activation dtype
     /// (the tensor-core tiles' packing), optional float32 `io.bias`, into `io.y` (channels-last
     /// when `out_nhwc`, else `[N, K, *out_size]`). Errors before any launch when the device is not
-    /// compute capability 9.0 or lacks [`WG_SMEM_BYTES`] of opt-in shared memory per block, the
+    /// compute capability 9.0 or lacks [`wg_smem_bytes`] of opt-in shared memory per block, the
     /// problem is not one the kernel computes ([`wg_plan`]), a buffer is too short or misaligned,
     /// or the driver refuses a tensor map. Returns without waiting.
     pub fn conv_device_wg(
@@ -349,14 +376,15 @@ impl Runtime {
             .context()
             .attribute(dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver_err("cuDeviceGetAttribute"))?;
-        if i64::from(optin) < i64::from(WG_SMEM_BYTES) {
-            return Err(unsupported(
-                problem,
-                format!("it needs {WG_SMEM_BYTES} bytes of shared memory per block; the device allows {optin}"),
-            ));
-        }
         let s = self.pick(stream)?;
         let plan = wg_plan(problem, dtype)?;
+        let smem = wg_smem_bytes(plan.bn);
+        if i64::from(optin) < i64::from(smem) {
+            return Err(unsupported(
+                problem,
+                format!("it needs {smem} bytes of shared memory per block; the device allows {optin}"),
+            ));
+        }
         let mut p = wg_params(problem, &plan, io.bias.is_some(), out_nhwc)?;
         let c = &p.conv;
         let es = dtype.size_in_bytes() as u64;
@@ -366,7 +394,7 @@ impl Runtime {
         if let Some(b) = io.bias {
             check_len("bias", b.len(), &[c.out_channels as u64])?;
         }
-        let variant = conv_variant(false, dtype, ConvAlgo::Wgmma)
+        let variant = conv_variant(false, dtype, ConvAlgo::Wgmma(plan.bn))
             .ok_or_else(|| unsupported(problem, format!("no kernel for {dtype}")))?;
         let f = self.function(variant)?;
         let dims = wg_launch_dims(&plan);
@@ -405,15 +433,24 @@ mod tests {
     #[test]
     fn constants_match_the_kernel_source() {
         let src = SOURCE_FILES.iter().find(|f| f.0 == "conv_wg.cu").unwrap().1;
-        for (name, v) in
-            [("QC_WG_BM", WG_BM), ("QC_WG_BN", WG_BN), ("QC_WG_STAGES", WG_STAGES), ("QC_WG_BK_BYTES", WG_BK * 2)]
-        {
+        for (name, v) in [
+            ("QC_WG_BM", WG_BM),
+            ("QC_WG_STAGES_N128", wg_stages(128)),
+            ("QC_WG_STAGES_N64", wg_stages(64)),
+            ("QC_WG_BK_BYTES", WG_BK * 2),
+        ] {
             assert!(src.contains(&format!("#define {name} {v}\n")), "{name} {v}");
         }
+        assert!(src.contains("STAGES * STAGE_BYTES + 2 * STAGES * 8 + 1024;"));
         assert!(src.contains("__launch_bounds__(384, 1)") && WG_THREADS == 384);
-        assert_eq!(WG_SMEM_BYTES, 6 * 32768 + 96 + 1024);
-        // Within the 227 KiB a Hopper block may opt into.
-        const { assert!(WG_SMEM_BYTES <= 232_448) };
+        assert_eq!(wg_smem_bytes(128), 6 * 32768 + 96 + 1024);
+        assert_eq!(wg_smem_bytes(64), 8 * 24576 + 128 + 1024);
+        for bn in [64, 128] {
+            // Within the 227 KiB a Hopper block may opt into; stages on 1024-byte boundaries.
+            assert!(wg_smem_bytes(bn) <= WG_MAX_SMEM_BYTES);
+            assert_eq!(wg_stage_bytes(bn) % 1024, 0);
+        }
+        assert_eq!((wg_bn(1), wg_bn(64), wg_bn(65), wg_bn(512)), (64, 64, 128, 128));
         assert_eq!(std::mem::size_of::<QcWgConvParams>(), 640);
         assert_eq!(std::mem::align_of::<QcWgConvParams>(), 128);
         assert_eq!(std::mem::size_of::<QcTensorMap>(), std::mem::size_of::<dsys::CUtensorMap>());
@@ -433,7 +470,13 @@ mod tests {
         assert_eq!((pl.c_chunks, pl.k_steps), (1, 9));
         assert_eq!(pl.wgt.global_dim, [64, 9, 128]);
         assert_eq!(pl.wgt.global_strides, [128, 9 * 64 * 2]);
+        assert_eq!((pl.bn, pl.wgt.box_dim), (128, [64, 1, 128]));
         assert_eq!(pl.grid, ((2 * 56 * 56u32).div_ceil(128), 1, 1));
+        // 64 output channels: the 128x64 tile.
+        let pl = wg_plan(&p2d(64, 64, 56, 3, 1, 1), DType::F16).unwrap();
+        assert_eq!((pl.bn, pl.wgt.box_dim, pl.grid.1), (64, [64, 1, 64], 1));
+        let pl = wg_plan(&p2d(64, 200, 56, 3, 1, 1), DType::F16).unwrap();
+        assert_eq!((pl.bn, pl.grid.1), (128, 2));
         // Stem-like 7x7/2 pad 3 on 8 channels: upper = (112-1)*2 + 1 - 224 - 3 = -4.
         let pl = wg_plan(&p2d(8, 64, 224, 7, 2, 3), DType::BF16).unwrap();
         assert_eq!((pl.act.lower[0], pl.act.upper[0]), (-3, -4));

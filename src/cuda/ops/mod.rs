@@ -57,7 +57,7 @@ pub struct LaunchDims {
     /// `blockDim` (x, y, z).
     pub block: (u32, u32, u32),
     /// Dynamic shared memory in bytes (0 except for the sm_90a kernel's pipeline,
-    /// [`conv_wg::WG_SMEM_BYTES`]: every other kernel uses static `__shared__` arrays).
+    /// [`conv_wg::wg_smem_bytes`]: every other kernel uses static `__shared__` arrays).
     pub dynamic_shared_bytes: u32,
 }
 
@@ -149,7 +149,7 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
         ConvAlgo::Tiled(tile) => simt::tiled_launch_dims(p, tile),
         ConvAlgo::Direct => simt::direct_launch_dims(p),
         // Its grid comes from the tensor-map plan, not from the conv params alone.
-        ConvAlgo::Wgmma => Err(Error::config(
+        ConvAlgo::Wgmma(_) => Err(Error::config(
             "QcConvParams",
             "(kernel arguments)",
             "the sm_90a kernel launches with conv_wg::wg_launch_dims of its plan",

@@ -498,6 +498,22 @@ mod tests {
     }
 
     #[test]
+    fn kernel_arguments_and_launch() {
+        let pr = p2d(72, 100, 20, 3, 2, 1);
+        let plan = wg_plan(&pr, DType::BF16).unwrap();
+        let p = wg_params(&pr, &plan, true, false).unwrap();
+        assert_eq!((p.spatial_dims, p.c_chunks, p.k_steps), (2, 2, 18));
+        let c = &p.conv;
+        assert_eq!((c.splits, c.groups, c.has_bias, c.out_nhwc, c.transposed), (1, 1, 1, 0, 0));
+        assert_eq!(c.w_stride_m as u64 * 2, plan.wgt.global_strides[1]);
+        assert_eq!((c.out_size, c.out_spatial), ([1, 10, 10], 100));
+        assert!(p.act.opaque.iter().chain(&p.wgt.opaque).all(|&v| v == 0) && p.reserved == [0; 23]);
+        let d = wg_launch_dims(&plan);
+        assert_eq!((d.grid, d.block, d.dynamic_shared_bytes), ((2, 1, 1), (384, 1, 1), wg_smem_bytes(128)));
+        assert_eq!(wg_params(&pr, &plan, false, true).unwrap().conv.out_nhwc, 1);
+    }
+
+    #[test]
     fn limits_are_enforced_at_each_boundary() {
         let ok = |p: &ConvProblem| wg_plan(p, DType::F16).is_ok();
         // A 2-d problem with dilation: out = (hw + 2 pad - dil (k - 1) - 1) / stride + 1.

@@ -163,7 +163,12 @@ fn sm90a_precision_matches_the_rounded_weight_oracle() {
         o1,
     )
     .unwrap();
+    // 'same' padding with an even kernel: the extra output at the end (the pixel box's upper
+    // corner comes from the output size, not from the padding).
+    let same = ConvOptions::<2>::new().kernel_size([4, 4]).padding(Padding::Same).dilation([1, 2]);
+    let ms = observed_conv2d(&mut rng, 24, 40, same);
     for dtype in [DType::F16, DType::BF16] {
+        check_tensor_core_with(&ms, &make_input(&mut rng, &[2, 24, 11, 13], dtype), Precision::TensorCoreSm90a, "same");
         check_tensor_core_with(&m3, &make_input(&mut rng, &[2, 16, 6, 7, 8], dtype), Precision::TensorCoreSm90a, "c3d");
         check_tensor_core_with(&m1, &make_input(&mut rng, &[3, 32, 100], dtype), Precision::TensorCoreSm90a, "c1d");
     }

@@ -367,4 +367,41 @@ typedef struct QcPadU8Params {
     int32_t reserved;
 } QcPadU8Params;
 
+/* ---------------------------------------------------------------------------------------------
+ * The Hopper path (cuda/conv_wg.cu, sm_90a only, opt-in: Precision::TensorCoreSm90a): wgmma fed
+ * by TMA. The activations are read through an im2col tensor map, the packed 16-bit weight
+ * through a tiled one; both maps are encoded on the host (cuTensorMapEncodeIm2col / Tiled, see
+ * src/cuda/ops/conv_wg.rs for every parameter) and live in the kernel parameter, which the
+ * kernel declares `const __grid_constant__` so that their address is a param-space address.
+ * ------------------------------------------------------------------------------------------- */
+
+/** An opaque CUDA tensor map (CUtensorMap: 128 bytes, 64-byte aligned; 128 as CUDA 13 declares it). */
+typedef struct QcTensorMap {
+    /** Written by the driver's encode function; never read by the host. */
+    uint64_t opaque[16];
+} __attribute__((aligned(128))) QcTensorMap;
+
+/** Argument of `qc_conv_wg_*` (cuda/conv_wg.cu): a forward convolution with groups 1, f16/bf16
+ *  activations channels-last. */
+typedef struct QcWgConvParams {
+    /** im2col map of x [batch, (D,) (H,) W, in_channels]: box of 128 pixels x 64 channels,
+     *  128-byte swizzle, zero fill (the padding). */
+    QcTensorMap act;
+    /** Tiled map of the packed weight [out_channels][taps][in_channels] (rows of w_stride_m):
+     *  box {64 channels, 1 tap, 128 output channels}, 128-byte swizzle, zero fill. */
+    QcTensorMap wgt;
+    /** The problem as for the tensor-core tiles (tc_conv_params): y, bias, has_bias, out_nhwc and
+     *  the sizes are read; x and w only through the maps (kept for the host's checks). groups 1,
+     *  splits 1, pad_mode zeros, transposed 0. */
+    QcConvParams conv;
+    /** Spatial dimensions of the im2col map: 1 (rank 3, NWC), 2 (rank 4, NHWC) or 3 (rank 5). */
+    int32_t spatial_dims;
+    /** 64-channel chunks per tap: ceil(in_channels / 64). */
+    int32_t c_chunks;
+    /** Reduction steps: taps * c_chunks (>= 1). */
+    int32_t k_steps;
+    /** Explicit padding to 640 bytes (a multiple of the 128-byte alignment); set to 0. */
+    int32_t reserved[23];
+} QcWgConvParams;
+
 #endif /* QCONV_PARAMS_H */

@@ -3,13 +3,14 @@
 //! generated code unchanged. Needs libnvrtc on the library path; no GPU.
 //!
 //! ```text
-//! cargo run --release --example ptx_dump -- dump DIR [ARCH ...] [--only PREFIX]   # default: sm_80 sm_90
+//! cargo run --release --example ptx_dump -- dump DIR [ARCH ...] [--only PREFIX]   # default: sm_80 sm_90 sm_90a
 //! cargo run --release --example ptx_dump -- cubin DIR [ARCH ...] [--only PREFIX]  # the CUBINs
 //! cargo run --release --example ptx_dump -- compare OLD_DIR NEW_DIR
 //! ```
 //!
-//! `dump` writes `DIR/<program>-<arch>.ptx` for every program of `KernelSource::ALL` (or those
-//! whose short name starts with `PREFIX`), compiled with the options the runtime uses. `compare` splits every file of both directories into its
+//! `dump` writes `DIR/<program>-<arch>.ptx` for every program the architecture compiles
+//! (`KernelSource::for_arch`: `sm_90a` takes the Hopper program only), or those
+//! whose short name starts with `PREFIX`, compiled with the options the runtime uses. `compare` splits every file of both directories into its
 //! functions (`.entry` and `.func`, keyed by architecture and name) and module-scope declarations
 //! (`.global`, `.shared`, `.const`, `.extern`, keyed by symbol), so that programs may be split or
 //! merged between the two dumps (the one normalisation: basic-block labels lose the function's
@@ -45,7 +46,7 @@ fn dump(dir: &Path, args: &[String], cubin: bool) -> i32 {
         None => (args, None),
     };
     let archs: Vec<Arch> = if archs.is_empty() {
-        vec![Arch::new(8, 0), Arch::new(9, 0)]
+        vec![Arch::new(8, 0), Arch::new(9, 0), Arch::SM90A]
     } else {
         match archs.iter().map(|a| a.parse::<Arch>()).collect::<qconv::Result<Vec<_>>>() {
             Ok(a) => a,
@@ -61,7 +62,7 @@ fn dump(dir: &Path, args: &[String], cubin: bool) -> i32 {
     }
     let mut failures = 0;
     for arch in &archs {
-        for source in KernelSource::ALL.into_iter().filter(|s| only.is_none_or(|o| s.name().starts_with(o))) {
+        for source in KernelSource::for_arch(*arch).filter(|s| only.is_none_or(|o| s.name().starts_with(o))) {
             let path = dir.join(format!("{}-{arch}.{}", source.name(), if cubin { "cubin" } else { "ptx" }));
             let bytes = if cubin {
                 nvrtc::compile(source, *arch, &[]).map(|k| {

@@ -17,10 +17,14 @@
 #                 fake-quant kernel with Nsight Compute (speed of light, occupancy, warp stalls).
 #
 # Steps (each logged to <report>/<step>.log; <report>/summary.txt lists PASS/FAIL/SKIP per step
-# with its duration): qconv info; qconv warmup for this GPU's sm_XY, cold (empty cache) then warm;
-# every GPU test executable; compute-sanitizer memcheck and racecheck on the `sanitizer_smoke`
-# test; qconv bench --device cuda and torch_gpu.py on the same GPU (JSON lines). The script
-# continues past failures and exits 1 if any step failed.
+# with its duration): qconv info; qconv warmup for this GPU's sm_XY (and sm_90a on compute
+# capability 9.0), cold (empty cache) then warm; every GPU test executable; compute-sanitizer
+# memcheck and racecheck on the `sanitizer_smoke` test (and memcheck on `sm90a_sanitizer_smoke`
+# on 9.0); on 9.0, the sm_90a tests again on their own (sm90a-tests: the opt-in Hopper kernel
+# against the mma.sync tiles bit for bit and Precision::TensorCoreSm90a against the oracle);
+# qconv bench --device cuda (on 9.0 with its "sm90a" rows) and torch_gpu.py on the same GPU (JSON
+# lines), with a table of the sm90a rows against the default tensor-core rows and cuDNN. The
+# script continues past failures and exits 1 if any step failed.
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +42,7 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET="$2"; shift 2 ;;
     --skip-torch) SKIP_TORCH=1; shift ;;
     --ncu) NCU=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -133,6 +137,8 @@ cat "$REPORT/info.log" >> "$SUMMARY"
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 ARCH_ARG=()
 [ -n "$ARCH" ] && ARCH_ARG=(--arch "sm_$ARCH")
+# Hopper: the opt-in wgmma/TMA program is compiled for sm_90a (its own target and cache entry).
+[ "$ARCH" = "90" ] && ARCH_ARG=(--arch "sm_90,sm_90a")
 step warmup-cold 240 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
 step warmup-warm 60 "$QCONV" warmup ${ARCH_ARG[@]+"${ARCH_ARG[@]}"}
 
@@ -175,8 +181,24 @@ if [ -n "$SANITIZER" ] && [ -n "$CUDA_TEST" ]; then
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^test result" "$REPORT/sanitizer-$tool.log" | sed 's/^/      /' >> "$SUMMARY"
     check_ran "sanitizer-$tool"
   done
+  if [ "$ARCH" = "90" ]; then
+    # The sm_90a kernel (TMA + mbarrier + wgmma): memcheck catches out-of-bounds global stores of
+    # the epilogue and a bad tensor map; racecheck does not model TMA/mbarrier ordering, so the
+    # numeric comparisons of sm90a-tests are the pipeline's check.
+    step sanitizer-memcheck-sm90a 180 "$SANITIZER" --tool memcheck --error-exitcode 1 "$CUDA_TEST" sm90a_sanitizer_smoke --exact --include-ignored --test-threads=1 --nocapture
+    grep -E "ERROR SUMMARY|^test result" "$REPORT/sanitizer-memcheck-sm90a.log" | sed 's/^/      /' >> "$SUMMARY"
+    check_ran sanitizer-memcheck-sm90a
+  fi
 else
   note "FAIL  compute-sanitizer not found (or no cuda test executable)"; FAILED=1
+fi
+
+# The opt-in sm_90a path on its own (they also ran above with every test): its verdict is what
+# decides whether Precision::TensorCoreSm90a may become the default on Hopper (docs/gpu-results.md).
+if [ "$ARCH" = "90" ] && [ -n "$CUDA_TEST" ]; then
+  step sm90a-tests 180 "$CUDA_TEST" sm90a --include-ignored --test-threads=1 --nocapture
+  grep -E "^test |^test result" "$REPORT/sm90a-tests.log" | sed 's/^/      /' >> "$SUMMARY"
+  check_ran sm90a-tests
 fi
 
 # The exported PyTorch model through the CLI: `qconv run --device cuda` against `--device cpu` for
@@ -293,6 +315,24 @@ if tf:
         print(f"{c:<15}{lay:<7}{r['median_us']:>9.1f}{r['tflops']:>8.1f}{(cu['median_us'] if cu else float('nan')):>14.1f}{(ratio or float('nan')):>7.2f}")
     if gt:
         print(f"geomean cuDNN/qconv, channels-last, tf32: {math.exp(sum(map(math.log, gt)) / len(gt)):.2f} over {len(gt)} cases (min {min(gt):.2f})")
+# The opt-in sm_90a kernel (precision "sm90a", Hopper only) against the default tensor-core
+# path and cuDNN, channels-last.
+hw = [(k, r) for k, r in sorted(qq.items()) if k[3] == "sm90a"]
+if hw:
+    print(f"{'case':<15}{'dtype':<5}{'sm90a us':>9}{'TFLOP/s':>8}{'mma us':>9}{'speedup':>8}{'cuDNN us':>9}{'ratio':>7}")
+    gh = {}
+    for (c, d, lay, _), r in hw:
+        base = qq.get((c, d, lay, "default"))
+        cu = tt.get((c, "float_conv", d, lay))
+        ratio = cu["median_us"] / r["median_us"] if cu else None
+        if ratio:
+            gh.setdefault(d, []).append(ratio)
+        print(f"{c:<15}{d:<5}{r['median_us']:>9.1f}{r['tflops']:>8.1f}"
+              f"{(base['median_us'] if base else float('nan')):>9.1f}"
+              f"{(base['median_us'] / r['median_us'] if base else float('nan')):>8.2f}"
+              f"{(cu['median_us'] if cu else float('nan')):>9.1f}{(ratio or float('nan')):>7.2f}")
+    for d, v in gh.items():
+        print(f"geomean cuDNN/qconv sm90a, channels-last, {d}: {math.exp(sum(map(math.log, v)) / len(v)):.2f} over {len(v)} cases (min {min(v):.2f})")
 for r in q:
     if r["op"] != "module_forward":
         print("qconv", json.dumps(r))

@@ -198,6 +198,10 @@ fn usage_errors_exit_2_before_any_work() {
         (&["bench", "--case", "g_3x3_64"], "GPU case"),
         (&["warmup", "--arch", "foo"], "not an architecture"),
         (&["warmup", "--arch", "sm_75"], "older than sm_80"),
+        (
+            &["warmup", "--arch", "sm_90,sm_100a"],
+            "the only architecture-specific target qconv has kernels for is sm_90a",
+        ),
         (&["weights", "--model", m, "--prefix", "nosuch.", "--output", "x"], "nearest: "),
         (&["weights", "--model", m, "--output", "x"], "choose one with --prefix"),
     ];
@@ -518,4 +522,18 @@ fn lowered_run_errors_are_clean() {
     let (ok, _, err) =
         qconv(&run_args(&fixture("export_demo.safetensors"), "x", out, &["--prefix", "head.", "--dequantize"]));
     assert!(!ok && err.contains("--dequantize"), "{err}");
+
+/// `warmup --arch sm_90a` compiles Hopper's wgmma/TMA program, and only it (where libnvrtc is
+/// found; CI has it).
+#[cfg(feature = "cuda")]
+#[test]
+fn warmup_compiles_the_hopper_program_for_sm_90a() {
+    if let Err(e) = qconv::cuda::nvrtc::nvrtc_available() {
+        println!("skipped: {e}");
+        return;
+    }
+    let (c, out, err) = code(&["warmup", "--arch", "sm_90a", "--no-disk-cache"]);
+    assert_eq!(c, Some(0), "{err}");
+    assert!(out.contains("qc_conv_wg_f16_128x128") && out.contains("qc_conv_wg_bf16_128x128"), "{out}");
+    assert!(out.contains("sm_90a") && !out.contains("qc_conv_tc_"), "sm_90a compiles the Hopper program only: {out}");
 }

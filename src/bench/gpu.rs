@@ -74,6 +74,9 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
         let module = built.module.to_device(Device::Cuda(ordinal))?;
         let exact = module.clone().with_precision(Precision::Exact);
         let tf32 = module.clone().with_precision(Precision::Tf32);
+        // Hopper's opt-in wgmma/TMA kernel (rows only on compute capability 9.0).
+        let sm90a = module.clone().with_precision(Precision::TensorCoreSm90a);
+        let hopper = rt.info().compute_capability == (9, 0);
         // The same module with its weight kept as 8-bit codes (the suite's qparams allow it).
         let codes =
             built.module.clone().with_weight_storage(WeightStorage::Int8Codes)?.to_device(Device::Cuda(ordinal))?;
@@ -104,6 +107,9 @@ pub fn run_suite(ordinal: usize, case: Option<&str>, batch: Option<usize>, emit:
                     "int8_codes",
                     Box::new(|| codes.forward_channels_last(&xl).map(|_| ())),
                 ));
+                if hopper {
+                    runs.push((last_name, "sm90a", "float", Box::new(|| sm90a.forward_channels_last(&xl).map(|_| ()))));
+                }
             }
             for (layout, precision, weights, f) in runs {
                 let t = timer.median_us(&*f, 50)?;

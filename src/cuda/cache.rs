@@ -128,6 +128,15 @@ fn checksum(parts: &[&[u8]]) -> u64 {
     parts.iter().fold(FNV_OFFSET, |h, p| fnv1a64(h, p))
 }
 
+/// Bit of the header's arch-minor field that marks an architecture-specific target (`sm_90a`);
+/// entries of plain targets keep the format they always had.
+const ARCH_SPECIFIC_BIT: u32 = 1 << 16;
+
+/// The header's arch-minor field of `arch`.
+fn arch_minor_field(arch: Arch) -> u32 {
+    arch.minor | if arch.specific { ARCH_SPECIFIC_BIT } else { 0 }
+}
+
 /// Serialises an entry (format: see [`decode_entry`]).
 fn encode_entry(key: CacheKey, k: &CompiledKernel) -> Vec<u8> {
     let mut head = Vec::with_capacity(HEADER_LEN);
@@ -136,7 +145,7 @@ fn encode_entry(key: CacheKey, k: &CompiledKernel) -> Vec<u8> {
     head.extend_from_slice(&k.nvrtc_version.0.to_le_bytes());
     head.extend_from_slice(&k.nvrtc_version.1.to_le_bytes());
     head.extend_from_slice(&k.arch.major.to_le_bytes());
-    head.extend_from_slice(&k.arch.minor.to_le_bytes());
+    head.extend_from_slice(&arch_minor_field(k.arch).to_le_bytes());
     head.extend_from_slice(&(k.compile_time.as_micros() as u64).to_le_bytes());
     head.extend_from_slice(&(k.log.len() as u64).to_le_bytes());
     head.extend_from_slice(&(k.cubin.len() as u64).to_le_bytes());
@@ -153,7 +162,7 @@ fn encode_entry(key: CacheKey, k: &CompiledKernel) -> Vec<u8> {
 /// checksum mismatch, invalid UTF-8 log, empty CUBIN).
 ///
 /// Layout (little endian): magic `[u8; 8]`, key `u128`, NVRTC major/minor `i32`, arch
-/// major/minor `u32`, compile time in µs `u64`, log length `u64`, CUBIN length `u64`, checksum
+/// major/minor `u32` (the minor with bit 16 set for an architecture-specific `sm_XYa`), compile time in µs `u64`, log length `u64`, CUBIN length `u64`, checksum
 /// `u64`, log bytes, CUBIN bytes.
 fn decode_entry(
     bytes: &[u8],
@@ -171,7 +180,10 @@ fn decode_entry(
         return None;
     }
     let nvrtc_version = (u32_at(24) as i32, u32_at(28) as i32);
-    let file_arch = Arch::new(u32_at(32), u32_at(36));
+    let file_arch = match u32_at(36) {
+        m if m & ARCH_SPECIFIC_BIT != 0 => Arch::specific(u32_at(32), m & !ARCH_SPECIFIC_BIT),
+        m => Arch::new(u32_at(32), m),
+    };
     let compile_us = u64_at(40);
     let log_len = usize::try_from(u64_at(48)).ok()?;
     let cubin_len = usize::try_from(u64_at(56)).ok()?;
@@ -316,8 +328,10 @@ impl KernelCache {
         Ok(self.remember(key, compiled))
     }
 
-    /// Compiles (or loads) every kernel program for every architecture in `archs` — what
-    /// `qconv warmup` and [`crate::cuda::runtime::Runtime::load_all`] do — on up to
+    /// Compiles (or loads) every kernel program for every architecture in `archs` that the
+    /// program targets ([`KernelSource::targets`]: `sm_90a` takes only the Hopper program, the
+    /// plain architectures every other one) — what `qconv warmup` and
+    /// [`crate::cuda::runtime::Runtime::load_all`] do — on up to
     /// `available_parallelism` threads (NVRTC compiles one program per thread). One result per
     /// (program, architecture), in order; failures do not stop the others.
     pub fn warm_all(&self, archs: &[Arch]) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
@@ -332,7 +346,7 @@ impl KernelCache {
         on_done: &WarmReport<'_>,
     ) -> Vec<(KernelSource, Arch, Result<Arc<CompiledKernel>>)> {
         let jobs: Vec<(KernelSource, Arch)> =
-            archs.iter().flat_map(|&arch| KernelSource::ALL.into_iter().map(move |source| (source, arch))).collect();
+            archs.iter().flat_map(|&arch| KernelSource::for_arch(arch).map(move |source| (source, arch))).collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, jobs.len().max(1));
         // Longest first: the tensor-core tiles (0.4-0.9 s each on a 2-core Zen 4 with NVRTC
         // 13.2) start before the CUDA-core pairs and the weight kernels, so that no long program
@@ -471,6 +485,16 @@ mod tests {
         // Another key or architecture is not this entry.
         assert!(decode_entry(&bytes, CacheKey(key.0 ^ 1), k.source, k.arch, &k.options).is_none());
         assert!(decode_entry(&bytes, key, k.source, Arch::new(9, 0), &k.options).is_none());
+
+        // sm_90a round-trips as itself and is neither sm_90 nor sm_90's entry.
+        let a = CompiledKernel { arch: Arch::SM90A, source: KernelSource::ConvWg, ..sample() };
+        let key_a = CacheKey::new(a.source, a.arch, &a.options, a.nvrtc_version);
+        let bytes_a = encode_entry(key_a, &a);
+        assert_eq!(decode_entry(&bytes_a, key_a, a.source, Arch::SM90A, &a.options).unwrap().arch, Arch::SM90A);
+        assert!(decode_entry(&bytes_a, key_a, a.source, Arch::new(9, 0), &a.options).is_none());
+        let plain = CompiledKernel { arch: Arch::new(9, 0), ..a.clone() };
+        let bytes_p = encode_entry(key_a, &plain);
+        assert!(decode_entry(&bytes_p, key_a, a.source, Arch::SM90A, &a.options).is_none());
     }
 
     #[test]
@@ -480,6 +504,12 @@ mod tests {
         assert_eq!(base, CacheKey::new(KernelSource::ConvF32T128M32, Arch::new(8, 0), &o, (13, 2)));
         assert_ne!(base, CacheKey::new(KernelSource::ConvTransposeF32T128M32, Arch::new(8, 0), &o, (13, 2)));
         assert_ne!(base, CacheKey::new(KernelSource::ConvF32T128M32, Arch::new(9, 0), &o, (13, 2)));
+        // The architecture-specific target is a key of its own (same options otherwise).
+        let o90 = vec!["-arch=sm_90".to_string()];
+        assert_ne!(
+            CacheKey::new(KernelSource::ConvWg, Arch::new(9, 0), &o90, (13, 2)),
+            CacheKey::new(KernelSource::ConvWg, Arch::SM90A, &o90, (13, 2))
+        );
         assert_ne!(base, CacheKey::new(KernelSource::ConvF32T128M32, Arch::new(8, 0), &o, (13, 1)));
         assert_ne!(base, CacheKey::new(KernelSource::ConvF32T128M32, Arch::new(8, 0), &["-lineinfo".into()], (13, 2)));
         // Field boundaries matter: ["ab", "c"] differs from ["a", "bc"].

@@ -9,6 +9,8 @@
 //! 2. tensor cores, under [`Precision::TensorCore`] (f16/bf16) or [`Precision::Tf32`] (f32),
 //!    where the tiles run the weight: the 16-bit or TF32 copy, or the 8-bit codes; the input
 //!    copied channels-last with padded channels first when `C/groups` is not a multiple of 8;
+//!    under the opt-in [`Precision::TensorCoreSm90a`] on compute capability 9.0, Hopper's
+//!    wgmma/TMA kernel first where [`conv_wg::can_run`] holds (16-bit weight, unpadded input);
 //! 3. otherwise the SIMT kernels, exact, on the float32 weight (expanded from the codes for this
 //!    call under 8-bit storage).
 //!
@@ -20,9 +22,11 @@ use std::sync::Arc;
 use cudarc::driver::CudaStream;
 
 use super::ops::conv_tc::TcWeight;
+use super::ops::conv_wg;
 use super::ops::depthwise;
 use super::ops::layout::{PadChannelsShape, TransposeShape};
 use super::ops::params::{ConvIo, QC_DQ_DEPTHWISE};
+use super::runtime::Runtime;
 use super::weights::DeviceWeights;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -80,7 +84,7 @@ pub(crate) fn forward(w: &DeviceWeights, x: &Tensor, call: ForwardCall<'_>) -> R
     let in_sp: usize = problem.in_size.iter().product();
     let out_sp: usize = problem.out_size.iter().product();
     let (n, c, k) = (problem.batch, problem.in_channels, problem.out_channels);
-    let tensor_cores = matches!(precision, Precision::TensorCore | Precision::Tf32);
+    let tensor_cores = matches!(precision, Precision::TensorCore | Precision::Tf32 | Precision::TensorCoreSm90a);
     let tf32 = match (precision, dtype, &w.codes) {
         (Precision::Tf32, DType::F32, None) => w.tf32_weight(stream)?,
         _ => None,
@@ -142,6 +146,19 @@ pub(crate) fn forward(w: &DeviceWeights, x: &Tensor, call: ForwardCall<'_>) -> R
         rt.conv_device_tc(&padded, dtype, tw, ConvIo { x: &xp, y: &mut y, bias }, channels_last, stream)?;
         return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
     }
+    if let (Some(TcWeight::Half(w16)), true) = (tc_weight, use_sm90a(rt, precision, problem, dtype)) {
+        // Opt-in: Hopper's wgmma/TMA kernel (channels-last input; channels-first transposed first).
+        let mut y = rt.alloc_uninit::<u8>(bytes, stream)?;
+        if channels_last {
+            rt.conv_device_wg(problem, dtype, w16, ConvIo { x: xb, y: &mut y, bias }, true, stream)?;
+        } else {
+            let mut xt = rt.alloc_uninit::<u8>(in_bytes, stream)?;
+            let shape = TransposeShape { elem_bytes: es, batch: n, rows: c, cols: in_sp };
+            rt.transpose_device(xb, &mut xt, shape, stream)?;
+            rt.conv_device_wg(problem, dtype, w16, ConvIo { x: &xt, y: &mut y, bias }, false, stream)?;
+        }
+        return Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y));
+    }
     let simt_layout = w.spec.dequant_layout();
     let y = match (tc_weight, channels_last) {
         (Some(tw), true) => {
@@ -189,6 +206,15 @@ pub(crate) fn forward(w: &DeviceWeights, x: &Tensor, call: ForwardCall<'_>) -> R
         }
     };
     Ok(Tensor::from_cuda(last_shape, dtype, ordinal, y))
+}
+
+/// Whether the call goes to Hopper's kernel: [`Precision::TensorCoreSm90a`] chosen, a device of
+/// compute capability 9.0, and a problem the kernel takes ([`conv_wg::can_run`]; the caller
+/// supplies the 16-bit packed weight, which holds for f16/bf16 under float storage).
+fn use_sm90a(rt: &Runtime, precision: Precision, problem: &ConvProblem, dtype: DType) -> bool {
+    precision == Precision::TensorCoreSm90a
+        && rt.info().compute_capability == (9, 0)
+        && conv_wg::can_run(problem, dtype)
 }
 
 /// The output of a call with nothing to convolve (empty batch or empty input extent): the bias

@@ -17,6 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use super::nvrtc::Arch;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -42,6 +43,7 @@ pub const SOURCE_FILES: &[(&str, &str)] = &[
     ("layout.cu", include_str!("../../cuda/layout.cu")),
     ("conv_imma.cu", include_str!("../../cuda/conv_imma.cu")),
     ("int8_simt.cu", include_str!("../../cuda/int8_simt.cu")),
+    ("conv_wg.cu", include_str!("../../cuda/conv_wg.cu")),
 ];
 
 /// Expands the program list: the [`KernelSource`] enum (one variant per program, with its short
@@ -346,6 +348,14 @@ kernel_programs! {
         qc_dw_int8: Int8Conv(Int8Algo::Depthwise), None, false, false => QC_DW_INT8_ENTRY();
         qc_pad_channels_u8: PadChannelsU8, None, false, false => QC_PAD_U8_ENTRY();
     }
+    /// `cuda/conv_wg.cu`: Hopper's wgmma + TMA forward convolution, 128×128 and 128×64 tiles, f16
+    /// and bf16 (compiled for `sm_90a` only: [`KernelSource::targets`]).
+    ConvWg = "conv_wg" in "conv_wg.cu" {
+        qc_conv_wg_f16_128x128: Conv(Wgmma(128)), Some(F16), false, false => QC_WG_ENTRY(qc_half, 128);
+        qc_conv_wg_f16_128x64: Conv(Wgmma(64)), Some(F16), false, false => QC_WG_ENTRY(qc_half, 64);
+        qc_conv_wg_bf16_128x128: Conv(Wgmma(128)), Some(BF16), false, false => QC_WG_ENTRY(qc_bf16, 128);
+        qc_conv_wg_bf16_128x64: Conv(Wgmma(64)), Some(BF16), false, false => QC_WG_ENTRY(qc_bf16, 64);
+    }
 }
 
 impl KernelSource {
@@ -368,6 +378,32 @@ impl KernelSource {
                 .collect()
         });
         &texts[*self as usize]
+    }
+
+    /// Whether this program is compiled for `arch`: the Hopper program (`cuda/conv_wg.cu`, wgmma
+    /// and setmaxnreg) for `sm_90a` only; every other program for every plain `sm_XY` and never
+    /// for an architecture-specific target (their `sm_90` CUBIN serves Hopper).
+    pub fn targets(&self, arch: Arch) -> bool {
+        match self {
+            KernelSource::ConvWg => arch == Arch::SM90A,
+            _ => !arch.specific,
+        }
+    }
+
+    /// The programs compiled for `arch` ([`targets`](Self::targets)), in [`ALL`](Self::ALL)'s order.
+    pub fn for_arch(arch: Arch) -> impl Iterator<Item = KernelSource> {
+        KernelSource::ALL.into_iter().filter(move |s| s.targets(arch))
+    }
+
+    /// The target a device of plain architecture `device` compiles this program for: `sm_90a`
+    /// for the Hopper program on compute capability 9.0, `device` itself for the others; `None`
+    /// where the program cannot run on the device (the Hopper program elsewhere).
+    pub fn target_on(&self, device: Arch) -> Option<Arch> {
+        let device = device.base();
+        match self {
+            KernelSource::ConvWg => (device == Arch::new(9, 0)).then_some(Arch::SM90A),
+            _ => Some(device),
+        }
     }
 
     /// The entry points this program defines.
@@ -534,6 +570,10 @@ pub enum ConvAlgo {
     /// Depthwise convolution on channels-last tensors (8 channels per thread, CUDA cores, f32
     /// weights packed `[taps][C]`).
     DepthwiseNhwc,
+    /// Hopper's wgmma + TMA implicit GEMM (`cuda/conv_wg.cu`, sm_90a, forward, groups 1,
+    /// f16/bf16; opt-in: [`Precision::TensorCoreSm90a`](crate::cuda::Precision)), tiles of 128
+    /// output pixels × this many output channels (128, or 64).
+    Wgmma(u32),
 }
 
 /// How a lowered int8 convolution (u8 × s8 codes, exact int32 sums, requantized to u8) is
@@ -766,8 +806,19 @@ mod tests {
         let int8 = |v: &&KernelVariant| matches!(v.kind, KernelKind::Int8Conv(_) | KernelKind::PadChannelsU8);
         assert_eq!(
             VARIANTS.iter().filter(|v| !layout_or_splitk(v) && !int8(v)).count(),
-            4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3
+            4 + 2 * 3 * 4 + 2 * 4 + 2 * 2 * 2 + 2 * 2 * 2 + 5 + 3 + 4
         );
+        // The Hopper program: f16 and bf16, 128 and 64 channels per tile, forward only.
+        for dtype in [DType::F16, DType::BF16] {
+            for bn in [128, 64] {
+                let v = conv_variant(false, dtype, ConvAlgo::Wgmma(bn)).unwrap();
+                assert_eq!(v.source, KernelSource::ConvWg);
+                assert!(v.name.ends_with(&format!("_128x{bn}")) && v.definition.ends_with(&format!(", {bn})")));
+                assert!(conv_variant(true, dtype, ConvAlgo::Wgmma(bn)).is_none());
+            }
+            assert!(conv_variant(false, dtype, ConvAlgo::Wgmma(32)).is_none());
+        }
+        assert!(conv_variant(false, DType::F32, ConvAlgo::Wgmma(128)).is_none());
         assert_eq!(VARIANTS.iter().filter(layout_or_splitk).count(), 7);
         // The int8 family: 3 forward and 2 transposed tiles, 4 of them also as *_wzp, the
         // depthwise kernel, the u8 copy.
@@ -803,6 +854,23 @@ mod tests {
         assert!(pad_channels_variant(1).is_none());
         assert_eq!(splitk_reduce_variant(DType::BF16).unwrap().name, "qc_splitk_reduce_bf16");
         assert_eq!(splitk_reduce_variant(DType::F32).unwrap().name, "qc_splitk_reduce_f32");
+    }
+
+    #[test]
+    fn the_hopper_program_targets_sm_90a_only() {
+        let (sm80, sm90) = (Arch::new(8, 0), Arch::new(9, 0));
+        for s in KernelSource::ALL {
+            let hopper = s == KernelSource::ConvWg;
+            assert_eq!(s.targets(Arch::SM90A), hopper, "{s}");
+            assert_eq!(s.targets(sm90), !hopper, "{s}");
+            assert_eq!(s.targets(sm80), !hopper, "{s}");
+            // What a device of each architecture compiles it for.
+            assert_eq!(s.target_on(sm90), Some(if hopper { Arch::SM90A } else { sm90 }), "{s}");
+            assert_eq!(s.target_on(sm80), (!hopper).then_some(sm80), "{s}");
+            assert_eq!(s.target_on(Arch::new(12, 0)), (!hopper).then_some(Arch::new(12, 0)), "{s}");
+        }
+        assert_eq!(KernelSource::for_arch(Arch::SM90A).collect::<Vec<_>>(), [KernelSource::ConvWg]);
+        assert_eq!(KernelSource::for_arch(sm90).count(), KernelSource::COUNT - 1);
     }
 
     #[test]

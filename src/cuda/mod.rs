@@ -13,6 +13,12 @@
 //! | device weights | `weights.rs` | a module's weight on a device: upload, TF32 copy, codes, self-check ([`WeightStorage`]) |
 //! | forward | `forward.rs` | the one forward that picks the family and the weight form ([`Precision`]) |
 //!
+//! Hopper's own path is one more family along the same layers, opt-in
+//! ([`Precision::TensorCoreSm90a`]) and compiled for the architecture-specific target `sm_90a`
+//! only ([`nvrtc::Arch::SM90A`], [`kernels::KernelSource::targets`]): `cuda/conv_wg.cu` (wgmma +
+//! TMA), [`ops::conv_wg`] (the tensor-map plan, its `can_run`, the launch), chosen by the forward
+//! on compute capability 9.0.
+//!
 //! The lowered int8 convolutions (u8 × s8 codes, exact int32 sums, requantized u8 outputs) are one
 //! more family along the same layers: host packings [`pack_int8`], kernel families
 //! [`ops::conv_imma`] (tensor cores) and [`ops::int8_simt`] (depthwise, the u8 channel copy),

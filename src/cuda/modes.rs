@@ -29,6 +29,17 @@ pub enum Precision {
     /// modules stored as 8-bit codes run f32 as `Exact`. The TF32 copy of the weight is built
     /// and uploaded on the first TF32 call (4 bytes per weight element, kept with the module).
     Tf32,
+    /// Opt-in, **not yet verified on a GPU**: [`TensorCore`](Precision::TensorCore), except that
+    /// on a device of compute capability 9.0 (H100, H200) the forward convolutions Hopper's own
+    /// kernel takes run on it (`cuda/conv_wg.cu`, compiled for `sm_90a`: `wgmma` fed by TMA
+    /// with an im2col tensor map): groups 1, f16/bf16 activations, `in_channels` a multiple of 8,
+    /// zero padding, strides up to 8 and padding/dilated kernel extents within the TMA im2col
+    /// limits, weights stored as [`WeightStorage::Float`]. Same numerics as `TensorCore` (both
+    /// operands in the activation dtype, products accumulated in f32 in an order the hardware
+    /// does not specify, bias added in f32, one rounding of the output). Every other problem and
+    /// device runs exactly as under `TensorCore`. Stays opt-in until `scripts/gpu-check.sh` has
+    /// verified it on a Hopper GPU (docs/gpu-results.md).
+    TensorCoreSm90a,
 }
 
 /// How a module keeps its weight in CUDA device memory (the CPU path always uses the host's

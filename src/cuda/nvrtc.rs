@@ -26,19 +26,40 @@ use crate::error::{Error, Result};
 /// Options every program is compiled with (before the caller's options).
 pub const BASE_OPTIONS: &[&str] = &["--std=c++17", "--fmad=false", "-default-device", "--ptxas-options=-v"];
 
-/// A GPU architecture, `sm_<major><minor>` (compute capability `major.minor`).
+/// A GPU architecture, `sm_<major><minor>` (compute capability `major.minor`), or its
+/// architecture-specific variant `sm_<major><minor>a` ([`Arch::specific`]): the target whose
+/// CUBIN may use instructions of exactly that generation (wgmma and setmaxnreg on `sm_90a`) and
+/// runs only on devices of exactly that compute capability. The two are different compilation
+/// targets: separate cache entries, separate `qconv warmup --arch` items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Arch {
     /// Compute capability major version (8 for sm_80).
     pub major: u32,
     /// Compute capability minor version (0 for sm_80).
     pub minor: u32,
+    /// The architecture-specific target (`sm_90a`): only the programs that need it are compiled
+    /// for it ([`KernelSource::targets`]).
+    pub specific: bool,
 }
 
 impl Arch {
     /// `sm_<major><minor>`.
     pub const fn new(major: u32, minor: u32) -> Self {
-        Arch { major, minor }
+        Arch { major, minor, specific: false }
+    }
+
+    /// `sm_<major><minor>a`, the architecture-specific target of compute capability
+    /// `major.minor` (qconv uses `sm_90a` only: [`Arch::SM90A`]).
+    pub const fn specific(major: u32, minor: u32) -> Self {
+        Arch { major, minor, specific: true }
+    }
+
+    /// `sm_90a`: Hopper's wgmma/TMA kernels (`cuda/conv_wg.cu`).
+    pub const SM90A: Arch = Arch::specific(9, 0);
+
+    /// The plain `sm_XY` of the same compute capability (itself when not specific).
+    pub const fn base(&self) -> Arch {
+        Arch::new(self.major, self.minor)
     }
 
     /// From a device's compute capability as the driver reports it (e.g. `(9, 0)`).
@@ -67,21 +88,26 @@ impl From<(u32, u32)> for Arch {
 }
 
 impl fmt::Display for Arch {
-    /// `sm_80`, `sm_90`, `sm_120`.
+    /// `sm_80`, `sm_90`, `sm_90a`, `sm_120`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sm_{}{}", self.major, self.minor)
+        write!(f, "sm_{}{}{}", self.major, self.minor, if self.specific { "a" } else { "" })
     }
 }
 
 impl FromStr for Arch {
     type Err = Error;
-    /// Parses `sm_80`, `80`, `8.0` or `compute_80`.
+    /// Parses `sm_80`, `80`, `8.0` or `compute_80`, and the architecture-specific `sm_90a`
+    /// (`90a`, `compute_90a`): the only one qconv has programs for.
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::Parse {
             what: "GPU architecture",
             value: s.to_string(),
-            expected: "sm_XY (e.g. sm_80, sm_90), XY or X.Y".into(),
+            expected: "sm_XY (e.g. sm_80, sm_90), XY or X.Y, or sm_90a".into(),
         };
+        if let Some(base) = s.trim().strip_suffix('a') {
+            let arch = base.parse::<Arch>().map_err(|_| bad())?;
+            return if arch == Arch::new(9, 0) && !base.contains('.') { Ok(Arch::SM90A) } else { Err(bad()) };
+        }
         let t = s.trim();
         if let Some((major, minor)) = t.split_once('.') {
             let major = major.parse::<u32>().map_err(|_| bad())?;
@@ -493,6 +519,17 @@ ptxas info    : Used 32 registers, used 0 barriers, 464 bytes cmem[0], 24 bytes 
         assert!(Arch::from_compute_capability((8, 6)).is_ok());
         assert_eq!(Arch::from((9, 0)), Arch::new(9, 0));
         assert!(Arch::from_compute_capability((0, 0)).is_err());
+        // The architecture-specific Hopper target.
+        for s in ["sm_90a", "90a", "compute_90a"] {
+            assert_eq!(s.parse::<Arch>().unwrap(), Arch::SM90A, "{s}");
+        }
+        assert_eq!(Arch::SM90A.to_string(), "sm_90a");
+        assert_eq!(Arch::SM90A.nvrtc_option(), "-arch=sm_90a");
+        assert_eq!(Arch::SM90A.base(), Arch::new(9, 0));
+        assert_ne!(Arch::SM90A, Arch::new(9, 0));
+        for s in ["sm_80a", "sm_100a", "9.0a", "a", "sm_a", "sm_90aa"] {
+            assert!(s.parse::<Arch>().is_err(), "{s}");
+        }
     }
 
     #[test]

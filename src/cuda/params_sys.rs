@@ -418,3 +418,67 @@ const _: () = {
     ["Offset of field: QcPadU8Params::fill"][::core::mem::offset_of!(QcPadU8Params, fill) - 48usize];
     ["Offset of field: QcPadU8Params::reserved"][::core::mem::offset_of!(QcPadU8Params, reserved) - 52usize];
 };
+#[doc = " An opaque CUDA tensor map (CUtensorMap: 128 bytes, 64-byte aligned; 128 as CUDA 13 declares it)."]
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcTensorMap {
+    #[doc = " Written by the driver's encode function; never read by the host."]
+    pub opaque: [u64; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcTensorMap"][::core::mem::size_of::<QcTensorMap>() - 128usize];
+    ["Alignment of QcTensorMap"][::core::mem::align_of::<QcTensorMap>() - 128usize];
+    ["Offset of field: QcTensorMap::opaque"][::core::mem::offset_of!(QcTensorMap, opaque) - 0usize];
+};
+impl Default for QcTensorMap {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Argument of `qc_conv_wg_*` (cuda/conv_wg.cu): a forward convolution with groups 1, f16/bf16\n  activations channels-last."]
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct QcWgConvParams {
+    #[doc = " im2col map of x [batch, (D,) (H,) W, in_channels]: box of 128 pixels x 64 channels,\n  128-byte swizzle, zero fill (the padding)."]
+    pub act: QcTensorMap,
+    #[doc = " Tiled map of the packed weight [out_channels][taps][in_channels] (rows of w_stride_m):\n  box {64 channels, 1 tap, 128 output channels}, 128-byte swizzle, zero fill."]
+    pub wgt: QcTensorMap,
+    #[doc = " The problem as for the tensor-core tiles (tc_conv_params): y, bias, has_bias, out_nhwc and\n  the sizes are read; x and w only through the maps (kept for the host's checks). groups 1,\n  splits 1, pad_mode zeros, transposed 0."]
+    pub conv: QcConvParams,
+    #[doc = " Spatial dimensions of the im2col map: 1 (rank 3, NWC), 2 (rank 4, NHWC) or 3 (rank 5)."]
+    pub spatial_dims: i32,
+    #[doc = " 64-channel chunks per tap: ceil(in_channels / 64)."]
+    pub c_chunks: i32,
+    #[doc = " Reduction steps: taps * c_chunks (>= 1)."]
+    pub k_steps: i32,
+    #[doc = " Explicit padding to 640 bytes (a multiple of the 128-byte alignment); set to 0."]
+    pub reserved: [i32; 23usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of QcWgConvParams"][::core::mem::size_of::<QcWgConvParams>() - 640usize];
+    ["Alignment of QcWgConvParams"][::core::mem::align_of::<QcWgConvParams>() - 128usize];
+    ["Offset of field: QcWgConvParams::act"][::core::mem::offset_of!(QcWgConvParams, act) - 0usize];
+    ["Offset of field: QcWgConvParams::wgt"][::core::mem::offset_of!(QcWgConvParams, wgt) - 128usize];
+    ["Offset of field: QcWgConvParams::conv"][::core::mem::offset_of!(QcWgConvParams, conv) - 256usize];
+    ["Offset of field: QcWgConvParams::spatial_dims"][::core::mem::offset_of!(QcWgConvParams, spatial_dims) - 536usize];
+    ["Offset of field: QcWgConvParams::c_chunks"][::core::mem::offset_of!(QcWgConvParams, c_chunks) - 540usize];
+    ["Offset of field: QcWgConvParams::k_steps"][::core::mem::offset_of!(QcWgConvParams, k_steps) - 544usize];
+    ["Offset of field: QcWgConvParams::reserved"][::core::mem::offset_of!(QcWgConvParams, reserved) - 548usize];
+};
+impl Default for QcWgConvParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

@@ -261,6 +261,13 @@ impl Runtime {
             f.set_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100)
                 .map_err(driver_err("cuFuncSetAttribute"))?;
         }
+        if let KernelKind::Conv(ConvAlgo::Wgmma(bn)) = variant.kind {
+            // The Hopper tiles' pipeline lives in dynamic shared memory beyond the 48 KiB that
+            // needs no opt-in (ops::conv_wg::wg_smem_bytes, checked there against the device).
+            let bytes = i32::try_from(super::ops::conv_wg::wg_smem_bytes(bn)).unwrap_or(i32::MAX);
+            f.set_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
+                .map_err(driver_err("cuFuncSetAttribute"))?;
+        }
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(variant.name, f.clone());
         Ok(f)
     }
@@ -270,7 +277,13 @@ impl Runtime {
         if let Some(m) = modules.get(&source) {
             return Ok(Arc::clone(m));
         }
-        let compiled = kernel_cache().get(source, self.arch, &[])?;
+        // The program's target on this device: its own sm_XY, or sm_90a for the Hopper program.
+        let target = source.target_on(self.arch).ok_or_else(|| Error::Unsupported {
+            op: format!("the kernels of {}", source.file_name()),
+            device: format!("cuda:{} ({})", self.ordinal, self.arch),
+            reason: "they are compiled for sm_90a and run on compute capability 9.0 only".into(),
+        })?;
+        let compiled = kernel_cache().get(source, target, &[])?;
         let module =
             self.ctx.load_module(Ptx::from_binary(compiled.cubin.clone())).map_err(driver_err("cuModuleLoadData"))?;
         modules.insert(source, Arc::clone(&module));
@@ -278,14 +291,18 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) and loads every kernel variant for this device, so the
-    /// first forward call does not pay for NVRTC.
+    /// first forward call does not pay for NVRTC: every program for the device's `sm_XY`, and on
+    /// compute capability 9.0 also the opt-in Hopper program for `sm_90a`.
     pub fn load_all(&self) -> Result<()> {
         // Compile (or read from the disk cache) every program in parallel first; loading is then
         // quick.
-        for (_, _, r) in kernel_cache().warm_all(&[self.arch]) {
+        let mut targets = vec![self.arch];
+        targets.extend(KernelSource::ALL.iter().filter_map(|s| s.target_on(self.arch)).filter(|&a| a != self.arch));
+        targets.dedup();
+        for (_, _, r) in kernel_cache().warm_all(&targets) {
             r?;
         }
-        for v in all_variants() {
+        for v in all_variants().filter(|v| v.source.target_on(self.arch).is_some()) {
             self.function(v)?;
         }
         Ok(())

@@ -16,8 +16,8 @@
 //! kernels, errors, the sanitizer smoke run), `exact.rs` (the exact path against the oracle and
 //! PyTorch: fixtures, random sweeps, large and empty problems, streams and threads, inputs past
 //! 2^31 elements), `fast_paths.rs` (tensor cores, channels-last, 8-bit code storage, TF32) and
-//! `int8.rs` (the lowered int8 convolutions against the exact integer oracle); the helpers they
-//! share are below.
+//! `int8.rs` (the lowered int8 convolutions against the exact integer oracle) and `sm90a.rs`
+//! (the opt-in Hopper kernel, on compute capability 9.0); the helpers they share are below.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -26,6 +26,7 @@ mod basics;
 mod exact;
 mod fast_paths;
 mod int8;
+mod sm90a;
 
 use common::{channels_first, channels_last, forward_opt, magnitude, oracle, oracle_with_weight};
 use half::{bf16, f16};
@@ -257,9 +258,21 @@ fn check_tensor_core<const D: usize, const T: bool>(m: &ConvModule<D, T>, x: &Te
 where
     ConvModule<D, T>: Fwd + ClFwd,
 {
+    assert_eq!(m.to_device(CUDA).unwrap().precision(), Precision::TensorCore, "the default precision");
+    check_tensor_core_with(m, x, Precision::TensorCore, what);
+}
+
+/// [`check_tensor_core`] under another tensor-core precision (the opt-in sm_90a path).
+fn check_tensor_core_with<const D: usize, const T: bool>(
+    m: &ConvModule<D, T>,
+    x: &Tensor,
+    precision: Precision,
+    what: &str,
+) where
+    ConvModule<D, T>: Fwd + ClFwd,
+{
     let dtype = x.dtype();
-    let md = m.to_device(CUDA).unwrap();
-    assert_eq!(md.precision(), Precision::TensorCore);
+    let md = m.to_device(CUDA).unwrap().with_precision(precision);
     let y_first = md.fwd(&x.to_device(CUDA).unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let xl = channels_last(x).to_device(CUDA).unwrap();
     let y_last = md.fwd_last(&xl).unwrap_or_else(|e| panic!("{what}: channels-last: {e}"));

@@ -98,23 +98,25 @@ pub fn bench_case(s: &str) -> Result<String, String> {
     ))
 }
 
-/// `--arch`: compute capabilities `(major, minor)`, each `sm_80` or newer.
+/// `--arch`: compilation targets `(major, minor, specific)`, each `sm_80` or newer; `specific`
+/// for the architecture-specific `sm_90a` (Hopper's wgmma/TMA program), the only one accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchList(pub Vec<(u32, u32)>);
+pub struct ArchList(pub Vec<(u32, u32, bool)>);
 
 impl FromStr for ArchList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for item in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-            let cc = parse_arch(item)?;
+            let (cc, specific) = parse_arch(item)?;
             if cc < (8, 0) {
                 return Err(format!(
                     "{item} is older than sm_80: qconv's kernels need compute capability 8.0 (Ampere) or newer"
                 ));
             }
-            if !out.contains(&cc) {
-                out.push(cc);
+            let target = (cc.0, cc.1, specific);
+            if !out.contains(&target) {
+                out.push(target);
             }
         }
         if out.is_empty() {
@@ -124,18 +126,23 @@ impl FromStr for ArchList {
     }
 }
 
-/// `sm_XY`, `compute_XY`, `XY` or `X.Y` (the last digit is the minor version).
-fn parse_arch(item: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("{item:?} is not an architecture (expected sm_XY, e.g. sm_80 or sm_90)");
+/// `sm_XY`, `compute_XY`, `XY` or `X.Y` (the last digit is the minor version), or `sm_90a`
+/// (`90a`, `compute_90a`); returns the compute capability and whether the target is the
+/// architecture-specific one.
+fn parse_arch(item: &str) -> Result<((u32, u32), bool), String> {
+    let bad = || format!("{item:?} is not an architecture (expected sm_XY, e.g. sm_80 or sm_90, or sm_90a)");
     if let Some((major, minor)) = item.split_once('.') {
         let cc = (major.parse::<u32>().map_err(|_| bad())?, minor.parse::<u32>().map_err(|_| bad())?);
-        return if cc.0 > 0 && cc.1 <= 9 { Ok(cc) } else { Err(bad()) };
+        return if cc.0 > 0 && cc.1 <= 9 { Ok((cc, false)) } else { Err(bad()) };
     }
     let digits = item.strip_prefix("sm_").or_else(|| item.strip_prefix("compute_")).unwrap_or(item);
     if digits.ends_with(['a', 'f']) && digits.len() > 2 {
         let base = &digits[..digits.len() - 1];
+        if digits == "90a" {
+            return Ok(((9, 0), true));
+        }
         return Err(format!(
-            "{item}: architecture-specific targets are not supported yet (compile for sm_{base}; its kernels run there)"
+            "{item}: the only architecture-specific target qconv has kernels for is sm_90a (compile for sm_{base}; its kernels run there)"
         ));
     }
     if digits.len() < 2 || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -146,7 +153,7 @@ fn parse_arch(item: &str) -> Result<(u32, u32), String> {
     if cc.0 == 0 {
         return Err(bad());
     }
-    Ok(cc)
+    Ok((cc, false))
 }
 
 #[cfg(test)]
@@ -172,12 +179,19 @@ mod tests {
 
     #[test]
     fn architectures() {
-        assert_eq!("sm_80,90, 8.6,sm_80".parse::<ArchList>(), Ok(ArchList(vec![(8, 0), (9, 0), (8, 6)])));
-        assert_eq!("sm_120".parse::<ArchList>(), Ok(ArchList(vec![(12, 0)])));
+        assert_eq!(
+            "sm_80,90, 8.6,sm_80".parse::<ArchList>(),
+            Ok(ArchList(vec![(8, 0, false), (9, 0, false), (8, 6, false)]))
+        );
+        assert_eq!("sm_120".parse::<ArchList>(), Ok(ArchList(vec![(12, 0, false)])));
         let old = "sm_75".parse::<ArchList>().unwrap_err();
         assert!(old.contains("older than sm_80"), "{old}");
-        let a = "sm_90a".parse::<ArchList>().unwrap_err();
-        assert!(a.contains("sm_90"), "{a}");
+        // sm_90a (Hopper's wgmma/TMA program) is its own target, beside sm_90.
+        assert_eq!("sm_90,sm_90a,90a".parse::<ArchList>(), Ok(ArchList(vec![(9, 0, false), (9, 0, true)])));
+        for other in ["sm_100a", "sm_80a", "sm_90f"] {
+            let e = other.parse::<ArchList>().unwrap_err();
+            assert!(e.contains("sm_90a"), "{e}");
+        }
         assert!("foo".parse::<ArchList>().is_err() && "".parse::<ArchList>().is_err());
     }
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
+use qconv::cuda::kernels::KernelSource;
 use qconv::cuda::nvrtc::{nvrtc_available, Arch, CompiledKernel};
 use qconv::cuda::runtime::{configure_kernel_cache, kernel_cache, DiskCache};
 
@@ -87,7 +88,19 @@ pub fn warmup(a: &WarmupArgs) -> CliResult {
     }
     let version = nvrtc_available()?;
     let archs: Vec<Arch> = match &a.arch {
-        Some(list) => list.0.iter().map(|&(major, minor)| Arch::new(major, minor)).collect(),
+        Some(list) => list
+            .0
+            .iter()
+            .map(
+                |&(major, minor, specific)| {
+                    if specific {
+                        Arch::specific(major, minor)
+                    } else {
+                        Arch::new(major, minor)
+                    }
+                },
+            )
+            .collect(),
         None => {
             let mut v = Vec::new();
             for d in &qconv::cuda::probe().devices {
@@ -96,8 +109,12 @@ pub fn warmup(a: &WarmupArgs) -> CliResult {
                     continue;
                 }
                 let arch = Arch::from_compute_capability(d.compute_capability)?;
-                if !v.contains(&arch) {
-                    v.push(arch);
+                // The device's own target, and sm_90a on compute capability 9.0 (the Hopper
+                // program, compiled there for that target only).
+                for target in std::iter::once(arch).chain(KernelSource::ALL.iter().filter_map(|s| s.target_on(arch))) {
+                    if !v.contains(&target) {
+                        v.push(target);
+                    }
                 }
             }
             v
@@ -116,7 +133,7 @@ pub fn warmup(a: &WarmupArgs) -> CliResult {
         "{:<9} {:<18} {:>10}  {:<26} {:>4} {:>12} {:>9}",
         "arch", "source", "time", "kernel", "regs", "spill st/ld", "smem B"
     );
-    let total = archs.len() * qconv::cuda::kernels::KernelSource::ALL.len();
+    let total: usize = archs.iter().map(|&a| KernelSource::for_arch(a).count()).sum();
     // A progress bar on a terminal (on stderr, the rows above it); plain lines otherwise.
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);

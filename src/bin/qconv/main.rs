@@ -139,7 +139,8 @@ struct BenchArgs {
 #[derive(Args, Debug)]
 struct WarmupArgs {
     /// Architectures, comma-separated, sm_80 or newer (sm_80, sm_86, sm_89, sm_90, sm_100,
-    /// sm_120 …) [default: those of the devices present].
+    /// sm_120 …), and sm_90a for Hopper's wgmma/TMA program [default: those of the devices
+    /// present, with sm_90a for compute capability 9.0].
     #[arg(long, value_name = "LIST")]
     arch: Option<ArchList>,
     #[command(flatten)]

@@ -8,6 +8,7 @@
 //! | [`fakequant`] | `cuda/fakequant.cu` (every mode, the fast path and its walk, `qc_dequant_codes`) | the CPU fake-quant, bit for bit |
 //! | [`conv_igemm`] | `cuda/conv_igemm.cuh` (tiled implicit GEMM block by block, direct kernel thread by thread) | the f64 oracle |
 //! | [`conv_tc`] | `cuda/conv_tc.cu` and `cuda/tensor_core.cuh` (loaders, swizzle, ldmatrix, MMA fragments, epilogue) | the f64 oracle, exactly |
+//! | [`conv_wg`] | `cuda/conv_wg.cu` (sm_90a: TMA im2col/tiled copies from the host's tensor-map plan, 128-byte swizzle, wgmma descriptors and fragments, epilogue; the mbarrier ring as a state machine) | the f64 oracle, exactly; injected mistakes must be caught |
 //! | [`conv_imma`] | `cuda/conv_imma.cu`, `cuda/int8.cuh` (int8 tiles: loaders, swizzle, 8-bit ldmatrix, m16n8k32 fragments, row sums, zero-point corrections, requantization) | `conv_int8_naive`, code for code |
 //! | [`int8_simt`] | `cuda/int8_simt.cu` (`qc_dw_int8`, `qc_pad_channels_u8`) | `conv_int8_naive`, the copy's rule |
 //! | [`splitk`] | `cuda/splitk.cu` (the ordered sum of the partials) | used by [`conv_tc`] |
@@ -22,6 +23,7 @@ use crate::problem::PaddingMode;
 pub mod conv_igemm;
 pub mod conv_imma;
 pub mod conv_tc;
+pub mod conv_wg;
 pub mod fakequant;
 pub mod int8_simt;
 pub mod layout;

@@ -8,6 +8,7 @@
 //! | [`params`] | — | the conv-parameter builder shared by the convolution families: [`conv_params`](params::conv_params), its re-check, the buffer binding | — |
 //! | [`simt`] | `cuda/conv.cu`, `cuda/conv_transpose.cu` | any problem | [`Runtime::conv_device`] |
 //! | [`conv_tc`] | `cuda/conv_tc.cu`, `cuda/splitk.cu` | [`conv_tc::can_run`] | [`Runtime::conv_device_tc`] |
+//! | [`conv_wg`] | `cuda/conv_wg.cu` (sm_90a: wgmma + TMA, opt-in) | [`conv_wg::can_run`] | [`Runtime::conv_device_wg`] |
 //! | [`depthwise`] | `cuda/depthwise.cu` | [`depthwise::can_run`] | [`Runtime::conv_device_dw_nhwc`] |
 //! | [`layout`] | `cuda/layout.cu` | 2- and 4-byte elements | [`Runtime::transpose_device`], [`Runtime::pad_channels_device`] |
 //! | [`conv_imma`] | `cuda/conv_imma.cu` (int8 tensor cores) | [`conv_imma::can_run`] | [`Runtime::conv_device_imma`] |
@@ -30,6 +31,7 @@ use params::{check_conv_params, QcConvParams};
 
 pub mod conv_imma;
 pub mod conv_tc;
+pub mod conv_wg;
 pub mod depthwise;
 pub mod fakequant;
 pub mod int8_simt;
@@ -47,14 +49,15 @@ pub const MAX_GRID_YZ: u64 = 65_535;
 /// work is looped over inside the kernel.
 pub const MAX_GRID_STRIDE_BLOCKS: u64 = 1 << 18;
 
-/// Grid and block of one launch (all kernels use static shared memory only).
+/// Grid and block of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchDims {
     /// `gridDim` (x, y, z).
     pub grid: (u32, u32, u32),
     /// `blockDim` (x, y, z).
     pub block: (u32, u32, u32),
-    /// Dynamic shared memory in bytes (always 0: the tiles are static `__shared__` arrays).
+    /// Dynamic shared memory in bytes (0 except for the sm_90a kernel's pipeline,
+    /// [`conv_wg::wg_smem_bytes`]: every other kernel uses static `__shared__` arrays).
     pub dynamic_shared_bytes: u32,
 }
 
@@ -145,6 +148,12 @@ pub fn conv_launch(p: &QcConvParams, algo: ConvAlgo) -> Result<Option<LaunchDims
         ConvAlgo::TensorCore(tile) => conv_tc::launch_dims(p, tile),
         ConvAlgo::Tiled(tile) => simt::tiled_launch_dims(p, tile),
         ConvAlgo::Direct => simt::direct_launch_dims(p),
+        // Its grid comes from the tensor-map plan, not from the conv params alone.
+        ConvAlgo::Wgmma(_) => Err(Error::config(
+            "QcConvParams",
+            "(kernel arguments)",
+            "the sm_90a kernel launches with conv_wg::wg_launch_dims of its plan",
+        )),
     }
 }
 

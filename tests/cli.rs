@@ -522,6 +522,7 @@ fn lowered_run_errors_are_clean() {
     let (ok, _, err) =
         qconv(&run_args(&fixture("export_demo.safetensors"), "x", out, &["--prefix", "head.", "--dequantize"]));
     assert!(!ok && err.contains("--dequantize"), "{err}");
+}
 
 /// `warmup --arch sm_90a` compiles Hopper's wgmma/TMA program, and only it (where libnvrtc is
 /// found; CI has it).

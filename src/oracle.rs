@@ -202,7 +202,8 @@ pub fn conv_int8_naive(
     table: &RequantTable,
 ) -> Vec<u8> {
     assert_eq!(table.out_channels(), p.out_channels, "requant table channels");
-    let plane: usize = p.out_size.iter().product();
+    // Saturating, as `ConvProblem::output_len`: an empty batch may come with any output size.
+    let plane = p.out_size.iter().fold(1usize, |a, &b| a.saturating_mul(b));
     let acc = conv_int8_acc(p, weight, weight_zero_points, x, input_zero_point);
     acc.iter().enumerate().map(|(i, &a)| table.requantize(a, (i / plane.max(1)) % p.out_channels)).collect()
 }
@@ -211,6 +212,36 @@ pub fn conv_int8_naive(
 mod tests {
     use super::*;
     use crate::problem::PaddingMode;
+
+    /// An empty batch with output sizes whose product overflows: an empty result, no panic (a
+    /// fuzz finding in the harness's oracle call).
+    #[test]
+    fn empty_batch_with_huge_output_sizes() {
+        let p = ConvProblem {
+            transposed: true,
+            batch: 0,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            in_size: [1, 1, 1],
+            out_size: [1 << 40, 1 << 40, 1],
+            kernel: [1, 1, 1],
+            stride: [1, 1, 1],
+            pad: [0, 0, 0],
+            dilation: [1, 1, 1],
+            pad_mode: PaddingMode::Zeros,
+        };
+        let params = crate::quant::RequantParams {
+            input_scale: 0.1,
+            weight_scales: crate::quant::WeightScales::PerTensor(0.1),
+            output_scale: 0.1,
+            output_zero_point: 0,
+            bias: None,
+            relu: false,
+        };
+        let table = RequantTable::new(true, 1, 1, &params).unwrap();
+        assert!(conv_int8_naive(&p, &[1], &[0], &[], 0, &table).is_empty());
+    }
 
     /// A 1-d problem (`[1, 1, len]` after normalisation).
     #[allow(clippy::too_many_arguments)]

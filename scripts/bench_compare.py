@@ -16,6 +16,11 @@ Ratios below 1.0 mean qconv is faster. "vs float conv" compares qconv's module f
 fake-quantized weight) with PyTorch's plain float convolution (oneDNN); "vs ref module" with
 PyTorch's reference quantized module (which re-quantizes the weight on every call);
 "fake-quant" compares the weight fake-quant step alone.
+
+With --int8, PyTorch also runs its lowered FBGEMM module (`--ops float,ref,fq,int8`) and a second
+table pairs qconv's `int8_module` rows (same activation and weight qparams settings) with it and
+with qconv's own float module forward: int8 / FBGEMM below 1.0 means qconv's int8 is faster, and
+float / int8 is the speedup of lowering the model in qconv.
 """
 import argparse
 import json
@@ -52,6 +57,8 @@ def main():
     ap.add_argument("--qconv", default=os.path.join(ROOT, "target", "release", "qconv"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="also write every raw row to this file")
+    ap.add_argument("--int8", action="store_true",
+                    help="also time PyTorch's lowered FBGEMM module and print the int8 ratio table")
     ap.add_argument("--candle", default=os.path.join(HERE, "candle_peer", "target", "release", "candle_peer"),
                     help="candle-core peer binary (skipped if missing)")
     args = ap.parse_args()
@@ -66,7 +73,7 @@ def main():
     rows = []
     for _ in range(args.rounds):
         rows += run_lines([args.qconv, "bench"])
-        rows += run_lines([sys.executable, args.torch_script])
+        rows += run_lines([sys.executable, args.torch_script] + (["--ops", "float,ref,fq,int8"] if args.int8 else []))
         if candle:
             rows += run_lines([args.candle])
     if args.json:
@@ -126,6 +133,26 @@ def main():
         print(f"\nGeometric mean of qconv forward / torch float conv: {geo:.2f}×")
     if cratios:
         print(f"Smallest speedup over candle: {min(cratios):.1f}× (geometric mean {statistics.geometric_mean(cratios):.1f}×)")
+    if args.int8:
+        print_int8(m, cases)
+
+
+def print_int8(m, cases):
+    """The int8 table: qconv's lowered module against FBGEMM's and against qconv's float forward."""
+    print("\n| case | qconv int8 µs | FBGEMM int8 µs | qconv float µs | int8 / FBGEMM | float / int8 |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for c in cases:
+        qi = m.get(("qconv", c, "int8_module"))
+        ti = m.get(("torch", c, "int8_module"))
+        qf = m.get(("qconv", c, "module_forward"))
+        if None in (qi, ti, qf):
+            continue
+        ratios.append(qi / ti)
+        print(f"| {c} | {qi:.1f} | {ti:.1f} | {qf:.1f} | {qi / ti:.2f}× | {qf / qi:.1f}× |")
+    if ratios:
+        print(f"\nGeometric mean of qconv int8 / FBGEMM int8: {statistics.geometric_mean(ratios):.2f}× "
+              f"(worst case {max(ratios):.2f}×)")
 
 
 if __name__ == "__main__":

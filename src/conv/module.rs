@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::conv::options::{ConvOptions, Padding, PaddingMode};
+use crate::conv::options::{pad3, ConvOptions, Padding, PaddingMode};
 use crate::cpu::PackedWeight;
 use crate::cuda::codes::{self, PackedCodes};
 use crate::cuda::{DeviceWeights, WeightSpec};
@@ -66,12 +66,6 @@ pub type ConvTranspose1d = ConvModule<1, true>;
 pub type ConvTranspose2d = ConvModule<2, true>;
 /// `ConvTranspose3d` (`torch.ao.nn.quantized.reference.ConvTranspose3d`).
 pub type ConvTranspose3d = ConvModule<3, true>;
-
-fn pad3<const D: usize>(v: &[usize; D], fill: usize) -> [usize; 3] {
-    let mut out = [fill; 3];
-    out[3 - D..].copy_from_slice(v);
-    out
-}
 
 impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// The PyTorch class name, e.g. `"Conv2d"` or `"ConvTranspose3d"`.

@@ -1,6 +1,7 @@
 //! [`ConvOptions<D>`]: one options type for every dimension count, and the shape rules.
 
 use crate::error::{Error, Result};
+use crate::problem::ConvProblem;
 pub use crate::problem::PaddingMode;
 
 /// Padding of a convolution: explicit per-dimension amounts, or PyTorch's `"same"` / `"valid"`.
@@ -103,7 +104,43 @@ impl<const D: usize> Default for ConvOptions<D> {
     }
 }
 
+/// A `D`-dimensional size as the 3-d size of a [`ConvProblem`]: leading dimensions `fill`.
+pub(crate) fn pad3<const D: usize>(v: &[usize; D], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - D..].copy_from_slice(v);
+    out
+}
+
 impl<const D: usize> ConvOptions<D> {
+    /// The normalised 3-d backend problem of a module with these options: `channels` = (in, out),
+    /// the module's `kernel`, and the spatial sizes of its input and output (already checked by
+    /// the caller). A transposed convolution always pads with zeros.
+    pub(crate) fn problem(
+        &self,
+        transposed: bool,
+        batch: usize,
+        channels: (usize, usize),
+        kernel: &[usize; D],
+        in_spatial: &[usize; D],
+        out_spatial: &[usize; D],
+    ) -> Result<ConvProblem> {
+        let (lo, _) = self.padding_amounts()?;
+        Ok(ConvProblem {
+            transposed,
+            batch,
+            in_channels: channels.0,
+            out_channels: channels.1,
+            groups: self.groups,
+            in_size: pad3(in_spatial, 1),
+            out_size: pad3(out_spatial, 1),
+            kernel: pad3(kernel, 1),
+            stride: pad3(&self.stride, 1),
+            pad: pad3(&lo, 0),
+            dilation: pad3(&self.dilation, 1),
+            pad_mode: if transposed { PaddingMode::Zeros } else { self.padding_mode },
+        })
+    }
+
     /// PyTorch's defaults: stride 1, padding 0, dilation 1, groups 1, zeros padding, and the
     /// kernel size of the weight.
     pub fn new() -> Self {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::alloc::{try_collect, try_filled};
 use crate::conv::module::ConvModule;
-use crate::conv::options::{ConvOptions, Padding, PaddingMode};
+use crate::conv::options::{pad3, ConvOptions, Padding, PaddingMode};
 use crate::cpu::int8::{conv_int8, ActivationLayout, PackedInt8Weight};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -186,12 +186,6 @@ pub type QuantizedConvTranspose1d = QuantizedConvModule<1, true>;
 pub type QuantizedConvTranspose2d = QuantizedConvModule<2, true>;
 /// `QuantizedConvTranspose3d` (`torch.ao.nn.quantized.ConvTranspose3d`).
 pub type QuantizedConvTranspose3d = QuantizedConvModule<3, true>;
-
-fn pad3<const D: usize>(v: &[usize; D], fill: usize) -> [usize; 3] {
-    let mut out = [fill; 3];
-    out[3 - D..].copy_from_slice(v);
-    out
-}
 
 impl<const D: usize, const TRANSPOSED: bool> QuantizedConvModule<D, TRANSPOSED> {
     /// The type name of the file format, e.g. `"QuantizedConv2d"` or `"QuantizedConvTranspose3d"`.
@@ -507,21 +501,14 @@ impl<const D: usize, const TRANSPOSED: bool> QuantizedConvModule<D, TRANSPOSED> 
         } else {
             self.options.conv_output_size(&spatial)?
         };
-        let (lo, _) = self.options.padding_amounts()?;
-        Ok(ConvProblem {
-            transposed: TRANSPOSED,
-            batch: input_shape[0],
-            in_channels: self.in_channels,
-            out_channels: self.out_channels,
-            groups: self.options.groups,
-            in_size: pad3(&spatial, 1),
-            out_size: pad3(&out, 1),
-            kernel: pad3(&self.kernel, 1),
-            stride: pad3(&self.options.stride, 1),
-            pad: pad3(&lo, 0),
-            dilation: pad3(&self.options.dilation, 1),
-            pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
-        })
+        self.options.problem(
+            TRANSPOSED,
+            input_shape[0],
+            (self.in_channels, self.out_channels),
+            &self.kernel,
+            &spatial,
+            &out,
+        )
     }
 
     /// Runs the module on u8 activations `[N, C, *spatial]` (batched, as PyTorch requires):

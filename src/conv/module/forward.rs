@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{pad3, ConvModule};
-use crate::conv::options::PaddingMode;
+use super::ConvModule;
 use crate::cpu;
 #[cfg(feature = "cuda")]
 use crate::cuda::forward::{self, ForwardCall};
@@ -35,21 +34,14 @@ struct InputShape<const D: usize> {
 impl<const D: usize, const TRANSPOSED: bool> ConvModule<D, TRANSPOSED> {
     /// The convolution this module runs, normalised to three spatial dimensions.
     fn problem(&self, batch: usize, in_spatial: [usize; D], out_spatial: [usize; D]) -> Result<ConvProblem> {
-        let (lo, _) = self.options.padding_amounts()?;
-        Ok(ConvProblem {
-            transposed: TRANSPOSED,
+        self.options.problem(
+            TRANSPOSED,
             batch,
-            in_channels: self.in_channels,
-            out_channels: self.out_channels,
-            groups: self.options.groups,
-            in_size: pad3(&in_spatial, 1),
-            out_size: pad3(&out_spatial, 1),
-            kernel: pad3(&self.kernel, 1),
-            stride: pad3(&self.options.stride, 1),
-            pad: pad3(&lo, 0),
-            dilation: pad3(&self.options.dilation, 1),
-            pad_mode: if TRANSPOSED { PaddingMode::Zeros } else { self.options.padding_mode },
-        })
+            (self.in_channels, self.out_channels),
+            &self.kernel,
+            &in_spatial,
+            &out_spatial,
+        )
     }
 
     /// The normalised 3-d [`ConvProblem`] this module runs for an input of shape `input_shape`

@@ -121,7 +121,9 @@ impl<'a> DwCall<'a> {
             }
         };
         let ph2 = &geo.phases[2];
-        let st = ph2.first().map_or(1, |ph| ph.in_step).max(1);
+        // With at most one output per row the dim-2 step never separates two outputs: no
+        // decimation (a huge stride would otherwise make every row `stride` codes long).
+        let st = if ph2.iter().all(|ph| ph.count <= 1) { 1 } else { ph2.first().map_or(1, |ph| ph.in_step).max(1) };
         // Pair distance: the spacing of consecutive dim-2 taps (the same in every phase).
         let delta = ph2
             .iter()

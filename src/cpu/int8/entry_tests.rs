@@ -388,3 +388,26 @@ fn tiny_geometries_match_oracle() {
         check_case(&random_case(&mut rng, p));
     }
 }
+
+/// A depthwise convolution whose last-dimension stride (65,536) exceeds its rows, with one output
+/// per row and 1000 rows of padding (a fuzz finding: each pair row was `stride` codes long, half a
+/// gigabyte per plane and 37 s per call).
+#[test]
+fn depthwise_huge_last_stride_one_output_per_row() {
+    let mut rng = Rng::new(0x7e57_0003);
+    let p = ConvProblem {
+        transposed: false,
+        batch: 2,
+        in_channels: 7,
+        out_channels: 7,
+        groups: 7,
+        in_size: [4, 4, 4],
+        out_size: [3, 286, 1],
+        kernel: [1, 2, 7],
+        stride: [2, 7, 65_536],
+        pad: [1, 1000, 2],
+        dilation: [7, 7, 1],
+        pad_mode: PaddingMode::Zeros,
+    };
+    check_case(&random_case(&mut rng, p));
+}

@@ -389,13 +389,14 @@ fn tiny_geometries_match_oracle() {
     }
 }
 
-/// A depthwise convolution whose last-dimension stride (65,536) exceeds its rows, with one output
-/// per row and 1000 rows of padding (a fuzz finding: each pair row was `stride` codes long, half a
-/// gigabyte per plane and 37 s per call).
+/// Convolutions whose last-dimension stride (65,536) exceeds their rows, with one output per row
+/// and 1000 rows of padding (fuzz findings: in the depthwise path each pair row was `stride`
+/// codes long, half a gigabyte per plane and 37 s per call; in the GEMM path each padded row was
+/// rounded up to a multiple of the stride, 2 GB for a 7-channel input), depthwise and GEMM.
 #[test]
-fn depthwise_huge_last_stride_one_output_per_row() {
+fn huge_last_stride_one_output_per_row() {
     let mut rng = Rng::new(0x7e57_0003);
-    let p = ConvProblem {
+    let dw = ConvProblem {
         transposed: false,
         batch: 2,
         in_channels: 7,
@@ -409,5 +410,6 @@ fn depthwise_huge_last_stride_one_output_per_row() {
         dilation: [7, 7, 1],
         pad_mode: PaddingMode::Zeros,
     };
-    check_case(&random_case(&mut rng, p));
+    check_case(&random_case(&mut rng, dw.clone()));
+    check_case(&random_case(&mut rng, ConvProblem { groups: 1, batch: 2, ..dw }));
 }

@@ -85,6 +85,18 @@ impl SubConv {
     }
 }
 
+/// The dim-2 input step between consecutive positions of a row: the stride, or 1 when every
+/// row has at most one output (the step then separates nothing, and a huge stride would only
+/// widen every padded row to a multiple of it).
+fn step2(geo: &Geometry) -> usize {
+    let ph2 = &geo.phases[2];
+    if ph2.iter().all(|ph| ph.count <= 1) {
+        1
+    } else {
+        ph2.first().map_or(1, |ph| ph.in_step).max(1)
+    }
+}
+
 /// The layout of the padded copy for `p` (validated geometry `geo`).
 pub(super) fn pad_layout(p: &ConvProblem, geo: &Geometry) -> Result<PadLayout> {
     let (lo, mut dims) = padded_extent(geo).unwrap_or(([0; 3], [1; 3]));
@@ -95,7 +107,7 @@ pub(super) fn pad_layout(p: &ConvProblem, geo: &Geometry) -> Result<PadLayout> {
     // enough for every phase's positions (`wv = dims[2] / step2 >= count2`): a phase without taps
     // (a transposed stride phase that no kernel tap reaches) reads nothing, so the extent above
     // does not cover its outputs, yet its positions still map to pixels through `wv`.
-    let step2 = geo.phases[2].first().map_or(1, |ph| ph.in_step).max(1);
+    let step2 = step2(geo);
     let count2 = geo.phases[2].iter().map(|ph| ph.count).max().unwrap_or(1);
     dims[2] = dims[2].max(checked_product(&[count2, step2], "padded row")?);
     dims[2] = dims[2].div_ceil(step2) * step2;
@@ -145,7 +157,7 @@ pub(super) fn sub_convs(p: &ConvProblem, geo: &Geometry, lay: &PadLayout, w: &Pa
                         }
                     }
                 }
-                let (s0, s1, s2) = (ph0.in_step, ph1.in_step, ph2.in_step);
+                let (s0, s1, s2) = (ph0.in_step, ph1.in_step, step2(geo));
                 let flat = s1 == 1;
                 let wv = if flat { d2 / s2 } else { count[2] };
                 let mut runs = Vec::new();
